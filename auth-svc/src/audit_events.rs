@@ -1,0 +1,214 @@
+//! Building the audit events auth-svc records, and recording denied calls.
+//!
+//! Conventions audit-svc relies on: `refs` filled wherever they apply; `scopes` is the
+//! grant (or the declared set for app events) with its risk tier; `tenant` is the app's
+//! tenant (the platform tenant for events about no firm); payloads are JSON objects that
+//! never hold a secret.
+
+use chrono::{DateTime, Utc};
+use proto::common::v1::{Actor, AuditEvent, EventKind, EventRefs, Subject, actor, subject};
+use scope_catalog::ScopeSet;
+use service_runtime::caller_auth::{Denial, DenialSink};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+pub const SOURCE: &str = "auth-svc";
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn service_actor(name: &str) -> Actor {
+    Actor {
+        kind: actor::Kind::Service as i32,
+        id: name.to_owned(),
+    }
+}
+
+pub fn person_actor(principal: &str) -> Actor {
+    Actor {
+        kind: actor::Kind::Person as i32,
+        id: principal.to_owned(),
+    }
+}
+
+/// auth-svc itself (the refresher, the revocation retry worker).
+pub fn system_actor() -> Actor {
+    Actor {
+        kind: actor::Kind::System as i32,
+        id: SOURCE.to_owned(),
+    }
+}
+
+pub fn subject_of(kind: subject::Kind, id: impl ToString) -> Subject {
+    Subject {
+        kind: kind as i32,
+        id: id.to_string(),
+    }
+}
+
+/// An event under construction.
+pub struct EventBuilder(AuditEvent);
+
+impl EventBuilder {
+    pub fn new(
+        kind: EventKind,
+        tenant: &str,
+        actor: Actor,
+        subject: Subject,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        EventBuilder(AuditEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            kind: kind as i32,
+            tenant: tenant.to_owned(),
+            actor: Some(actor),
+            subject: Some(subject),
+            occurred_at: Some(timestamp(occurred_at)),
+            payload_json: "{}".into(),
+            source: SOURCE.into(),
+            ..AuditEvent::default()
+        })
+    }
+
+    pub fn refs(mut self, refs: EventRefs) -> Self {
+        self.0.refs = Some(refs);
+        self
+    }
+
+    /// The scopes and their tier.
+    pub fn scopes(mut self, scopes: &ScopeSet) -> Self {
+        self.0.scopes = scopes.to_wire();
+        self.0.risk_tier = proto::common::v1::RiskTier::from(scopes.risk_tier()) as i32;
+        self
+    }
+
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.0.reason = reason.to_owned();
+        self
+    }
+
+    pub fn payload(mut self, payload: serde_json::Value) -> Self {
+        self.0.payload_json = payload.to_string();
+        self
+    }
+
+    pub fn build(self) -> AuditEvent {
+        self.0
+    }
+}
+
+/// How many denials may wait to be written before new ones are only logged.
+const DENIAL_QUEUE: usize = 1_024;
+
+/// Records every refused call as an ACCESS_DENIED event (platform tenant) through the
+/// outbox. The caller-auth layer calls it synchronously, so denials are queued to a
+/// writer task; a flood beyond the queue is logged, not allowed to pile up in memory.
+pub struct OutboxDenials {
+    queue: mpsc::Sender<Denial>,
+}
+
+impl OutboxDenials {
+    pub fn start(
+        pool: PgPool,
+        tenant: String,
+        waker: Option<audit_outbox::Waker>,
+        clock: service_runtime::clock::SharedClock,
+    ) -> OutboxDenials {
+        let (queue, mut receiver) = mpsc::channel::<Denial>(DENIAL_QUEUE);
+        tokio::spawn(async move {
+            while let Some(denial) = receiver.recv().await {
+                let caller = denial.caller.clone().unwrap_or_default();
+                let actor = if caller.is_empty() {
+                    service_actor("unauthenticated")
+                } else {
+                    service_actor(&caller)
+                };
+                let event = EventBuilder::new(
+                    EventKind::AccessDenied,
+                    &tenant,
+                    actor,
+                    subject_of(subject::Kind::Rpc, &denial.method),
+                    clock.now(),
+                )
+                .reason(&denial.reason)
+                .payload(serde_json::json!({
+                    "method": denial.method,
+                    "code": format!("{:?}", denial.code),
+                }))
+                .build();
+                let written = async {
+                    let mut tx = pool.begin().await?;
+                    audit_outbox::enqueue(&mut tx, event).await?;
+                    tx.commit().await?;
+                    Ok::<(), crate::error::AuthError>(())
+                }
+                .await;
+                match written {
+                    Ok(()) => {
+                        if let Some(waker) = &waker {
+                            waker.wake();
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, method = %denial.method, "cannot record a denied call")
+                    }
+                }
+            }
+        });
+        OutboxDenials { queue }
+    }
+}
+
+impl DenialSink for OutboxDenials {
+    fn denied(&self, denial: Denial) {
+        tracing::warn!(
+            method = %denial.method,
+            caller = denial.caller.as_deref().unwrap_or("-"),
+            code = ?denial.code,
+            reason = %denial.reason,
+            "call refused"
+        );
+        if self.queue.try_send(denial).is_err() {
+            tracing::warn!("denial queue full; this denial is only logged");
+        }
+    }
+}
+
+/// What an event about a connection needs, kept to build the event later (aggregated
+/// usage is recorded after the window closes).
+#[derive(Clone)]
+pub struct EventTemplate {
+    tenant: String,
+    actor: Actor,
+    subject: Subject,
+    refs: EventRefs,
+    scopes: ScopeSet,
+}
+
+impl EventTemplate {
+    pub fn of(connection: &crate::connections::Connection, actor: Actor) -> Self {
+        EventTemplate {
+            tenant: connection.tenant.clone(),
+            actor,
+            subject: subject_of(subject::Kind::Connection, connection.id),
+            refs: connection.refs(),
+            scopes: connection.granted.clone(),
+        }
+    }
+
+    pub fn build(&self, kind: EventKind, at: DateTime<Utc>) -> EventBuilder {
+        EventBuilder::new(
+            kind,
+            &self.tenant,
+            self.actor.clone(),
+            self.subject.clone(),
+            at,
+        )
+        .refs(self.refs.clone())
+        .scopes(&self.scopes)
+    }
+}

@@ -1,0 +1,554 @@
+//! Connecting a person: starting an authorization (state, PKCE, authorize URL) and
+//! completing it (code exchange, who_am_i, storing the connection and the consent).
+//!
+//! The `state` is 32 random bytes; only its SHA-256 is stored. It is single use (consumed
+//! by one conditional UPDATE), expires by the injected clock, and carries the principal,
+//! app, mode and redirect URI it was started with, so completion never trusts the caller
+//! for them. The redirect URI is stored and sent again byte for byte at the exchange.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use clio_api::{AuthorizeRequest, ClioError, Pkce, TokenGrant, WhoAmI};
+use proto::auth::v1 as pb;
+use proto::common::v1::EventKind;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::apps::{self, App};
+use crate::audit_events::person_actor;
+use crate::connections::{self, Connection, access_binding, refresh_binding};
+use crate::context::Context;
+use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus, Mode, Principal};
+use crate::error::AuthError;
+use crate::token_vault::Binding;
+
+/// Assumed lifetime when Clio omits `expires_in` (it documents 30 days; 1 h is safe).
+const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 3_600;
+
+pub fn pkce_binding(id: Uuid) -> Binding {
+    Binding::new("authorization_states", "pkce_verifier", id)
+}
+
+/// A validated `StartAuthorizationRequest`.
+pub struct StartRequest {
+    pub app: AppId,
+    pub principal: Principal,
+    pub mode: Mode,
+    pub reconnect: Option<ConnectionId>,
+}
+
+impl TryFrom<pb::StartAuthorizationRequest> for StartRequest {
+    type Error = AuthError;
+
+    fn try_from(request: pb::StartAuthorizationRequest) -> Result<Self, AuthError> {
+        Ok(StartRequest {
+            app: AppId::parse("app_id", &request.app_id)?,
+            principal: Principal::parse("principal", &request.principal)?,
+            mode: match pb::AuthorizationMode::try_from(request.mode) {
+                Ok(pb::AuthorizationMode::Web) => Mode::Web,
+                Ok(pb::AuthorizationMode::OutOfBand) => Mode::OutOfBand,
+                _ => {
+                    return Err(AuthError::invalid(
+                        "mode",
+                        "must be AUTHORIZATION_MODE_WEB or AUTHORIZATION_MODE_OUT_OF_BAND",
+                    ));
+                }
+            },
+            reconnect: match request.reconnect_connection_id.as_str() {
+                "" => None,
+                raw => Some(ConnectionId::parse("reconnect_connection_id", raw)?),
+            },
+        })
+    }
+}
+
+pub struct Started {
+    pub authorization_url: String,
+    pub state: SecretString,
+    pub expires_at: DateTime<Utc>,
+    pub mode: Mode,
+}
+
+fn state_hash(state: &str) -> Vec<u8> {
+    Sha256::digest(state.as_bytes()).to_vec()
+}
+
+/// The redirect URI of a mode: auth-svc's callback, or Clio's approval page.
+fn redirect_uri(ctx: &Context, app: &App, mode: Mode) -> String {
+    match mode {
+        Mode::Web => format!(
+            "{}/oauth/callback",
+            ctx.config.public_base_url.trim_end_matches('/')
+        ),
+        Mode::OutOfBand => ctx.clio.regions().approval_redirect_uri(app.region),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(app_id = %request.app, mode = %request.mode))]
+pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, AuthError> {
+    let app = apps::get(ctx, request.app).await?;
+    require_approved(&app)?;
+    if let Some(reconnect) = request.reconnect {
+        let existing = connections::get(ctx, reconnect).await?;
+        if existing.app_id != app.id || existing.principal != request.principal.0 {
+            return Err(AuthError::FailedPrecondition(format!(
+                "connection {reconnect} belongs to another app or person"
+            )));
+        }
+        if existing.status == ConnectionStatus::Revoked {
+            return Err(AuthError::FailedPrecondition(format!(
+                "connection {reconnect} is revoked; connect anew instead"
+            )));
+        }
+    }
+    let redirect = redirect_uri(ctx, &app, request.mode);
+    if !app.redirect_uris.contains(&redirect) {
+        return Err(AuthError::FailedPrecondition(format!(
+            "app {} does not list the redirect URI {redirect} that {} mode needs",
+            app.id, request.mode
+        )));
+    }
+    let mut random = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let state = URL_SAFE_NO_PAD.encode(random);
+    let id = Uuid::now_v7();
+    let now = ctx.now();
+    let ttl = i64::try_from(ctx.config.authorization.state_ttl_secs).unwrap_or(600);
+    let expires_at = now + Duration::seconds(ttl);
+    let pkce = app.pkce_enabled.then(Pkce::generate);
+    let sealed = pkce
+        .as_ref()
+        .map(|p| ctx.vault.seal(p.verifier(), &pkce_binding(id)))
+        .transpose()?;
+    sqlx::query(
+        "INSERT INTO authorization_states (id, state_hash, app_id, principal, mode, redirect_uri, scopes_version, \
+         reconnect_connection_id, pkce_verifier_ct, pkce_verifier_key_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(id)
+    .bind(state_hash(&state))
+    .bind(app.id.0)
+    .bind(&request.principal.0)
+    .bind(request.mode.as_str())
+    .bind(&redirect)
+    .bind(i32::try_from(app.scopes_version).unwrap_or(i32::MAX))
+    .bind(request.reconnect.map(|c| c.0))
+    .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
+    .bind(sealed.as_ref().map(|s| s.key_id.clone()))
+    .bind(now)
+    .bind(expires_at)
+    .execute(&ctx.pool)
+    .await?;
+    let url = ctx
+        .clio
+        .authorize_url(&AuthorizeRequest {
+            region: app.region,
+            client_id: &app.client_id,
+            redirect_uri: &redirect,
+            state: &state,
+            pkce: pkce.as_ref(),
+        })
+        .map_err(|e| AuthError::Internal(format!("authorize URL: {e}")))?;
+    Ok(Started {
+        authorization_url: url,
+        state: SecretString::from(state),
+        expires_at,
+        mode: request.mode,
+    })
+}
+
+fn require_approved(app: &App) -> Result<(), AuthError> {
+    match app.status {
+        AppStatus::Approved => Ok(()),
+        AppStatus::PendingApproval => Err(AuthError::FailedPrecondition(format!(
+            "app {} is waiting for compliance approval",
+            app.id
+        ))),
+        AppStatus::Revoked => Err(AuthError::FailedPrecondition(format!(
+            "app {} is revoked",
+            app.id
+        ))),
+    }
+}
+
+/// What the person brought back from Clio.
+pub enum Answer {
+    Code(SecretString),
+    /// Clio's `error` (e.g. `access_denied`).
+    Denied(String),
+}
+
+/// Reads a pasted code: the bare code, or the approval page's `Success code=...` title
+/// (a `Failure error=...` title is a denial).
+pub fn parse_pasted(raw: &str) -> Result<Answer, AuthError> {
+    let text = raw.trim();
+    if let Some(error) = text.strip_prefix("Failure error=") {
+        return Ok(Answer::Denied(
+            error.split_whitespace().next().unwrap_or("").to_owned(),
+        ));
+    }
+    let code = text.strip_prefix("Success code=").unwrap_or(text);
+    let code = code.split(['&', ' ']).next().unwrap_or("").trim();
+    if code.is_empty() {
+        return Err(AuthError::invalid("code", "must not be empty"));
+    }
+    if code.chars().any(|c| c.is_control() || c.is_whitespace()) || code.len() > 2_048 {
+        return Err(AuthError::invalid("code", "is not a code Clio issues"));
+    }
+    Ok(Answer::Code(SecretString::from(code.to_owned())))
+}
+
+/// A consumed authorization state.
+#[derive(sqlx::FromRow)]
+struct ConsumedState {
+    id: Uuid,
+    app_id: Uuid,
+    principal: String,
+    mode: String,
+    redirect_uri: String,
+    scopes_version: i32,
+    reconnect_connection_id: Option<Uuid>,
+    pkce_verifier_ct: Option<Vec<u8>>,
+}
+
+/// Marks the state used, or says why it cannot be.
+async fn consume_state(ctx: &Context, state: &str) -> Result<ConsumedState, AuthError> {
+    if state.trim().is_empty() {
+        return Err(AuthError::invalid("state", "must not be empty"));
+    }
+    let hash = state_hash(state.trim());
+    let now = ctx.now();
+    let consumed: Option<ConsumedState> = sqlx::query_as(
+        "UPDATE authorization_states SET used_at = $2 \
+         WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+         RETURNING id, app_id, principal, mode, redirect_uri, scopes_version, reconnect_connection_id, pkce_verifier_ct",
+    )
+    .bind(&hash)
+    .bind(now)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    if let Some(consumed) = consumed {
+        return Ok(consumed);
+    }
+    let seen: Option<(Option<DateTime<Utc>>,)> =
+        sqlx::query_as("SELECT used_at FROM authorization_states WHERE state_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&ctx.pool)
+            .await?;
+    Err(match seen {
+        None => AuthError::invalid("state", "unknown"),
+        Some((Some(_),)) => AuthError::FailedPrecondition("state already used".into()),
+        Some((None,)) => AuthError::FailedPrecondition("state expired".into()),
+    })
+}
+
+async fn set_outcome(ctx: &Context, id: Uuid, outcome: &str) -> Result<(), AuthError> {
+    sqlx::query("UPDATE authorization_states SET outcome = $2 WHERE id = $1")
+        .bind(id)
+        .bind(outcome)
+        .execute(&ctx.pool)
+        .await?;
+    Ok(())
+}
+
+/// Completes an authorization with what Clio sent back (the web callback or a paste).
+#[tracing::instrument(skip_all)]
+pub async fn complete(ctx: &Context, state: &str, answer: Answer) -> Result<Connection, AuthError> {
+    let consumed = consume_state(ctx, state).await?;
+    let code = match answer {
+        Answer::Code(code) => code,
+        Answer::Denied(error) => {
+            set_outcome(ctx, consumed.id, "denied").await?;
+            tracing::info!(app_id = %consumed.app_id, error = %error, "the person declined at Clio");
+            return Err(AuthError::FailedPrecondition(format!(
+                "access was denied at Clio ({error}); no connection was made"
+            )));
+        }
+    };
+    match finish(ctx, &consumed, code).await {
+        Ok(connection) => Ok(connection),
+        Err(error) => {
+            if let Err(outcome_error) = set_outcome(ctx, consumed.id, "failed").await {
+                tracing::warn!(error = %outcome_error, "cannot record the failed authorization");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn finish(
+    ctx: &Context,
+    consumed: &ConsumedState,
+    code: SecretString,
+) -> Result<Connection, AuthError> {
+    let app = apps::get(ctx, AppId(consumed.app_id)).await?;
+    require_approved(&app)?;
+    if i64::from(app.scopes_version) != i64::from(consumed.scopes_version) {
+        return Err(AuthError::FailedPrecondition(
+            "the app's declared scopes changed after this authorization started; start again"
+                .into(),
+        ));
+    }
+    let credentials = app.credentials(&ctx.vault)?;
+    let verifier = consumed
+        .pkce_verifier_ct
+        .as_deref()
+        .map(|ct| ctx.vault.open(ct, &pkce_binding(consumed.id)))
+        .transpose()?;
+    let grant = ctx
+        .clio
+        .exchange_code(
+            app.region,
+            &credentials,
+            &code,
+            &consumed.redirect_uri,
+            verifier.as_ref(),
+        )
+        .await
+        .map_err(|e| exchange_error(&app, e))?;
+    let identity = match ctx.clio.who_am_i(app.region, &grant.access_token).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            discard_grant(ctx, &app, &grant);
+            return Err(clio_failure("who_am_i", error));
+        }
+    };
+    match store(ctx, consumed, &app, &identity, &grant).await {
+        Ok(connection) => Ok(connection),
+        Err(error) => {
+            discard_grant(ctx, &app, &grant);
+            Err(error)
+        }
+    }
+}
+
+/// Tokens we will not keep are revoked at Clio in the background, best effort.
+fn discard_grant(ctx: &Context, app: &App, grant: &TokenGrant) {
+    let clio = ctx.clio.clone();
+    let region = app.region;
+    let token = SecretString::from(grant.access_token.expose_secret().to_owned());
+    tokio::spawn(async move {
+        if let Err(error) = clio.deauthorize(region, &token).await {
+            tracing::warn!(%error, "cannot deauthorize a discarded grant");
+        }
+    });
+}
+
+fn exchange_error(app: &App, error: ClioError) -> AuthError {
+    match error {
+        ClioError::InvalidGrant { description } => AuthError::FailedPrecondition(format!(
+            "Clio refused the authorization code (invalid_grant: {description}); it may be used, expired, \
+             or issued for another redirect URI or region"
+        )),
+        ClioError::InvalidClient { .. } => AuthError::FailedPrecondition(format!(
+            "Clio refused the client credentials of app {} in region {}",
+            app.id, app.region
+        )),
+        other => clio_failure("code exchange", other),
+    }
+}
+
+/// Maps a Clio failure outside the code exchange.
+pub fn clio_failure(what: &str, error: ClioError) -> AuthError {
+    if error.is_retryable() {
+        AuthError::ClioUnavailable(format!("{what}: {error}"))
+    } else {
+        AuthError::FailedPrecondition(format!("{what}: {error}"))
+    }
+}
+
+/// Stores the connection (new, or replacing the live one of this person, app and Clio
+/// user) and records the consent, in one transaction.
+async fn store(
+    ctx: &Context,
+    consumed: &ConsumedState,
+    app: &App,
+    identity: &WhoAmI,
+    grant: &TokenGrant,
+) -> Result<Connection, AuthError> {
+    let refresh_token = grant.refresh_token.as_ref().ok_or_else(|| {
+        AuthError::FailedPrecondition("Clio issued no refresh token for this code".into())
+    })?;
+    let now = ctx.now();
+    let lifetime = grant
+        .expires_in
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS);
+    let expires_at = now + Duration::seconds(lifetime);
+    let scopes = app.scope_set();
+    let mut tx = ctx.pool.begin().await?;
+
+    let existing_id: Option<Uuid> = match consumed.reconnect_connection_id {
+        Some(id) => Some(id),
+        None => {
+            sqlx::query_scalar(
+                "SELECT connection_id FROM connections \
+             WHERE app_id = $1 AND principal = $2 AND clio_user_id = $3 AND status <> 'revoked'",
+            )
+            .bind(app.id.0)
+            .bind(&consumed.principal)
+            .bind(&identity.user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    };
+    let previous = match existing_id {
+        Some(id) => Some(connections::load(&mut tx, ConnectionId(id), true).await?),
+        None => None,
+    };
+    if let Some(previous) = &previous {
+        if previous.status == ConnectionStatus::Revoked {
+            return Err(AuthError::FailedPrecondition(format!(
+                "connection {} was revoked while this authorization was open",
+                previous.id
+            )));
+        }
+        if previous.clio_user_id != identity.user_id {
+            return Err(AuthError::FailedPrecondition(format!(
+                "connection {} belongs to another Clio user; the person signed in to Clio as someone else",
+                previous.id
+            )));
+        }
+    }
+    let id = previous.as_ref().map_or_else(ConnectionId::new, |p| p.id);
+    let access = ctx.vault.seal(&grant.access_token, &access_binding(id))?;
+    let refresh = ctx.vault.seal(refresh_token, &refresh_binding(id))?;
+    let version = i32::try_from(app.scopes_version).unwrap_or(i32::MAX);
+    if previous.is_some() {
+        sqlx::query(
+            "UPDATE connections SET status = 'active', clio_user_name = $2, clio_user_email = $3, \
+             clio_account_id = $4, clio_account_name = $5, granted_scopes = $6, granted_scopes_version = $7, \
+             access_token_ct = $8, access_token_key_id = $9, refresh_token_ct = $10, refresh_token_key_id = $11, \
+             access_expires_at = $12, token_lifetime_secs = $13, token_version = token_version + 1, \
+             refreshed_at = $14, reconnected_at = $14 WHERE connection_id = $1",
+        )
+        .bind(id.0)
+        .bind(&identity.name)
+        .bind(&identity.email)
+        .bind(&identity.account_id)
+        .bind(&identity.account_name)
+        .bind(Json(&scopes))
+        .bind(version)
+        .bind(&access.ciphertext)
+        .bind(&access.key_id)
+        .bind(&refresh.ciphertext)
+        .bind(&refresh.key_id)
+        .bind(expires_at)
+        .bind(lifetime)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        let inserted = sqlx::query(
+            "INSERT INTO connections (connection_id, tenant, app_id, principal, region, clio_user_id, clio_user_name, \
+             clio_user_email, clio_account_id, clio_account_name, granted_scopes, granted_scopes_version, status, \
+             access_token_ct, access_token_key_id, refresh_token_ct, refresh_token_key_id, access_expires_at, \
+             token_lifetime_secs, refreshed_at, granted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'active', $13, $14, $15, $16, $17, $18, $19, $19)",
+        )
+        .bind(id.0)
+        .bind(&app.tenant)
+        .bind(app.id.0)
+        .bind(&consumed.principal)
+        .bind(app.region.as_str())
+        .bind(&identity.user_id)
+        .bind(&identity.name)
+        .bind(&identity.email)
+        .bind(&identity.account_id)
+        .bind(&identity.account_name)
+        .bind(Json(&scopes))
+        .bind(version)
+        .bind(&access.ciphertext)
+        .bind(&access.key_id)
+        .bind(&refresh.ciphertext)
+        .bind(&refresh.key_id)
+        .bind(expires_at)
+        .bind(lifetime)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(db)) = &inserted
+            && db.is_unique_violation()
+        {
+            return Err(AuthError::FailedPrecondition(
+                "another authorization for this person, app and Clio user completed at the same time; retry".into(),
+            ));
+        }
+        inserted?;
+    }
+    sqlx::query("UPDATE authorization_states SET outcome = 'connected' WHERE id = $1")
+        .bind(consumed.id)
+        .execute(&mut *tx)
+        .await?;
+    let connection = connections::load(&mut tx, id, false).await?;
+    let actor = || person_actor(&consumed.principal);
+    let consent = connection
+        .event(EventKind::ConsentRecorded, actor(), now)
+        .payload(serde_json::json!({
+            "app_name": app.name,
+            "client_id": app.client_id,
+            "scopes_version": app.scopes_version,
+            "declared_scopes": app.declared,
+            "risk_tier": scopes.risk_tier(),
+            "full_account_access": scopes.is_full_account_access(),
+            "region": app.region,
+            "mode": consumed.mode,
+            "consented_at": now.to_rfc3339(),
+        }))
+        .build();
+    let granted = match &previous {
+        None => connection
+            .event(EventKind::ConnectionGranted, actor(), now)
+            .payload(serde_json::json!({
+                "scopes_version": app.scopes_version,
+                "clio_account_name": identity.account_name,
+                "access_token_expires_at": expires_at.to_rfc3339(),
+            }))
+            .build(),
+        Some(previous) => connection
+            .event(EventKind::ConnectionReconnected, actor(), now)
+            .payload(serde_json::json!({
+                "previous_status": previous.status.as_str(),
+                "previous_grant": {"scopes": previous.granted, "scopes_version": previous.granted_version},
+                "new_grant": {"scopes": scopes, "scopes_version": app.scopes_version},
+                "access_token_expires_at": expires_at.to_rfc3339(),
+            }))
+            .build(),
+    };
+    audit_outbox::enqueue(&mut tx, consent).await?;
+    audit_outbox::enqueue(&mut tx, granted).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    tracing::info!(connection_id = %id, app_id = %app.id, reconnect = previous.is_some(), "connection stored");
+    Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasted_codes_are_read_in_every_shape() {
+        for raw in [
+            "abc123",
+            "  abc123\n",
+            "Success code=abc123",
+            "Success code=abc123&state=x",
+        ] {
+            match parse_pasted(raw).unwrap() {
+                Answer::Code(code) => assert_eq!(code.expose_secret(), "abc123", "{raw}"),
+                Answer::Denied(_) => panic!("{raw} read as a denial"),
+            }
+        }
+        assert!(matches!(
+            parse_pasted("Failure error=access_denied").unwrap(),
+            Answer::Denied(e) if e == "access_denied"
+        ));
+        assert!(parse_pasted("  ").is_err());
+        assert!(parse_pasted("Success code=").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! What every operation of the service works with: the database, the vault, the Clio
+//! client, the clock, the configuration, the outbox relay and the lease-usage recorder.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clio_api::ClioClient;
+use service_runtime::clock::SharedClock;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::token_vault::TokenVault;
+use crate::usage::UsageRecorder;
+
+#[derive(Clone)]
+pub struct Context {
+    pub pool: PgPool,
+    pub vault: Arc<TokenVault>,
+    pub clio: ClioClient,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    pub outbox: audit_outbox::Waker,
+    pub usage: UsageRecorder,
+}
+
+impl Context {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Tells the relay events were committed, so they go out now rather than at its next
+    /// poll.
+    pub fn events_committed(&self) {
+        self.outbox.wake();
+    }
+}

@@ -1,0 +1,108 @@
+//! Leasing access tokens to import: only for scopes the grant covers, only while the
+//! connection is usable, refreshed first when the token is (nearly) expired or the caller
+//! says Clio refused it, and never longer than the token itself lives.
+
+use chrono::Duration;
+use proto::auth::v1 as pb;
+use scope_catalog::Scope;
+use secrecy::ExposeSecret;
+use service_runtime::Caller;
+
+use crate::audit_events::{service_actor, timestamp};
+use crate::connections;
+use crate::context::Context;
+use crate::domain::{ConnectionId, required_text};
+use crate::error::AuthError;
+use crate::refresh::{self, Due};
+
+/// A validated `LeaseAccessTokenRequest`.
+pub struct LeaseRequest {
+    pub connection: ConnectionId,
+    pub required: Vec<Scope>,
+    pub purpose: String,
+    pub force_refresh: bool,
+}
+
+impl TryFrom<pb::LeaseAccessTokenRequest> for LeaseRequest {
+    type Error = AuthError;
+
+    fn try_from(request: pb::LeaseAccessTokenRequest) -> Result<Self, AuthError> {
+        if request.required_scopes.is_empty() {
+            return Err(AuthError::invalid(
+                "required_scopes",
+                "name at least one scope",
+            ));
+        }
+        let required = request
+            .required_scopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Scope::from_wire(s, &format!("required_scopes[{i}]"))
+                    .map_err(|e| AuthError::invalid(e.field, e.problem))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(LeaseRequest {
+            connection: ConnectionId::parse("connection_id", &request.connection_id)?,
+            required,
+            purpose: required_text("purpose", &request.purpose, 500)?,
+            force_refresh: request.force_refresh,
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %request.connection, caller = %caller.name, force = request.force_refresh))]
+pub async fn lease(
+    ctx: &Context,
+    caller: &Caller,
+    request: LeaseRequest,
+) -> Result<pb::LeaseAccessTokenResponse, AuthError> {
+    let connection = connections::get(ctx, request.connection).await?;
+    refresh::require_usable(&connection)?;
+    if let Some(missing) = connection.granted.first_missing(&request.required) {
+        return Err(AuthError::PermissionDenied(format!(
+            "grant lacks scope {missing}"
+        )));
+    }
+    let now = ctx.now();
+    let min_remaining =
+        Duration::seconds(i64::try_from(ctx.config.refresh.lease_min_remaining_secs).unwrap_or(60));
+    let actor = service_actor(&caller.name);
+    let fresh = if request.force_refresh {
+        refresh::refresh_if_due(
+            ctx,
+            connection.id,
+            Due::Forced {
+                seen_version: connection.token_version,
+            },
+            actor,
+        )
+        .await?
+    } else if connection
+        .access_expires_at
+        .is_none_or(|at| at <= now + min_remaining)
+    {
+        refresh::refresh_if_due(
+            ctx,
+            connection.id,
+            Due::ExpiresBy(now + min_remaining),
+            actor,
+        )
+        .await?
+    } else {
+        refresh::current(ctx, &connection)?
+    };
+    let ttl = Duration::seconds(i64::try_from(ctx.config.leases.ttl_secs).unwrap_or(300));
+    let expires_at = fresh.expires_at.min(now + ttl);
+    ctx.usage
+        .record(&connection, &caller.name, &request.purpose, now);
+    Ok(pb::LeaseAccessTokenResponse {
+        lease_id: uuid::Uuid::now_v7().to_string(),
+        access_token: fresh.access_token.expose_secret().to_owned(),
+        expires_at: Some(timestamp(expires_at)),
+        region: connection.region.to_wire() as i32,
+        api_base_url: ctx.clio.api_base_url(connection.region),
+        clio_account_id: connection.clio_account_id.clone(),
+        granted_scopes: connection.granted.to_wire(),
+    })
+}

@@ -1,0 +1,241 @@
+//! auth-svc: see the crate README and `../DESIGN.md`.
+//!
+//! The service is this library; the binary only loads config and calls [`run`], and tests
+//! call the same [`run`] on `127.0.0.1:0`.
+
+pub mod config;
+pub mod token_vault;
+
+mod api;
+mod apps;
+mod audit_events;
+mod callback;
+mod connect;
+mod connections;
+mod context;
+mod deauthorize_retry;
+mod domain;
+mod error;
+mod key_rotation;
+mod leases;
+mod paging;
+mod refresh;
+mod revocation;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use service_runtime::database::connect_and_migrate;
+use service_runtime::health::{DependencyCheck, PostgresCheck};
+use service_runtime::metrics::Metrics;
+use service_runtime::server::{ServerParts, serve};
+use service_runtime::{AccessPolicy, CancellationToken, Role};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use audit_outbox::{Relay, RelayConfig};
+use clio_api::ClioClient;
+use proto::auth::v1::auth_service_server::AuthServiceServer;
+use service_runtime::clock::{SharedClock, system_clock};
+
+use crate::api::Api;
+use crate::audit_events::OutboxDenials;
+use crate::context::Context;
+use crate::token_vault::TokenVault;
+use crate::usage::UsageRecorder;
+
+pub use config::Config;
+
+/// Full gRPC name of `AuthService`.
+pub const AUTH_AUTH_SERVICE: &str = "clio_connect.auth.v1.AuthService";
+
+/// This service's schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Which roles may call which RPC.
+pub fn access_policy() -> AccessPolicy {
+    AccessPolicy::new()
+        .allow(AUTH_AUTH_SERVICE, "RegisterApp", &[Role::Operator])
+        .allow(AUTH_AUTH_SERVICE, "ApproveApp", &[Role::Compliance])
+        .allow(
+            AUTH_AUTH_SERVICE,
+            "GetApp",
+            &[Role::Operator, Role::Compliance, Role::Connector],
+        )
+        .allow(
+            AUTH_AUTH_SERVICE,
+            "ListApps",
+            &[Role::Operator, Role::Compliance, Role::Connector],
+        )
+        .allow(AUTH_AUTH_SERVICE, "UpdateAppScopes", &[Role::Operator])
+        .allow(AUTH_AUTH_SERVICE, "StartAuthorization", &[Role::Connector])
+        .allow(
+            AUTH_AUTH_SERVICE,
+            "CompleteAuthorization",
+            &[Role::Connector],
+        )
+        .allow(
+            AUTH_AUTH_SERVICE,
+            "GetConnection",
+            &[
+                Role::Operator,
+                Role::Compliance,
+                Role::Connector,
+                Role::Import,
+            ],
+        )
+        .allow(
+            AUTH_AUTH_SERVICE,
+            "ListConnections",
+            &[Role::Operator, Role::Compliance, Role::Connector],
+        )
+        .allow(AUTH_AUTH_SERVICE, "LeaseAccessToken", &[Role::Import])
+        .allow(AUTH_AUTH_SERVICE, "RevokeConnection", &[Role::Operator])
+        .allow(AUTH_AUTH_SERVICE, "OffboardUser", &[Role::Operator])
+        .allow(AUTH_AUTH_SERVICE, "RevokeApp", &[Role::Operator])
+        .allow(AUTH_AUTH_SERVICE, "RotateEncryptionKey", &[Role::Operator])
+        // The web flow's callback: the single-use state authorizes it, not a credential.
+        .public(callback::CALLBACK_PATH)
+}
+
+/// What tests may swap: the clock every expiry is judged by.
+#[derive(Clone)]
+pub struct Options {
+    pub clock: SharedClock,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: system_clock(),
+        }
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(config, listener, shutdown, Options::default()).await
+}
+
+/// [`run`] with [`Options`].
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: Options,
+) -> anyhow::Result<()> {
+    let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
+    let vault = Arc::new(vault_of(&config)?);
+    key_rotation::prepare(&pool, &vault).await?;
+    let clio = ClioClient::new(config.clio.regions.clone(), config.clio.http_settings())?;
+    let tasks = shutdown.child_token();
+    let mut handles = Vec::new();
+
+    let relay = match &config.audit.token {
+        Some(token) => Some(Relay::new(
+            pool.clone(),
+            RelayConfig {
+                endpoint: config.audit.endpoint.clone(),
+                token: token.clone(),
+                batch_size: config.audit.batch_size,
+                poll_interval: Duration::from_millis(config.audit.poll_interval_ms),
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(config.audit.max_backoff_ms),
+                request_timeout: Duration::from_millis(config.audit.request_timeout_ms),
+                keep_delivered: Duration::from_secs(7 * 24 * 3_600),
+            },
+        )?),
+        None => {
+            tracing::warn!("no audit.token configured: audit events stay in the outbox");
+            None
+        }
+    };
+    let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
+    if let Some(relay) = relay {
+        handles.push(tokio::spawn(relay.run(tasks.clone())));
+    }
+
+    let config = Arc::new(config);
+    let ctx = Context {
+        pool: pool.clone(),
+        vault,
+        clio,
+        clock: options.clock.clone(),
+        config: config.clone(),
+        outbox: waker.clone(),
+        usage: UsageRecorder::default(),
+    };
+    handles.push(tokio::spawn(refresh::run_proactive(
+        ctx.clone(),
+        tasks.clone(),
+    )));
+    handles.push(tokio::spawn(deauthorize_retry::run(
+        ctx.clone(),
+        tasks.clone(),
+    )));
+    handles.push(tokio::spawn(key_rotation::run_sync(
+        ctx.clone(),
+        tasks.clone(),
+    )));
+    handles.push(tokio::spawn(ctx.usage.clone().run(
+        pool.clone(),
+        Duration::from_millis(config.leases.usage_flush_ms),
+        waker.clone(),
+        tasks.clone(),
+    )));
+
+    let denials = OutboxDenials::start(
+        pool.clone(),
+        config.audit.platform_tenant.clone(),
+        Some(waker),
+        options.clock,
+    );
+    let routes = Routes::new(AuthServiceServer::new(Api { ctx: ctx.clone() }));
+    let checks: Vec<Arc<dyn DependencyCheck>> = vec![Arc::new(PostgresCheck(pool.clone()))];
+    let parts = ServerParts {
+        routes,
+        http: callback::router(ctx),
+        policy: access_policy(),
+        health_services: vec![AUTH_AUTH_SERVICE.to_owned()],
+        checks,
+        metrics: Metrics::new("auth_svc"),
+        denials: Some(Arc::new(denials)),
+    };
+    let served = serve(&config.service, parts, listener, shutdown).await;
+    // Background work stops with the server; the usage flusher writes its last window.
+    tasks.cancel();
+    for handle in handles {
+        if tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a background task did not stop in time");
+        }
+    }
+    pool.close().await;
+    served
+}
+
+/// The vault from the configured keys; a development config without keys gets a
+/// process-local key (validation refuses such a config, so only in-process runs see it).
+fn vault_of(config: &Config) -> anyhow::Result<TokenVault> {
+    if config.keys.is_empty() {
+        tracing::warn!(
+            "no encryption keys configured: using an ephemeral key; stored secrets will be unreadable after a restart"
+        );
+        return Ok(TokenVault::ephemeral());
+    }
+    let keys = config
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| Ok((key.id.clone(), key.material(i)?)))
+        .collect::<Result<Vec<_>, service_runtime::ConfigError>>()?;
+    Ok(TokenVault::new(keys, &config.active_key_id)?)
+}

@@ -1,0 +1,81 @@
+//! The HTTP client every Clio call goes through, and the region hosts it may talk to.
+
+use std::time::Duration;
+
+use crate::errors::ClioError;
+use crate::region::{Region, RegionUrls};
+
+/// Timeouts for calls to Clio.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    /// The whole request, answer included.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A client for Clio's OAuth server and API in every configured region. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClioClient {
+    http: reqwest::Client,
+    regions: RegionUrls,
+}
+
+impl ClioClient {
+    pub fn new(regions: RegionUrls, settings: HttpSettings) -> Result<Self, ClioError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            // A redirect from Clio is never followed: OAuth endpoints must answer directly,
+            // and a token must never be carried to a host we did not choose.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("clio-connect/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClioError::from_transport(&e))?;
+        Ok(ClioClient { http, regions })
+    }
+
+    pub fn regions(&self) -> &RegionUrls {
+        &self.regions
+    }
+
+    /// The underlying HTTP client (connection pool, timeouts), for API modules.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `{base}/api/v4` of `region`.
+    pub fn api_base_url(&self, region: Region) -> String {
+        self.regions.api_base_url(region)
+    }
+
+    /// Sends `request` and returns the answer if its status is a success, the classified
+    /// failure otherwise.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClioError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClioError::from_transport(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ClioError::from_transport(&e))?;
+        Err(ClioError::from_response(status, &headers, &body))
+    }
+}

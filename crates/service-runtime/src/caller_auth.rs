@@ -1,0 +1,374 @@
+//! Caller authentication and the per-RPC role allow-list.
+//!
+//! Every gRPC call carries `authorization: Bearer <service credential>`. The credential is
+//! looked up (by SHA-256, compared in constant time), the caller's roles are checked
+//! against the allow-list of the called method, and the verified [`Caller`] is put in the
+//! request extensions for handlers (`request.extensions().get::<Caller>()`).
+//!
+//! This is a tower layer rather than a `tonic::service::Interceptor` because an
+//! interceptor does not see which method is being called, and the allow-list is per RPC.
+//! Methods not in the policy are refused (fail closed); health, reflection and the
+//! declared public HTTP paths need no credential.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+use crate::config::CallerCredential;
+
+/// What a caller may do. Each RPC lists the roles allowed to call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registers apps, changes declared scopes, revokes, rotates keys, cancels jobs.
+    Operator,
+    /// Approves apps, reads audit and compliance reports, attests reviews.
+    Compliance,
+    /// Starts and completes connections on behalf of a person (platform apps, clioctl).
+    Connector,
+    /// Leases access tokens (import-svc).
+    Import,
+    /// Records audit events (the other services).
+    AuditWriter,
+    /// Submits import jobs and reads their status.
+    JobSubmitter,
+    /// Reads imported records.
+    DataReader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Compliance => "compliance",
+            Role::Connector => "connector",
+            Role::Import => "import",
+            Role::AuditWriter => "audit_writer",
+            Role::JobSubmitter => "job_submitter",
+            Role::DataReader => "data_reader",
+        }
+    }
+}
+
+/// The verified caller of a request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The caller of a tonic request, put there by [`CallerAuthLayer`].
+    pub fn of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| Status::unauthenticated("no verified caller on this request"))
+    }
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Which roles may call which method, and which paths are open.
+#[derive(Debug, Clone)]
+pub struct AccessPolicy {
+    /// `/package.Service/Method` → allowed roles.
+    methods: HashMap<String, Vec<Role>>,
+    /// Path prefixes that need no credential.
+    public_prefixes: Vec<String>,
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        AccessPolicy {
+            methods: HashMap::new(),
+            public_prefixes: vec![
+                // Orchestrators probe health without credentials; reflection lists only
+                // the contracts, which are not secret.
+                "/grpc.health.v1.Health/".into(),
+                "/grpc.reflection.v1.ServerReflection/".into(),
+                "/grpc.reflection.v1alpha.ServerReflection/".into(),
+                "/metrics".into(),
+            ],
+        }
+    }
+}
+
+impl AccessPolicy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows `roles` to call `method` of `service` (its full name, e.g.
+    /// `clio_connect.auth.v1.AuthService`).
+    pub fn allow(mut self, service: &str, method: &str, roles: &[Role]) -> Self {
+        self.methods
+            .insert(format!("/{service}/{method}"), roles.to_vec());
+        self
+    }
+
+    /// Serves `prefix` without a credential (an HTTP callback that checks its own state).
+    pub fn public(mut self, prefix: &str) -> Self {
+        self.public_prefixes.push(prefix.to_owned());
+        self
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        self.public_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// Why a call was refused, for whoever records denials.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub method: String,
+    pub caller: Option<String>,
+    pub code: tonic::Code,
+    pub reason: String,
+}
+
+/// Notified of each refused call (services record `ACCESS_DENIED` audit events).
+pub trait DenialSink: Send + Sync + 'static {
+    fn denied(&self, denial: Denial);
+}
+
+/// The default sink: a log line at WARN (nobody needs to be paged for one denial).
+#[derive(Debug, Default)]
+pub struct LogDenials;
+
+impl DenialSink for LogDenials {
+    fn denied(&self, denial: Denial) {
+        tracing::warn!(
+            method = %denial.method,
+            caller = denial.caller.as_deref().unwrap_or("-"),
+            code = ?denial.code,
+            reason = %denial.reason,
+            "call refused"
+        );
+    }
+}
+
+struct KnownCredential {
+    digest: [u8; 32],
+    caller: Caller,
+}
+
+struct Authorizer {
+    credentials: Vec<KnownCredential>,
+    policy: AccessPolicy,
+    sink: Arc<dyn DenialSink>,
+    metrics: crate::metrics::RpcMetrics,
+}
+
+/// Result of checking a request.
+enum Decision {
+    Public,
+    Allowed(Caller),
+    Refused(Status),
+}
+
+impl Authorizer {
+    fn decide(&self, path: &str, headers: &http::HeaderMap) -> Decision {
+        if self.policy.is_public(path) {
+            return Decision::Public;
+        }
+        let caller = match self.authenticate(headers) {
+            Ok(caller) => caller,
+            Err(reason) => {
+                return self.refuse(path, None, Status::unauthenticated(reason));
+            }
+        };
+        let Some(allowed) = self.policy.methods.get(path) else {
+            return self.refuse(
+                path,
+                Some(&caller),
+                Status::permission_denied(format!("method {path} is not open to any caller")),
+            );
+        };
+        if caller.roles.iter().any(|r| allowed.contains(r)) {
+            self.metrics.record(path, "allowed");
+            Decision::Allowed(caller)
+        } else {
+            let needs: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            let status = Status::permission_denied(format!(
+                "caller {:?} may not call {path}: it needs one of the roles [{}]",
+                caller.name,
+                needs.join(", ")
+            ));
+            self.refuse(path, Some(&caller), status)
+        }
+    }
+
+    fn refuse(&self, path: &str, caller: Option<&Caller>, status: Status) -> Decision {
+        let outcome = match status.code() {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            _ => "permission_denied",
+        };
+        self.metrics.record(path, outcome);
+        self.sink.denied(Denial {
+            method: path.to_owned(),
+            caller: caller.map(|c| c.name.clone()),
+            code: status.code(),
+            reason: status.message().to_owned(),
+        });
+        Decision::Refused(status)
+    }
+
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, &'static str> {
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or("missing authorization header: expected `Bearer <service credential>`")?;
+        let value = value
+            .to_str()
+            .map_err(|_| "authorization header is not valid text")?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or("authorization header must be `Bearer <service credential>`")?;
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        // Compare against every credential, so timing does not reveal which one matched.
+        let mut found = None;
+        for known in &self.credentials {
+            if bool::from(known.digest.ct_eq(&digest)) {
+                found = Some(known.caller.clone());
+            }
+        }
+        found.ok_or("unknown service credential")
+    }
+}
+
+/// Tower layer that authenticates callers and enforces an [`AccessPolicy`].
+#[derive(Clone)]
+pub struct CallerAuthLayer {
+    authorizer: Arc<Authorizer>,
+}
+
+impl CallerAuthLayer {
+    pub fn new(
+        credentials: &[CallerCredential],
+        policy: AccessPolicy,
+        sink: Arc<dyn DenialSink>,
+        metrics: crate::metrics::RpcMetrics,
+    ) -> Self {
+        let credentials = credentials
+            .iter()
+            .map(|c| KnownCredential {
+                digest: Sha256::digest(c.token.expose_secret().as_bytes()).into(),
+                caller: Caller {
+                    name: c.name.clone(),
+                    roles: c.roles.clone(),
+                },
+            })
+            .collect();
+        CallerAuthLayer {
+            authorizer: Arc::new(Authorizer {
+                credentials,
+                policy,
+                sink,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for CallerAuthLayer {
+    type Service = CallerAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallerAuthService {
+            inner,
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CallerAuthService<S> {
+    inner: S,
+    authorizer: Arc<Authorizer>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CallerAuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self
+            .authorizer
+            .decide(request.uri().path(), request.headers())
+        {
+            Decision::Public => Box::pin(self.inner.call(request)),
+            Decision::Allowed(caller) => {
+                request.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(request))
+            }
+            Decision::Refused(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to outgoing calls (service-to-service clients).
+#[derive(Clone)]
+pub struct BearerToken {
+    value: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl BearerToken {
+    pub fn new(token: &secrecy::SecretString) -> Result<Self, crate::ConfigError> {
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {}", token.expose_secret())
+                .parse()
+                .map_err(|_| crate::ConfigError::invalid("token", "not valid header text"))?;
+        value.set_sensitive(true);
+        Ok(BearerToken { value })
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([REDACTED])")
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.value.clone());
+        Ok(request)
+    }
+}

@@ -1,0 +1,24 @@
+//! The runtime the three clio-connect services share.
+//!
+//! A service is a library exposing `run(config, listener, shutdown)`; this crate gives it
+//! the parts that are the same everywhere, each in a module named for what it holds:
+//! layered config ([`config`]), logs ([`telemetry`]), caller authentication with a per-RPC
+//! role allow-list ([`caller_auth`]), dependency-driven gRPC health ([`health`]), the
+//! Prometheus endpoint ([`metrics`]), the Postgres pool and embedded migrations
+//! ([`database`]), the gRPC/HTTP server with reflection ([`server`]) and signal handling
+//! ([`shutdown`]).
+
+pub mod caller_auth;
+pub mod clock;
+pub mod config;
+pub mod database;
+pub mod entrypoint;
+pub mod health;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use caller_auth::{AccessPolicy, Caller, Role};
+pub use config::{ConfigError, ServiceConfig};
+pub use tokio_util::sync::CancellationToken;

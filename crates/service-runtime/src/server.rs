@@ -1,0 +1,128 @@
+//! Serves a service's gRPC routes, health, reflection and HTTP endpoints on one listener.
+//!
+//! gRPC (HTTP/2) and plain HTTP/1.1 (`/metrics`, OAuth callbacks) share the port, so a
+//! service is reached through one address and `run(config, listener, shutdown)` needs one
+//! listener. Every request passes the caller-auth layer first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::caller_auth::{AccessPolicy, CallerAuthLayer, DenialSink, LogDenials};
+use crate::config::ServiceConfig;
+use crate::health::{DependencyCheck, HealthMonitor};
+use crate::metrics::Metrics;
+
+/// Everything a service hands to the shared server.
+pub struct ServerParts {
+    /// The service's own gRPC services.
+    pub routes: Routes,
+    /// Extra HTTP routes (e.g. the OAuth callback). Their paths must be declared public
+    /// in `policy` or they are refused like an unknown RPC.
+    pub http: axum::Router,
+    pub policy: AccessPolicy,
+    /// Full names of the gRPC services whose health is reported.
+    pub health_services: Vec<String>,
+    pub checks: Vec<Arc<dyn DependencyCheck>>,
+    pub metrics: Metrics,
+    pub denials: Option<Arc<dyn DenialSink>>,
+}
+
+/// Serves until `shutdown` is cancelled, then drains in-flight calls.
+pub async fn serve(
+    config: &ServiceConfig,
+    parts: ServerParts,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let monitor = HealthMonitor::new(
+        reporter,
+        parts.health_services.clone(),
+        parts.checks,
+        Duration::from_millis(config.health_interval_ms),
+    );
+    monitor.start_not_serving().await;
+    // The monitor stops (and reports NOT_SERVING) before the listener closes.
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(monitor.run(health_stop.clone()));
+
+    // The descriptor set holds every clio-connect contract; list only what this process
+    // actually serves.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection");
+        // with_service_name switches the listing to the named services only.
+        for service in &parts.health_services {
+            builder = builder.with_service_name(service.clone());
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let routes = parts
+        .routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let router = routes
+        .into_axum_router()
+        .merge(parts.metrics.router())
+        .merge(parts.http);
+
+    let auth = CallerAuthLayer::new(
+        &config.callers,
+        parts.policy,
+        parts.denials.unwrap_or_else(|| Arc::new(LogDenials)),
+        parts.metrics.rpc(),
+    );
+
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &config.tls {
+        let cert = tokio::fs::read(&tls.cert_path).await?;
+        let key = tokio::fs::read(&tls.key_path).await?;
+        let mut tls_config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &tls.client_ca_path {
+            tls_config =
+                tls_config.client_ca_root(Certificate::from_pem(tokio::fs::read(ca).await?));
+        }
+        builder = builder.tls_config(tls_config)?;
+    }
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving gRPC and HTTP");
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let stop = shutdown.clone();
+    let signal = async move {
+        stop.cancelled().await;
+        health_stop.cancel();
+        // Health has gone NOT_SERVING; now stop accepting and drain.
+        let _ = health_task.await;
+        tracing::info!("draining in-flight calls");
+    };
+    let server = builder
+        .layer(auth)
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    // A call that never finishes must not hold the process past the grace period.
+    tokio::select! {
+        result = server => result?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight calls did not finish in time");
+        }
+    }
+    Ok(())
+}

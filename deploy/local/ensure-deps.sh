@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL and RabbitMQ are installed, running and ready, and that the three
+# service databases exist. Idempotent: on a machine where everything runs it only checks.
+#
+# Installs with apt-get when missing (needs root), starts what is stopped, waits until each
+# answers. Local development and CI only: it sets trust auth for 127.0.0.1 on a fresh
+# PostgreSQL install, which is not how a production database is run.
+set -euo pipefail
+
+PGHOST=127.0.0.1
+PGPORT=5432
+PGUSER=postgres
+DATABASES=(clio_auth clio_import clio_audit)
+
+log() { printf 'ensure-deps: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for() { # description, seconds, command...
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq 1 "$seconds"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  log "timed out after ${seconds}s waiting for $what"
+  return 1
+}
+
+pg_query() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "$1"; }
+
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+  fi
+  if ! port_open "$PGHOST" "$PGPORT"; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n1)
+    log "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    wait_for "PostgreSQL to accept connections" 60 port_open "$PGHOST" "$PGPORT"
+  fi
+  if ! pg_query 'SELECT 1' >/dev/null 2>&1; then
+    # A fresh Debian install asks for a password on TCP; the local stack uses trust.
+    local version hba
+    version=$(ls /etc/postgresql | sort -V | tail -n1)
+    hba=/etc/postgresql/$version/main/pg_hba.conf
+    log "allowing trust auth for 127.0.0.1 in $hba (local stack only)"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  fi
+  wait_for "PostgreSQL to answer queries" 60 pg_query 'SELECT 1'
+  for db in "${DATABASES[@]}"; do
+    if [ "$(pg_query "SELECT 1 FROM pg_database WHERE datname = '$db'")" != "1" ]; then
+      log "creating database $db"
+      pg_query "CREATE DATABASE $db" >/dev/null
+    fi
+  done
+}
+
+ensure_rabbitmq() {
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    apt_install rabbitmq-server
+  fi
+  if ! port_open 127.0.0.1 5672; then
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached || true
+    wait_for "RabbitMQ to listen on 5672" 120 port_open 127.0.0.1 5672
+  fi
+  # Listening is not ready: wait until the node has booted its applications.
+  wait_for "RabbitMQ to finish starting" 120 as_root rabbitmqctl -q await_startup
+  # Quorum queues and publishing stop on a disk alarm; say so instead of hanging later.
+  if as_root rabbitmqctl -q status 2>/dev/null | grep -qi 'disk.*alarm.*true'; then
+    log "warning: RabbitMQ reports a disk alarm; publishing will block"
+  fi
+}
+
+ensure_postgres
+ensure_rabbitmq
+log "PostgreSQL and RabbitMQ are ready"

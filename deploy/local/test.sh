@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): dependencies, format, lints, then every test of the
+# workspace against real PostgreSQL, RabbitMQ and the Clio simulator.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+deploy/local/ensure-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --profile ci
+else
+  # nextest ships with this project's machines; plain cargo test runs the same tests.
+  cargo test --workspace --locked
+fi

@@ -1,0 +1,477 @@
+//! The `ImportService` gRPC handlers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use proto::import::v1 as pb;
+use proto::import::v1::import_service_server::ImportService;
+use scope_catalog::Resource;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::job::body::CONTENT_TYPE_PROTOBUF;
+use crate::job::spec::{self, timestamp};
+use crate::job::store::{self, JobFilter, JobStatus};
+use crate::queue::publisher::{Outgoing, PublishError, Publisher};
+use crate::queue::topology::{JOB_ROUTING_KEY, Topology};
+use crate::records::{self, RecordQuery};
+
+/// How often WatchJob looks at the job (it may run on another replica).
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+const MAX_PAGE: u32 = 500;
+const DEFAULT_PAGE: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    #[error("job {0} not found")]
+    JobNotFound(Uuid),
+    #[error("the job queue is unavailable: {0}")]
+    QueueUnavailable(#[from] PublishError),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match &error {
+            ApiError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            ApiError::JobNotFound(_) => Status::not_found(error.to_string()),
+            ApiError::QueueUnavailable(_) => {
+                tracing::warn!(%error, "submit failed");
+                Status::unavailable(error.to_string())
+            }
+            ApiError::Database(inner) => {
+                tracing::error!(error = %inner, "database error in import api");
+                Status::unavailable("database unavailable")
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub pool: PgPool,
+    pub publisher: Arc<Publisher>,
+    pub topology: Topology,
+    pub shutdown: CancellationToken,
+}
+
+fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text.trim())
+        .map_err(|_| ApiError::invalid("job_id", format!("{text:?} is not a UUID")))
+}
+
+fn parse_resource(text: &str) -> Result<Resource, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::invalid("resource", format!("{e}")))
+}
+
+fn to_datetime(
+    ts: Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    ts.map(|t| {
+        DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            .ok_or_else(|| ApiError::invalid(field, "out of range"))
+    })
+    .transpose()
+}
+
+fn page_size(requested: u32) -> i64 {
+    i64::from(if requested == 0 {
+        DEFAULT_PAGE
+    } else {
+        requested.min(MAX_PAGE)
+    })
+}
+
+impl Api {
+    async fn job_view(&self, job_id: Uuid) -> Result<pb::Job, ApiError> {
+        let job = store::get(&self.pool, job_id)
+            .await?
+            .ok_or(ApiError::JobNotFound(job_id))?;
+        let resources = store::resource_rows(&self.pool, job_id).await?;
+        Ok(store::to_wire(&job, &resources))
+    }
+
+    async fn submit(
+        &self,
+        request: pb::SubmitJobRequest,
+    ) -> Result<pb::SubmitJobResponse, ApiError> {
+        let wire = request
+            .job
+            .ok_or_else(|| ApiError::invalid("job", "must be set"))?;
+        let spec = spec::validate(wire, true)
+            .map_err(|e| ApiError::invalid(format!("job.{}", e.field), e.problem))?;
+        store::insert_queued(&self.pool, &spec).await?;
+        let body = prost::Message::encode_to_vec(&spec.to_wire());
+        let job_id = spec.job_id.to_string();
+        self.publisher
+            .publish(Outgoing {
+                exchange: &self.topology.jobs_exchange,
+                routing_key: JOB_ROUTING_KEY,
+                body: &body,
+                content_type: CONTENT_TYPE_PROTOBUF,
+                message_id: Some(&job_id),
+                headers: Default::default(),
+                mandatory: true,
+            })
+            .await?;
+        tracing::info!(job_id = %spec.job_id, connection_id = %spec.connection_id, "job submitted");
+        Ok(pb::SubmitJobResponse { job_id })
+    }
+
+    async fn list_jobs(
+        &self,
+        request: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse, ApiError> {
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            let (at, id) = request.page_token.split_once('|').ok_or_else(|| {
+                ApiError::invalid("page_token", "not a token from a previous page")
+            })?;
+            let at = DateTime::parse_from_rfc3339(at)
+                .map_err(|_| ApiError::invalid("page_token", "not a token from a previous page"))?
+                .to_utc();
+            let id = Uuid::parse_str(id)
+                .map_err(|_| ApiError::invalid("page_token", "not a token from a previous page"))?;
+            Some((at, id))
+        };
+        let status = match request.status {
+            0 => None,
+            code => Some(
+                JobStatus::from_wire(code)
+                    .ok_or_else(|| ApiError::invalid("status", format!("unknown status {code}")))?,
+            ),
+        };
+        let limit = page_size(request.page_size);
+        let filter = JobFilter {
+            connection_id: Some(request.connection_id).filter(|c| !c.is_empty()),
+            status,
+            before,
+            limit,
+        };
+        let rows = store::list(&self.pool, &filter).await?;
+        let next_page_token = match rows.last() {
+            Some(last) if i64::try_from(rows.len()).unwrap_or(0) == limit => {
+                format!(
+                    "{}|{}",
+                    last.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    last.job_id
+                )
+            }
+            _ => String::new(),
+        };
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let resources = store::resource_rows(&self.pool, row.job_id).await?;
+            jobs.push(store::to_wire(row, &resources));
+        }
+        Ok(pb::ListJobsResponse {
+            jobs,
+            next_page_token,
+        })
+    }
+
+    fn record_query(
+        account: &str,
+        resource: &str,
+        updated_since: Option<prost_types::Timestamp>,
+        include_deleted: bool,
+    ) -> Result<RecordQuery, ApiError> {
+        if account.trim().is_empty() {
+            return Err(ApiError::invalid("clio_account_id", "must not be empty"));
+        }
+        Ok(RecordQuery {
+            account_id: account.trim().to_owned(),
+            resource: parse_resource(resource)?,
+            updated_since: to_datetime(updated_since, "updated_since")?,
+            include_deleted,
+            after_id: None,
+            limit: i64::from(DEFAULT_PAGE),
+        })
+    }
+}
+
+fn record_to_wire(resource: Resource, record: records::StoredRecord) -> pb::Record {
+    pb::Record {
+        resource: resource.as_str().to_owned(),
+        clio_account_id: record.clio_account_id,
+        clio_id: record.clio_id,
+        etag: record.etag.unwrap_or_default(),
+        updated_at: record.updated_at.map(timestamp),
+        deleted: record.deleted_at.is_some(),
+        data_json: record.data.to_string(),
+        connection_id: record.connection_id,
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ImportService for Api {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        Ok(Response::new(self.submit(request.into_inner()).await?))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let job_id = parse_job_id(&request.get_ref().job_id)?;
+        Ok(Response::new(self.job_view(job_id).await?))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(
+            Api::list_jobs(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let job_id = parse_job_id(&request.get_ref().job_id)?;
+        store::request_cancel(&self.pool, job_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::JobNotFound(job_id))?;
+        tracing::info!(%job_id, reason = %request.get_ref().reason, "job cancel requested");
+        Ok(Response::new(self.job_view(job_id).await?))
+    }
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<BoxStream<pb::JobProgress>>, Status> {
+        let job_id = parse_job_id(&request.get_ref().job_id)?;
+        let first = self.job_view(job_id).await?;
+        let api = self.clone();
+        let stream = async_stream(api, job_id, first);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_records(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let mut query = Api::record_query(
+            &request.clio_account_id,
+            &request.resource,
+            request.updated_since,
+            request.include_deleted,
+        )?;
+        query.limit = page_size(request.page_size);
+        query.after_id = Some(request.page_token).filter(|t| !t.is_empty());
+        let rows = records::list(&self.pool, &query)
+            .await
+            .map_err(|e| match e {
+                records::RecordError::Database(e) => ApiError::Database(e),
+                records::RecordError::MissingId { .. } => {
+                    ApiError::invalid("page_token", "bad token")
+                }
+            })?;
+        let next_page_token = match rows.last() {
+            Some(last) if i64::try_from(rows.len()).unwrap_or(0) == query.limit => {
+                last.clio_id.clone()
+            }
+            _ => String::new(),
+        };
+        let records = rows
+            .into_iter()
+            .map(|r| record_to_wire(query.resource, r))
+            .collect();
+        Ok(Response::new(pb::ListRecordsResponse {
+            records,
+            next_page_token,
+        }))
+    }
+
+    async fn export_records(
+        &self,
+        request: Request<pb::ExportRecordsRequest>,
+    ) -> Result<Response<BoxStream<pb::Record>>, Status> {
+        let request = request.into_inner();
+        let mut query = Api::record_query(
+            &request.clio_account_id,
+            &request.resource,
+            request.updated_since,
+            request.include_deleted,
+        )?;
+        query.limit = 1_000;
+        let pool = self.pool.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let rows = match records::list(&pool, &query).await {
+                    Ok(rows) => rows,
+                    Err(error) => {
+                        tracing::error!(%error, "export failed");
+                        let _ = tx
+                            .send(Err(Status::unavailable("database unavailable")))
+                            .await;
+                        return;
+                    }
+                };
+                let full = i64::try_from(rows.len()).unwrap_or(0) == query.limit;
+                query.after_id = rows.last().map(|r| r.clio_id.clone());
+                for row in rows {
+                    if tx
+                        .send(Ok(record_to_wire(query.resource, row)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !full {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// WatchJob's stream: the job now, then every change until it ends.
+fn async_stream(
+    api: Api,
+    job_id: Uuid,
+    first: pb::Job,
+) -> impl Stream<Item = Result<pb::JobProgress, Status>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut last_changed = None;
+        let mut last_wait_ms = 0i64;
+        let mut last_fetched: u64 = first.progress.iter().map(|p| p.records_fetched).sum();
+        let started = tokio::time::Instant::now();
+        let first_fetched = last_fetched;
+        let mut job = first;
+        if tx
+            .send(Ok(progress(
+                pb::job_progress::Kind::Status,
+                job.clone(),
+                0,
+                0.0,
+                0,
+            )))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            if JobStatus::from_wire(job.status).is_some_and(JobStatus::is_final) {
+                return;
+            }
+            tokio::select! {
+                () = api.shutdown.cancelled() => return,
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+            let row = match store::get(&api.pool, job_id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "watch cannot read job");
+                    continue;
+                }
+            };
+            if last_changed == Some(row.changed_at) {
+                continue;
+            }
+            last_changed = Some(row.changed_at);
+            let Ok(resources) = store::resource_rows(&api.pool, job_id).await else {
+                continue;
+            };
+            let status_changed = row.status().to_wire() as i32 != job.status;
+            job = store::to_wire(&row, &resources);
+            let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
+            let elapsed = started.elapsed().as_secs_f64().max(0.001);
+            let rate = (fetched.saturating_sub(first_fetched)) as f64 / elapsed;
+            let total: i64 = resources.iter().filter_map(|r| r.records_total).sum();
+            let eta = if rate > 0.0 && total > 0 {
+                ((u64::try_from(total).unwrap_or(0)).saturating_sub(fetched) as f64 / rate) as u64
+            } else {
+                0
+            };
+            if row.rate_limit_wait_ms > last_wait_ms {
+                let waited = u64::try_from(row.rate_limit_wait_ms - last_wait_ms).unwrap_or(0);
+                last_wait_ms = row.rate_limit_wait_ms;
+                if tx
+                    .send(Ok(progress(
+                        pb::job_progress::Kind::RateLimitWait,
+                        job.clone(),
+                        waited,
+                        rate,
+                        eta,
+                    )))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let kind = if status_changed || fetched == last_fetched {
+                pb::job_progress::Kind::Status
+            } else {
+                pb::job_progress::Kind::Page
+            };
+            last_fetched = fetched;
+            if tx
+                .send(Ok(progress(kind, job.clone(), 0, rate, eta)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn progress(
+    kind: pb::job_progress::Kind,
+    job: pb::Job,
+    wait_ms: u64,
+    rate: f64,
+    eta: u64,
+) -> pb::JobProgress {
+    pb::JobProgress {
+        kind: kind as i32,
+        job: Some(job),
+        resource: String::new(),
+        page_records: 0,
+        wait_ms,
+        eta_seconds: eta,
+        records_per_second: rate,
+        at: Some(timestamp(Utc::now())),
+    }
+}

@@ -1,0 +1,254 @@
+//! import-svc configuration: the shared service part plus the queue, auth-svc, Clio and
+//! retention settings.
+//!
+//! Environment variables use the prefix `IMPORT_SVC_` (`IMPORT_SVC_AMQP__URL`).
+
+use std::collections::BTreeMap;
+
+use scope_catalog::Resource;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use service_runtime::config::{ConfigError, ServiceConfig, Validate, redact_url};
+use service_runtime::entrypoint::HasServiceConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, logs, database, callers: the part every service shares.
+    pub service: ServiceConfig,
+    pub amqp: AmqpConfig,
+    pub auth: AuthClientConfig,
+    pub importer: ImporterConfig,
+    pub retention: RetentionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service: ServiceConfig::local_defaults(50052, "clio_import"),
+            amqp: AmqpConfig::default(),
+            auth: AuthClientConfig::default(),
+            importer: ImporterConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.service.validate().map_err(|e| e.within("service"))?;
+        self.amqp.validate()?;
+        self.auth.validate()?;
+        self.importer.validate()?;
+        self.retention.validate()
+    }
+}
+
+impl HasServiceConfig for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+}
+
+/// RabbitMQ: where jobs come from and where events and rejects go.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// `amqp://user:password@host:port/vhost` (secret: may carry a password).
+    pub url: SecretString,
+    /// Prepended to every exchange and queue name (tests use a unique one each).
+    pub prefix: String,
+    /// Deliveries a consumer holds unacknowledged at once.
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (a job that crashes the
+    /// consumer every time must not loop forever).
+    pub delivery_limit: u32,
+    /// Delay before reconnecting after the broker goes away.
+    pub reconnect_delay_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: String::new(),
+            prefetch: 4,
+            delivery_limit: 5,
+            reconnect_delay_ms: 1_000,
+        }
+    }
+}
+
+impl AmqpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(self.url.expose_secret())
+            .map_err(|e| ConfigError::invalid("amqp.url", format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "amqp" | "amqps") {
+            return Err(ConfigError::invalid(
+                "amqp.url",
+                "scheme must be amqp or amqps",
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.prefetch",
+                "must be greater than 0",
+            ));
+        }
+        if self.delivery_limit == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.delivery_limit",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
+}
+
+/// How import-svc reaches auth-svc for token leases.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthClientConfig {
+    pub endpoint: String,
+    /// import-svc's bearer credential at auth-svc (role `import`).
+    pub token: SecretString,
+}
+
+impl Default for AuthClientConfig {
+    fn default() -> Self {
+        AuthClientConfig {
+            endpoint: "http://127.0.0.1:50051".into(),
+            token: SecretString::from(""),
+        }
+    }
+}
+
+impl AuthClientConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        url::Url::parse(&self.endpoint)
+            .map_err(|e| ConfigError::invalid("auth.endpoint", format!("not a URL ({e})")))?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for AuthClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// How jobs call Clio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImporterConfig {
+    /// Jobs running at once in this process (each holds one delivery).
+    pub max_concurrent_jobs: usize,
+    /// Records per Clio page (Clio allows 1–200).
+    pub page_size: u32,
+    pub request_timeout_ms: u64,
+    /// Attempts for one page on 5xx, timeouts and dropped connections before the job fails.
+    pub max_page_attempts: u32,
+    /// First backoff after a transient failure; doubles with jitter, capped at 30 s.
+    pub backoff_base_ms: u64,
+    /// Requests kept in reserve below Clio's remaining count, so concurrent callers of the
+    /// same token never tip it over the limit.
+    pub rate_limit_reserve: u32,
+    /// Overlap subtracted from the high-water mark of an incremental import, to catch
+    /// records updated in the same second as the last one seen.
+    pub incremental_overlap_secs: i64,
+}
+
+impl Default for ImporterConfig {
+    fn default() -> Self {
+        ImporterConfig {
+            max_concurrent_jobs: 4,
+            page_size: 200,
+            request_timeout_ms: 30_000,
+            max_page_attempts: 8,
+            backoff_base_ms: 200,
+            rate_limit_reserve: 0,
+            incremental_overlap_secs: 1,
+        }
+    }
+}
+
+impl ImporterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_jobs == 0 {
+            return Err(ConfigError::invalid(
+                "importer.max_concurrent_jobs",
+                "must be greater than 0",
+            ));
+        }
+        if !(1..=200).contains(&self.page_size) {
+            return Err(ConfigError::invalid(
+                "importer.page_size",
+                "must be between 1 and 200",
+            ));
+        }
+        if self.max_page_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "importer.max_page_attempts",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long imported records are kept. Calendar data defaults to a short window: the
+/// seed's minimal-storage practice ("no permanent storage").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Hours a record of the resource is kept after it was stored; absent means forever.
+    pub hours: BTreeMap<Resource, u64>,
+    pub purge_interval_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            hours: BTreeMap::from([(Resource::CalendarEntries, 24)]),
+            purge_interval_ms: 60_000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (resource, hours) in &self.hours {
+            if *hours == 0 {
+                return Err(ConfigError::invalid(
+                    format!("retention.hours.{resource}"),
+                    "must be at least 1 (remove the entry to keep records)",
+                ));
+            }
+        }
+        if self.purge_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "retention.purge_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}

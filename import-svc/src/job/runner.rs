@@ -1,0 +1,438 @@
+//! Running one import job: check the connection, lease a token, then for each resource
+//! page through Clio and commit every page's records together with the checkpoint.
+//!
+//! A job can stop anywhere (crash, shutdown, lost channel) and run again from its last
+//! committed page. Deletions are found by listing: a full sync marks every record it did not
+//! see as deleted; an incremental one lists ids after fetching the changes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use scope_catalog::Resource;
+use service_runtime::clock::SharedClock;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::spec::{JobSpec, Mode};
+use super::store::{self, CheckpointDelta, ResourceRow};
+use crate::clio::fetch::{FetchError, Fetcher, Page, WaitObserver};
+use crate::clio::fields::fields_param;
+use crate::clio::rate_gate::RateGates;
+use crate::config::ImporterConfig;
+use crate::events::{EventKind, Events};
+use crate::leases::{Lease, LeaseError, Leases};
+use crate::records::{self, Target};
+
+/// How a run ended, which decides what happens to the queue message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Cancelled,
+    /// The job cannot succeed as asked (Clio refused, connection unusable): ack, recorded.
+    Failed(String),
+    /// The job is invalid for this connection (unknown, lacks a scope): dead-letter it.
+    Refused(String),
+    /// Shutdown or lost channel: leave the message for redelivery; the checkpoint stays.
+    Interrupted,
+    /// Something we depend on is down (auth-svc, Postgres): try again later.
+    Retry(String),
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    pub pool: PgPool,
+    pub fetcher: Fetcher,
+    pub gates: RateGates,
+    pub leases: Leases,
+    pub events: Arc<Events>,
+    pub clock: SharedClock,
+    pub config: ImporterConfig,
+}
+
+/// Rate-limit and backoff waits, added to the job's total with the next checkpoint.
+#[derive(Default)]
+struct Waits(AtomicU64);
+
+impl WaitObserver for Waits {
+    fn waited(&self, wait: Duration) {
+        self.0.fetch_add(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Why a run stopped before completing; `?` carries it out of the page loops.
+struct Stop(Outcome);
+
+impl From<sqlx::Error> for Stop {
+    fn from(error: sqlx::Error) -> Self {
+        Stop(Outcome::Retry(format!("database: {error}")))
+    }
+}
+
+impl From<records::RecordError> for Stop {
+    fn from(error: records::RecordError) -> Self {
+        match error {
+            records::RecordError::Database(e) => e.into(),
+            records::RecordError::MissingId { .. } => Stop(Outcome::Failed(format!(
+                "Clio sent a record without an id: {error}"
+            ))),
+        }
+    }
+}
+
+impl From<LeaseError> for Stop {
+    fn from(error: LeaseError) -> Self {
+        Stop(match error {
+            LeaseError::Refused(reason) => Outcome::Refused(reason),
+            LeaseError::Unusable(reason) => Outcome::Failed(reason),
+            LeaseError::Unavailable(reason) => Outcome::Retry(reason),
+        })
+    }
+}
+
+/// The job's state while it runs.
+struct Run<'a> {
+    spec: &'a JobSpec,
+    lease: Lease,
+    refreshed: bool,
+    waits: Waits,
+    stop: &'a CancellationToken,
+}
+
+impl Runner {
+    #[tracing::instrument(skip_all, fields(job_id = %spec.job_id, connection_id = %spec.connection_id))]
+    pub async fn run(&self, spec: &JobSpec, stop: &CancellationToken) -> Outcome {
+        match self.run_inner(spec, stop).await {
+            Ok(()) => Outcome::Completed,
+            Err(Stop(outcome)) => outcome,
+        }
+    }
+
+    async fn run_inner(&self, spec: &JobSpec, stop: &CancellationToken) -> Result<(), Stop> {
+        // Checked before any Clio call: an unknown connection or a grant without the scope
+        // must never reach Clio.
+        let connection = self.leases.connection(&spec.connection_id).await?;
+        let required = spec.required_scopes();
+        if let Some(missing) = connection.granted.first_missing(&required) {
+            return Err(Stop(Outcome::Refused(format!(
+                "connection {} grant lacks scope {missing} (granted: {})",
+                spec.connection_id, connection.granted
+            ))));
+        }
+        if let Err(reason) = connection.usable {
+            return Err(Stop(Outcome::Failed(reason)));
+        }
+        let purpose = format!("import job {}", spec.job_id);
+        let lease = self
+            .leases
+            .lease(&spec.connection_id, &required, &purpose, false)
+            .await?;
+        store::set_account(&self.pool, spec.job_id, &lease.account_id).await?;
+        self.events
+            .job(EventKind::Started, spec.job_id, &self.pool)
+            .await;
+
+        let mut run = Run {
+            spec,
+            lease,
+            refreshed: false,
+            waits: Waits::default(),
+            stop,
+        };
+        let rows = store::resources(&self.pool, spec.job_id, &spec.resources).await?;
+        for resource in &spec.resources {
+            let row = rows.iter().find(|r| r.resource == resource.as_str());
+            let Some(row) = row.cloned() else { continue };
+            self.run_resource(&mut run, *resource, row).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_resource(
+        &self,
+        run: &mut Run<'_>,
+        resource: Resource,
+        mut row: ResourceRow,
+    ) -> Result<(), Stop> {
+        let spec = run.spec;
+        let listing_all = spec.filters.is_empty();
+        if row.phase == "fetch" {
+            let since = self.since(spec, resource).await?;
+            let mut url = match &row.next_url {
+                Some(next) => parse_url(next)?,
+                None => self.first_url(&run.lease.api_base, resource, spec, since, false)?,
+            };
+            loop {
+                let page = self.fetch(run, &url).await?;
+                let last = page.next.is_none();
+                // After the last page: a full, unfiltered listing has seen every record, so
+                // the rest are deleted; an incremental one lists ids next to find deletions.
+                let next_phase = match (last, spec.mode, listing_all) {
+                    (false, _, _) => "fetch",
+                    (true, Mode::Full, true) | (true, _, false) => "done",
+                    (true, Mode::Incremental, true) => "reconcile",
+                };
+                let mut tx = self.pool.begin().await?;
+                let target = self.target(run, resource);
+                let upserted = records::upsert_page(&mut tx, &target, &page.records).await?;
+                let deleted = if last && spec.mode == Mode::Full && listing_all {
+                    records::mark_unseen_deleted(&mut tx, &target).await?
+                } else {
+                    0
+                };
+                let delta = CheckpointDelta {
+                    phase: next_phase,
+                    next_url: page.next.as_ref().map(Url::as_str),
+                    pages: 1,
+                    fetched: len_i64(page.records.len()),
+                    written: i64::try_from(upserted.rows).unwrap_or(i64::MAX),
+                    deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
+                    total: page.total.and_then(|t| i64::try_from(t).ok()),
+                    max_updated_at: upserted.max_updated_at,
+                };
+                self.commit_page(tx, run, resource, &delta).await?;
+                row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
+                self.events
+                    .page(run.spec.job_id, resource, page.records.len(), &self.pool)
+                    .await;
+                self.check_stop(run).await?;
+                match page.next {
+                    Some(next) => url = next,
+                    None => break,
+                }
+            }
+            row.phase = if spec.mode == Mode::Incremental && listing_all {
+                "reconcile".into()
+            } else {
+                "done".into()
+            };
+            row.next_url = None;
+        }
+        if row.phase == "reconcile" {
+            let mut url = match &row.next_url {
+                Some(next) => parse_url(next)?,
+                None => self.first_url(&run.lease.api_base, resource, spec, None, true)?,
+            };
+            loop {
+                let page = self.fetch(run, &url).await?;
+                let last = page.next.is_none();
+                let mut tx = self.pool.begin().await?;
+                let target = self.target(run, resource);
+                records::mark_seen(&mut tx, &target, &page.records).await?;
+                let deleted = if last {
+                    records::mark_unseen_deleted(&mut tx, &target).await?
+                } else {
+                    0
+                };
+                let delta = CheckpointDelta {
+                    phase: if last { "done" } else { "reconcile" },
+                    next_url: page.next.as_ref().map(Url::as_str),
+                    pages: 1,
+                    deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
+                    ..Default::default()
+                };
+                self.commit_page(tx, run, resource, &delta).await?;
+                self.check_stop(run).await?;
+                match page.next {
+                    Some(next) => url = next,
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a page: its records (already in `tx`), the checkpoint, the waits, and — on
+    /// the resource's last page — the connection's new high-water mark.
+    async fn commit_page(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        run: &Run<'_>,
+        resource: Resource,
+        delta: &CheckpointDelta<'_>,
+    ) -> Result<(), Stop> {
+        store::save_checkpoint(&mut tx, run.spec.job_id, resource, delta).await?;
+        let waited = run.waits.0.swap(0, Ordering::Relaxed);
+        if waited > 0 {
+            sqlx::query(
+                "UPDATE jobs SET rate_limit_wait_ms = rate_limit_wait_ms + $2 WHERE job_id = $1",
+            )
+            .bind(run.spec.job_id)
+            .bind(i64::try_from(waited).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if delta.phase == "done" {
+            let mark: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT max_updated_at FROM job_resources WHERE job_id = $1 AND resource = $2",
+            )
+            .bind(run.spec.job_id)
+            .bind(resource.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(mark) = mark
+                && run.spec.filters.is_empty()
+            {
+                store::advance_high_water(
+                    &mut tx,
+                    &run.spec.connection_id,
+                    resource,
+                    mark,
+                    run.spec.job_id,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One page, re-leasing the token once if Clio says 401.
+    async fn fetch(&self, run: &mut Run<'_>, url: &Url) -> Result<Page, Stop> {
+        let gate = self.gates.gate(&run.spec.connection_id);
+        loop {
+            let outcome = self
+                .fetcher
+                .page(
+                    url,
+                    &run.lease.api_base,
+                    &run.lease.token,
+                    &gate,
+                    run.stop,
+                    &run.waits,
+                )
+                .await;
+            match outcome {
+                Ok(page) => return Ok(page),
+                Err(FetchError::Unauthorized) if !run.refreshed => {
+                    tracing::info!("clio answered 401; leasing a refreshed token");
+                    run.refreshed = true;
+                    let purpose = format!("import job {} (after 401)", run.spec.job_id);
+                    run.lease = self
+                        .leases
+                        .lease(
+                            &run.spec.connection_id,
+                            &run.spec.required_scopes(),
+                            &purpose,
+                            true,
+                        )
+                        .await?;
+                }
+                Err(FetchError::Unauthorized) => {
+                    return Err(Stop(Outcome::Failed(
+                        "Clio rejected the token again after a refresh (401): the grant was probably \
+                         revoked; the connection's owner must reconnect"
+                            .into(),
+                    )));
+                }
+                Err(FetchError::Cancelled) => return Err(Stop(Outcome::Interrupted)),
+                Err(
+                    error @ (FetchError::Forbidden(_)
+                    | FetchError::Rejected { .. }
+                    | FetchError::Exhausted { .. }
+                    | FetchError::Malformed(_)
+                    | FetchError::ForeignHost(_)),
+                ) => {
+                    return Err(Stop(Outcome::Failed(error.to_string())));
+                }
+            }
+        }
+    }
+
+    async fn check_stop(&self, run: &Run<'_>) -> Result<(), Stop> {
+        if store::cancel_requested(&self.pool, run.spec.job_id).await? {
+            return Err(Stop(Outcome::Cancelled));
+        }
+        if run.stop.is_cancelled() {
+            return Err(Stop(Outcome::Interrupted));
+        }
+        Ok(())
+    }
+
+    fn target<'a>(&self, run: &'a Run<'_>, resource: Resource) -> Target<'a> {
+        Target {
+            resource,
+            account_id: &run.lease.account_id,
+            connection_id: &run.spec.connection_id,
+            job_id: run.spec.job_id,
+            now: self.clock.now(),
+        }
+    }
+
+    /// Where an incremental job starts: the job's own `updated_since`, else the connection's
+    /// high-water mark less a small overlap; a full job (or a first sync) reads everything.
+    async fn since(
+        &self,
+        spec: &JobSpec,
+        resource: Resource,
+    ) -> Result<Option<DateTime<Utc>>, Stop> {
+        if spec.mode == Mode::Full {
+            return Ok(None);
+        }
+        if spec.updated_since.is_some() {
+            return Ok(spec.updated_since);
+        }
+        let mark = store::high_water(&self.pool, &spec.connection_id, resource).await?;
+        Ok(mark.map(|m| m - chrono::Duration::seconds(self.config.incremental_overlap_secs)))
+    }
+
+    fn first_url(
+        &self,
+        api_base: &Url,
+        resource: Resource,
+        spec: &JobSpec,
+        since: Option<DateTime<Utc>>,
+        ids_only: bool,
+    ) -> Result<Url, Stop> {
+        let mut url = resource_url(api_base, resource)?;
+        {
+            let mut query = url.query_pairs_mut();
+            let extra = spec
+                .extra_fields
+                .get(&resource)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let fields = if ids_only {
+                "id".to_owned()
+            } else {
+                fields_param(resource, extra)
+            };
+            query.append_pair("fields", &fields);
+            query.append_pair("limit", &self.config.page_size.to_string());
+            if let Some(since) = since {
+                query.append_pair(
+                    "updated_since",
+                    &since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                );
+            }
+            for (key, value) in &spec.filters {
+                query.append_pair(key, value);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// `{api base}/api/v4/{resource}.json`, whether the base already ends in `/api/v4` or not.
+fn resource_url(api_base: &Url, resource: Resource) -> Result<Url, Stop> {
+    let base = api_base.as_str().trim_end_matches('/');
+    let base = if base.ends_with("/api/v4") {
+        base.to_owned()
+    } else {
+        format!("{base}/api/v4")
+    };
+    parse_url(&format!("{base}/{}.json", resource.as_str()))
+}
+
+fn parse_url(text: &str) -> Result<Url, Stop> {
+    Url::parse(text).map_err(|e| Stop(Outcome::Failed(format!("bad Clio URL {text:?}: {e}"))))
+}
+
+fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,451 @@
+//! Jobs, per-resource checkpoints and high-water marks in Postgres.
+
+use chrono::{DateTime, Utc};
+use proto::import::v1 as pb;
+use scope_catalog::Resource;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::spec::{JobSpec, Mode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    DeadLettered,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::DeadLettered => "dead_lettered",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        Some(match text {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            "dead_lettered" => JobStatus::DeadLettered,
+            _ => return None,
+        })
+    }
+
+    /// A finished job never runs again, whatever the queue redelivers.
+    pub fn is_final(self) -> bool {
+        match self {
+            JobStatus::Completed
+            | JobStatus::Failed
+            | JobStatus::Cancelled
+            | JobStatus::DeadLettered => true,
+            JobStatus::Queued | JobStatus::Running => false,
+        }
+    }
+
+    pub fn to_wire(self) -> pb::JobStatus {
+        match self {
+            JobStatus::Queued => pb::JobStatus::Queued,
+            JobStatus::Running => pb::JobStatus::Running,
+            JobStatus::Completed => pb::JobStatus::Completed,
+            JobStatus::Failed => pb::JobStatus::Failed,
+            JobStatus::Cancelled => pb::JobStatus::Cancelled,
+            JobStatus::DeadLettered => pb::JobStatus::DeadLettered,
+        }
+    }
+
+    pub fn from_wire(status: i32) -> Option<JobStatus> {
+        match pb::JobStatus::try_from(status).ok()? {
+            pb::JobStatus::Unspecified => None,
+            pb::JobStatus::Queued => Some(JobStatus::Queued),
+            pb::JobStatus::Running => Some(JobStatus::Running),
+            pb::JobStatus::Completed => Some(JobStatus::Completed),
+            pb::JobStatus::Failed => Some(JobStatus::Failed),
+            pb::JobStatus::Cancelled => Some(JobStatus::Cancelled),
+            pb::JobStatus::DeadLettered => Some(JobStatus::DeadLettered),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub job_id: Uuid,
+    pub connection_id: String,
+    pub clio_account_id: Option<String>,
+    pub resources: Vec<String>,
+    pub mode: String,
+    pub updated_since: Option<DateTime<Utc>>,
+    pub requested_by: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub attempts: i32,
+    pub cancel_requested: bool,
+    pub rate_limit_wait_ms: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResourceRow {
+    pub resource: String,
+    pub phase: String,
+    pub next_url: Option<String>,
+    pub pages: i64,
+    pub records_fetched: i64,
+    pub records_written: i64,
+    pub records_deleted: i64,
+    pub records_total: Option<i64>,
+    pub max_updated_at: Option<DateTime<Utc>>,
+}
+
+const JOB_COLUMNS: &str = "job_id, connection_id, clio_account_id, resources, mode, updated_since, requested_by, status,
+    failure_reason, attempts, cancel_requested, rate_limit_wait_ms, created_at, started_at, finished_at, changed_at";
+
+/// Stores a job as queued unless it exists already (a redelivered or resubmitted id).
+pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<(), sqlx::Error> {
+    let fields: serde_json::Map<String, serde_json::Value> = spec
+        .extra_fields
+        .iter()
+        .map(|(r, f)| (r.as_str().to_owned(), serde_json::json!(f)))
+        .collect();
+    sqlx::query(
+        "INSERT INTO jobs (job_id, connection_id, resources, mode, updated_since, filters, fields, requested_by, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(spec.job_id)
+    .bind(&spec.connection_id)
+    .bind(spec.resources.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(spec.mode.as_str())
+    .bind(spec.updated_since)
+    .bind(serde_json::json!(spec.filters))
+    .bind(serde_json::Value::Object(fields))
+    .bind(&spec.requested_by)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records a refused job (when its id could be read), keeping what else is known.
+pub async fn record_dead_lettered(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    connection_id: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO jobs (job_id, connection_id, resources, mode, status, failure_reason, finished_at)
+         VALUES ($1, $2, '{}', 'full', 'dead_lettered', $3, now())
+         ON CONFLICT (job_id) DO UPDATE SET status = 'dead_lettered', failure_reason = $3,
+             finished_at = now(), changed_at = now()
+         WHERE jobs.status IN ('queued', 'running')",
+    )
+    .bind(job_id)
+    .bind(connection_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Moves a job to running (counting the attempt) unless it has finished. Returns the row
+/// as it now is; a queued job whose cancel was requested becomes cancelled instead.
+pub async fn claim(db: &PgPool, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), changed_at = now()
+         WHERE job_id = $1 AND status = 'queued' AND cancel_requested",
+    )
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+             started_at = coalesce(started_at, now()), changed_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'running')
+         RETURNING {JOB_COLUMNS}"
+    );
+    if let Some(row) = sqlx::query_as::<_, JobRow>(&sql)
+        .bind(job_id)
+        .fetch_optional(db)
+        .await?
+    {
+        return Ok(Some(row));
+    }
+    get(db, job_id).await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
+    sqlx::query_as(&sql).bind(job_id).fetch_optional(db).await
+}
+
+pub async fn set_account(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    account_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET clio_account_id = $2, changed_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .bind(account_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends a job. A job already final keeps its first ending.
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    status: JobStatus,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = $2, failure_reason = $3, finished_at = now(), changed_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(job_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Puts a running job back to queued (shutdown or a lost channel: it will be redelivered).
+pub async fn requeue(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET status = 'queued', changed_at = now() WHERE job_id = $1 AND status = 'running'")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn request_cancel(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE jobs SET cancel_requested = true, changed_at = now(),
+             status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+             finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+         WHERE job_id = $1 RETURNING {JOB_COLUMNS}"
+    );
+    sqlx::query_as(&sql).bind(job_id).fetch_optional(db).await
+}
+
+pub async fn cancel_requested(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<bool, sqlx::Error> {
+    let requested: Option<bool> =
+        sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(requested.unwrap_or(false))
+}
+
+pub async fn add_rate_limit_wait(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET rate_limit_wait_ms = rate_limit_wait_ms + $2, changed_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .bind(ms)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The job's checkpoints, creating the missing ones.
+pub async fn resources(
+    db: &PgPool,
+    job_id: Uuid,
+    wanted: &[Resource],
+) -> Result<Vec<ResourceRow>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO job_resources (job_id, resource)
+         SELECT $1, r FROM UNNEST($2::text[]) AS r ON CONFLICT DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(
+        wanted
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .execute(db)
+    .await?;
+    resource_rows(db, job_id).await
+}
+
+pub async fn resource_rows(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+) -> Result<Vec<ResourceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT resource, phase, next_url, pages, records_fetched, records_written, records_deleted,
+                records_total, max_updated_at
+         FROM job_resources WHERE job_id = $1 ORDER BY resource",
+    )
+    .bind(job_id)
+    .fetch_all(db)
+    .await
+}
+
+/// One page's effect on a checkpoint; committed in the page's transaction.
+#[derive(Debug, Default)]
+pub struct CheckpointDelta<'a> {
+    pub phase: &'a str,
+    pub next_url: Option<&'a str>,
+    pub pages: i64,
+    pub fetched: i64,
+    pub written: i64,
+    pub deleted: i64,
+    pub total: Option<i64>,
+    pub max_updated_at: Option<DateTime<Utc>>,
+}
+
+pub async fn save_checkpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: Uuid,
+    resource: Resource,
+    delta: &CheckpointDelta<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE job_resources SET phase = $3, next_url = $4,
+             pages = pages + $5, records_fetched = records_fetched + $6,
+             records_written = records_written + $7, records_deleted = records_deleted + $8,
+             records_total = coalesce($9, records_total),
+             max_updated_at = greatest(max_updated_at, $10)
+         WHERE job_id = $1 AND resource = $2",
+    )
+    .bind(job_id)
+    .bind(resource.as_str())
+    .bind(delta.phase)
+    .bind(delta.next_url)
+    .bind(delta.pages)
+    .bind(delta.fetched)
+    .bind(delta.written)
+    .bind(delta.deleted)
+    .bind(delta.total)
+    .bind(delta.max_updated_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE jobs SET changed_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn high_water(
+    db: impl PgExecutor<'_>,
+    connection_id: &str,
+    resource: Resource,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT high_water FROM sync_marks WHERE connection_id = $1 AND resource = $2",
+    )
+    .bind(connection_id)
+    .bind(resource.as_str())
+    .fetch_optional(db)
+    .await
+}
+
+/// Advances (never rewinds) a connection's high-water mark for a resource.
+pub async fn advance_high_water(
+    tx: &mut Transaction<'_, Postgres>,
+    connection_id: &str,
+    resource: Resource,
+    mark: DateTime<Utc>,
+    job_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sync_marks (connection_id, resource, high_water, job_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (connection_id, resource) DO UPDATE
+         SET high_water = greatest(sync_marks.high_water, EXCLUDED.high_water), job_id = EXCLUDED.job_id",
+    )
+    .bind(connection_id)
+    .bind(resource.as_str())
+    .bind(mark)
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Filters for ListJobs.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub connection_id: Option<String>,
+    pub status: Option<JobStatus>,
+    /// Jobs created before this one (cursor: the last job id of the previous page).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<JobRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE ($1::text IS NULL OR connection_id = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4))
+         ORDER BY created_at DESC, job_id DESC
+         LIMIT $5"
+    );
+    sqlx::query_as(&sql)
+        .bind(filter.connection_id.as_deref())
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.before.map(|b| b.0))
+        .bind(filter.before.map(|b| b.1))
+        .bind(filter.limit)
+        .fetch_all(db)
+        .await
+}
+
+/// The wire view of a job and its checkpoints.
+pub fn to_wire(job: &JobRow, resources: &[ResourceRow]) -> pb::Job {
+    let ts = |t: Option<DateTime<Utc>>| t.map(super::spec::timestamp);
+    pb::Job {
+        job_id: job.job_id.to_string(),
+        connection_id: job.connection_id.clone(),
+        resources: job.resources.clone(),
+        mode: Mode::parse(&job.mode).map_or(pb::ImportMode::Unspecified, Mode::to_wire) as i32,
+        status: job.status().to_wire() as i32,
+        progress: resources
+            .iter()
+            .map(|r| pb::ResourceProgress {
+                resource: r.resource.clone(),
+                pages: r.pages.max(0) as u64,
+                records_fetched: r.records_fetched.max(0) as u64,
+                records_written: r.records_written.max(0) as u64,
+                records_deleted: r.records_deleted.max(0) as u64,
+                done: r.phase == "done",
+            })
+            .collect(),
+        failure_reason: job.failure_reason.clone().unwrap_or_default(),
+        attempts: job.attempts.max(0) as u32,
+        requested_by: job.requested_by.clone(),
+        created_at: ts(Some(job.created_at)),
+        started_at: ts(job.started_at),
+        finished_at: ts(job.finished_at),
+        clio_account_id: job.clio_account_id.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,177 @@
+//! import-svc: imports Clio data in bulk through a job queue.
+//!
+//! Jobs arrive on RabbitMQ (or through `SubmitJob`, which publishes to the same queue). The
+//! consumer checks each job against the connection's grant (through auth-svc), leases a
+//! token, pages through Clio within its rate limit, and commits records with a checkpoint
+//! per page, so a crash or redelivery resumes where it stopped.
+//!
+//! The service is this library; the binary only loads config and calls [`run`], and tests
+//! call the same [`run`] on `127.0.0.1:0`.
+
+pub mod api;
+pub mod clio;
+pub mod config;
+pub mod events;
+pub mod job;
+pub mod leases;
+pub mod queue;
+pub mod records;
+pub mod retention;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use proto::import::v1::import_service_server::ImportServiceServer;
+use service_runtime::clock::{SharedClock, system_clock};
+use service_runtime::database::connect_and_migrate;
+use service_runtime::health::{DependencyCheck, PostgresCheck};
+use service_runtime::metrics::Metrics;
+use service_runtime::server::{ServerParts, serve};
+use service_runtime::{AccessPolicy, CancellationToken, Role};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use config::Config;
+
+/// Full gRPC name of `ImportService`.
+pub const IMPORT_IMPORT_SERVICE: &str = "clio_connect.import.v1.ImportService";
+
+/// This service's schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Which roles may call which RPC.
+pub fn access_policy() -> AccessPolicy {
+    AccessPolicy::new()
+        .allow(
+            IMPORT_IMPORT_SERVICE,
+            "SubmitJob",
+            &[Role::JobSubmitter, Role::Operator],
+        )
+        .allow(
+            IMPORT_IMPORT_SERVICE,
+            "GetJob",
+            &[Role::JobSubmitter, Role::Operator, Role::Compliance],
+        )
+        .allow(
+            IMPORT_IMPORT_SERVICE,
+            "ListJobs",
+            &[Role::JobSubmitter, Role::Operator, Role::Compliance],
+        )
+        .allow(
+            IMPORT_IMPORT_SERVICE,
+            "CancelJob",
+            &[Role::JobSubmitter, Role::Operator],
+        )
+        .allow(
+            IMPORT_IMPORT_SERVICE,
+            "WatchJob",
+            &[Role::JobSubmitter, Role::Operator, Role::Compliance],
+        )
+        .allow(IMPORT_IMPORT_SERVICE, "ListRecords", &[Role::DataReader])
+        .allow(IMPORT_IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled, on the wall clock.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_clock(config, listener, shutdown, system_clock()).await
+}
+
+/// [`run`] with an injected clock (retention tests).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: SharedClock,
+) -> anyhow::Result<()> {
+    let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
+    let topology = queue::topology::Topology::new(&config.amqp.prefix);
+    let publisher = Arc::new(queue::publisher::Publisher::default());
+    let events = Arc::new(events::Events::new(
+        publisher.clone(),
+        topology.events_exchange.clone(),
+    ));
+    let runner = job::runner::Runner {
+        pool: pool.clone(),
+        fetcher: clio::fetch::Fetcher::new(config.importer.clone())?,
+        gates: clio::rate_gate::RateGates::default(),
+        leases: leases::Leases::new(&config.auth.endpoint, &config.auth.token)?,
+        events: events.clone(),
+        clock: clock.clone(),
+        config: config.importer.clone(),
+    };
+    let connected = Arc::new(AtomicBool::new(false));
+    let consumer = queue::consumer::Consumer {
+        config: config.amqp.clone(),
+        topology: topology.clone(),
+        runner,
+        publisher: publisher.clone(),
+        events,
+        pool: pool.clone(),
+        max_concurrent_jobs: config.importer.max_concurrent_jobs,
+        shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
+        connected: connected.clone(),
+    };
+
+    // The consumer and the purger stop with the service but finish their own draining.
+    let workers = CancellationToken::new();
+    let consumer_task = tokio::spawn(consumer.run(workers.clone()));
+    let retention_task = tokio::spawn(retention::run(
+        pool.clone(),
+        config.retention.clone(),
+        clock,
+        workers.clone(),
+    ));
+
+    let api = api::Api {
+        pool: pool.clone(),
+        publisher,
+        topology,
+        shutdown: shutdown.clone(),
+    };
+    let checks: Vec<Arc<dyn DependencyCheck>> = vec![
+        Arc::new(PostgresCheck(pool.clone())),
+        Arc::new(RabbitMqCheck(connected)),
+    ];
+    let parts = ServerParts {
+        routes: Routes::new(ImportServiceServer::new(api)),
+        http: axum::Router::new(),
+        policy: access_policy(),
+        health_services: vec![IMPORT_IMPORT_SERVICE.to_owned()],
+        checks,
+        metrics: Metrics::new("import_svc"),
+        denials: None,
+    };
+    let served = serve(&config.service, parts, listener, shutdown.clone()).await;
+    // gRPC has stopped taking calls; now stop taking jobs and hand in-flight ones back.
+    workers.cancel();
+    let _ = consumer_task.await;
+    let _ = retention_task.await;
+    pool.close().await;
+    served
+}
+
+/// RabbitMQ is healthy while the consumer holds a live session.
+struct RabbitMqCheck(Arc<AtomicBool>);
+
+impl DependencyCheck for RabbitMqCheck {
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("no live AMQP session".into())
+            }
+        })
+    }
+}

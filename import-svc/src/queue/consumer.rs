@@ -1,0 +1,394 @@
+//! The job consumer: one AMQP session at a time, rebuilt whenever it breaks.
+//!
+//! A delivery is acknowledged only after its effect is committed (job finished, failed,
+//! cancelled, or dead-lettered with confirm). Redelivery is normal and harmless: a finished
+//! job id is acked without running again, and an interrupted one resumes from its
+//! checkpoint. An `ack` that lapin reports as not sent (dead channel) and a consumer stream
+//! that simply ends are both treated as a broken session: everything in flight stops and
+//! the consumer reconnects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::publisher::{Outgoing, Publisher};
+use super::topology::{JOB_ROUTING_KEY, Topology};
+use crate::config::AmqpConfig;
+use crate::events::{EventKind, Events};
+use crate::job::body;
+use crate::job::runner::{Outcome, Runner};
+use crate::job::spec::{self, JobSpec};
+use crate::job::store::{self, JobStatus};
+
+/// Header carrying why import-svc dead-lettered a message.
+pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
+
+/// The session cannot go on (ack not delivered, channel gone): reconnect.
+#[derive(Debug, thiserror::Error)]
+#[error("amqp session broken: {0}")]
+struct SessionBroken(String);
+
+#[derive(Clone)]
+pub struct Consumer {
+    pub config: AmqpConfig,
+    pub topology: Topology,
+    pub runner: Runner,
+    pub publisher: Arc<Publisher>,
+    pub events: Arc<Events>,
+    pub pool: PgPool,
+    pub max_concurrent_jobs: usize,
+    pub shutdown_grace: Duration,
+    /// True while a session consumes; drives gRPC health.
+    pub connected: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    /// Consumes until `shutdown`, reconnecting after every failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.max_concurrent_jobs));
+        while !shutdown.is_cancelled() {
+            let outcome = self.session(&shutdown, slots.clone()).await;
+            self.connected.store(false, Ordering::SeqCst);
+            self.publisher.detach().await;
+            match outcome {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "amqp session ended; reconnecting"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(self.config.reconnect_delay_ms)) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("job consumer stopped");
+    }
+
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        slots: Arc<Semaphore>,
+    ) -> anyhow::Result<()> {
+        let connection = Connection::connect(
+            self.config.url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("connect to {}: {e}", self.config.redacted_url()))?;
+        let channel = connection.create_channel().await?;
+        self.topology
+            .declare(&channel, self.config.delivery_limit)
+            .await?;
+        // Bounded prefetch: a consumer holds only as many jobs as it can work on soon.
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        self.publisher.attach(&connection).await?;
+        let tag = format!("import-svc-{}", Uuid::new_v4().simple());
+        let mut deliveries = channel
+            .basic_consume(
+                self.topology.jobs_queue.as_str().into(),
+                tag.as_str().into(),
+                // Manual acknowledgement: ack only after the effect is committed.
+                BasicConsumeOptions {
+                    no_ack: false,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        self.connected.store(true, Ordering::SeqCst);
+        tracing::info!(queue = %self.topology.jobs_queue, "consuming import jobs");
+
+        // Cancelled when this session ends for any reason: in-flight jobs stop at their
+        // next page and leave their message for redelivery.
+        let in_flight_stop = CancellationToken::new();
+        let mut tasks: JoinSet<Result<(), SessionBroken>> = JoinSet::new();
+        let result = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let permit = tokio::select! {
+                            permit = slots.clone().acquire_owned() => permit?,
+                            () = shutdown.cancelled() => {
+                                // Not started: give it back now.
+                                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                                break Ok(());
+                            }
+                        };
+                        let this = self.clone();
+                        let stop = in_flight_stop.child_token();
+                        tasks.spawn(async move {
+                            let outcome = this.handle(delivery, &stop).await;
+                            drop(permit);
+                            outcome
+                        });
+                    }
+                    Some(Err(error)) => break Err(anyhow::anyhow!("consumer error: {error}")),
+                    None => break Err(anyhow::anyhow!("consumer stream ended")),
+                },
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Ok(Err(broken)) => break Err(broken.into()),
+                        Err(panic) => tracing::error!(error = %panic, "job task panicked"),
+                    }
+                }
+            }
+        };
+
+        // Stop intake first, then let in-flight jobs checkpoint and hand their messages back.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        in_flight_stop.cancel();
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(Err(broken)) = joined {
+                    tracing::warn!(%broken, "in-flight job could not settle its message");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "in-flight jobs did not stop in time; their messages will be redelivered"
+            );
+            tasks.abort_all();
+        }
+        let _ = channel.close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+        result
+    }
+
+    /// Handles one delivery to the end: run, dead-letter, or hand back.
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        stop: &CancellationToken,
+    ) -> Result<(), SessionBroken> {
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str().to_owned());
+        let wire = match body::decode(&delivery.data, content_type.as_deref()) {
+            Ok(wire) => wire,
+            Err(invalid) => {
+                return self
+                    .dead_letter(&delivery, None, "", &invalid.to_string())
+                    .await;
+            }
+        };
+        let connection_id = wire.connection_id.clone();
+        let spec = match spec::validate(wire, false) {
+            Ok(spec) => spec,
+            Err(invalid) => {
+                return self
+                    .dead_letter(
+                        &delivery,
+                        invalid.job_id,
+                        &connection_id,
+                        &invalid.to_string(),
+                    )
+                    .await;
+            }
+        };
+        match self.run_exclusively(&spec, stop).await {
+            Ok(outcome) => self.settle(&delivery, &spec, outcome).await,
+            Err(error) => {
+                tracing::warn!(job_id = %spec.job_id, %error, "database unavailable; handing the job back");
+                nack(&delivery, true).await
+            }
+        }
+    }
+
+    /// Runs the job unless it already finished, holding a Postgres advisory lock on its id
+    /// so two deliveries of the same job never run at once (on any replica).
+    async fn run_exclusively(
+        &self,
+        spec: &JobSpec,
+        stop: &CancellationToken,
+    ) -> Result<Option<Outcome>, sqlx::Error> {
+        store::insert_queued(&self.pool, spec).await?;
+        let mut lock = self.pool.acquire().await?;
+        let key = spec.job_id.to_string();
+        tokio::select! {
+            locked = sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut *lock) => { locked?; }
+            () = stop.cancelled() => return Ok(Some(Outcome::Interrupted)),
+        }
+        let outcome = match store::claim(&self.pool, spec.job_id).await? {
+            Some(job) if job.status() == JobStatus::Running => {
+                Some(self.runner.run(spec, stop).await)
+            }
+            // Finished (or cancelled while queued): this delivery is a duplicate.
+            Some(_) | None => None,
+        };
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *lock)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Records the outcome, publishes its event, then settles the message.
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        spec: &JobSpec,
+        outcome: Option<Outcome>,
+    ) -> Result<(), SessionBroken> {
+        let job_id = spec.job_id;
+        let (status, reason, event) = match outcome {
+            None => {
+                tracing::info!(%job_id, "job already finished; acknowledging the duplicate delivery");
+                return ack(delivery).await;
+            }
+            Some(Outcome::Completed) => (JobStatus::Completed, None, EventKind::Completed),
+            Some(Outcome::Cancelled) => (JobStatus::Cancelled, None, EventKind::Cancelled),
+            Some(Outcome::Failed(reason)) => (JobStatus::Failed, Some(reason), EventKind::Failed),
+            Some(Outcome::Refused(reason)) => {
+                return self
+                    .dead_letter(delivery, Some(job_id), &spec.connection_id, &reason)
+                    .await;
+            }
+            Some(Outcome::Interrupted) => {
+                let _ = store::requeue(&self.pool, job_id).await;
+                return nack(delivery, true).await;
+            }
+            Some(Outcome::Retry(reason)) => {
+                tracing::warn!(%job_id, %reason, "job cannot run now; it will be retried");
+                let _ = store::requeue(&self.pool, job_id).await;
+                // Hold the message a moment: an immediate requeue would burn through the
+                // delivery limit while the dependency is still down.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return nack(delivery, true).await;
+            }
+        };
+        if let Some(reason) = &reason {
+            tracing::warn!(%job_id, %reason, "job failed");
+        } else {
+            tracing::info!(%job_id, status = status.as_str(), "job ended");
+        }
+        if let Err(error) = store::finish(&self.pool, job_id, status, reason.as_deref()).await {
+            tracing::warn!(%job_id, %error, "cannot record the job's end; handing it back");
+            return nack(delivery, true).await;
+        }
+        self.events.job(event, job_id, &self.pool).await;
+        ack(delivery).await
+    }
+
+    /// Sends the message to the dead-letter queue with its reason (confirmed), records the
+    /// job as dead-lettered when its id is known, then acks the original.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        job_id: Option<Uuid>,
+        connection_id: &str,
+        reason: &str,
+    ) -> Result<(), SessionBroken> {
+        tracing::warn!(job_id = job_id.map(|j| j.to_string()).unwrap_or_default(), %reason, "dead-lettering job message");
+        let mut headers = FieldTable::default();
+        headers.insert(
+            REJECTION_REASON_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        headers.insert(
+            "x-rejected-by".into(),
+            AMQPValue::LongString(LongString::from("import-svc")),
+        );
+        headers.insert(
+            "x-original-exchange".into(),
+            AMQPValue::LongString(LongString::from(delivery.exchange.as_str())),
+        );
+        headers.insert(
+            "x-original-routing-key".into(),
+            AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
+        );
+        if let Some(job_id) = job_id {
+            headers.insert(
+                "x-job-id".into(),
+                AMQPValue::LongString(LongString::from(job_id.to_string().as_str())),
+            );
+        }
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
+        let published = self
+            .publisher
+            .publish(Outgoing {
+                exchange: &self.topology.dead_letter_exchange,
+                routing_key: JOB_ROUTING_KEY,
+                body: &delivery.data,
+                content_type: &content_type,
+                message_id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.as_str()),
+                headers,
+                mandatory: true,
+            })
+            .await;
+        if let Err(error) = published {
+            // Never drop a message we could not park: hand it back to the queue.
+            tracing::warn!(%error, "dead-letter publish failed; requeueing the message");
+            return nack(delivery, true).await;
+        }
+        if let Some(job_id) = job_id {
+            if let Err(error) =
+                store::record_dead_lettered(&self.pool, job_id, connection_id, reason).await
+            {
+                tracing::warn!(%job_id, %error, "cannot record the dead-lettered job");
+            }
+            self.events
+                .job(EventKind::DeadLettered, job_id, &self.pool)
+                .await;
+        }
+        ack(delivery).await
+    }
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), SessionBroken> {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SessionBroken("ack not sent: the channel is gone".into())),
+        Err(error) => Err(SessionBroken(format!("ack failed: {error}"))),
+    }
+}
+
+async fn nack(delivery: &Delivery, requeue: bool) -> Result<(), SessionBroken> {
+    match delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SessionBroken("nack not sent: the channel is gone".into())),
+        Err(error) => Err(SessionBroken(format!("nack failed: {error}"))),
+    }
+}

@@ -1,0 +1,6 @@
+//! RabbitMQ: the queue topology ([`topology`]), confirmed publishing ([`publisher`]) and the
+//! job consumer with its reconnect loop ([`consumer`]).
+
+pub mod consumer;
+pub mod publisher;
+pub mod topology;

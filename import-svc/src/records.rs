@@ -1,0 +1,316 @@
+//! Imported records in Postgres: idempotent batched upserts, deletion marking, retention
+//! purges and reads for consumers.
+//!
+//! One table per resource, keyed by (Clio account, Clio id). An older version of a record
+//! never overwrites a newer one (Clio's `updated_at`), so redelivered or overlapping pages
+//! are harmless.
+
+use chrono::{DateTime, Utc};
+use scope_catalog::Resource;
+use serde_json::Value;
+use sqlx::{PgExecutor, Postgres, Transaction};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {index} of the page has no usable id")]
+    MissingId { index: usize },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Table names come only from this match, never from input.
+pub fn table(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Contacts => "contacts",
+        Resource::Matters => "matters",
+        Resource::CalendarEntries => "calendar_entries",
+        Resource::Activities => "activities",
+        Resource::Users => "users",
+    }
+}
+
+fn id_type(resource: Resource) -> &'static str {
+    if resource.has_string_ids() {
+        "text"
+    } else {
+        "bigint"
+    }
+}
+
+/// Clio ids, typed as each resource's table keys them.
+enum Ids {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+fn clio_id(resource: Resource, record: &Value) -> Option<ClioId> {
+    let id = record.get("id")?;
+    if resource.has_string_ids() {
+        match id {
+            Value::String(s) if !s.is_empty() => Some(ClioId::Text(s.clone())),
+            Value::Number(n) => Some(ClioId::Text(n.to_string())),
+            _ => None,
+        }
+    } else {
+        match id {
+            Value::Number(n) => n.as_i64().map(ClioId::Int),
+            Value::String(s) => s.parse().ok().map(ClioId::Int),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ClioId {
+    Int(i64),
+    Text(String),
+}
+
+fn collect_ids(resource: Resource, ids: Vec<ClioId>) -> Ids {
+    if resource.has_string_ids() {
+        Ids::Text(
+            ids.into_iter()
+                .map(|id| match id {
+                    ClioId::Text(s) => s,
+                    ClioId::Int(i) => i.to_string(),
+                })
+                .collect(),
+        )
+    } else {
+        Ids::Int(
+            ids.into_iter()
+                .filter_map(|id| match id {
+                    ClioId::Int(i) => Some(i),
+                    ClioId::Text(_) => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+fn updated_at(record: &Value) -> Option<DateTime<Utc>> {
+    record
+        .get("updated_at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.to_utc())
+}
+
+/// What one page's upsert did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Upserted {
+    pub rows: u64,
+    pub max_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Where a page's records belong.
+pub struct Target<'a> {
+    pub resource: Resource,
+    pub account_id: &'a str,
+    pub connection_id: &'a str,
+    pub job_id: Uuid,
+    pub now: DateTime<Utc>,
+}
+
+/// Upserts a page of records in one statement.
+pub async fn upsert_page(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target<'_>,
+    records: &[Value],
+) -> Result<Upserted, RecordError> {
+    // A page should not repeat an id, but one statement cannot touch a row twice: keep the
+    // last occurrence.
+    let mut seen = std::collections::HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let id = clio_id(target.resource, record).ok_or(RecordError::MissingId { index })?;
+        seen.insert(id, index);
+    }
+    let mut order: Vec<(ClioId, usize)> = seen.into_iter().collect();
+    order.sort_by_key(|(_, index)| *index);
+
+    let mut ids = Vec::with_capacity(order.len());
+    let mut etags = Vec::with_capacity(order.len());
+    let mut updated = Vec::with_capacity(order.len());
+    let mut data = Vec::with_capacity(order.len());
+    let mut max_updated_at: Option<DateTime<Utc>> = None;
+    for (id, index) in order {
+        let record = &records[index];
+        let at = updated_at(record);
+        max_updated_at = max_updated_at.max(at);
+        ids.push(id);
+        etags.push(
+            record
+                .get("etag")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        );
+        updated.push(at);
+        data.push(record.clone());
+    }
+
+    let t = table(target.resource);
+    let newer = format!(
+        "({t}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= {t}.updated_at)"
+    );
+    let sql = format!(
+        "INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at)
+         SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL
+         FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data)
+         ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET
+             seen_in_job = EXCLUDED.seen_in_job,
+             deleted_at = NULL,
+             connection_id = EXCLUDED.connection_id,
+             etag = CASE WHEN {newer} THEN EXCLUDED.etag ELSE {t}.etag END,
+             data = CASE WHEN {newer} THEN EXCLUDED.data ELSE {t}.data END,
+             stored_at = CASE WHEN {newer} THEN EXCLUDED.stored_at ELSE {t}.stored_at END,
+             updated_at = CASE WHEN {newer} THEN EXCLUDED.updated_at ELSE {t}.updated_at END",
+        ty = id_type(target.resource),
+    );
+    let query = sqlx::query(&sql)
+        .bind(target.account_id)
+        .bind(target.connection_id)
+        .bind(target.job_id)
+        .bind(target.now);
+    let query = match collect_ids(target.resource, ids) {
+        Ids::Int(ids) => query.bind(ids),
+        Ids::Text(ids) => query.bind(ids),
+    };
+    let result = query
+        .bind(etags)
+        .bind(updated)
+        .bind(data)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Upserted {
+        rows: result.rows_affected(),
+        max_updated_at,
+    })
+}
+
+/// Marks records as seen by `job_id` from a page listing only ids (deletion reconcile).
+pub async fn mark_seen(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target<'_>,
+    records: &[Value],
+) -> Result<u64, RecordError> {
+    let ids = records
+        .iter()
+        .enumerate()
+        .map(|(index, r)| clio_id(target.resource, r).ok_or(RecordError::MissingId { index }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = table(target.resource);
+    let sql = format!(
+        "UPDATE {t} SET seen_in_job = $3 WHERE clio_account_id = $1 AND clio_id = ANY($2::{ty}[])",
+        ty = id_type(target.resource)
+    );
+    let query = sqlx::query(&sql).bind(target.account_id);
+    let query = match collect_ids(target.resource, ids) {
+        Ids::Int(ids) => query.bind(ids),
+        Ids::Text(ids) => query.bind(ids),
+    };
+    Ok(query
+        .bind(target.job_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// After a complete listing: every live record of the account the job did not see is gone
+/// from Clio. Returns how many were marked deleted.
+pub async fn mark_unseen_deleted(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target<'_>,
+) -> Result<u64, RecordError> {
+    let t = table(target.resource);
+    let sql = format!(
+        "UPDATE {t} SET deleted_at = $3
+         WHERE clio_account_id = $1 AND deleted_at IS NULL AND seen_in_job IS DISTINCT FROM $2"
+    );
+    let result = sqlx::query(&sql)
+        .bind(target.account_id)
+        .bind(target.job_id)
+        .bind(target.now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Deletes records stored before `cutoff` (retention). Returns how many.
+pub async fn purge_older_than(
+    db: impl PgExecutor<'_>,
+    resource: Resource,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, RecordError> {
+    let sql = format!("DELETE FROM {} WHERE stored_at < $1", table(resource));
+    Ok(sqlx::query(&sql)
+        .bind(cutoff)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
+/// A stored record, for consumers.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredRecord {
+    pub clio_account_id: String,
+    pub clio_id: String,
+    pub etag: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub data: Value,
+    pub connection_id: String,
+}
+
+/// What a consumer asks for.
+#[derive(Debug, Clone)]
+pub struct RecordQuery {
+    pub account_id: String,
+    pub resource: Resource,
+    pub updated_since: Option<DateTime<Utc>>,
+    pub include_deleted: bool,
+    /// Return ids after this one (text order for every resource: stable and simple).
+    pub after_id: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    query: &RecordQuery,
+) -> Result<Vec<StoredRecord>, RecordError> {
+    let sql = format!(
+        "SELECT clio_account_id, clio_id::text AS clio_id, etag, updated_at, deleted_at, data, connection_id
+         FROM {t}
+         WHERE clio_account_id = $1
+           AND ($2::timestamptz IS NULL OR updated_at >= $2)
+           AND ($3 OR deleted_at IS NULL)
+           AND ($4::text IS NULL OR clio_id::text > $4)
+         ORDER BY clio_id::text
+         LIMIT $5",
+        t = table(query.resource)
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(&query.account_id)
+        .bind(query.updated_since)
+        .bind(query.include_deleted)
+        .bind(query.after_id.as_deref())
+        .bind(query.limit)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Live (not deleted) records of an account, for exact-count checks and reports.
+pub async fn count_live(
+    db: impl PgExecutor<'_>,
+    resource: Resource,
+    account_id: &str,
+) -> Result<i64, RecordError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE clio_account_id = $1 AND deleted_at IS NULL",
+        table(resource)
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(account_id)
+        .fetch_one(db)
+        .await?)
+}

@@ -1,0 +1,102 @@
+//! Bad jobs are refused before any Clio call and parked in the dead-letter queue with the
+//! reason in a header; nothing is lost and the job (when its id is readable) is recorded.
+
+use std::time::Duration;
+
+use import_svc::queue::consumer::REJECTION_REASON_HEADER;
+use import_svc::queue::topology::JOB_ROUTING_KEY;
+
+use crate::support::{Setup, start};
+
+#[tokio::test]
+async fn malformed_protobuf_and_json_bodies_are_dead_lettered_with_reasons() {
+    let import = start("dlq-malformed", Setup::default()).await;
+    let broker = &import.broker;
+    let topology = &import.topology;
+
+    let garbage = [0xff_u8, 0xff, 0xff, 0x01];
+    broker
+        .publish(
+            &topology.jobs_exchange,
+            JOB_ROUTING_KEY,
+            &garbage,
+            Some("application/x-protobuf"),
+        )
+        .await;
+    let dead = broker
+        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead.body, garbage, "the original body is kept");
+    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    assert!(reason.contains("not a protobuf ImportJob"), "{reason}");
+
+    broker
+        .publish(
+            &topology.jobs_exchange,
+            JOB_ROUTING_KEY,
+            b"{\"job_id\": ",
+            Some("application/json"),
+        )
+        .await;
+    let dead = broker
+        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
+        .await;
+    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    assert!(reason.starts_with("body: not a JSON ImportJob"), "{reason}");
+    assert_eq!(dead.content_type.as_deref(), Some("application/json"));
+
+    import.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered() {
+    let import = start("dlq-invalid", Setup::default()).await;
+    let broker = &import.broker;
+    let topology = &import.topology;
+    let job_id = "0193a0c4-6d1e-7cc0-8000-0000000000aa";
+
+    let body = format!(
+        r#"{{"job_id":"{job_id}","connection_id":"c-1","resources":["contacts","invoices"]}}"#
+    );
+    broker
+        .publish(
+            &topology.jobs_exchange,
+            JOB_ROUTING_KEY,
+            body.as_bytes(),
+            None,
+        )
+        .await;
+    let dead = broker
+        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
+        .await;
+    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    assert!(
+        reason.starts_with("resources[1]: unknown resource \"invoices\""),
+        "{reason}"
+    );
+    assert_eq!(dead.header("x-job-id").as_deref(), Some(job_id));
+    assert_eq!(
+        import.job_status(job_id).await.as_deref(),
+        Some("dead_lettered")
+    );
+
+    // A misspelt key is refused rather than silently dropped.
+    let body = format!(r#"{{"job_id":"{job_id}","connection":"c-1","resources":["contacts"]}}"#);
+    broker
+        .publish(
+            &topology.jobs_exchange,
+            JOB_ROUTING_KEY,
+            body.as_bytes(),
+            Some("application/json"),
+        )
+        .await;
+    let dead = broker
+        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
+        .await;
+    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    assert!(reason.contains("unknown field `connection`"), "{reason}");
+
+    // Nothing is left in the jobs queue: every message was settled.
+    assert!(broker.get(&topology.jobs_queue).await.is_none());
+    import.stop().await;
+}

@@ -1,0 +1,7 @@
+//! import-svc integration tests: real RabbitMQ, real Postgres, the service over gRPC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod broker_outage;
+mod dead_letters;
+mod support;

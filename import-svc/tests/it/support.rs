@@ -1,0 +1,115 @@
+//! Starting import-svc for a test: its own database, its own queue names, and (when the
+//! test needs one) an auth-svc endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use harness::{ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until};
+use import_svc::Config;
+use import_svc::queue::topology::Topology;
+use secrecy::SecretString;
+use service_runtime::CancellationToken;
+use service_runtime::config::ServiceConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub struct RunningImport {
+    pub address: SocketAddr,
+    pub topology: Topology,
+    pub database: TestDatabase,
+    pub broker: TestBroker,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// What a test may change before the service starts.
+pub struct Setup {
+    pub amqp_url: Option<String>,
+    pub auth_endpoint: String,
+    pub auth_token: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        // Nothing listens on port 1: tests that never reach auth-svc use this.
+        Setup {
+            amqp_url: None,
+            auth_endpoint: "http://127.0.0.1:1".into(),
+            auth_token: String::new(),
+        }
+    }
+}
+
+pub async fn start(test: &str, setup: Setup) -> RunningImport {
+    let database = TestDatabase::create().await;
+    let mut broker = TestBroker::connect(test).await;
+    let topology = Topology::new(&broker.prefix);
+    broker.track(
+        &[&topology.jobs_queue, &topology.dead_letter_queue],
+        &[
+            &topology.jobs_exchange,
+            &topology.dead_letter_exchange,
+            &topology.events_exchange,
+        ],
+    );
+    let mut config = Config {
+        service: ServiceConfig {
+            callers: harness::caller_config(),
+            health_interval_ms: 100,
+            shutdown_grace_ms: 3_000,
+            ..ServiceConfig::default()
+        },
+        ..Config::default()
+    };
+    config.service.database.url = database.secret_url();
+    config.amqp.url = SecretString::from(setup.amqp_url.unwrap_or_else(harness::amqp_url));
+    config.amqp.prefix = broker.prefix.clone();
+    config.amqp.reconnect_delay_ms = 200;
+    config.auth.endpoint = setup.auth_endpoint;
+    config.auth.token = SecretString::from(setup.auth_token);
+    config.importer.backoff_base_ms = 20;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(import_svc::run(config, listener, shutdown.clone()));
+    let running = RunningImport {
+        address,
+        topology,
+        database,
+        broker,
+        shutdown,
+        task,
+    };
+    running.wait_health(ServingStatus::Serving).await;
+    running
+}
+
+impl RunningImport {
+    pub async fn wait_health(&self, wanted: ServingStatus) {
+        poll_until(
+            &format!("import-svc {wanted:?}"),
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                let status = health_status(channel(self.address).await, "").await.ok()?;
+                (status == wanted).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn job_status(&self, job_id: &str) -> Option<String> {
+        let mut db = self.database.connect().await;
+        sqlx::query_scalar("SELECT status FROM jobs WHERE job_id = $1::uuid")
+            .bind(job_id)
+            .fetch_optional(&mut db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,34 @@
+//! Compiles every `.proto` under `proto/` with protox (pure Rust), so no system `protoc`
+//! is needed, and writes the generated code and a file descriptor set (for gRPC
+//! reflection) to `OUT_DIR` only.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto");
+    let files = [
+        "clio_connect/common/v1/common.proto",
+        "clio_connect/auth/v1/auth.proto",
+        "clio_connect/import/v1/import.proto",
+        "clio_connect/audit/v1/audit.proto",
+    ];
+    let descriptors = protox::compile(files, [&root])?;
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("clio_connect_descriptor.bin");
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // RPCs a service has not built yet answer UNIMPLEMENTED instead of failing to
+        // compile, so the contracts can land before every handler.
+        .generate_default_stubs(true)
+        .compile_fds(descriptors)?;
+
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! What a simulator instance looks like: regions, data set, limits and token lifetimes.
+//!
+//! Everything is plain data built in memory, so tests state the exact Clio behaviour they
+//! depend on instead of inheriting it from the environment.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A Clio Manage region. Each region is a separate silo with its own listener, developer
+/// apps, grants and data, as in production (`app.clio.com`, `eu.app.clio.com`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    Us,
+    Eu,
+    Ca,
+    Au,
+}
+
+impl Region {
+    /// All regions, in the order `--base-port` assigns ports.
+    pub const ALL: [Region; 4] = [Region::Us, Region::Eu, Region::Ca, Region::Au];
+
+    /// Lowercase name used in URLs, JSON and the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Eu => "eu",
+            Region::Ca => "ca",
+            Region::Au => "au",
+        }
+    }
+
+    /// The production host this region stands in for (shown on pages, never contacted).
+    pub fn clio_host(self) -> &'static str {
+        match self {
+            Region::Us => "app.clio.com",
+            Region::Eu => "eu.app.clio.com",
+            Region::Ca => "ca.app.clio.com",
+            Region::Au => "au.app.clio.com",
+        }
+    }
+
+    pub(crate) fn index(self) -> u64 {
+        match self {
+            Region::Us => 0,
+            Region::Eu => 1,
+            Region::Ca => 2,
+            Region::Au => 3,
+        }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Region {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "us" => Ok(Region::Us),
+            "eu" => Ok(Region::Eu),
+            "ca" => Ok(Region::Ca),
+            "au" => Ok(Region::Au),
+            other => anyhow::bail!("unknown region {other:?} (expected us, eu, ca or au)"),
+        }
+    }
+}
+
+/// How many generated records each resource has in every region. Records are produced on
+/// demand from the seed, so a million costs no memory until edited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSize {
+    pub users: u64,
+    pub contacts: u64,
+    pub matters: u64,
+    pub calendar_entries: u64,
+    pub activities: u64,
+}
+
+impl DatasetSize {
+    /// The same count for every resource.
+    pub fn uniform(count: u64) -> DatasetSize {
+        DatasetSize {
+            users: count,
+            contacts: count,
+            matters: count,
+            calendar_entries: count,
+            activities: count,
+        }
+    }
+}
+
+impl Default for DatasetSize {
+    /// Small enough to page through in a unit test, big enough for several pages at low
+    /// limits and for every kind of link (clients, matters, calendar entries) to occur.
+    fn default() -> Self {
+        DatasetSize {
+            users: 5,
+            contacts: 50,
+            matters: 20,
+            calendar_entries: 30,
+            activities: 60,
+        }
+    }
+}
+
+/// A fixed-window request limit per access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    #[serde(with = "crate::duration_ms", rename = "window_ms")]
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// Clio's documented peak-hour limit: 50 requests per minute per token.
+    pub fn clio_default() -> RateLimit {
+        RateLimit {
+            limit: 50,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a simulator instance is started with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Regions to serve; each gets its own listener.
+    pub regions: Vec<Region>,
+    /// Seed of the generated data (and of seeded fault fractions).
+    pub seed: u64,
+    pub dataset: DatasetSize,
+    /// `None` switches the limiter off; responses then carry no `X-RateLimit-*` headers.
+    pub rate_limit: Option<RateLimit>,
+    /// The `expires_in` handed out with access tokens (Clio documents 30 days).
+    pub access_token_ttl: Duration,
+    /// Issue a new refresh token on every refresh and invalidate the old one. Clio does not
+    /// normally rotate, but some apps report it, so clients must cope with both.
+    pub rotate_refresh_tokens: bool,
+    /// Lifetime of an authorization code (Clio: about ten minutes), on the simulated clock.
+    pub code_ttl: Duration,
+    /// Extra delay before answering every list request, to make jobs observable mid-way.
+    pub page_delay: Option<Duration>,
+    /// `<title>` of the out-of-band approval page after approval. `{code}` and `{state}`
+    /// are replaced. Clio's exact text is unconfirmed, so tests can vary it.
+    pub approval_success_title: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            regions: Region::ALL.to_vec(),
+            seed: 1,
+            dataset: DatasetSize::default(),
+            rate_limit: Some(RateLimit::clio_default()),
+            access_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            rotate_refresh_tokens: false,
+            code_ttl: Duration::from_secs(600),
+            page_delay: None,
+            approval_success_title: DEFAULT_SUCCESS_TITLE.to_owned(),
+        }
+    }
+}
+
+/// Default out-of-band approval page title.
+pub const DEFAULT_SUCCESS_TITLE: &str = "Success code={code}";

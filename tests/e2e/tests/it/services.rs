@@ -1,0 +1,133 @@
+//! Starting each service in-process on `127.0.0.1:0` with its own fresh database.
+
+use std::net::SocketAddr;
+
+use harness::TestDatabase;
+use secrecy::SecretString;
+use service_runtime::CancellationToken;
+use service_runtime::config::ServiceConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Auth,
+    Import,
+    Audit,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Auth, Service::Import, Service::Audit];
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            Service::Auth => "auth-svc",
+            Service::Import => "import-svc",
+            Service::Audit => "audit-svc",
+        }
+    }
+
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Service::Auth => "AUTH_SVC_",
+            Service::Import => "IMPORT_SVC_",
+            Service::Audit => "AUDIT_SVC_",
+        }
+    }
+
+    /// The gRPC services it must list through reflection and report health for.
+    pub fn grpc_services(self) -> &'static [&'static str] {
+        match self {
+            Service::Auth => &[auth_svc::AUTH_AUTH_SERVICE],
+            Service::Import => &[import_svc::IMPORT_IMPORT_SERVICE],
+            Service::Audit => &[
+                audit_svc::AUDIT_AUDIT_SERVICE,
+                audit_svc::AUDIT_COMPLIANCE_SERVICE,
+            ],
+        }
+    }
+}
+
+/// A service running in this test process. Stop it with [`Running::stop`].
+pub struct Running {
+    pub address: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+    pub database: TestDatabase,
+}
+
+impl Running {
+    /// Stops the service gracefully, then drops its database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let outcome = self.task.await?;
+        drop(self.database);
+        outcome
+    }
+}
+
+/// The shared part of every test service's config: test callers, fast health checks.
+pub fn test_service_config(database_url: SecretString) -> ServiceConfig {
+    let mut service = ServiceConfig {
+        callers: harness::caller_config(),
+        health_interval_ms: 100,
+        shutdown_grace_ms: 2_000,
+        ..ServiceConfig::default()
+    };
+    service.database.url = database_url;
+    service
+}
+
+pub async fn start(kind: Service) -> Running {
+    let database = TestDatabase::create().await;
+    start_with_database_url(kind, database, None).await
+}
+
+/// Starts `kind` whose database is reached through `url` (e.g. a cut-able proxy) instead
+/// of directly; `database` is still the one dropped at the end.
+#[allow(
+    clippy::needless_update,
+    reason = "each service's Config grows its own settings"
+)]
+pub async fn start_with_database_url(
+    kind: Service,
+    database: TestDatabase,
+    url: Option<String>,
+) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let service = test_service_config(SecretString::from(
+        url.unwrap_or_else(|| database.url.clone()),
+    ));
+    let token = shutdown.clone();
+    let task = match kind {
+        Service::Auth => {
+            let config = auth_svc::Config {
+                service,
+                ..Default::default()
+            };
+            tokio::spawn(auth_svc::run(config, listener, token))
+        }
+        Service::Import => {
+            let config = import_svc::Config {
+                service,
+                ..Default::default()
+            };
+            tokio::spawn(import_svc::run(config, listener, token))
+        }
+        Service::Audit => {
+            let config = audit_svc::Config {
+                service,
+                ..Default::default()
+            };
+            tokio::spawn(audit_svc::run(config, listener, token))
+        }
+    };
+    Running {
+        address,
+        shutdown,
+        task,
+        database,
+    }
+}

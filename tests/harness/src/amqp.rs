@@ -1,0 +1,169 @@
+//! RabbitMQ for tests: publish raw messages, read queues, and delete everything a test
+//! declared (by its unique prefix) when it ends.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::poll_until;
+
+/// A message read back from a queue.
+#[derive(Debug, Clone)]
+pub struct AmqpMessage {
+    pub body: Vec<u8>,
+    pub headers: FieldTable,
+    pub content_type: Option<String>,
+}
+
+impl AmqpMessage {
+    /// A string header's value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        match self.headers.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+}
+
+/// A broker connection for one test. Queues and exchanges named with [`TestBroker::track`]
+/// are deleted when it is dropped.
+pub struct TestBroker {
+    pub prefix: String,
+    pub url: String,
+    channel: Channel,
+    _connection: Connection,
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+impl TestBroker {
+    pub async fn connect(test: &str) -> TestBroker {
+        let url = crate::amqp_url();
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach test RabbitMQ at {url}: {e}"));
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        TestBroker {
+            prefix: format!("{}.", crate::unique_prefix(test)),
+            url,
+            channel,
+            _connection: connection,
+            queues: Vec::new(),
+            exchanges: Vec::new(),
+        }
+    }
+
+    /// Deletes these (prefixed) names at the end of the test.
+    pub fn track(&mut self, queues: &[&str], exchanges: &[&str]) {
+        self.queues.extend(queues.iter().map(|q| (*q).to_owned()));
+        self.exchanges
+            .extend(exchanges.iter().map(|e| (*e).to_owned()));
+    }
+
+    /// Publishes a raw body (with a confirm) as a producer would.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) {
+        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        if let Some(content_type) = content_type {
+            properties = properties.with_content_type(content_type.into());
+        }
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish confirm");
+    }
+
+    /// Takes one message from `queue` if there is one.
+    pub async fn get(&self, queue: &str) -> Option<AmqpMessage> {
+        let message = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")?;
+        let properties = &message.delivery.properties;
+        Some(AmqpMessage {
+            body: message.delivery.data.clone(),
+            headers: properties.headers().clone().unwrap_or_default(),
+            content_type: properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+        })
+    }
+
+    /// Waits (bounded) for a message on `queue`.
+    pub async fn next_message(&self, queue: &str, deadline: Duration) -> AmqpMessage {
+        poll_until(
+            &format!("a message on {queue}"),
+            deadline,
+            Duration::from_millis(50),
+            || self.get(queue),
+        )
+        .await
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        let handle = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(connection) =
+                    Connection::connect(&url, ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                for queue in &queues {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                for exchange in &exchanges {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel
+                            .exchange_delete(
+                                exchange.as_str().into(),
+                                ExchangeDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                }
+                let _ = connection.close(200, "bye".into()).await;
+            });
+        });
+        let _ = handle.join();
+    }
+}

@@ -1,0 +1,37 @@
+//! Test support shared by every crate's integration tests.
+//!
+//! Tests run the real thing: a fresh Postgres database per test ([`TestDatabase`]), a
+//! unique RabbitMQ prefix per test ([`unique_prefix`]), services on `127.0.0.1:0`, and
+//! [`poll_until`] instead of sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod amqp;
+mod binary;
+mod credentials;
+mod database;
+mod grpc;
+mod logs;
+mod polling;
+mod proxy;
+
+pub use amqp::{AmqpMessage, TestBroker};
+pub use binary::service_binary;
+pub use credentials::{TestCaller, caller_config, test_callers, token_of};
+pub use database::{TestDatabase, postgres_admin_url};
+pub use grpc::{channel, health_status, reflection_services, with_bearer};
+pub use logs::{CapturedLogs, capture_logs};
+pub use polling::poll_until;
+pub use proxy::TcpProxy;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+
+/// A prefix no other test uses, for queues, exchanges and other shared names.
+pub fn unique_prefix(test: &str) -> String {
+    format!("t-{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The RabbitMQ the tests use (`CLIO_CONNECT_TEST_AMQP` overrides).
+pub fn amqp_url() -> String {
+    std::env::var("CLIO_CONNECT_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
