@@ -9,6 +9,10 @@ pub enum AuditError {
     Invalid { field: String, problem: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// An event id already stored with different content: an idempotency key reused for
+    /// another fact is a producer bug, so it is refused rather than silently ignored.
+    #[error("{field}: {problem}")]
+    Conflict { field: String, problem: String },
     /// Concurrent appends kept colliding on the same event id (another tenant's chain
     /// took it); the caller may retry the whole request.
     #[error("concurrent appends collided; retry the request")]
@@ -34,6 +38,7 @@ impl From<AuditError> for Status {
         match &error {
             AuditError::Invalid { .. } => Status::invalid_argument(error.to_string()),
             AuditError::NotFound(_) => Status::not_found(error.to_string()),
+            AuditError::Conflict { .. } => Status::already_exists(error.to_string()),
             AuditError::Contended => Status::aborted(error.to_string()),
             AuditError::Database(inner) => {
                 // Logged here, where it is handled; the caller learns only the class.

@@ -3,16 +3,30 @@
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
 
+pub mod api;
+pub mod append;
 pub mod canonical;
+pub mod chain;
+pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod export;
+pub mod projections;
+pub mod query;
+pub mod reports;
+pub mod review;
 pub mod signing;
+pub mod store;
 pub mod validation;
+pub mod verify;
+pub mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use service_runtime::database::connect_and_migrate;
+use service_runtime::clock::{SharedClock, system_clock};
 use service_runtime::health::{DependencyCheck, PostgresCheck};
 use service_runtime::metrics::Metrics;
 use service_runtime::server::{ServerParts, serve};
@@ -21,8 +35,13 @@ use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
-use proto::audit::v1::compliance_service_server::{ComplianceService, ComplianceServiceServer};
+use proto::audit::v1::audit_service_server::AuditServiceServer;
+use proto::audit::v1::compliance_service_server::ComplianceServiceServer;
+
+use crate::api::Api;
+use crate::append::Appender;
+use crate::signing::{Signer, TrustedKeys};
+use crate::watch::Notifier;
 
 pub use config::Config;
 
@@ -105,12 +124,64 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
+    run_with_clock(config, system_clock(), listener, shutdown).await
+}
+
+/// [`run`] on a given clock (tests move time by hand for idle ages and recorded times).
+pub async fn run_with_clock(
+    config: Config,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let signer = Arc::new(match Signer::from_config(&config.signing)? {
+        Some(signer) => signer,
+        None => {
+            let signer = Signer::ephemeral();
+            tracing::warn!(
+                key_id = signer.key_id(),
+                "no signing key configured: checkpoints are signed with an ephemeral key that \
+                 dies with this process (set signing.key for anything but tests)"
+            );
+            signer
+        }
+    });
+    let mut keys = TrustedKeys::parse(&config.signing.trusted_public_keys)?;
+    keys.add(signer.public_key());
+
+    let pool = store::connect(&config.service.database).await?;
+    projections::ensure_current(&pool).await?;
+
+    // Background work stops when the service does, whichever way `run` ends.
+    let tasks = shutdown.child_token();
+    let _stop_tasks = tasks.clone().drop_guard();
+    let notifier = Notifier::start(pool.clone(), tasks.clone());
+    tokio::spawn(checkpoint::run_periodic(
+        pool.clone(),
+        signer.clone(),
+        clock.clone(),
+        Duration::from_millis(config.checkpoints.interval_ms),
+        tasks.clone(),
+    ));
+
+    let appender = Appender {
+        pool: pool.clone(),
+        signer,
+        clock: clock.clone(),
+        checkpoint_every: config.checkpoints.every_events,
+    };
+    let config = Arc::new(config);
     let api = Api {
-        _pool: pool.clone(),
+        pool: pool.clone(),
+        appender,
+        keys: Arc::new(keys),
+        notifier,
+        clock,
+        config: config.clone(),
+        shutdown: tasks,
     };
     let routes = Routes::new(AuditServiceServer::new(api.clone()))
-        .add_service(ComplianceServiceServer::new(api.clone()));
+        .add_service(ComplianceServiceServer::new(api));
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![Arc::new(PostgresCheck(pool.clone()))];
     let parts = ServerParts {
         routes,
@@ -128,15 +199,3 @@ pub async fn run(
     pool.close().await;
     Ok(())
 }
-
-/// The gRPC handlers. RPCs not built yet answer UNIMPLEMENTED (the generated defaults).
-#[derive(Clone)]
-struct Api {
-    _pool: sqlx::PgPool,
-}
-
-#[tonic::async_trait]
-impl AuditService for Api {}
-
-#[tonic::async_trait]
-impl ComplianceService for Api {}

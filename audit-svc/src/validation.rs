@@ -91,6 +91,13 @@ pub fn event(at: &str, wire: &pb::AuditEvent) -> Result<EventBody, AuditError> {
         }
     })?;
     let kind = event_kind(&field("kind"), wire.kind)?;
+    if kind == pb::EventKind::ReviewGenerated {
+        // Its payload drives the review projection; only GenerateQuarterlyReview writes it.
+        return Err(AuditError::invalid(
+            field("kind"),
+            "REVIEW_GENERATED is recorded only by GenerateQuarterlyReview",
+        ));
+    }
     let tenant = required(&field("tenant"), &wire.tenant)?;
 
     let actor = wire

@@ -222,10 +222,13 @@ async fn consume_state(ctx: &Context, state: &str) -> Result<ConsumedState, Auth
     }
     let hash = state_hash(state.trim());
     let now = ctx.now();
+    // The PKCE verifier leaves the table as the state is used: it is needed once.
     let consumed: Option<ConsumedState> = sqlx::query_as(
-        "UPDATE authorization_states SET used_at = $2 \
-         WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-         RETURNING id, app_id, principal, mode, redirect_uri, scopes_version, reconnect_connection_id, pkce_verifier_ct",
+        "UPDATE authorization_states s SET used_at = $2, pkce_verifier_ct = NULL, pkce_verifier_key_id = NULL \
+         FROM (SELECT id, pkce_verifier_ct FROM authorization_states WHERE state_hash = $1 FOR UPDATE) old \
+         WHERE s.id = old.id AND s.used_at IS NULL AND s.expires_at > $2 \
+         RETURNING s.id, s.app_id, s.principal, s.mode, s.redirect_uri, s.scopes_version, \
+         s.reconnect_connection_id, old.pkce_verifier_ct",
     )
     .bind(&hash)
     .bind(now)

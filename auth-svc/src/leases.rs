@@ -51,6 +51,15 @@ impl TryFrom<pb::LeaseAccessTokenRequest> for LeaseRequest {
     }
 }
 
+/// How much life a leased token must have left, else it is refreshed first: the
+/// configured minimum, but never more than a quarter of the token's lifetime (with 1-hour
+/// or shorter tokens a fixed minute would refresh far too often).
+fn lease_min_remaining(ctx: &Context, lifetime_secs: Option<i64>) -> Duration {
+    let configured = i64::try_from(ctx.config.refresh.lease_min_remaining_secs).unwrap_or(60);
+    let quarter = lifetime_secs.unwrap_or(3_600).max(0) / 4;
+    Duration::seconds(configured.min(quarter))
+}
+
 #[tracing::instrument(skip_all, fields(connection_id = %request.connection, caller = %caller.name, force = request.force_refresh))]
 pub async fn lease(
     ctx: &Context,
@@ -65,8 +74,7 @@ pub async fn lease(
         )));
     }
     let now = ctx.now();
-    let min_remaining =
-        Duration::seconds(i64::try_from(ctx.config.refresh.lease_min_remaining_secs).unwrap_or(60));
+    let min_remaining = lease_min_remaining(ctx, connection.token_lifetime_secs);
     let actor = service_actor(&caller.name);
     let fresh = if request.force_refresh {
         refresh::refresh_if_due(
@@ -85,7 +93,10 @@ pub async fn lease(
         refresh::refresh_if_due(
             ctx,
             connection.id,
-            Due::ExpiresBy(now + min_remaining),
+            Due::ExpiresBy {
+                by: now + min_remaining,
+                seen_version: connection.token_version,
+            },
             actor,
         )
         .await?

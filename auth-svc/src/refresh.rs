@@ -29,8 +29,13 @@ const MAX_RETRY_WAIT: StdDuration = StdDuration::from_secs(5);
 /// When a refresh is needed, decided again once the row is locked.
 #[derive(Debug, Clone, Copy)]
 pub enum Due {
-    /// The token expires at or before this instant (a lease needs some time left).
-    ExpiresBy(DateTime<Utc>),
+    /// The token expires at or before `by` (a lease needs some time left), unless the
+    /// token changed since `seen_version`: a lease that waited on the lock uses the token
+    /// the first one refreshed, even when Clio hands out tokens shorter-lived than `by`.
+    ExpiresBy {
+        by: DateTime<Utc>,
+        seen_version: i64,
+    },
     /// Within the proactive margin of its lifetime.
     WithinMargin,
     /// Asked for (after Clio answered 401), unless the token changed since `seen_version`.
@@ -40,7 +45,7 @@ pub enum Due {
 impl Due {
     fn as_str(self) -> &'static str {
         match self {
-            Due::ExpiresBy(_) => "lease",
+            Due::ExpiresBy { .. } => "lease",
             Due::WithinMargin => "proactive",
             Due::Forced { .. } => "forced",
         }
@@ -105,7 +110,9 @@ pub async fn refresh_if_due(
     let now = ctx.now();
     let expires_at = connection.access_expires_at.unwrap_or(now);
     let needed = match due {
-        Due::ExpiresBy(by) => expires_at <= by,
+        Due::ExpiresBy { by, seen_version } => {
+            (connection.token_version == seen_version && expires_at <= by) || expires_at <= now
+        }
         Due::WithinMargin => expires_at - margin(ctx, connection.token_lifetime_secs) <= now,
         Due::Forced { seen_version } => connection.token_version == seen_version,
     };

@@ -9,11 +9,13 @@ use futures_util::Stream;
 use proto::import::v1 as pb;
 use proto::import::v1::import_service_server::ImportService;
 use scope_catalog::Resource;
+use service_runtime::caller_auth::Caller;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::audit::{Auditor, JobContext, RecordError};
 use crate::job::body::CONTENT_TYPE_PROTOBUF;
 use crate::job::spec::{self, timestamp};
 use crate::job::store::{self, JobFilter, JobStatus};
@@ -36,6 +38,21 @@ enum ApiError {
     QueueUnavailable(#[from] PublishError),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// Only a bug builds an event the outbox refuses.
+    #[error("cannot record the audit event: {0}")]
+    Audit(String),
+}
+
+impl From<RecordError> for ApiError {
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::Database(inner) => ApiError::Database(inner),
+            RecordError::Outbox(audit_outbox::OutboxError::Database(inner)) => {
+                ApiError::Database(inner)
+            }
+            RecordError::Outbox(other) => ApiError::Audit(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -56,6 +73,10 @@ impl From<ApiError> for Status {
                 tracing::warn!(%error, "submit failed");
                 Status::unavailable(error.to_string())
             }
+            ApiError::Audit(problem) => {
+                tracing::error!(%problem, "audit event refused by the outbox");
+                Status::internal("cannot record the audit event")
+            }
             ApiError::Database(inner) => {
                 tracing::error!(error = %inner, "database error in import api");
                 Status::unavailable("database unavailable")
@@ -70,6 +91,7 @@ pub struct Api {
     pub publisher: Arc<Publisher>,
     pub topology: Topology,
     pub shutdown: CancellationToken,
+    pub audit: Auditor,
 }
 
 fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
@@ -102,6 +124,23 @@ fn page_size(requested: u32) -> i64 {
 }
 
 impl Api {
+    /// Requests the cancel; a queued job ends here, with its audit event in the same
+    /// transaction (a running one ends, and is recorded, at its next page).
+    async fn cancel(&self, job_id: Uuid, reason: &str, caller: &str) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let (row, cancelled_now) = store::request_cancel(&mut tx, job_id, reason, caller)
+            .await?
+            .ok_or(ApiError::JobNotFound(job_id))?;
+        if cancelled_now {
+            self.audit
+                .job_ended(&mut tx, &JobContext::of_row(&row), &row)
+                .await?;
+        }
+        tx.commit().await?;
+        self.audit.committed();
+        Ok(())
+    }
+
     async fn job_view(&self, job_id: Uuid) -> Result<pb::Job, ApiError> {
         let job = store::get(&self.pool, job_id)
             .await?
@@ -257,11 +296,10 @@ impl ImportService for Api {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
-        store::request_cancel(&self.pool, job_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::JobNotFound(job_id))?;
-        tracing::info!(%job_id, reason = %request.get_ref().reason, "job cancel requested");
+        let caller = Caller::of(&request)?.name.clone();
+        let reason = request.get_ref().reason.clone();
+        self.cancel(job_id, &reason, &caller).await?;
+        tracing::info!(%job_id, %reason, %caller, "job cancel requested");
         Ok(Response::new(self.job_view(job_id).await?))
     }
 

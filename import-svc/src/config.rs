@@ -1,5 +1,5 @@
-//! import-svc configuration: the shared service part plus the queue, auth-svc, Clio and
-//! retention settings.
+//! import-svc configuration: the shared service part plus the queue, auth-svc, Clio,
+//! retention and audit settings.
 //!
 //! Environment variables use the prefix `IMPORT_SVC_` (`IMPORT_SVC_AMQP__URL`).
 
@@ -20,6 +20,7 @@ pub struct Config {
     pub auth: AuthClientConfig,
     pub importer: ImporterConfig,
     pub retention: RetentionConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -30,6 +31,7 @@ impl Default for Config {
             auth: AuthClientConfig::default(),
             importer: ImporterConfig::default(),
             retention: RetentionConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -40,7 +42,8 @@ impl Validate for Config {
         self.amqp.validate()?;
         self.auth.validate()?;
         self.importer.validate()?;
-        self.retention.validate()
+        self.retention.validate()?;
+        self.audit.validate()
     }
 }
 
@@ -250,5 +253,140 @@ impl RetentionConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Delivery of import-svc's audit events (kept in its outbox) to audit-svc.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// audit-svc's gRPC address.
+    pub endpoint: String,
+    /// import-svc's `audit_writer` credential at audit-svc. Without one the events are
+    /// still written to the outbox and wait there (a warning says so at start).
+    pub token: Option<SecretString>,
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    pub max_backoff_ms: u64,
+    pub request_timeout_ms: u64,
+    /// The tenant of events whose firm is unknown: a message without a readable job, a
+    /// job for a connection auth-svc does not know.
+    pub platform_tenant: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            endpoint: "http://127.0.0.1:50053".into(),
+            token: None,
+            poll_interval_ms: 1_000,
+            batch_size: 500,
+            max_backoff_ms: 30_000,
+            request_timeout_ms: 10_000,
+            platform_tenant: "platform".into(),
+        }
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.endpoint)
+            .map_err(|e| ConfigError::invalid("audit.endpoint", format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "audit.endpoint",
+                "scheme must be http or https",
+            ));
+        }
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "audit.token",
+                "must not be empty (leave it out to keep events in the outbox)",
+            ));
+        }
+        for (field, value) in [
+            ("audit.poll_interval_ms", self.poll_interval_ms),
+            ("audit.max_backoff_ms", self.max_backoff_ms),
+            ("audit.request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.batch_size == 0 || self.batch_size > audit_outbox::MAX_BATCH {
+            return Err(ConfigError::invalid(
+                "audit.batch_size",
+                format!("must be between 1 and {}", audit_outbox::MAX_BATCH),
+            ));
+        }
+        if self.platform_tenant.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "audit.platform_tenant",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("batch_size", &self.batch_size)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("platform_tenant", &self.platform_tenant)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(config: &Config) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn audit_settings_are_validated_by_field_name() {
+        let valid = Config::default();
+        assert!(valid.validate().is_ok(), "no token is allowed: events wait");
+
+        let mut config = valid.clone();
+        config.audit.endpoint = "not a url".into();
+        assert!(error_of(&config).contains("audit.endpoint"));
+
+        let mut config = valid.clone();
+        config.audit.batch_size = audit_outbox::MAX_BATCH + 1;
+        assert!(error_of(&config).contains("audit.batch_size"));
+
+        let mut config = valid.clone();
+        config.audit.poll_interval_ms = 0;
+        assert!(error_of(&config).contains("audit.poll_interval_ms"));
+
+        let mut config = valid.clone();
+        config.audit.platform_tenant = " ".into();
+        assert!(error_of(&config).contains("audit.platform_tenant"));
+
+        let mut config = valid;
+        config.audit.token = Some(SecretString::from(""));
+        assert!(error_of(&config).contains("audit.token"));
+    }
+
+    #[test]
+    fn the_audit_token_never_shows_in_debug_output() {
+        let mut config = Config::default();
+        config.audit.token = Some(SecretString::from("audit-writer-credential"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("audit-writer-credential"), "{debug}");
+        assert!(debug.contains("[REDACTED]"));
     }
 }

@@ -40,6 +40,8 @@ pub struct ConnectionInfo {
     pub usable: Result<(), String>,
     pub account_id: String,
     pub tenant: String,
+    /// `proto::common::v1::Region` as sent.
+    pub region: i32,
 }
 
 /// Why a connection cannot serve a job.
@@ -107,6 +109,7 @@ impl Leases {
             usable,
             account_id: connection.clio.map(|c| c.account_id).unwrap_or_default(),
             tenant: connection.tenant,
+            region: connection.region,
         })
     }
 

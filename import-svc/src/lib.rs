@@ -9,6 +9,7 @@
 //! call the same [`run`] on `127.0.0.1:0`.
 
 pub mod api;
+pub mod audit;
 pub mod clio;
 pub mod config;
 pub mod events;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use audit_outbox::{Relay, RelayConfig};
 use futures_util::future::BoxFuture;
 use proto::import::v1::import_service_server::ImportServiceServer;
 use service_runtime::clock::{SharedClock, system_clock};
@@ -91,6 +93,14 @@ pub async fn run_with_clock(
     clock: SharedClock,
 ) -> anyhow::Result<()> {
     let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
+    // The relay outlives the consumer: jobs settling during shutdown still write events.
+    let relay_stop = CancellationToken::new();
+    let relay = relay_of(&config.audit, &pool)?;
+    let audit = audit::Auditor::new(
+        &config.audit.platform_tenant,
+        relay.as_ref().map(Relay::waker).unwrap_or_default(),
+    );
+    let relay_task = relay.map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
     let topology = queue::topology::Topology::new(&config.amqp.prefix);
     let publisher = Arc::new(queue::publisher::Publisher::default());
     let events = Arc::new(events::Events::new(
@@ -105,6 +115,7 @@ pub async fn run_with_clock(
         events: events.clone(),
         clock: clock.clone(),
         config: config.importer.clone(),
+        audit: audit.clone(),
     };
     let connected = Arc::new(AtomicBool::new(false));
     let consumer = queue::consumer::Consumer {
@@ -114,6 +125,7 @@ pub async fn run_with_clock(
         publisher: publisher.clone(),
         events,
         pool: pool.clone(),
+        audit: audit.clone(),
         max_concurrent_jobs: config.importer.max_concurrent_jobs,
         shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
         connected: connected.clone(),
@@ -134,6 +146,7 @@ pub async fn run_with_clock(
         publisher,
         topology,
         shutdown: shutdown.clone(),
+        audit,
     };
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![
         Arc::new(PostgresCheck(pool.clone())),
@@ -153,8 +166,35 @@ pub async fn run_with_clock(
     workers.cancel();
     let _ = consumer_task.await;
     let _ = retention_task.await;
+    relay_stop.cancel();
+    if let Some(relay_task) = relay_task {
+        let _ = relay_task.await;
+    }
     pool.close().await;
     served
+}
+
+/// The relay delivering the outbox to audit-svc; without a credential there is none and
+/// events wait in the outbox until one is configured.
+fn relay_of(config: &config::AuditConfig, pool: &sqlx::PgPool) -> anyhow::Result<Option<Relay>> {
+    let Some(token) = &config.token else {
+        tracing::warn!("no audit.token configured: audit events stay in the outbox");
+        return Ok(None);
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        RelayConfig {
+            endpoint: config.endpoint.clone(),
+            token: token.clone(),
+            batch_size: config.batch_size,
+            poll_interval: Duration::from_millis(config.poll_interval_ms),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(config.max_backoff_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            keep_delivered: Duration::from_secs(7 * 24 * 3_600),
+        },
+    )?;
+    Ok(Some(relay))
 }
 
 /// RabbitMQ is healthy while the consumer holds a live session.

@@ -175,13 +175,29 @@ async fn register_app(
     Ok(app)
 }
 
-/// The person's part, played by the simulator's consent hook: approve on Clio's page as the
-/// demo Clio user, then read the success code off the out-of-band approval page's title,
-/// exactly as a person would copy it.
+/// What the simulator answers for a consent: the browser's view of clicking ALLOW.
+#[derive(serde::Deserialize)]
+struct Consent {
+    page_title: Option<String>,
+}
+
+/// Plays the person: the simulator's consent hook opens `authorize_url` as the demo Clio
+/// user and clicks ALLOW ACCESS. Out-of-band, Clio then shows a page whose title carries
+/// the code, and that title is what the person copies into clioctl.
 pub async fn simulated_consent(demo: &DemoConfig, authorize_url: &str) -> anyhow::Result<String> {
-    anyhow::bail!(
-        "cannot approve {authorize_url} as Clio user {} at {}: the simulator has no consent endpoint yet",
-        demo.clio_user_id,
-        demo.clio_sim
-    )
+    let hook = format!("{}/__sim/consent", demo.clio_sim.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&hook)
+        .json(&serde_json::json!({
+            "authorize_url": authorize_url,
+            "user_id": demo.clio_user_id,
+            "decision": "allow",
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let consent: Consent = response.json().await?;
+    consent
+        .page_title
+        .ok_or_else(|| anyhow::anyhow!("the simulator showed no approval page for {authorize_url}"))
 }

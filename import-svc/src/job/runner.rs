@@ -18,6 +18,7 @@ use url::Url;
 
 use super::spec::{JobSpec, Mode};
 use super::store::{self, CheckpointDelta, ResourceRow};
+use crate::audit::{self, Auditor, JobContext, RecordError};
 use crate::clio::fetch::{FetchError, Fetcher, Page, WaitObserver};
 use crate::clio::fields::fields_param;
 use crate::clio::rate_gate::RateGates;
@@ -50,6 +51,7 @@ pub struct Runner {
     pub events: Arc<Events>,
     pub clock: SharedClock,
     pub config: ImporterConfig,
+    pub audit: Auditor,
 }
 
 /// Rate-limit and backoff waits, added to the job's total with the next checkpoint.
@@ -85,6 +87,14 @@ impl From<records::RecordError> for Stop {
     }
 }
 
+impl From<RecordError> for Stop {
+    fn from(error: RecordError) -> Self {
+        Stop(Outcome::Retry(format!(
+            "cannot record the job's start: {error}"
+        )))
+    }
+}
+
 impl From<LeaseError> for Stop {
     fn from(error: LeaseError) -> Self {
         Stop(match error {
@@ -105,18 +115,38 @@ struct Run<'a> {
 }
 
 impl Runner {
+    /// Runs one attempt. `job` learns the connection's firm and account on the way, for
+    /// the events recorded about this attempt (here and when it ends).
     #[tracing::instrument(skip_all, fields(job_id = %spec.job_id, connection_id = %spec.connection_id))]
-    pub async fn run(&self, spec: &JobSpec, stop: &CancellationToken) -> Outcome {
-        match self.run_inner(spec, stop).await {
+    pub async fn run(
+        &self,
+        spec: &JobSpec,
+        job: &mut JobContext,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        match self.run_inner(spec, job, stop).await {
             Ok(()) => Outcome::Completed,
             Err(Stop(outcome)) => outcome,
         }
     }
 
-    async fn run_inner(&self, spec: &JobSpec, stop: &CancellationToken) -> Result<(), Stop> {
+    async fn run_inner(
+        &self,
+        spec: &JobSpec,
+        job: &mut JobContext,
+        stop: &CancellationToken,
+    ) -> Result<(), Stop> {
         // Checked before any Clio call: an unknown connection or a grant without the scope
         // must never reach Clio.
         let connection = self.leases.connection(&spec.connection_id).await?;
+        job.learn_connection(&connection);
+        store::set_tenant(
+            &self.pool,
+            spec.job_id,
+            &connection.tenant,
+            connection.region,
+        )
+        .await?;
         let required = spec.required_scopes();
         if let Some(missing) = connection.granted.first_missing(&required) {
             return Err(Stop(Outcome::Refused(format!(
@@ -132,7 +162,20 @@ impl Runner {
             .leases
             .lease(&spec.connection_id, &required, &purpose, false)
             .await?;
-        store::set_account(&self.pool, spec.job_id, &lease.account_id).await?;
+        job.learn_account(&lease.account_id);
+        let mut tx = self.pool.begin().await?;
+        let attempt = store::set_account(&mut *tx, spec.job_id, &lease.account_id).await?;
+        self.audit
+            .enqueue(
+                &mut tx,
+                job,
+                proto::common::v1::EventKind::ImportStarted,
+                "",
+                audit::started_payload(spec, attempt),
+            )
+            .await?;
+        tx.commit().await?;
+        self.audit.committed();
         self.events
             .job(EventKind::Started, spec.job_id, &self.pool)
             .await;

@@ -95,6 +95,11 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub changed_at: DateTime<Utc>,
+    /// The connection's firm and region, once auth-svc told us (for audit events).
+    pub tenant: Option<String>,
+    pub region: Option<i32>,
+    pub cancel_reason: Option<String>,
+    pub cancelled_by: Option<String>,
 }
 
 impl JobRow {
@@ -117,7 +122,8 @@ pub struct ResourceRow {
 }
 
 const JOB_COLUMNS: &str = "job_id, connection_id, clio_account_id, resources, mode, updated_since, requested_by, status,
-    failure_reason, attempts, cancel_requested, rate_limit_wait_ms, created_at, started_at, finished_at, changed_at";
+    failure_reason, attempts, cancel_requested, rate_limit_wait_ms, created_at, started_at, finished_at, changed_at,
+    tenant, region, cancel_reason, cancelled_by";
 
 /// Stores a job as queued unless it exists already (a redelivered or resubmitted id).
 pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<(), sqlx::Error> {
@@ -166,16 +172,28 @@ pub async fn record_dead_lettered(
     Ok(())
 }
 
-/// Moves a job to running (counting the attempt) unless it has finished. Returns the row
-/// as it now is; a queued job whose cancel was requested becomes cancelled instead.
-pub async fn claim(db: &PgPool, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query(
+/// Ends a queued job whose cancel was requested before it ran; returns it if it did.
+pub async fn cancel_if_requested(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: Uuid,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), changed_at = now()
-         WHERE job_id = $1 AND status = 'queued' AND cancel_requested",
-    )
-    .bind(job_id)
-    .execute(db)
-    .await?;
+         WHERE job_id = $1 AND status = 'queued' AND cancel_requested
+         RETURNING {JOB_COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Moves a job to running (counting the attempt) unless it has finished. Returns the row
+/// as it now is (call [`cancel_if_requested`] first in the same transaction).
+pub async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: Uuid,
+) -> Result<Option<JobRow>, sqlx::Error> {
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1,
              started_at = coalesce(started_at, now()), changed_at = now()
@@ -184,12 +202,12 @@ pub async fn claim(db: &PgPool, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Er
     );
     if let Some(row) = sqlx::query_as::<_, JobRow>(&sql)
         .bind(job_id)
-        .fetch_optional(db)
+        .fetch_optional(&mut **tx)
         .await?
     {
         return Ok(Some(row));
     }
-    get(db, job_id).await
+    get(&mut **tx, job_id).await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
@@ -197,36 +215,56 @@ pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<Option<JobRow>
     sqlx::query_as(&sql).bind(job_id).fetch_optional(db).await
 }
 
+/// Records the Clio account the job's lease is for; returns the job's attempt number.
 pub async fn set_account(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
     account_id: &str,
+) -> Result<i32, sqlx::Error> {
+    let attempts: Option<i32> = sqlx::query_scalar(
+        "UPDATE jobs SET clio_account_id = $2, changed_at = now() WHERE job_id = $1 RETURNING attempts",
+    )
+    .bind(job_id)
+    .bind(account_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(attempts.unwrap_or(0))
+}
+
+/// Remembers the connection's firm and region on the job, for events recorded later.
+pub async fn set_tenant(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    tenant: &str,
+    region: i32,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET clio_account_id = $2, changed_at = now() WHERE job_id = $1")
+    sqlx::query("UPDATE jobs SET tenant = $2, region = $3 WHERE job_id = $1")
         .bind(job_id)
-        .bind(account_id)
+        .bind(tenant)
+        .bind(region)
         .execute(db)
         .await?;
     Ok(())
 }
 
-/// Ends a job. A job already final keeps its first ending.
+/// Ends a job and returns it; `None` when it had already ended (it keeps its first ending).
 pub async fn finish(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
     status: JobStatus,
     reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!(
         "UPDATE jobs SET status = $2, failure_reason = $3, finished_at = now(), changed_at = now()
-         WHERE job_id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(job_id)
-    .bind(status.as_str())
-    .bind(reason)
-    .execute(db)
-    .await?;
-    Ok(())
+         WHERE job_id = $1 AND status IN ('queued', 'running')
+         RETURNING {JOB_COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(job_id)
+        .bind(status.as_str())
+        .bind(reason)
+        .fetch_optional(db)
+        .await
 }
 
 /// Puts a running job back to queued (shutdown or a lost channel: it will be redelivered).
@@ -238,17 +276,39 @@ pub async fn requeue(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<(), sqlx::
     Ok(())
 }
 
+/// Asks a job to stop: a queued one is cancelled now, a running one at its next page. The
+/// first request's reason and caller are kept. Returns the job and whether it was
+/// cancelled by this call.
 pub async fn request_cancel(
-    db: impl PgExecutor<'_>,
+    tx: &mut Transaction<'_, Postgres>,
     job_id: Uuid,
-) -> Result<Option<JobRow>, sqlx::Error> {
+    reason: &str,
+    by: &str,
+) -> Result<Option<(JobRow, bool)>, sqlx::Error> {
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE job_id = $1 FOR UPDATE")
+            .bind(job_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
     let sql = format!(
-        "UPDATE jobs SET cancel_requested = true, changed_at = now(),
+        "UPDATE jobs SET changed_at = now(),
+             cancel_reason = CASE WHEN cancel_requested THEN cancel_reason ELSE $2 END,
+             cancelled_by = CASE WHEN cancel_requested THEN cancelled_by ELSE $3 END,
+             cancel_requested = true,
              status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
              finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
          WHERE job_id = $1 RETURNING {JOB_COLUMNS}"
     );
-    sqlx::query_as(&sql).bind(job_id).fetch_optional(db).await
+    let row: JobRow = sqlx::query_as(&sql)
+        .bind(job_id)
+        .bind(reason.trim())
+        .bind(by)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some((row, before == "queued")))
 }
 
 pub async fn cancel_requested(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<bool, sqlx::Error> {

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::publisher::{Outgoing, Publisher};
 use super::topology::{JOB_ROUTING_KEY, Topology};
+use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::AmqpConfig;
 use crate::events::{EventKind, Events};
 use crate::job::body;
@@ -50,6 +51,7 @@ pub struct Consumer {
     pub publisher: Arc<Publisher>,
     pub events: Arc<Events>,
     pub pool: PgPool,
+    pub audit: Auditor,
     pub max_concurrent_jobs: usize,
     pub shutdown_grace: Duration,
     /// True while a session consumes; drives gRPC health.
@@ -190,30 +192,38 @@ impl Consumer {
             .content_type()
             .as_ref()
             .map(|c| c.as_str().to_owned());
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
         let wire = match body::decode(&delivery.data, content_type.as_deref()) {
             Ok(wire) => wire,
             Err(invalid) => {
+                let job = JobContext::of_rejected_message(None, "", "", message_id.as_deref());
                 return self
-                    .dead_letter(&delivery, None, "", &invalid.to_string())
+                    .dead_letter(&delivery, &job, &invalid.to_string())
                     .await;
             }
         };
-        let connection_id = wire.connection_id.clone();
+        let (connection_id, requested_by) = (wire.connection_id.clone(), wire.requested_by.clone());
         let spec = match spec::validate(wire, false) {
             Ok(spec) => spec,
             Err(invalid) => {
+                let job = JobContext::of_rejected_message(
+                    invalid.job_id,
+                    &connection_id,
+                    &requested_by,
+                    message_id.as_deref(),
+                );
                 return self
-                    .dead_letter(
-                        &delivery,
-                        invalid.job_id,
-                        &connection_id,
-                        &invalid.to_string(),
-                    )
+                    .dead_letter(&delivery, &job, &invalid.to_string())
                     .await;
             }
         };
-        match self.run_exclusively(&spec, stop).await {
-            Ok(outcome) => self.settle(&delivery, &spec, outcome).await,
+        let mut job = JobContext::of_spec(&spec);
+        match self.run_exclusively(&spec, &mut job, stop).await {
+            Ok(outcome) => self.settle(&delivery, &spec, &job, outcome).await,
             Err(error) => {
                 tracing::warn!(job_id = %spec.job_id, %error, "database unavailable; handing the job back");
                 nack(&delivery, true).await
@@ -226,8 +236,9 @@ impl Consumer {
     async fn run_exclusively(
         &self,
         spec: &JobSpec,
+        job: &mut JobContext,
         stop: &CancellationToken,
-    ) -> Result<Option<Outcome>, sqlx::Error> {
+    ) -> Result<Option<Outcome>, RecordError> {
         store::insert_queued(&self.pool, spec).await?;
         let mut lock = self.pool.acquire().await?;
         let key = spec.job_id.to_string();
@@ -235,9 +246,9 @@ impl Consumer {
             locked = sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut *lock) => { locked?; }
             () = stop.cancelled() => return Ok(Some(Outcome::Interrupted)),
         }
-        let outcome = match store::claim(&self.pool, spec.job_id).await? {
-            Some(job) if job.status() == JobStatus::Running => {
-                Some(self.runner.run(spec, stop).await)
+        let outcome = match self.claim(spec.job_id, job).await? {
+            Some(row) if row.status() == JobStatus::Running => {
+                Some(self.runner.run(spec, job, stop).await)
             }
             // Finished (or cancelled while queued): this delivery is a duplicate.
             Some(_) | None => None,
@@ -249,11 +260,35 @@ impl Consumer {
         Ok(outcome)
     }
 
+    /// Moves the job to running; a queued job whose cancel was requested is cancelled
+    /// instead (and that recorded). `job` learns what earlier attempts stored.
+    async fn claim(
+        &self,
+        job_id: Uuid,
+        job: &mut JobContext,
+    ) -> Result<Option<store::JobRow>, RecordError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(cancelled) = store::cancel_if_requested(&mut tx, job_id).await? {
+            job.learn_stored(&cancelled);
+            self.audit.job_ended(&mut tx, job, &cancelled).await?;
+            tx.commit().await?;
+            self.audit.committed();
+            return Ok(Some(cancelled));
+        }
+        let claimed = store::claim(&mut tx, job_id).await?;
+        tx.commit().await?;
+        if let Some(row) = &claimed {
+            job.learn_stored(row);
+        }
+        Ok(claimed)
+    }
+
     /// Records the outcome, publishes its event, then settles the message.
     async fn settle(
         &self,
         delivery: &Delivery,
         spec: &JobSpec,
+        job: &JobContext,
         outcome: Option<Outcome>,
     ) -> Result<(), SessionBroken> {
         let job_id = spec.job_id;
@@ -266,9 +301,7 @@ impl Consumer {
             Some(Outcome::Cancelled) => (JobStatus::Cancelled, None, EventKind::Cancelled),
             Some(Outcome::Failed(reason)) => (JobStatus::Failed, Some(reason), EventKind::Failed),
             Some(Outcome::Refused(reason)) => {
-                return self
-                    .dead_letter(delivery, Some(job_id), &spec.connection_id, &reason)
-                    .await;
+                return self.dead_letter(delivery, job, &reason).await;
             }
             Some(Outcome::Interrupted) => {
                 let _ = store::requeue(&self.pool, job_id).await;
@@ -288,7 +321,7 @@ impl Consumer {
         } else {
             tracing::info!(%job_id, status = status.as_str(), "job ended");
         }
-        if let Err(error) = store::finish(&self.pool, job_id, status, reason.as_deref()).await {
+        if let Err(error) = self.finish(job, status, reason.as_deref()).await {
             tracing::warn!(%job_id, %error, "cannot record the job's end; handing it back");
             return nack(delivery, true).await;
         }
@@ -296,15 +329,37 @@ impl Consumer {
         ack(delivery).await
     }
 
-    /// Sends the message to the dead-letter queue with its reason (confirmed), records the
-    /// job as dead-lettered when its id is known, then acks the original.
+    /// Ends the job and records its audit event, in one transaction.
+    async fn finish(
+        &self,
+        job: &JobContext,
+        status: JobStatus,
+        reason: Option<&str>,
+    ) -> Result<(), RecordError> {
+        let Some(job_id) = job.job_id else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) = store::finish(&mut *tx, job_id, status, reason).await? {
+            self.audit.job_ended(&mut tx, job, &row).await?;
+        }
+        tx.commit().await?;
+        self.audit.committed();
+        Ok(())
+    }
+
+    /// Sends the message to the dead-letter queue with its reason (confirmed), then records
+    /// the job as dead-lettered (when its id is known) and the audit event in one
+    /// transaction, then acks the original. If that record cannot be written the message
+    /// is handed back: a second copy in the dead-letter queue is harmless, a refusal with
+    /// no audit event is not.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
-        job_id: Option<Uuid>,
-        connection_id: &str,
+        job: &JobContext,
         reason: &str,
     ) -> Result<(), SessionBroken> {
+        let job_id = job.job_id;
         tracing::warn!(job_id = job_id.map(|j| j.to_string()).unwrap_or_default(), %reason, "dead-lettering job message");
         let mut headers = FieldTable::default();
         headers.insert(
@@ -356,17 +411,45 @@ impl Consumer {
             tracing::warn!(%error, "dead-letter publish failed; requeueing the message");
             return nack(delivery, true).await;
         }
+        let payload = serde_json::json!({
+            "message_id": delivery.properties.message_id().as_ref().map(|m| m.as_str()),
+            "content_type": content_type,
+            "redelivered": delivery.redelivered,
+        });
+        if let Err(error) = self.record_dead_lettered(job, reason, payload).await {
+            tracing::warn!(%error, "cannot record the dead-lettered message; handing it back");
+            return nack(delivery, true).await;
+        }
         if let Some(job_id) = job_id {
-            if let Err(error) =
-                store::record_dead_lettered(&self.pool, job_id, connection_id, reason).await
-            {
-                tracing::warn!(%job_id, %error, "cannot record the dead-lettered job");
-            }
             self.events
                 .job(EventKind::DeadLettered, job_id, &self.pool)
                 .await;
         }
         ack(delivery).await
+    }
+
+    async fn record_dead_lettered(
+        &self,
+        job: &JobContext,
+        reason: &str,
+        payload: serde_json::Value,
+    ) -> Result<(), RecordError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(job_id) = job.job_id {
+            store::record_dead_lettered(&mut *tx, job_id, job.connection_id(), reason).await?;
+        }
+        self.audit
+            .enqueue(
+                &mut tx,
+                job,
+                proto::common::v1::EventKind::ImportDeadLettered,
+                reason,
+                payload,
+            )
+            .await?;
+        tx.commit().await?;
+        self.audit.committed();
+        Ok(())
     }
 }
 

@@ -13,6 +13,9 @@ use service_runtime::config::ServiceConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The platform tenant the tests configure (events whose firm is unknown).
+pub const PLATFORM_TENANT: &str = "platform-test";
+
 pub struct RunningImport {
     pub address: SocketAddr,
     pub topology: Topology,
@@ -27,6 +30,9 @@ pub struct Setup {
     pub amqp_url: Option<String>,
     pub auth_endpoint: String,
     pub auth_token: String,
+    /// audit-svc's address and import-svc's credential there; `None`: no relay runs and
+    /// events stay in the outbox.
+    pub audit: Option<(String, String)>,
 }
 
 impl Default for Setup {
@@ -36,6 +42,7 @@ impl Default for Setup {
             amqp_url: None,
             auth_endpoint: "http://127.0.0.1:1".into(),
             auth_token: String::new(),
+            audit: None,
         }
     }
 }
@@ -68,6 +75,12 @@ pub async fn start(test: &str, setup: Setup) -> RunningImport {
     config.auth.endpoint = setup.auth_endpoint;
     config.auth.token = SecretString::from(setup.auth_token);
     config.importer.backoff_base_ms = 20;
+    config.audit.platform_tenant = PLATFORM_TENANT.into();
+    if let Some((endpoint, token)) = setup.audit {
+        config.audit.endpoint = endpoint;
+        config.audit.token = Some(SecretString::from(token));
+        config.audit.poll_interval_ms = 100;
+    }
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

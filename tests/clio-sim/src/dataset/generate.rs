@@ -120,15 +120,6 @@ impl Generator {
         }
     }
 
-    /// The wire id of generated record `index`.
-    pub(crate) fn id_value(&self, resource: Resource, index: u64) -> Value {
-        if resource == Resource::CalendarEntries {
-            Value::String(self.calendar_identity(index).id)
-        } else {
-            json!(key(resource, index))
-        }
-    }
-
     pub(crate) fn etag(&self, resource: Resource, index: u64) -> String {
         let tag = TAG_ETAG + resource.slot() as u64;
         let high = rng::mix(self.seed, tag, index);
@@ -138,7 +129,8 @@ impl Generator {
 
     fn times(&self, resource: Resource, r: &mut Rng, index: u64) -> (i64, i64) {
         let created = created_at(r, index, self.size(resource));
-        let updated = created + i64::try_from(r.below(u64::try_from(DATA_EPOCH - created).unwrap_or(1))).unwrap_or(0);
+        let updated = created
+            + i64::try_from(r.below(u64::try_from(DATA_EPOCH - created).unwrap_or(1))).unwrap_or(0);
         (created, updated)
     }
 
@@ -199,7 +191,8 @@ impl Generator {
         let company = if identity.person && r.percent(25) {
             let other = r.index_in(self.sizes.contacts);
             let linked = self.contact_identity(other);
-            (!linked.person).then(|| json!({"id": key(Resource::Contacts, other), "name": linked.name}))
+            (!linked.person)
+                .then(|| json!({"id": key(Resource::Contacts, other), "name": linked.name}))
         } else {
             None
         };
@@ -212,7 +205,13 @@ impl Generator {
                 json!(initials(identity.first, identity.last)),
             )
         } else {
-            (Value::Null, Value::Null, Value::Null, Value::Null, Value::Null)
+            (
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            )
         };
         json!({
             "id": id,
@@ -316,7 +315,12 @@ impl Generator {
                 if identity.person {
                     identity.last.to_owned()
                 } else {
-                    identity.name.split(' ').next().unwrap_or("Client").to_owned()
+                    identity
+                        .name
+                        .split(' ')
+                        .next()
+                        .unwrap_or("Client")
+                        .to_owned()
                 }
             },
         );
@@ -403,7 +407,11 @@ impl Generator {
             let minutes = 30 * i64::try_from(r.index_in(6)).unwrap_or(1);
             (identity.start, identity.start + minutes * 60)
         };
-        let matter = if r.percent(75) { r.index_in(self.sizes.matters) } else { 0 };
+        let matter = if r.percent(75) {
+            r.index_in(self.sizes.matters)
+        } else {
+            0
+        };
         let owner = r.index_in(self.sizes.users);
         let kind = r.pick(rng::MEETING_KINDS);
         let mut attendees = Vec::new();
@@ -448,11 +456,21 @@ impl Generator {
         let time_entry = r.percent(75);
         let matter = r.index_in(self.sizes.matters);
         let user = r.index_in(self.sizes.users);
-        let rate = if user > 0 { self.user_identity(user).rate } else { 200.0 };
+        let rate = if user > 0 {
+            self.user_identity(user).rate
+        } else {
+            200.0
+        };
         let (kind, quantity, hours, price, total) = if time_entry {
             let seconds = 360 * r.index_in(40);
             let hours = seconds as f64 / 3600.0;
-            ("TimeEntry", json!(seconds), json!(hours), rate, round2(rate * hours))
+            (
+                "TimeEntry",
+                json!(seconds),
+                json!(hours),
+                rate,
+                round2(rate * hours),
+            )
         } else {
             let price = round2(5.0 + r.below(49_500) as f64 / 100.0);
             ("ExpenseEntry", json!(1.0), json!(1.0), price, price)

@@ -16,7 +16,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
-pub(crate) use generate::{DATA_EPOCH, timestamp};
+pub(crate) use generate::DATA_EPOCH;
 pub(crate) use rng::{Rng, mix};
 pub(crate) use schema::{Shape, schema, shape};
 
@@ -59,11 +59,6 @@ impl Dataset {
             overlays: Default::default(),
             edits: AtomicU64::new(0),
         }
-    }
-
-    /// The firm account every user of this region belongs to (`who_am_i`'s `account`).
-    pub(crate) fn account(&self) -> Value {
-        self.generator.account()
     }
 
     fn overlay(&self, resource: Resource) -> RwLockReadGuard<'_, Overlay> {
@@ -117,7 +112,9 @@ impl Dataset {
         let overlay = self.overlay(resource);
         let base = resource.id_base();
         let last_generated = key(resource, self.generator.size(resource));
-        let mut next_generated = after.map_or(base + 1, |a| a.saturating_add(1)).max(base + 1);
+        let mut next_generated = after
+            .map_or(base + 1, |a| a.saturating_add(1))
+            .max(base + 1);
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut edits = overlay.range((lower, Bound::Unbounded)).peekable();
         loop {
@@ -129,14 +126,18 @@ impl Dataset {
                     if e == g {
                         next_generated += 1;
                     }
-                    let Some((_, entry)) = edits.next() else { return };
+                    let Some((_, entry)) = edits.next() else {
+                        return;
+                    };
                     match entry {
                         Some(record) => (e, Value::clone(record)),
                         None => continue,
                     }
                 }
                 (None, Some(e)) => {
-                    let Some((_, entry)) = edits.next() else { return };
+                    let Some((_, entry)) = edits.next() else {
+                        return;
+                    };
                     match entry {
                         Some(record) => (e, Value::clone(record)),
                         None => continue,
@@ -167,19 +168,6 @@ impl Dataset {
             }
         }
         count
-    }
-
-    /// The first `limit` live ids, in order.
-    pub(crate) fn ids(&self, resource: Resource, limit: usize) -> Vec<Value> {
-        let mut ids = Vec::new();
-        if limit == 0 {
-            return ids;
-        }
-        self.scan(resource, None, |_, record| {
-            ids.push(record.get("id").cloned().unwrap_or(Value::Null));
-            ids.len() < limit
-        });
-        ids
     }
 
     /// Merges `patch` into the record it names (by `id`), or creates it. Without an `id` a
@@ -303,8 +291,16 @@ impl Dataset {
             let epoch = DateTime::from_timestamp(DATA_EPOCH + 1, 0).unwrap_or_default();
             // Rounded up to whole seconds (Clio's precision), so the stamp is never earlier
             // than a sync time a test took just before the edit.
-            let now = DateTime::from_timestamp(now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0), 0).unwrap_or(now);
-            let stamp = [Some(now), floor, Some(epoch)].into_iter().flatten().max().unwrap_or(now);
+            let now = DateTime::from_timestamp(
+                now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0),
+                0,
+            )
+            .unwrap_or(now);
+            let stamp = [Some(now), floor, Some(epoch)]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(now);
             fields.insert(
                 "updated_at".to_owned(),
                 Value::String(stamp.to_rfc3339_opts(SecondsFormat::Secs, false)),
@@ -319,7 +315,10 @@ impl Dataset {
             let key_bits = u64::from_ne_bytes(key.to_ne_bytes());
             let high = mix(self.seed, 1_000 + edit, key_bits);
             let low = mix(self.seed ^ edit, 2_000, key_bits);
-            fields.insert("etag".to_owned(), Value::String(format!("\"{high:016x}{low:016x}\"")));
+            fields.insert(
+                "etag".to_owned(),
+                Value::String(format!("\"{high:016x}{low:016x}\"")),
+            );
         }
         for (name, _) in schema(resource) {
             if !fields.contains_key(*name) {
@@ -341,13 +340,6 @@ impl Dataset {
             overlay.remove(&key);
         }
         true
-    }
-
-    /// Bumps `updated_at` and `etag` of each existing record; returns how many existed.
-    pub(crate) fn touch(&self, resource: Resource, keys: &[i64], now: DateTime<Utc>) -> usize {
-        keys.iter()
-            .filter(|key| self.update(resource, **key, &Map::new(), now).is_some())
-            .count()
     }
 }
 

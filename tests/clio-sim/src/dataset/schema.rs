@@ -59,7 +59,10 @@ const CONTACTS: Schema = &[
         "email_addresses",
         Shape::List(&["id", "address", "name", "primary"]),
     ),
-    ("phone_numbers", Shape::List(&["id", "number", "name", "primary"])),
+    (
+        "phone_numbers",
+        Shape::List(&["id", "number", "name", "primary"]),
+    ),
     (
         "addresses",
         Shape::List(&[

@@ -1,0 +1,346 @@
+//! Checking a tenant's chain, one event at a time, wherever the events come from: the
+//! database (`Verify`) or an export file (`audit-svc verify`).
+//!
+//! For each event in sequence order the verifier checks, in this order: the sequence has
+//! no gap; `prev_hash` is the previous event's hash; `SHA-256(prev_hash ‖ canonical bytes)`
+//! is the stored hash; and, where a checkpoint was signed at this sequence, its signature
+//! and that its head hash is this event's hash. The first failure is reported with the
+//! event's id and why: edited, missing (deleted), reordered, or a bad checkpoint.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::canonical::{chain_hash, checkpoint_message};
+use crate::signing::TrustedKeys;
+
+/// A signed checkpoint as stored or exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub tenant: String,
+    pub sequence: u64,
+    pub head_hash: String,
+    pub signed_at: DateTime<Utc>,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    pub fn message(&self) -> Vec<u8> {
+        checkpoint_message(
+            &self.tenant,
+            self.sequence,
+            &self.head_hash,
+            &self.signed_at,
+            &self.key_id,
+        )
+    }
+}
+
+/// One event as the verifier sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    pub sequence: u64,
+    pub event_id: &'a str,
+    /// The canonical bytes the hash covers.
+    pub canonical: &'a [u8],
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+/// The first place the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub sequence: u64,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub events_checked: u64,
+    pub checkpoints_checked: u64,
+    pub first_broken: Option<Broken>,
+    /// The hash of the last event that verified.
+    pub head_hash: String,
+}
+
+/// A `prev_hash` that links to no preceding event: classified once the rest of the chain
+/// has been seen (a reordered event's predecessor is stored later).
+#[derive(Debug)]
+struct UnlinkedPrev {
+    wanted: String,
+    found_later: Option<(u64, String)>,
+}
+
+/// Feeds events in stored order; stops checking at the first break.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    keys: &'k TrustedKeys,
+    next_sequence: u64,
+    /// `None`: anchor on the first event's `prev_hash` (a range export).
+    prev_hash: Option<String>,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    events_checked: u64,
+    checkpoints_checked: u64,
+    broken: Option<Broken>,
+    unlinked: Option<UnlinkedPrev>,
+    last_event_id: String,
+}
+
+impl<'k> ChainVerifier<'k> {
+    /// Starts at `first_sequence` after `prev_hash`; `checkpoints` are those of the range.
+    pub fn new(
+        keys: &'k TrustedKeys,
+        first_sequence: u64,
+        prev_hash: Option<String>,
+        checkpoints: impl IntoIterator<Item = Checkpoint>,
+    ) -> Self {
+        ChainVerifier {
+            keys,
+            next_sequence: first_sequence.max(1),
+            prev_hash,
+            checkpoints: checkpoints.into_iter().map(|c| (c.sequence, c)).collect(),
+            events_checked: 0,
+            checkpoints_checked: 0,
+            broken: None,
+            unlinked: None,
+            last_event_id: String::new(),
+        }
+    }
+
+    /// True while more events can change the verdict.
+    pub fn wants_more(&self) -> bool {
+        match (&self.broken, &self.unlinked) {
+            (None, _) => true,
+            (Some(_), Some(unlinked)) => unlinked.found_later.is_none(),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn fail(&mut self, link: &Link<'_>, reason: String) {
+        self.broken = Some(Broken {
+            sequence: link.sequence,
+            event_id: link.event_id.to_owned(),
+            reason,
+        });
+    }
+
+    pub fn push(&mut self, link: Link<'_>) {
+        if self.broken.is_some() {
+            if let Some(unlinked) = &mut self.unlinked
+                && unlinked.found_later.is_none()
+                && link.hash == unlinked.wanted
+            {
+                unlinked.found_later = Some((link.sequence, link.event_id.to_owned()));
+            }
+            return;
+        }
+        if link.sequence != self.next_sequence {
+            let reason = if link.sequence > self.next_sequence {
+                format!(
+                    "missing event: sequence {} is absent before this event (deleted)",
+                    self.next_sequence
+                )
+            } else {
+                format!(
+                    "reordered: sequence {} appears after sequence {}",
+                    link.sequence,
+                    self.next_sequence - 1
+                )
+            };
+            return self.fail(&link, reason);
+        }
+        let prev = self
+            .prev_hash
+            .clone()
+            .unwrap_or_else(|| link.prev_hash.to_owned());
+        if link.prev_hash != prev {
+            self.unlinked = Some(UnlinkedPrev {
+                wanted: link.prev_hash.to_owned(),
+                found_later: None,
+            });
+            return self.fail(&link, String::new());
+        }
+        if chain_hash(&prev, link.canonical) != link.hash {
+            return self.fail(
+                &link,
+                "edited: the event's contents do not match its stored hash".into(),
+            );
+        }
+        if let Some(checkpoint) = self.checkpoints.remove(&link.sequence) {
+            self.checkpoints_checked += 1;
+            if let Err(problem) = self.keys.verify(
+                &checkpoint.key_id,
+                &checkpoint.message(),
+                &checkpoint.signature,
+            ) {
+                return self.fail(
+                    &link,
+                    format!(
+                        "bad checkpoint signature at sequence {}: {problem}",
+                        link.sequence
+                    ),
+                );
+            }
+            if checkpoint.head_hash != link.hash {
+                return self.fail(
+                    &link,
+                    format!(
+                        "checkpoint at sequence {} signed another head hash (history rewritten)",
+                        link.sequence
+                    ),
+                );
+            }
+        }
+        self.events_checked += 1;
+        self.prev_hash = Some(link.hash.to_owned());
+        self.next_sequence += 1;
+        self.last_event_id = link.event_id.to_owned();
+    }
+
+    /// The verdict once every event was pushed. `expected_last` is the last sequence the
+    /// range should reach (the chain head, or the requested end), when known.
+    pub fn finish(mut self, expected_last: Option<u64>) -> Verdict {
+        if let Some(broken) = &mut self.broken
+            && let Some(unlinked) = self.unlinked.take()
+        {
+            broken.reason = match unlinked.found_later {
+                Some((sequence, event_id)) => format!(
+                    "reordered: its prev_hash is the hash of event {event_id}, stored later at sequence {sequence}"
+                ),
+                None => "prev_hash does not match the previous event's hash (an earlier event was removed or rewritten)".into(),
+            };
+        }
+        if self.broken.is_none() {
+            let last = self.next_sequence - 1;
+            let beyond = self.checkpoints.range(last + 1..).next().map(|(s, _)| *s);
+            let missing_to = match (beyond, expected_last) {
+                (Some(signed), _) => Some(signed),
+                (None, Some(expected)) if expected > last => Some(expected),
+                _ => None,
+            };
+            if let Some(end) = missing_to {
+                self.broken = Some(Broken {
+                    sequence: last + 1,
+                    event_id: self.last_event_id.clone(),
+                    reason: format!(
+                        "missing events: sequences {} to {end} are absent after the last stored event (deleted)",
+                        last + 1
+                    ),
+                });
+            }
+        }
+        Verdict {
+            events_checked: self.events_checked,
+            checkpoints_checked: self.checkpoints_checked,
+            first_broken: self.broken,
+            head_hash: self.prev_hash.unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::GENESIS_HASH;
+    use crate::signing::Signer;
+
+    struct Chain {
+        ids: Vec<String>,
+        bodies: Vec<Vec<u8>>,
+        prev: Vec<String>,
+        hashes: Vec<String>,
+    }
+
+    fn chain(n: u64) -> Chain {
+        let mut c = Chain {
+            ids: vec![],
+            bodies: vec![],
+            prev: vec![],
+            hashes: vec![],
+        };
+        let mut prev = GENESIS_HASH.to_owned();
+        for i in 1..=n {
+            let body = format!("{{\"n\":{i}}}").into_bytes();
+            let hash = chain_hash(&prev, &body);
+            c.ids.push(format!("e{i}"));
+            c.bodies.push(body);
+            c.prev.push(prev.clone());
+            c.hashes.push(hash.clone());
+            prev = hash;
+        }
+        c
+    }
+
+    fn run(c: &Chain, order: &[usize], keys: &TrustedKeys, cps: Vec<Checkpoint>) -> Verdict {
+        let mut v = ChainVerifier::new(keys, 1, Some(GENESIS_HASH.into()), cps);
+        for (position, &i) in order.iter().enumerate() {
+            v.push(Link {
+                sequence: position as u64 + 1,
+                event_id: &c.ids[i],
+                canonical: &c.bodies[i],
+                prev_hash: &c.prev[i],
+                hash: &c.hashes[i],
+            });
+        }
+        v.finish(None)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_a_swap_is_named_as_reordering() {
+        let c = chain(5);
+        let keys = TrustedKeys::default();
+        let ok = run(&c, &[0, 1, 2, 3, 4], &keys, vec![]);
+        assert_eq!(ok.first_broken, None);
+        assert_eq!(ok.events_checked, 5);
+        assert_eq!(ok.head_hash, c.hashes[4]);
+
+        let swapped = run(&c, &[0, 2, 1, 3, 4], &keys, vec![]);
+        let broken = swapped.first_broken.unwrap();
+        assert_eq!(broken.event_id, "e3");
+        assert!(broken.reason.starts_with("reordered"), "{}", broken.reason);
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_an_unknown_key_or_over_another_head_breaks() {
+        let c = chain(3);
+        let signer = Signer::from_seed(&[1; 32]);
+        let mut keys = TrustedKeys::default();
+        keys.add(signer.public_key());
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut checkpoint = Checkpoint {
+            tenant: "t".into(),
+            sequence: 2,
+            head_hash: c.hashes[1].clone(),
+            signed_at: at,
+            key_id: signer.key_id().into(),
+            signature: String::new(),
+        };
+        checkpoint.signature = signer.sign(&checkpoint.message());
+        assert_eq!(
+            run(&c, &[0, 1, 2], &keys, vec![checkpoint.clone()]).first_broken,
+            None
+        );
+
+        let mut forged = checkpoint.clone();
+        forged.head_hash = c.hashes[0].clone();
+        let broken = run(&c, &[0, 1, 2], &keys, vec![forged])
+            .first_broken
+            .unwrap();
+        assert!(
+            broken.reason.contains("bad checkpoint signature"),
+            "{broken:?}"
+        );
+
+        let beyond = Checkpoint {
+            sequence: 9,
+            ..checkpoint
+        };
+        let broken = run(&c, &[0, 1, 2], &TrustedKeys::default(), vec![beyond])
+            .first_broken
+            .unwrap();
+        assert!(broken.reason.starts_with("missing events"), "{broken:?}");
+    }
+}

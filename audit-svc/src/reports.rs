@@ -1,0 +1,365 @@
+//! The compliance views, answered from the projections (see migration 0004).
+//!
+//! Tiers, "full account access" and write scopes come from the scope catalogue
+//! (`scope-catalog`) at report time, so a catalogue change shows in every report at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use proto::audit::v1 as api;
+use scope_catalog::{RiskTier, Scope, ScopeSet};
+use sqlx::PgPool;
+
+use crate::error::AuditError;
+use crate::event::{region_from_name, timestamp};
+use crate::validation::Bounds;
+
+/// A connection as the projection holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConnectionRow {
+    pub tenant: String,
+    pub connection_id: String,
+    pub app_id: String,
+    pub principal: String,
+    pub clio_user_id: String,
+    pub clio_account_id: String,
+    pub region: String,
+    pub scopes: Vec<String>,
+    pub granted_at: Option<DateTime<Utc>>,
+    pub first_granted_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub clio_outcome: Option<String>,
+}
+
+/// Stored scope strings as a set (the log only ever holds catalogue scopes).
+pub fn scope_set(scopes: &[String]) -> ScopeSet {
+    scopes
+        .iter()
+        .filter_map(|s| s.parse::<Scope>().ok())
+        .collect()
+}
+
+impl ConnectionRow {
+    /// Granted and not revoked.
+    pub fn is_live(&self) -> bool {
+        self.granted_at.is_some() && self.revoked_at.is_none()
+    }
+
+    pub fn scope_set(&self) -> ScopeSet {
+        scope_set(&self.scopes)
+    }
+
+    pub fn summary(&self) -> api::ConnectionSummary {
+        let scopes = self.scope_set();
+        api::ConnectionSummary {
+            connection_id: self.connection_id.clone(),
+            tenant: self.tenant.clone(),
+            app_id: self.app_id.clone(),
+            principal: self.principal.clone(),
+            clio_user_id: self.clio_user_id.clone(),
+            clio_account_id: self.clio_account_id.clone(),
+            region: region_from_name(&self.region) as i32,
+            scopes: scopes.to_wire(),
+            risk_tier: proto::common::v1::RiskTier::from(scopes.risk_tier()) as i32,
+            granted_at: self.granted_at.map(timestamp),
+            last_used_at: self.last_used_at.map(timestamp),
+            full_account_access: scopes.is_full_account_access(),
+            revoked: self.revoked_at.is_some(),
+        }
+    }
+}
+
+/// Whether Clio's answer to a revocation means the grant may still be live there.
+pub fn clio_revocation_failed(outcome: &str) -> bool {
+    outcome.starts_with("failed") || outcome == "gave_up"
+}
+
+pub async fn connections(pool: &PgPool, tenant: &str) -> Result<Vec<ConnectionRow>, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT tenant, connection_id, app_id, principal, clio_user_id, clio_account_id, region, \
+         scopes, granted_at, first_granted_at, last_used_at, revoked_at, clio_outcome \
+         FROM proj_connections WHERE tenant = $1 ORDER BY connection_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Live connections grouped by tier, highest tier first.
+pub async fn by_risk_tier(
+    pool: &PgPool,
+    tenant: &str,
+    min_tier: Option<RiskTier>,
+) -> Result<Vec<api::TierGroup>, AuditError> {
+    let mut groups: BTreeMap<std::cmp::Reverse<RiskTier>, Vec<api::ConnectionSummary>> =
+        BTreeMap::new();
+    for row in connections(pool, tenant).await? {
+        let tier = row.scope_set().risk_tier();
+        if row.is_live() && min_tier.is_none_or(|min| tier >= min) {
+            groups
+                .entry(std::cmp::Reverse(tier))
+                .or_default()
+                .push(row.summary());
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(tier, connections)| api::TierGroup {
+            tier: proto::common::v1::RiskTier::from(tier.0) as i32,
+            connections,
+        })
+        .collect())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AppRow {
+    app_id: String,
+    declared_scopes: Vec<String>,
+}
+
+async fn apps(pool: &PgPool, tenant: &str) -> Result<Vec<AppRow>, AuditError> {
+    Ok(sqlx::query_as(
+        "SELECT app_id, declared_scopes FROM proj_apps WHERE tenant = $1 ORDER BY app_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Apps whose declaration is every family at write (the seed's Mistake #1).
+pub async fn full_access_apps(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<api::AppSummary>, AuditError> {
+    let connections = connections(pool, tenant).await?;
+    Ok(apps(pool, tenant)
+        .await?
+        .into_iter()
+        .filter_map(|app| {
+            let declared = scope_set(&app.declared_scopes);
+            declared.is_full_account_access().then(|| {
+                let live = connections
+                    .iter()
+                    .filter(|c| c.app_id == app.app_id && c.is_live())
+                    .count();
+                api::AppSummary {
+                    app_id: app.app_id,
+                    declared_scopes: declared.to_wire(),
+                    risk_tier: proto::common::v1::RiskTier::from(declared.risk_tier()) as i32,
+                    full_account_access: true,
+                    live_connections: u32::try_from(live).unwrap_or(u32::MAX),
+                }
+            })
+        })
+        .collect())
+}
+
+/// Live connections holding a write scope, and any connection that performed writes,
+/// with how many of the writes had a matching earlier approval.
+pub async fn write_capable(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<api::WriteCapableConnection>, AuditError> {
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT w.connection_id, count(*), count(*) FILTER (WHERE w.approval_id <> '' AND EXISTS ( \
+             SELECT 1 FROM proj_write_approvals a WHERE a.tenant = w.tenant \
+             AND a.connection_id = w.connection_id AND a.approval_id = w.approval_id \
+             AND a.sequence < w.sequence)) \
+         FROM proj_writes w WHERE w.tenant = $1 GROUP BY w.connection_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    let counts: HashMap<String, (u32, u32)> = counts
+        .into_iter()
+        .map(|(id, performed, approved)| {
+            let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+            (id, (n(performed), n(approved)))
+        })
+        .collect();
+    Ok(connections(pool, tenant)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let writes = row.scope_set().write_scopes();
+            let (performed, approved) = counts.get(&row.connection_id).copied().unwrap_or((0, 0));
+            ((row.is_live() && !writes.is_empty()) || performed > 0).then(|| {
+                api::WriteCapableConnection {
+                    connection: Some(row.summary()),
+                    write_scopes: writes.iter().map(|s| s.to_wire()).collect(),
+                    writes_performed: performed,
+                    writes_approved: approved,
+                    writes_unapproved: performed - approved,
+                }
+            })
+        })
+        .collect())
+}
+
+/// Live connections with no token use (or, never used, no grant) for `idle_days`.
+pub async fn zombies(
+    pool: &PgPool,
+    tenant: &str,
+    idle_days: u32,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<api::ZombieConnection>, AuditError> {
+    let mut found: Vec<(i64, api::ZombieConnection)> = connections(pool, tenant)
+        .await?
+        .into_iter()
+        .filter(ConnectionRow::is_live)
+        .filter_map(|row| {
+            let since = row.last_used_at.or(row.granted_at)?;
+            let idle = (as_of - since).num_days();
+            (idle >= i64::from(idle_days)).then(|| {
+                let zombie = api::ZombieConnection {
+                    connection: Some(row.summary()),
+                    idle_days: u32::try_from(idle).unwrap_or(u32::MAX),
+                };
+                (idle, zombie)
+            })
+        })
+        .collect();
+    found.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
+    Ok(found.into_iter().map(|(_, zombie)| zombie).collect())
+}
+
+/// Per offboarding in `range`: how long revoking took, what failed, what is still live.
+pub async fn offboarding(
+    pool: &PgPool,
+    tenant: &str,
+    range: Bounds,
+    limit: Duration,
+) -> Result<Vec<api::OffboardingEntry>, AuditError> {
+    let offboardings: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT principal, offboarded_at FROM proj_offboardings WHERE tenant = $1 \
+         AND ($2::timestamptz IS NULL OR offboarded_at >= $2) \
+         AND ($3::timestamptz IS NULL OR offboarded_at < $3) ORDER BY offboarded_at, sequence",
+    )
+    .bind(tenant)
+    .bind(range.0)
+    .bind(range.1)
+    .fetch_all(pool)
+    .await?;
+    let connections = connections(pool, tenant).await?;
+    Ok(offboardings
+        .into_iter()
+        .map(|(principal, offboarded_at)| {
+            let theirs: Vec<&ConnectionRow> = connections
+                .iter()
+                .filter(|c| c.principal == principal)
+                .collect();
+            let revoked: Vec<&&ConnectionRow> = theirs
+                .iter()
+                .filter(|c| c.revoked_at.is_some_and(|at| at >= offboarded_at))
+                .collect();
+            let last = revoked.iter().filter_map(|c| c.revoked_at).max();
+            let failed = revoked
+                .iter()
+                .filter(|c| {
+                    c.clio_outcome
+                        .as_deref()
+                        .is_some_and(clio_revocation_failed)
+                })
+                .count();
+            let live: Vec<String> = theirs
+                .iter()
+                .filter(|c| c.is_live())
+                .map(|c| c.connection_id.clone())
+                .collect();
+            let took = last.map(|at| at - offboarded_at).unwrap_or_default();
+            let mut reasons = Vec::new();
+            if took > limit {
+                reasons.push(format!(
+                    "last revocation {} minutes after offboarding (limit {})",
+                    took.num_minutes(),
+                    limit.num_minutes()
+                ));
+            }
+            if failed > 0 {
+                reasons.push(format!("{failed} revocation(s) failed at Clio"));
+            }
+            if !live.is_empty() {
+                reasons.push(format!("{} connection(s) still live", live.len()));
+            }
+            api::OffboardingEntry {
+                principal,
+                offboarded_at: Some(timestamp(offboarded_at)),
+                last_revocation_at: last.map(timestamp),
+                seconds_to_last_revocation: u64::try_from(took.num_seconds()).unwrap_or(0),
+                connections_revoked: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
+                revocations_failed_at_clio: u32::try_from(failed).unwrap_or(u32::MAX),
+                flagged: !reasons.is_empty(),
+                flag_reasons: reasons,
+                live_connection_ids: live,
+            }
+        })
+        .collect())
+}
+
+/// Live connections whose grant differs from their app's current declaration.
+pub async fn scope_drift(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<api::DriftedConnection>, AuditError> {
+    let declared: HashMap<String, ScopeSet> = apps(pool, tenant)
+        .await?
+        .into_iter()
+        .map(|app| (app.app_id, scope_set(&app.declared_scopes)))
+        .collect();
+    Ok(connections(pool, tenant)
+        .await?
+        .into_iter()
+        .filter(ConnectionRow::is_live)
+        .filter_map(|row| {
+            let app = declared.get(&row.app_id)?;
+            let granted = row.scope_set();
+            let missing: Vec<_> = app
+                .iter()
+                .filter(|s| !granted.covers(s))
+                .map(|s| s.to_wire())
+                .collect();
+            let beyond: Vec<_> = granted
+                .iter()
+                .filter(|s| !app.covers(s))
+                .map(|s| s.to_wire())
+                .collect();
+            (!missing.is_empty() || !beyond.is_empty()).then(|| api::DriftedConnection {
+                connection: Some(row.summary()),
+                app_declared_scopes: app.to_wire(),
+                missing_from_grant: missing,
+                beyond_declaration: beyond,
+            })
+        })
+        .collect())
+}
+
+/// Clio users that several people have live connections as.
+pub async fn shared_logins(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<api::SharedLogin>, AuditError> {
+    type Login = (String, String);
+    let mut by_login: BTreeMap<Login, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    for row in connections(pool, tenant).await? {
+        if row.is_live() && !row.clio_user_id.is_empty() && !row.principal.is_empty() {
+            let entry = by_login
+                .entry((row.clio_user_id.clone(), row.clio_account_id.clone()))
+                .or_default();
+            entry.0.insert(row.principal.clone());
+            entry.1.push(row.connection_id.clone());
+        }
+    }
+    Ok(by_login
+        .into_iter()
+        .filter(|(_, (principals, _))| principals.len() > 1)
+        .map(
+            |((clio_user_id, clio_account_id), (principals, connection_ids))| api::SharedLogin {
+                clio_user_id,
+                clio_account_id,
+                principals: principals.into_iter().collect(),
+                connection_ids,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,12 @@
+//! audit-svc integration tests: the service in-process over gRPC, on a fresh Postgres
+//! database per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod append_only;
+mod compliance;
+mod export;
+mod record;
+mod support;
+mod tampering;
+mod watch;

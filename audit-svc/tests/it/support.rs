@@ -1,0 +1,220 @@
+//! Starting audit-svc for a test, authorised clients, and an event builder.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use audit_svc::Config;
+use chrono::{DateTime, Utc};
+use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
+use proto::audit::v1::audit_service_client::AuditServiceClient;
+use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
+use proto::audit::v1::{RecordRequest, RecordResponse};
+use proto::common::v1 as pb;
+use secrecy::SecretString;
+use service_runtime::CancellationToken;
+use service_runtime::clock::{ManualClock, SharedClock};
+use service_runtime::config::ServiceConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// A fixed test signing seed, so checkpoints verify across restarts.
+pub const SEED_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+pub struct RunningAudit {
+    pub address: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// What a test may change before the service starts.
+pub struct Setup {
+    pub checkpoint_every: u64,
+    pub clock: Option<ManualClock>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            checkpoint_every: 10,
+            clock: None,
+        }
+    }
+}
+
+pub fn config(database: &TestDatabase, setup: &Setup) -> Config {
+    let mut config = Config {
+        service: ServiceConfig {
+            callers: harness::caller_config(),
+            health_interval_ms: 100,
+            shutdown_grace_ms: 3_000,
+            ..ServiceConfig::default()
+        },
+        ..Config::default()
+    };
+    config.service.database.url = database.secret_url();
+    config.signing.key = Some(SecretString::from(SEED_HEX));
+    config.checkpoints.every_events = setup.checkpoint_every;
+    config.watch.poll_interval_ms = 200;
+    config
+}
+
+pub async fn start(database: &TestDatabase, setup: Setup) -> RunningAudit {
+    let config = config(database, &setup);
+    let clock: SharedClock = match setup.clock {
+        Some(clock) => std::sync::Arc::new(clock),
+        None => service_runtime::clock::system_clock(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(audit_svc::run_with_clock(
+        config,
+        clock,
+        listener,
+        shutdown.clone(),
+    ));
+    poll_until(
+        "audit-svc serving",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let status = health_status(channel(address).await, "").await.ok()?;
+            (status == ServingStatus::Serving).then_some(())
+        },
+    )
+    .await;
+    RunningAudit {
+        address,
+        shutdown,
+        task,
+    }
+}
+
+impl RunningAudit {
+    pub async fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(channel(self.address).await)
+    }
+
+    pub async fn compliance(&self) -> ComplianceServiceClient<Channel> {
+        ComplianceServiceClient::new(channel(self.address).await)
+    }
+
+    /// Records events as the audit_writer caller.
+    pub async fn record(
+        &self,
+        events: Vec<pb::AuditEvent>,
+    ) -> Result<RecordResponse, tonic::Status> {
+        self.audit()
+            .await
+            .record(writer(RecordRequest { events }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A request as the audit_writer caller.
+pub fn writer<T>(message: T) -> tonic::Request<T> {
+    with_bearer(message, &harness::token_of("audit_writer"))
+}
+
+/// A request as the compliance caller.
+pub fn compliance<T>(message: T) -> tonic::Request<T> {
+    with_bearer(message, &harness::token_of("compliance"))
+}
+
+pub fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap(),
+    }
+}
+
+pub fn scope(text: &str) -> pb::Scope {
+    let (family, access) = text.split_once(':').unwrap();
+    pb::Scope {
+        family: family.into(),
+        access: match access {
+            "read" => pb::Access::Read,
+            _ => pb::Access::Write,
+        } as i32,
+    }
+}
+
+/// An event builder with sensible defaults for tests.
+#[derive(Clone)]
+pub struct Ev(pub pb::AuditEvent);
+
+impl Ev {
+    pub fn new(kind: pb::EventKind, tenant: &str, at: DateTime<Utc>) -> Ev {
+        Ev(pb::AuditEvent {
+            event_id: Uuid::new_v4().to_string(),
+            kind: kind as i32,
+            tenant: tenant.into(),
+            actor: Some(pb::Actor {
+                kind: pb::actor::Kind::Service as i32,
+                id: "auth-svc".into(),
+            }),
+            subject: Some(pb::Subject {
+                kind: pb::subject::Kind::Connection as i32,
+                id: "none".into(),
+            }),
+            occurred_at: Some(ts(at)),
+            source: "test".into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn subject(mut self, kind: pb::subject::Kind, id: &str) -> Ev {
+        self.0.subject = Some(pb::Subject {
+            kind: kind as i32,
+            id: id.into(),
+        });
+        self
+    }
+
+    pub fn actor(mut self, kind: pb::actor::Kind, id: &str) -> Ev {
+        self.0.actor = Some(pb::Actor {
+            kind: kind as i32,
+            id: id.into(),
+        });
+        self
+    }
+
+    pub fn refs(mut self, refs: pb::EventRefs) -> Ev {
+        self.0.refs = Some(refs);
+        self
+    }
+
+    pub fn scopes(mut self, scopes: &[&str]) -> Ev {
+        self.0.scopes = scopes.iter().map(|s| scope(s)).collect();
+        self
+    }
+
+    pub fn payload(mut self, payload: serde_json::Value) -> Ev {
+        self.0.payload_json = payload.to_string();
+        self
+    }
+
+    pub fn build(self) -> pb::AuditEvent {
+        self.0
+    }
+}
+
+/// `n` simple events for `tenant`.
+pub fn import_events(tenant: &str, n: usize) -> Vec<pb::AuditEvent> {
+    (0..n)
+        .map(|i| {
+            Ev::new(pb::EventKind::ImportStarted, tenant, Utc::now())
+                .subject(pb::subject::Kind::Job, &format!("job-{i}"))
+                .payload(serde_json::json!({ "n": i, "resource": "contacts" }))
+                .build()
+        })
+        .collect()
+}

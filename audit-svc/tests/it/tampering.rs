@@ -1,0 +1,164 @@
+//! Someone with database access edits, deletes or reorders rows (disabling the
+//! append-only trigger as superuser first); Verify names the first broken event and why.
+
+use harness::TestDatabase;
+use proto::audit::v1::{VerifyRequest, VerifyResponse};
+use sqlx::Connection;
+
+use crate::support::{RunningAudit, Setup, compliance, import_events, start};
+
+/// 30 events of `firm-a` (checkpoints at 10, 20, 30) and 5 of `firm-b`.
+async fn recorded(database: &TestDatabase) -> (RunningAudit, Vec<String>) {
+    let audit = start(database, Setup::default()).await;
+    let stored = audit.record(import_events("firm-a", 30)).await.unwrap();
+    audit.record(import_events("firm-b", 5)).await.unwrap();
+    let ids = stored.events.into_iter().map(|e| e.event_id).collect();
+    (audit, ids)
+}
+
+async fn verify(audit: &RunningAudit, tenant: &str, from: u64, to: u64) -> VerifyResponse {
+    audit
+        .audit()
+        .await
+        .verify(compliance(VerifyRequest {
+            tenant: tenant.into(),
+            from_sequence: from,
+            to_sequence: to,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Runs `statements` as the superuser with the append-only triggers off, like an attacker.
+async fn tamper(database: &TestDatabase, statements: &[&str]) {
+    let mut db = database.connect().await;
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE checkpoints DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE checkpoints ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn broken(verdict: &VerifyResponse) -> (u64, String, String) {
+    assert!(!verdict.ok, "{verdict:?}");
+    let link = verdict.first_broken.clone().unwrap();
+    (link.sequence, link.event_id, link.reason)
+}
+
+#[tokio::test]
+async fn an_intact_chain_verifies_whole_and_by_range() {
+    let database = TestDatabase::create().await;
+    let (audit, _) = recorded(&database).await;
+    let whole = verify(&audit, "firm-a", 0, 0).await;
+    assert!(whole.ok, "{whole:?}");
+    assert_eq!((whole.events_checked, whole.checkpoints_checked), (30, 3));
+    let range = verify(&audit, "firm-a", 12, 25).await;
+    assert!(range.ok, "{range:?}");
+    assert_eq!((range.events_checked, range.checkpoints_checked), (14, 1));
+    assert!(verify(&audit, "firm-b", 0, 0).await.ok);
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn an_edited_row_is_named() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    tamper(
+        &database,
+        &["UPDATE events SET reason = 'nothing to see' WHERE tenant = 'firm-a' AND sequence = 15"],
+    )
+    .await;
+    let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
+    assert_eq!((sequence, event_id.as_str()), (15, ids[14].as_str()));
+    assert!(reason.starts_with("edited"), "{reason}");
+    // Another tenant's chain is untouched.
+    assert!(verify(&audit, "firm-b", 0, 0).await.ok);
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    tamper(
+        &database,
+        &["DELETE FROM events WHERE tenant = 'firm-a' AND sequence = 7"],
+    )
+    .await;
+    let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
+    assert_eq!((sequence, event_id.as_str()), (8, ids[7].as_str()));
+    assert!(reason.starts_with("missing event: sequence 7"), "{reason}");
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_tail_is_found_from_the_checkpoints_and_the_head() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    tamper(
+        &database,
+        &["DELETE FROM events WHERE tenant = 'firm-a' AND sequence > 27"],
+    )
+    .await;
+    let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
+    assert_eq!((sequence, event_id.as_str()), (28, ids[26].as_str()));
+    assert!(reason.starts_with("missing events"), "{reason}");
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn reordered_rows_are_named() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    // Swap sequences 12 and 13 (through a free number: the key is unique).
+    tamper(
+        &database,
+        &[
+            "UPDATE events SET sequence = 1000 WHERE tenant = 'firm-a' AND sequence = 12",
+            "UPDATE events SET sequence = 12 WHERE tenant = 'firm-a' AND sequence = 13",
+            "UPDATE events SET sequence = 13 WHERE tenant = 'firm-a' AND sequence = 1000",
+        ],
+    )
+    .await;
+    let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
+    // Position 12 now holds the event that was 13th.
+    assert_eq!((sequence, event_id.as_str()), (12, ids[12].as_str()));
+    assert!(reason.starts_with("reordered"), "{reason}");
+    assert!(reason.contains(&ids[11]), "{reason}");
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_named() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    tamper(
+        &database,
+        &[
+            "UPDATE checkpoints SET signed_at = signed_at + interval '1 day' \
+           WHERE tenant = 'firm-a' AND sequence = 20",
+        ],
+    )
+    .await;
+    let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
+    assert_eq!((sequence, event_id.as_str()), (20, ids[19].as_str()));
+    assert!(reason.starts_with("bad checkpoint signature"), "{reason}");
+    audit.stop().await;
+}

@@ -1,0 +1,200 @@
+//! App registrations: validated, approved by compliance before use, scope changes
+//! versioned and audited.
+
+use harness::with_bearer;
+use proto::auth::v1 as pb;
+use proto::common::v1::{EventKind, ScopeJustification};
+use tonic::Code;
+
+use crate::support::{self, AppOptions, Setup, scope};
+
+fn registration() -> pb::RegisterAppRequest {
+    pb::RegisterAppRequest {
+        tenant: "firm-a".into(),
+        name: "client import".into(),
+        region: proto::common::v1::Region::Us as i32,
+        client_id: "cid-apps".into(),
+        client_secret: "apps-test-secret".into(),
+        redirect_uris: vec!["https://auth.firm.example/oauth/callback".into()],
+        declared_scopes: vec![ScopeJustification {
+            scope: Some(scope("contacts:read")),
+            justification: "the client import".into(),
+        }],
+        pkce_enabled: false,
+    }
+}
+
+#[tokio::test]
+async fn an_app_is_usable_only_once_compliance_approved_its_current_scopes() {
+    let stack = support::start(Setup::default()).await;
+    let mut client = stack.client().await;
+    let operator = harness::token_of("operator");
+    let compliance = harness::token_of("compliance");
+
+    for (field, broken) in [
+        (
+            "tenant",
+            pb::RegisterAppRequest {
+                tenant: " ".into(),
+                ..registration()
+            },
+        ),
+        (
+            "region",
+            pb::RegisterAppRequest {
+                region: 0,
+                ..registration()
+            },
+        ),
+        (
+            "client_secret",
+            pb::RegisterAppRequest {
+                client_secret: String::new(),
+                ..registration()
+            },
+        ),
+        (
+            "redirect_uris[0]",
+            pb::RegisterAppRequest {
+                redirect_uris: vec!["not a url".into()],
+                ..registration()
+            },
+        ),
+        (
+            "declared_scopes[0].justification",
+            pb::RegisterAppRequest {
+                declared_scopes: vec![ScopeJustification {
+                    scope: Some(scope("contacts:read")),
+                    justification: String::new(),
+                }],
+                ..registration()
+            },
+        ),
+    ] {
+        let refused = client
+            .register_app(with_bearer(broken, &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{field}: {refused:?}"
+        );
+        assert!(
+            refused.message().starts_with(field),
+            "{field}: {}",
+            refused.message()
+        );
+    }
+
+    let app = client
+        .register_app(with_bearer(registration(), &operator))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pb::AppStatus::try_from(app.status).unwrap(),
+        pb::AppStatus::PendingApproval
+    );
+    let duplicate = client
+        .register_app(with_bearer(registration(), &operator))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+
+    let pending = stack
+        .start_authorization(&app.app_id, "ada@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap_err();
+    assert_eq!(pending.code(), Code::FailedPrecondition);
+    assert!(
+        pending.message().contains("approval"),
+        "{}",
+        pending.message()
+    );
+
+    let approve = |version| pb::ApproveAppRequest {
+        app_id: app.app_id.clone(),
+        scopes_version: version,
+        note: "ok".into(),
+    };
+    let by_operator = client
+        .approve_app(with_bearer(approve(1), &operator))
+        .await
+        .unwrap_err();
+    assert_eq!(by_operator.code(), Code::PermissionDenied);
+    let stale = client
+        .approve_app(with_bearer(approve(7), &compliance))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    let approved = client
+        .approve_app(with_bearer(approve(1), &compliance))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.approved_by, "compliance");
+
+    let changed = client
+        .update_app_scopes(with_bearer(
+            pb::UpdateAppScopesRequest {
+                app_id: app.app_id.clone(),
+                declared_scopes: vec![
+                    ScopeJustification {
+                        scope: Some(scope("contacts:read")),
+                        justification: "the client import".into(),
+                    },
+                    ScopeJustification {
+                        scope: Some(scope("activities:write")),
+                        justification: "approved time entries".into(),
+                    },
+                ],
+                reason: "billing assistant".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.scopes_version, 2);
+    assert_eq!(
+        pb::AppStatus::try_from(changed.status).unwrap(),
+        pb::AppStatus::PendingApproval
+    );
+    assert_eq!(changed.risk_tier, proto::common::v1::RiskTier::High as i32);
+    let events = stack.outbox().await;
+    let scope_change = events
+        .iter()
+        .find(|(kind, _)| *kind == EventKind::AppScopesChanged)
+        .expect("the change is audited");
+    assert_eq!(scope_change.1.reason, "billing assistant");
+    assert!(
+        events
+            .iter()
+            .any(|(kind, e)| *kind == EventKind::AccessDenied
+                && e.actor.as_ref().unwrap().id == "operator"),
+        "the refused approval is audited"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn registered_apps_never_show_their_secret() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let shown = stack
+        .client()
+        .await
+        .get_app(with_bearer(
+            pb::GetAppRequest {
+                app_id: app.app_id.clone(),
+            },
+            &harness::token_of("connector"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!format!("{shown:?}").contains(&app.client_secret));
+    assert_eq!(shown.client_id, app.client_id);
+    stack.stop().await;
+}

@@ -1,0 +1,592 @@
+//! Connecting a person: the web and out-of-band flows against the simulator, and every way
+//! a completion must be refused.
+
+use std::time::Duration;
+
+use clio_sim::Decision;
+use harness::with_bearer;
+use proto::auth::v1 as pb;
+use proto::common::v1::{EventKind, ScopeJustification};
+use tonic::Code;
+
+use crate::support::{self, AppOptions, Setup, SimRegion, scope, status_of, who_am_i};
+
+#[tokio::test]
+async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack
+        .app(AppOptions {
+            pkce: true,
+            ..AppOptions::default()
+        })
+        .await;
+    let started = stack
+        .start_authorization(&app.app_id, "alice@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap();
+    let url = url::Url::parse(&started.authorization_url).unwrap();
+    let params: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(params["redirect_uri"], stack.callback_uri());
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert!(!params["code_challenge"].is_empty());
+    assert!(
+        started
+            .authorization_url
+            .starts_with(&stack.sim.base_url(SimRegion::Us))
+    );
+
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap();
+    let location = consent.location.expect("Clio redirects to the callback");
+    assert!(location.starts_with(&stack.callback_uri()), "{location}");
+    // The browser follows the redirect to auth-svc's own callback.
+    let page = reqwest::get(&location).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("Connected"), "{body}");
+
+    let listed = stack
+        .client()
+        .await
+        .list_connections(with_bearer(
+            pb::ListConnectionsRequest {
+                principal: "alice@firm".into(),
+                ..Default::default()
+            },
+            &harness::token_of("compliance"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    assert_eq!(listed.len(), 1);
+    let connection = &listed[0];
+    assert_eq!(status_of(connection.status), pb::ConnectionStatus::Active);
+    let clio = connection.clio.as_ref().unwrap();
+    assert!(!clio.user_id.is_empty() && !clio.account_name.is_empty());
+    let mut granted = connection.granted_scopes.clone();
+    granted.sort_by(|a, b| a.family.cmp(&b.family));
+    assert_eq!(granted, vec![scope("contacts:read"), scope("matters:read")]);
+
+    let consent_events = stack
+        .events_about(EventKind::ConsentRecorded, &connection.connection_id)
+        .await;
+    assert_eq!(consent_events.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&consent_events[0].payload_json).unwrap();
+    assert_eq!(payload["mode"], "web");
+    assert_eq!(payload["client_id"], app.client_id);
+    assert_eq!(payload["risk_tier"], "low");
+    assert_eq!(
+        stack
+            .events_about(EventKind::ConnectionGranted, &connection.connection_id)
+            .await
+            .len(),
+        1
+    );
+    // The state was used: the same callback link a second time is refused.
+    let replay = reqwest::get(&location).await.unwrap();
+    assert_eq!(replay.status(), 400);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn out_of_band_flow_connects_with_the_pasted_code() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let started = stack
+        .start_authorization(
+            &app.app_id,
+            "bob@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 2, Decision::Allow)
+        .await
+        .unwrap();
+    // A bare code pastes as well as the page title.
+    let code = consent.code.expect("the approval page shows a code");
+    let connection = stack.complete(&started.state, &code).await.unwrap();
+    assert_eq!(connection.principal, "bob@firm");
+
+    let lease = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.api_base_url,
+        format!("{}/api/v4", stack.sim.base_url(SimRegion::Us))
+    );
+    let me = who_am_i(&stack, SimRegion::Us, &lease.access_token)
+        .await
+        .unwrap();
+    assert_eq!(me.user_id, connection.clio.unwrap().user_id);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn denied_consent_makes_no_connection() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+
+    let started = stack
+        .start_authorization(
+            &app.app_id,
+            "carol@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 3, Decision::Deny)
+        .await
+        .unwrap();
+    assert!(consent.code.is_none());
+    let title = consent.page_title.expect("a failure page");
+    let refused = stack.complete(&started.state, &title).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("denied"),
+        "{}",
+        refused.message()
+    );
+
+    let started = stack
+        .start_authorization(&app.app_id, "carol@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 3, Decision::Deny)
+        .await
+        .unwrap();
+    let location = consent
+        .location
+        .expect("redirect_on_decline sends the browser back");
+    assert!(location.contains("error=access_denied"), "{location}");
+    let page = reqwest::get(&location).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Access denied"), "{page}");
+
+    let listed = stack
+        .client()
+        .await
+        .list_connections(with_bearer(
+            pb::ListConnectionsRequest::default(),
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(
+        stack
+            .sim
+            .admin()
+            .calls()
+            .await
+            .unwrap()
+            .token
+            .authorization_code,
+        0
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn state_is_single_use_expires_and_cannot_be_forged() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+
+    // Replayed: the second completion is refused before Clio is asked.
+    let started = stack
+        .start_authorization(
+            &app.app_id,
+            "dan@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap();
+    let code = consent.code.unwrap();
+    stack.complete(&started.state, &code).await.unwrap();
+    let replayed = stack.complete(&started.state, &code).await.unwrap_err();
+    assert_eq!(replayed.code(), Code::FailedPrecondition);
+    assert!(
+        replayed.message().contains("already used"),
+        "{}",
+        replayed.message()
+    );
+
+    // Forged: a state auth-svc never issued.
+    let forged = stack
+        .complete("bm90LWEtcmVhbC1zdGF0ZS1ub3QtYS1yZWFsLXN0YXRl", &code)
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), Code::InvalidArgument);
+    assert!(
+        forged.message().starts_with("state"),
+        "{}",
+        forged.message()
+    );
+    let empty = stack.complete("", &code).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Expired: past its 10 minutes on auth-svc's clock.
+    let started = stack
+        .start_authorization(
+            &app.app_id,
+            "dan@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&started.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap();
+    stack.advance(Duration::from_secs(601));
+    let expired = stack
+        .complete(&started.state, &consent.code.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(expired.code(), Code::FailedPrecondition);
+    assert!(
+        expired.message().contains("expired"),
+        "{}",
+        expired.message()
+    );
+    // Only the one good completion reached Clio's token endpoint.
+    assert_eq!(
+        stack
+            .sim
+            .admin()
+            .calls()
+            .await
+            .unwrap()
+            .token
+            .authorization_code,
+        1
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_is_exchanged_once() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let first = stack
+        .start_authorization(
+            &app.app_id,
+            "erin@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let second = stack
+        .start_authorization(
+            &app.app_id,
+            "erin@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let code = stack
+        .sim
+        .admin()
+        .consent(&first.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap()
+        .code
+        .unwrap();
+    stack.complete(&first.state, &code).await.unwrap();
+    let replayed = stack.complete(&second.state, &code).await.unwrap_err();
+    assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
+    assert!(
+        replayed.message().contains("invalid_grant"),
+        "{}",
+        replayed.message()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_uri_mismatch_is_refused() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    // A code issued for the web callback, pasted into an out-of-band authorization: the
+    // exchange sends the approval URI, which differs from the one Clio issued the code for.
+    let web = stack
+        .start_authorization(&app.app_id, "fay@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap();
+    let oob = stack
+        .start_authorization(
+            &app.app_id,
+            "fay@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&web.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap();
+    let location = url::Url::parse(&consent.location.unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let refused = stack.complete(&oob.state, &code).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("invalid_grant"),
+        "{}",
+        refused.message()
+    );
+
+    // An app whose Clio registration lacks auth-svc's callback: Clio refuses the authorize.
+    let options = AppOptions {
+        client_id: "callback-missing".into(),
+        ..AppOptions::default()
+    };
+    stack
+        .sim
+        .admin()
+        .register_app(
+            SimRegion::Us,
+            &clio_sim::AppSpec {
+                client_id: options.client_id.clone(),
+                client_secret: "secret-of-callback-missing".into(),
+                redirect_uris: vec![stack.approval_uri(SimRegion::Us)],
+                permissions: vec!["contacts:read".into(), "matters:read".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let app_id = stack
+        .register_at_auth(
+            &options,
+            "secret-of-callback-missing",
+            vec![stack.callback_uri(), stack.approval_uri(SimRegion::Us)],
+        )
+        .await;
+    let web = stack
+        .start_authorization(&app_id, "fay@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap();
+    let consent = stack
+        .sim
+        .admin()
+        .consent(&web.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap();
+    assert!(
+        consent.code.is_none(),
+        "Clio must not issue a code for an unregistered redirect"
+    );
+
+    // auth-svc itself refuses a mode whose redirect URI the registration does not list.
+    let narrow = AppOptions {
+        client_id: "oob-only".into(),
+        ..AppOptions::default()
+    };
+    let app_id = stack
+        .register_at_auth(&narrow, "s", vec![stack.approval_uri(SimRegion::Us)])
+        .await;
+    let refused = stack
+        .start_authorization(&app_id, "fay@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("redirect URI"),
+        "{}",
+        refused.message()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn each_region_keeps_its_own_codes_and_tokens() {
+    let stack = support::start(Setup::default()).await;
+    let us = stack.app(AppOptions::default()).await;
+    let eu = stack
+        .app(AppOptions {
+            region: SimRegion::Eu,
+            client_id: "import-app-eu".into(),
+            ..AppOptions::default()
+        })
+        .await;
+    let eu_started = stack
+        .start_authorization(
+            &eu.app_id,
+            "gus@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        eu_started
+            .authorization_url
+            .starts_with(&stack.sim.base_url(SimRegion::Eu)),
+        "{}",
+        eu_started.authorization_url
+    );
+    // A code from the US region pasted into the EU authorization goes to the EU host,
+    // which never issued it.
+    let us_started = stack
+        .start_authorization(
+            &us.app_id,
+            "gus@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap();
+    let us_code = stack
+        .sim
+        .admin()
+        .consent(&us_started.authorization_url, 1, Decision::Allow)
+        .await
+        .unwrap()
+        .code
+        .unwrap();
+    let refused = stack
+        .complete(&eu_started.state, &us_code)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // Each connection's lease points at its own region, and the token works only there.
+    let eu_connection = stack.connect(&eu, "gus@firm", 1, None).await;
+    assert_eq!(eu_connection.region, proto::common::v1::Region::Eu as i32);
+    let lease = stack
+        .lease(&eu_connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.api_base_url,
+        format!("{}/api/v4", stack.sim.base_url(SimRegion::Eu))
+    );
+    who_am_i(&stack, SimRegion::Eu, &lease.access_token)
+        .await
+        .unwrap();
+    let elsewhere = who_am_i(&stack, SimRegion::Us, &lease.access_token)
+        .await
+        .unwrap_err();
+    assert_eq!(elsewhere.kind(), clio_api::ClioErrorKind::InvalidToken);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn reconnect_replaces_tokens_and_grant_and_records_both() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let first = stack.connect(&app, "hal@firm", 1, None).await;
+    let old_token = stack
+        .lease(&first.connection_id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+
+    // The app narrows its scopes (new version, approved again) before the person reconnects.
+    let mut client = stack.client().await;
+    let changed = client
+        .update_app_scopes(with_bearer(
+            pb::UpdateAppScopesRequest {
+                app_id: app.app_id.clone(),
+                declared_scopes: vec![ScopeJustification {
+                    scope: Some(scope("contacts:read")),
+                    justification: "the client import reads contacts".into(),
+                }],
+                reason: "matters are no longer imported".into(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .approve_app(with_bearer(
+            pb::ApproveAppRequest {
+                app_id: app.app_id.clone(),
+                scopes_version: changed.scopes_version,
+                note: "narrower".into(),
+            },
+            &harness::token_of("compliance"),
+        ))
+        .await
+        .unwrap();
+    assert!(stack.connection(&first.connection_id).await.drifted);
+
+    let again = stack
+        .connect(&app, "hal@firm", 1, Some(&first.connection_id))
+        .await;
+    assert_eq!(again.connection_id, first.connection_id);
+    assert_eq!(again.granted_scopes, vec![scope("contacts:read")]);
+    assert!(!again.drifted);
+    let new_token = stack
+        .lease(&again.connection_id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+    assert_ne!(new_token, old_token);
+
+    let reconnected = stack
+        .events_about(EventKind::ConnectionReconnected, &first.connection_id)
+        .await;
+    assert_eq!(reconnected.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&reconnected[0].payload_json).unwrap();
+    assert_eq!(payload["previous_grant"]["scopes_version"], 1);
+    assert_eq!(payload["new_grant"]["scopes_version"], 2);
+    let mut previous: Vec<String> =
+        serde_json::from_value(payload["previous_grant"]["scopes"].clone()).unwrap();
+    previous.sort();
+    assert_eq!(previous, ["contacts:read", "matters:read"]);
+    assert_eq!(
+        payload["new_grant"]["scopes"],
+        serde_json::json!(["contacts:read"])
+    );
+
+    // A connection of someone else cannot be reconnected by this person.
+    let refused = stack
+        .start_authorization(
+            &app.app_id,
+            "mallory@firm",
+            pb::AuthorizationMode::OutOfBand,
+            Some(&first.connection_id),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    stack.stop().await;
+}

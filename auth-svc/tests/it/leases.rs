@@ -1,0 +1,130 @@
+//! Leasing access tokens: who may, for which scopes, and what each lease leaves behind.
+
+use std::time::Duration;
+
+use harness::poll_until;
+use proto::common::v1::EventKind;
+use tonic::Code;
+
+use crate::support::{self, AppOptions, Setup};
+
+#[tokio::test]
+async fn leases_are_refused_beyond_the_grant_and_the_import_role() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "ida@firm", 1, None).await;
+    let id = &connection.connection_id;
+
+    let lease = stack
+        .lease(id, &["contacts:read", "matters:read"])
+        .await
+        .unwrap();
+    assert!(!lease.access_token.is_empty());
+    let expires = lease.expires_at.unwrap().seconds;
+    let token_expires = connection.access_token_expires_at.unwrap().seconds;
+    assert!(expires <= token_expires, "a lease never outlives its token");
+
+    for (asked, missing) in [
+        (vec!["contacts:write"], "contacts:write"),
+        (vec!["contacts:read", "activities:read"], "activities:read"),
+    ] {
+        let refused = stack.lease(id, &asked).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains(missing), "{}", refused.message());
+    }
+    for caller in ["operator", "connector", "compliance"] {
+        let refused = stack
+            .lease_as(caller, id, &["contacts:read"], false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{caller}: {refused:?}"
+        );
+    }
+    let unknown = stack.lease(id, &["nonsense:read"]).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(
+        unknown.message().contains("required_scopes[0]"),
+        "{}",
+        unknown.message()
+    );
+    let none = stack.lease(id, &[]).await.unwrap_err();
+    assert_eq!(none.code(), Code::InvalidArgument);
+    assert!(
+        none.message().contains("required_scopes"),
+        "{}",
+        none.message()
+    );
+    let bad_id = stack
+        .lease("not-a-uuid", &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(
+        bad_id.message().contains("connection_id"),
+        "{}",
+        bad_id.message()
+    );
+    let missing = stack
+        .lease(&uuid::Uuid::new_v4().to_string(), &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    // Refused leases hand out nothing and refreshed nothing.
+    assert_eq!(stack.refresh_calls().await, 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn leases_record_last_use_and_aggregated_usage() {
+    let setup = Setup {
+        tweak: Box::new(|config| config.leases.usage_flush_ms = 300),
+        ..Setup::default()
+    };
+    let stack = support::start(setup).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "jon@firm", 1, None).await;
+    assert!(connection.last_used_at.is_none());
+
+    let leases = (0..20).map(|_| stack.lease(&connection.connection_id, &["contacts:read"]));
+    for lease in futures_util::future::join_all(leases).await {
+        lease.unwrap();
+    }
+    let events = poll_until(
+        "aggregated usage events",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let events = stack
+                .events_about(EventKind::TokenLeased, &connection.connection_id)
+                .await;
+            let count: u64 = events
+                .iter()
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.payload_json).unwrap()
+                        ["lease_count"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .sum();
+            (count == 20).then_some(events)
+        },
+    )
+    .await;
+    assert!(
+        events.len() <= 3,
+        "20 leases are aggregated, not one event each: {} events",
+        events.len()
+    );
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    assert_eq!(payload["purposes"], serde_json::json!(["job 42"]));
+    assert_eq!(events[0].actor.as_ref().unwrap().id, "import");
+    let used = stack.connection(&connection.connection_id).await;
+    assert!(
+        used.last_used_at.is_some(),
+        "last use is recorded for zombie reports"
+    );
+    stack.stop().await;
+}

@@ -1,0 +1,344 @@
+//! Refreshing access tokens: before expiry, on demand, once per connection however many
+//! leases ask, with and without refresh-token rotation, and what Clio's failures do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clio_sim::Fault;
+use harness::poll_until;
+use proto::auth::v1 as pb;
+use proto::common::v1::EventKind;
+use tonic::Code;
+
+use crate::support::{self, AppOptions, Setup, SimRegion, Stack, sim_config, status_of, who_am_i};
+
+const HOUR: Duration = Duration::from_secs(3_600);
+
+/// A simulator issuing 1-hour access tokens (Clio documents 30 days; some accounts see 1 h).
+fn hour_tokens(rotate: bool) -> Setup {
+    Setup {
+        sim: clio_sim::SimConfig {
+            access_token_ttl: HOUR,
+            rotate_refresh_tokens: rotate,
+            ..sim_config()
+        },
+        ..Setup::default()
+    }
+}
+
+async fn refresh_token_ct(stack: &Stack, connection_id: &str) -> Option<Vec<u8>> {
+    let mut db = stack.database.connect().await;
+    sqlx::query_scalar("SELECT refresh_token_ct FROM connections WHERE connection_id = $1::uuid")
+        .bind(connection_id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
+    timestamp.as_ref().unwrap().seconds
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire() {
+    let mut setup = hour_tokens(false);
+    setup.tweak = Box::new(|config| config.refresh.interval_ms = 50);
+    let stack = support::start(setup).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "ann@firm", 1, None).await;
+    // expires_in is honoured: one hour, not Clio's documented 30 days.
+    let granted = seconds(&connection.granted_at);
+    let expires = seconds(&connection.access_token_expires_at);
+    assert!(
+        (expires - granted - 3_600).abs() <= 1,
+        "{}",
+        expires - granted
+    );
+    assert_eq!(stack.refresh_calls().await, 0);
+
+    // 55 minutes later the token is inside its refresh margin (10% of its life).
+    stack.advance(Duration::from_secs(55 * 60));
+    poll_until(
+        "a proactive refresh",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let c = stack.connection(&connection.connection_id).await;
+            (seconds(&c.access_token_expires_at) > expires).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stack.refresh_calls().await, 1);
+    let refreshed = stack
+        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
+        .await;
+    assert_eq!(refreshed.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&refreshed[0].payload_json).unwrap();
+    assert_eq!(payload["trigger"], "proactive");
+    assert_eq!(payload["expires_in_secs"], 3_600);
+    // The refreshed token is the one leased, and Clio accepts it.
+    let lease = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    who_am_i(&stack, SimRegion::Us, &lease.access_token)
+        .await
+        .unwrap();
+    assert_eq!(stack.refresh_calls().await, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_hundred_leases_of_an_expired_token_make_one_refresh_call() {
+    let stack = Arc::new(support::start(hour_tokens(false)).await);
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "ben@firm", 1, None).await;
+    let before = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+    stack.advance(2 * HOUR);
+
+    let leases = (0..100).map(|_| {
+        let stack = stack.clone();
+        let id = connection.connection_id.clone();
+        tokio::spawn(async move { stack.lease(&id, &["contacts:read"]).await })
+    });
+    let mut tokens = std::collections::HashSet::new();
+    for lease in leases {
+        tokens.insert(lease.await.unwrap().unwrap().access_token);
+    }
+    assert_eq!(tokens.len(), 1, "every lease got the one refreshed token");
+    assert!(!tokens.contains(&before));
+    // Exactly one call reached Clio's token endpoint: one success and no refused attempt.
+    let calls = stack.sim.admin().calls().await.unwrap().token;
+    assert_eq!((calls.refresh_token, calls.errors), (1, 0));
+    let refreshed = stack
+        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
+        .await;
+    assert_eq!(refreshed.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&refreshed[0].payload_json).unwrap();
+    assert_eq!(payload["trigger"], "lease");
+    let token = tokens.into_iter().next().unwrap();
+    who_am_i(&stack, SimRegion::Us, &token).await.unwrap();
+    Arc::into_inner(stack).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_token_clio_refuses_is_refreshed_when_the_lease_says_so() {
+    let stack = support::start(hour_tokens(false)).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "cat@firm", 1, None).await;
+    let old = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+    // Clio's clock runs ahead of auth-svc's: the token is dead there, alive here.
+    stack.sim.admin().advance_clock(2 * HOUR).await.unwrap();
+    let refused = who_am_i(&stack, SimRegion::Us, &old).await.unwrap_err();
+    assert_eq!(refused.kind(), clio_api::ClioErrorKind::InvalidToken);
+    let same = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    assert_eq!(same.access_token, old, "no refresh without a reason");
+    let forced = stack
+        .lease_as(
+            "import",
+            &connection.connection_id,
+            &["contacts:read"],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_ne!(forced.access_token, old);
+    who_am_i(&stack, SimRegion::Us, &forced.access_token)
+        .await
+        .unwrap();
+    assert_eq!(stack.refresh_calls().await, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_stored_and_used_next_time() {
+    let stack = support::start(hour_tokens(true)).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "dot@firm", 1, None).await;
+    let original = refresh_token_ct(&stack, &connection.connection_id).await;
+    for round in 1..=2 {
+        stack.advance(2 * HOUR);
+        let lease = stack
+            .lease(&connection.connection_id, &["contacts:read"])
+            .await
+            .unwrap_or_else(|e| panic!("refresh {round}: {e:?}"));
+        who_am_i(&stack, SimRegion::Us, &lease.access_token)
+            .await
+            .unwrap();
+    }
+    assert_ne!(
+        refresh_token_ct(&stack, &connection.connection_id).await,
+        original
+    );
+    assert_eq!(stack.refresh_calls().await, 2);
+    let events = stack
+        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
+        .await;
+    let payload: serde_json::Value = serde_json::from_str(&events[1].payload_json).unwrap();
+    assert_eq!(payload["refresh_token_rotated"], true);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+    let stack = support::start(hour_tokens(false)).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "eve@firm", 1, None).await;
+    let original = refresh_token_ct(&stack, &connection.connection_id).await;
+    assert!(original.is_some());
+    for _ in 0..2 {
+        stack.advance(2 * HOUR);
+        stack
+            .lease(&connection.connection_id, &["contacts:read"])
+            .await
+            .unwrap();
+    }
+    // Not even re-encrypted: the stored ciphertext is the very same.
+    assert_eq!(
+        refresh_token_ct(&stack, &connection.connection_id).await,
+        original
+    );
+    assert_eq!(stack.refresh_calls().await, 2);
+    let events = stack
+        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
+        .await;
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    assert_eq!(payload["refresh_token_rotated"], false);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_grant_marks_the_connection_for_reconnecting() {
+    let stack = support::start(hour_tokens(false)).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "fin@firm", 1, None).await;
+    let revoked = stack
+        .sim
+        .admin()
+        .revoke_grants_of(SimRegion::Us, &app.client_id, 1)
+        .await
+        .unwrap();
+    assert!(revoked >= 1);
+    stack.advance(2 * HOUR);
+    let refused = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("reconnect"),
+        "{}",
+        refused.message()
+    );
+    let stored = stack.connection(&connection.connection_id).await;
+    assert_eq!(
+        status_of(stored.status),
+        pb::ConnectionStatus::NeedsReconnect
+    );
+    assert_eq!(
+        refresh_token_ct(&stack, &connection.connection_id).await,
+        None
+    );
+    let events = stack
+        .events_about(
+            EventKind::ConnectionNeedsReconnect,
+            &connection.connection_id,
+        )
+        .await;
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].reason.contains("invalid_grant"),
+        "{}",
+        events[0].reason
+    );
+
+    // Later leases are refused without asking Clio again.
+    let again = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let calls = stack.sim.admin().calls().await.unwrap().token;
+    assert_eq!(
+        (calls.refresh_token, calls.errors),
+        (0, 1),
+        "one refused refresh"
+    );
+
+    // Reconnecting makes the same connection usable again.
+    let back = stack
+        .connect(&app, "fin@firm", 1, Some(&connection.connection_id))
+        .await;
+    assert_eq!(status_of(back.status), pb::ConnectionStatus::Active);
+    stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn transient_refresh_failures_are_retried_and_never_mark_the_connection() {
+    let stack = support::start(hour_tokens(false)).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "gil@firm", 1, None).await;
+    let admin = stack.sim.admin();
+    let token_fault = |count: Option<u32>| Fault::Status {
+        status: 503,
+        count,
+        fraction: None,
+        path_prefix: Some("/oauth/token".into()),
+    };
+
+    // Two failures, then success: the lease rides through the retries.
+    admin
+        .inject(SimRegion::Us, token_fault(Some(2)))
+        .await
+        .unwrap();
+    stack.advance(2 * HOUR);
+    stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+
+    // Clio down for good: the lease fails as unavailable, the connection stays active.
+    admin
+        .inject(SimRegion::Us, token_fault(None))
+        .await
+        .unwrap();
+    stack.advance(2 * HOUR);
+    let refused = stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let stored = stack.connection(&connection.connection_id).await;
+    assert_eq!(status_of(stored.status), pb::ConnectionStatus::Active);
+    assert!(
+        stack
+            .events_about(
+                EventKind::ConnectionNeedsReconnect,
+                &connection.connection_id
+            )
+            .await
+            .is_empty()
+    );
+
+    admin.clear_faults(SimRegion::Us).await.unwrap();
+    stack
+        .lease(&connection.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    stack.stop().await;
+}

@@ -1,0 +1,387 @@
+//! Revoking one connection, offboarding a person, revoking an app: Clio is told, the
+//! tokens go, the revocation is recorded, and a Clio failure is retried while the
+//! connection is already unusable here.
+
+use std::time::{Duration, Instant};
+
+use clio_sim::Fault;
+use harness::{poll_until, with_bearer};
+use proto::auth::v1 as pb;
+use proto::common::v1::EventKind;
+use tonic::Code;
+
+use crate::support::{self, AppOptions, Setup, SimRegion, Stack, TestApp, status_of, who_am_i};
+
+fn outcome(result: &pb::RevocationResult) -> pb::ClioRevocationOutcome {
+    pb::ClioRevocationOutcome::try_from(result.clio_outcome).unwrap()
+}
+
+fn deauthorize_down() -> Fault {
+    Fault::Status {
+        status: 503,
+        count: None,
+        fraction: None,
+        path_prefix: Some("/oauth/deauthorize".into()),
+    }
+}
+
+/// Token ciphertexts still held for `connection_id`: on the row and awaiting a retry.
+async fn held_ciphertexts(stack: &Stack, connection_id: &str) -> (bool, bool) {
+    let mut db = stack.database.connect().await;
+    let on_row: bool = sqlx::query_scalar(
+        "SELECT access_token_ct IS NOT NULL OR refresh_token_ct IS NOT NULL FROM connections \
+         WHERE connection_id = $1::uuid",
+    )
+    .bind(connection_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pending_deauthorizations WHERE connection_id = $1::uuid)",
+    )
+    .bind(connection_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    (on_row, pending)
+}
+
+async fn wait_until_deauthorized(stack: &Stack, connection_id: &str) {
+    poll_until(
+        "the deauthorize retry",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            stack.advance(Duration::from_secs(5));
+            (held_ciphertexts(stack, connection_id).await == (false, false)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn revoking_a_connection_deauthorizes_at_clio_and_drops_the_tokens() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "kim@firm", 1, None).await;
+    let id = &connection.connection_id;
+    let token = stack
+        .lease(id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+
+    let result = stack.revoke(id).await;
+    assert_eq!(outcome(&result), pb::ClioRevocationOutcome::Revoked);
+    assert_eq!(stack.deauthorize_calls().await, 1);
+    let dead = who_am_i(&stack, SimRegion::Us, &token).await.unwrap_err();
+    assert_eq!(dead.kind(), clio_api::ClioErrorKind::InvalidToken);
+    assert_eq!(held_ciphertexts(&stack, id).await, (false, false));
+
+    let stored = stack.connection(id).await;
+    assert_eq!(status_of(stored.status), pb::ConnectionStatus::Revoked);
+    assert_eq!(stored.revoked_by, "operator");
+    assert_eq!(stored.revocation_reason, "left the matter team");
+    assert!(stored.revoked_at.is_some());
+    let refused = stack.lease(id, &["contacts:read"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+
+    let events = stack.events_about(EventKind::ConnectionRevoked, id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor.as_ref().unwrap().id, "operator");
+    assert_eq!(events[0].reason, "left the matter team");
+    assert!(events[0].occurred_at.is_some());
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    assert_eq!(payload["clio_outcome"], "revoked");
+
+    // Revoking again changes nothing and says so.
+    let again = stack.revoke(id).await;
+    assert_eq!(outcome(&again), pb::ClioRevocationOutcome::NothingToRevoke);
+    assert_eq!(stack.deauthorize_calls().await, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "lou@firm", 1, None).await;
+    let id = &connection.connection_id;
+    let token = stack
+        .lease(id, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+    stack
+        .sim
+        .admin()
+        .inject(SimRegion::Us, deauthorize_down())
+        .await
+        .unwrap();
+
+    let result = stack.revoke(id).await;
+    assert_eq!(outcome(&result), pb::ClioRevocationOutcome::FailedRetrying);
+    assert!(!result.clio_detail.is_empty());
+    // Unusable here at once, although Clio still honours the grant.
+    let refused = stack.lease(id, &["contacts:read"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    who_am_i(&stack, SimRegion::Us, &token).await.unwrap();
+    assert_eq!(held_ciphertexts(&stack, id).await, (false, true));
+    let revoked = stack.events_about(EventKind::ConnectionRevoked, id).await;
+    let payload: serde_json::Value = serde_json::from_str(&revoked[0].payload_json).unwrap();
+    assert_eq!(payload["clio_outcome"], "failed_retrying");
+
+    // Still failing: the worker retries and keeps the token for the next try.
+    stack.advance(Duration::from_secs(5));
+    poll_until(
+        "a failed retry",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let mut db = stack.database.connect().await;
+            let attempts: i32 = sqlx::query_scalar(
+                "SELECT attempts FROM pending_deauthorizations WHERE connection_id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            (attempts >= 2).then_some(())
+        },
+    )
+    .await;
+
+    stack.sim.admin().clear_faults(SimRegion::Us).await.unwrap();
+    wait_until_deauthorized(&stack, id).await;
+    let dead = who_am_i(&stack, SimRegion::Us, &token).await.unwrap_err();
+    assert_eq!(dead.kind(), clio_api::ClioErrorKind::InvalidToken);
+    let retried = stack.events_about(EventKind::RevocationRetried, id).await;
+    assert_eq!(retried.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&retried[0].payload_json).unwrap();
+    assert_eq!(payload["clio_outcome"], "revoked");
+    stack.stop().await;
+}
+
+/// `apps` apps per region (US and EU) and one connection per app and Clio user 1..=users.
+async fn many_connections(
+    stack: &Stack,
+    principal: &str,
+    apps: usize,
+    users: i64,
+) -> (Vec<TestApp>, Vec<String>) {
+    let mut registered = Vec::new();
+    for region in [SimRegion::Us, SimRegion::Eu] {
+        for n in 0..apps {
+            registered.push(
+                stack
+                    .app(AppOptions {
+                        region,
+                        client_id: format!("app-{region}-{n}"),
+                        ..AppOptions::default()
+                    })
+                    .await,
+            );
+        }
+    }
+    let mut ids = Vec::new();
+    for app in &registered {
+        for user in 1..=users {
+            ids.push(
+                stack
+                    .connect(app, principal, user, None)
+                    .await
+                    .connection_id,
+            );
+        }
+    }
+    (registered, ids)
+}
+
+async fn offboard(stack: &Stack, principal: &str) -> pb::OffboardUserResponse {
+    stack
+        .client()
+        .await
+        .offboard_user(with_bearer(
+            pb::OffboardUserRequest {
+                principal: principal.into(),
+                reason: "left the firm".into(),
+                tenant: String::new(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn offboarding_a_person_with_fifty_connections_takes_well_under_a_second() {
+    let stack = support::start(Setup::default()).await;
+    // 5 apps in each of two regions, 5 Clio users each: 50 connections of one person.
+    let (apps, ids) = many_connections(&stack, "max@firm", 5, 5).await;
+    assert_eq!(ids.len(), 50);
+    let bystander = stack.connect(&apps[0], "ned@firm", 1, None).await;
+
+    let started = Instant::now();
+    let response = offboard(&stack, "max@firm").await;
+    let took = started.elapsed();
+    println!("offboarding 50 connections took {} ms", took.as_millis());
+    assert!(took < Duration::from_millis(1_000), "took {took:?}");
+
+    assert_eq!(response.results.len(), 50);
+    assert!(
+        response
+            .results
+            .iter()
+            .all(|r| outcome(r) == pb::ClioRevocationOutcome::Revoked)
+    );
+    assert_eq!(stack.deauthorize_calls().await, 50);
+    for id in &ids {
+        let stored = stack.connection(id).await;
+        assert_eq!(status_of(stored.status), pb::ConnectionStatus::Revoked);
+        assert_eq!(held_ciphertexts(&stack, id).await, (false, false));
+    }
+    let still = stack.connection(&bystander.connection_id).await;
+    assert_eq!(status_of(still.status), pb::ConnectionStatus::Active);
+
+    let offboarded: Vec<_> = stack
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| *kind == EventKind::UserOffboarded)
+        .collect();
+    assert_eq!(offboarded.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&offboarded[0].1.payload_json).unwrap();
+    assert_eq!(payload["connections_revoked"], 50);
+    assert_eq!(payload["clio_outcomes"]["revoked"], 50);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn offboarding_while_one_region_fails_is_finished_by_retries() {
+    let stack = support::start(Setup::default()).await;
+    let (_, ids) = many_connections(&stack, "oli@firm", 1, 2).await;
+    stack
+        .sim
+        .admin()
+        .inject(SimRegion::Us, deauthorize_down())
+        .await
+        .unwrap();
+    let response = offboard(&stack, "oli@firm").await;
+    let mut outcomes: Vec<_> = response.results.iter().map(outcome).collect();
+    outcomes.sort_by_key(|o| *o as i32);
+    assert_eq!(
+        outcomes,
+        vec![
+            pb::ClioRevocationOutcome::Revoked,
+            pb::ClioRevocationOutcome::Revoked,
+            pb::ClioRevocationOutcome::FailedRetrying,
+            pb::ClioRevocationOutcome::FailedRetrying,
+        ]
+    );
+    for id in &ids {
+        let refused = stack.lease(id, &["contacts:read"]).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+    }
+    stack.sim.admin().clear_faults(SimRegion::Us).await.unwrap();
+    for id in &ids {
+        wait_until_deauthorized(&stack, id).await;
+    }
+    assert_eq!(stack.deauthorize_calls().await, 4);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_an_app_closes_it_and_revokes_its_connections() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let other = stack
+        .app(AppOptions {
+            client_id: "billing-app".into(),
+            ..AppOptions::default()
+        })
+        .await;
+    let mut ids = Vec::new();
+    for (n, person) in ["pat@firm", "quin@firm", "ray@firm"].iter().enumerate() {
+        ids.push(
+            stack
+                .connect(&app, person, n as i64 + 1, None)
+                .await
+                .connection_id,
+        );
+    }
+    let untouched = stack.connect(&other, "pat@firm", 1, None).await;
+    // Clio fails the first deauthorize only.
+    stack
+        .sim
+        .admin()
+        .inject(
+            SimRegion::Us,
+            Fault::Status {
+                status: 502,
+                count: Some(1),
+                fraction: None,
+                path_prefix: Some("/oauth/deauthorize".into()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let response = stack
+        .client()
+        .await
+        .revoke_app(with_bearer(
+            pb::RevokeAppRequest {
+                app_id: app.app_id.clone(),
+                reason: "vendor contract ended".into(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.results.len(), 3);
+    let failed = response
+        .results
+        .iter()
+        .filter(|r| outcome(r) == pb::ClioRevocationOutcome::FailedRetrying)
+        .count();
+    assert_eq!(failed, 1);
+    for id in &ids {
+        let stored = stack.connection(id).await;
+        assert_eq!(status_of(stored.status), pb::ConnectionStatus::Revoked);
+        wait_until_deauthorized(&stack, id).await;
+    }
+    let refused = stack
+        .start_authorization(
+            &app.app_id,
+            "sam@firm",
+            pb::AuthorizationMode::OutOfBand,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+    stack
+        .lease(&untouched.connection_id, &["contacts:read"])
+        .await
+        .unwrap();
+    assert!(
+        stack
+            .outbox()
+            .await
+            .iter()
+            .any(|(kind, _)| *kind == EventKind::AppRevoked)
+    );
+    stack.stop().await;
+}

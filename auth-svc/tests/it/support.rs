@@ -1,0 +1,483 @@
+//! Starting auth-svc for a test against a fresh database and its own Clio simulator, and
+//! the steps most tests share: registering and approving an app, connecting a person,
+//! leasing, reading the outbox.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auth_svc::Config;
+use auth_svc::config::KeyConfig;
+use base64::Engine;
+use clio_api::RegionUrls;
+use clio_sim::{AppSpec, ClioSim, Decision, SimConfig};
+use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
+use prost::Message;
+use proto::auth::v1 as pb;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::common::v1::{Access, AuditEvent, EventKind, Scope, ScopeJustification};
+use secrecy::SecretString;
+use service_runtime::CancellationToken;
+use service_runtime::clock::ManualClock;
+use service_runtime::config::ServiceConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use clio_sim::Region as SimRegion;
+
+/// The two data keys every test service is configured with (`k1` active at start).
+pub const KEY_IDS: [&str; 2] = ["k1", "k2"];
+
+pub fn key_material(id: &str) -> String {
+    let byte = if id == "k1" { 0x11 } else { 0x22 };
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+/// What a test may change before auth-svc starts.
+pub struct Setup {
+    pub sim: SimConfig,
+    /// Applied to the test config last.
+    pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            sim: sim_config(),
+            tweak: Box::new(|_| {}),
+        }
+    }
+}
+
+/// A simulator without rate limits, serving US and EU.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        regions: vec![SimRegion::Us, SimRegion::Eu],
+        rate_limit: None,
+        ..SimConfig::default()
+    }
+}
+
+pub struct Stack {
+    pub sim: ClioSim,
+    pub address: SocketAddr,
+    /// One HTTP/2 connection to auth-svc, shared by every call of the test.
+    channel: Channel,
+    pub database: TestDatabase,
+    /// auth-svc's clock; every expiry it judges goes by this.
+    pub clock: ManualClock,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The test config: fast background loops, two keys, Clio at the simulator.
+pub fn test_config(database: &TestDatabase, address: SocketAddr, sim: &ClioSim) -> Config {
+    let mut config = Config {
+        service: ServiceConfig {
+            callers: harness::caller_config(),
+            health_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ..ServiceConfig::default()
+        },
+        public_base_url: format!("http://{address}"),
+        keys: KEY_IDS
+            .iter()
+            .map(|id| KeyConfig {
+                id: (*id).into(),
+                key: Some(SecretString::from(key_material(id))),
+                key_file: None,
+            })
+            .collect(),
+        active_key_id: KEY_IDS[0].into(),
+        ..Config::default()
+    };
+    config.service.database.url = database.secret_url();
+    config.service.database.max_connections = 20;
+    let mut regions = RegionUrls::uniform("http://127.0.0.1:1");
+    for region in [SimRegion::Us, SimRegion::Eu] {
+        regions.set(api_region(region), sim.base_url(region));
+    }
+    config.clio.regions = regions;
+    config.clio.request_timeout_ms = 3_000;
+    // The proactive refresher only runs when a test asks for it (see `proactive`).
+    config.refresh.interval_ms = 3_600_000;
+    config.refresh.backoff_ms = 20;
+    config.leases.usage_flush_ms = 100;
+    config.revocation.retry_interval_ms = 50;
+    config.revocation.first_retry_after_ms = 1_000;
+    config
+}
+
+pub fn api_region(region: SimRegion) -> clio_api::Region {
+    match region {
+        SimRegion::Us => clio_api::Region::Us,
+        SimRegion::Eu => clio_api::Region::Eu,
+        SimRegion::Ca => clio_api::Region::Ca,
+        SimRegion::Au => clio_api::Region::Au,
+    }
+}
+
+pub async fn start(setup: Setup) -> Stack {
+    let sim = ClioSim::start(setup.sim)
+        .await
+        .expect("start the simulator");
+    let database = TestDatabase::create().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut config = test_config(&database, address, &sim);
+    (setup.tweak)(&mut config);
+    let clock = ManualClock::default();
+    let shutdown = CancellationToken::new();
+    let options = auth_svc::Options {
+        clock: std::sync::Arc::new(clock.clone()),
+    };
+    let task = tokio::spawn(auth_svc::run_with(
+        config,
+        listener,
+        shutdown.clone(),
+        options,
+    ));
+    poll_until(
+        "auth-svc serving",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let status = health_status(channel(address).await, "").await.ok()?;
+            (status == ServingStatus::Serving).then_some(())
+        },
+    )
+    .await;
+    Stack {
+        sim,
+        address,
+        channel: channel(address).await,
+        database,
+        clock,
+        shutdown,
+        task,
+    }
+}
+
+/// `<family>:<read|write>` as the wire type.
+pub fn scope(text: &str) -> Scope {
+    let (family, access) = text.split_once(':').expect("family:access");
+    Scope {
+        family: family.into(),
+        access: match access {
+            "read" => Access::Read,
+            "write" => Access::Write,
+            other => panic!("access {other}"),
+        } as i32,
+    }
+}
+
+/// An app as a test registers it, at the simulator and at auth-svc.
+pub struct AppOptions {
+    pub region: SimRegion,
+    pub client_id: String,
+    pub scopes: Vec<&'static str>,
+    pub pkce: bool,
+    pub tenant: String,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            region: SimRegion::Us,
+            client_id: "import-app".into(),
+            scopes: vec!["contacts:read", "matters:read"],
+            pkce: false,
+            tenant: "firm-a".into(),
+        }
+    }
+}
+
+/// A registered, approved app and what its secret is (for leak checks).
+pub struct TestApp {
+    pub app_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl Stack {
+    pub async fn client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn callback_uri(&self) -> String {
+        format!("http://{}/oauth/callback", self.address)
+    }
+
+    pub fn approval_uri(&self, region: SimRegion) -> String {
+        format!("{}/oauth/approval", self.sim.base_url(region))
+    }
+
+    /// Registers the app at the simulator (both redirect URIs) and at auth-svc, and has
+    /// compliance approve it.
+    pub async fn app(&self, options: AppOptions) -> TestApp {
+        let client_secret = format!("client-secret-{}", uuid::Uuid::new_v4().simple());
+        let redirect_uris = vec![self.callback_uri(), self.approval_uri(options.region)];
+        self.sim
+            .admin()
+            .register_app(
+                options.region,
+                &AppSpec {
+                    client_id: options.client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    redirect_uris: redirect_uris.clone(),
+                    permissions: options.scopes.iter().map(|s| (*s).to_owned()).collect(),
+                },
+            )
+            .await
+            .expect("register the app at the simulator");
+        let app_id = self
+            .register_at_auth(&options, &client_secret, redirect_uris)
+            .await;
+        TestApp {
+            app_id,
+            client_id: options.client_id,
+            client_secret,
+        }
+    }
+
+    /// Registers and approves an app at auth-svc only; returns its id.
+    pub async fn register_at_auth(
+        &self,
+        options: &AppOptions,
+        client_secret: &str,
+        redirect_uris: Vec<String>,
+    ) -> String {
+        let mut client = self.client().await;
+        let app = client
+            .register_app(with_bearer(
+                pb::RegisterAppRequest {
+                    tenant: options.tenant.clone(),
+                    name: format!("{} ({})", options.client_id, options.region),
+                    region: api_region(options.region).to_wire() as i32,
+                    client_id: options.client_id.clone(),
+                    client_secret: client_secret.to_owned(),
+                    redirect_uris,
+                    declared_scopes: options
+                        .scopes
+                        .iter()
+                        .map(|s| ScopeJustification {
+                            scope: Some(scope(s)),
+                            justification: format!("the import reads {s}"),
+                        })
+                        .collect(),
+                    pkce_enabled: options.pkce,
+                },
+                &harness::token_of("operator"),
+            ))
+            .await
+            .expect("RegisterApp")
+            .into_inner();
+        client
+            .approve_app(with_bearer(
+                pb::ApproveAppRequest {
+                    app_id: app.app_id.clone(),
+                    scopes_version: app.scopes_version,
+                    note: "reviewed".into(),
+                },
+                &harness::token_of("compliance"),
+            ))
+            .await
+            .expect("ApproveApp");
+        app.app_id
+    }
+
+    pub async fn start_authorization(
+        &self,
+        app_id: &str,
+        principal: &str,
+        mode: pb::AuthorizationMode,
+        reconnect: Option<&str>,
+    ) -> Result<pb::StartAuthorizationResponse, tonic::Status> {
+        self.client()
+            .await
+            .start_authorization(with_bearer(
+                pb::StartAuthorizationRequest {
+                    app_id: app_id.into(),
+                    principal: principal.into(),
+                    mode: mode as i32,
+                    reconnect_connection_id: reconnect.unwrap_or_default().into(),
+                },
+                &harness::token_of("connector"),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn complete(&self, state: &str, code: &str) -> Result<pb::Connection, tonic::Status> {
+        self.client()
+            .await
+            .complete_authorization(with_bearer(
+                pb::CompleteAuthorizationRequest {
+                    state: state.into(),
+                    code: code.into(),
+                },
+                &harness::token_of("connector"),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The out-of-band flow end to end: start, approve as Clio user `user_id`, paste the
+    /// approval page's title.
+    pub async fn connect(
+        &self,
+        app: &TestApp,
+        principal: &str,
+        user_id: i64,
+        reconnect: Option<&str>,
+    ) -> pb::Connection {
+        let started = self
+            .start_authorization(
+                &app.app_id,
+                principal,
+                pb::AuthorizationMode::OutOfBand,
+                reconnect,
+            )
+            .await
+            .expect("StartAuthorization");
+        let consent = self
+            .sim
+            .admin()
+            .consent(&started.authorization_url, user_id, Decision::Allow)
+            .await
+            .expect("consent");
+        let title = consent.page_title.expect("an approval page title");
+        self.complete(&started.state, &title)
+            .await
+            .expect("CompleteAuthorization")
+    }
+
+    pub async fn lease(
+        &self,
+        connection_id: &str,
+        scopes: &[&str],
+    ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+        self.lease_as("import", connection_id, scopes, false).await
+    }
+
+    pub async fn lease_as(
+        &self,
+        caller: &str,
+        connection_id: &str,
+        scopes: &[&str],
+        force_refresh: bool,
+    ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+        self.client()
+            .await
+            .lease_access_token(with_bearer(
+                pb::LeaseAccessTokenRequest {
+                    connection_id: connection_id.into(),
+                    required_scopes: scopes.iter().map(|s| scope(s)).collect(),
+                    purpose: "job 42".into(),
+                    force_refresh,
+                },
+                &harness::token_of(caller),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn connection(&self, connection_id: &str) -> pb::Connection {
+        self.client()
+            .await
+            .get_connection(with_bearer(
+                pb::GetConnectionRequest {
+                    connection_id: connection_id.into(),
+                },
+                &harness::token_of("operator"),
+            ))
+            .await
+            .expect("GetConnection")
+            .into_inner()
+    }
+
+    pub async fn revoke(&self, connection_id: &str) -> pb::RevocationResult {
+        self.client()
+            .await
+            .revoke_connection(with_bearer(
+                pb::RevokeConnectionRequest {
+                    connection_id: connection_id.into(),
+                    reason: "left the matter team".into(),
+                },
+                &harness::token_of("operator"),
+            ))
+            .await
+            .expect("RevokeConnection")
+            .into_inner()
+    }
+
+    /// Every event in the outbox, in order, with its kind.
+    pub async fn outbox(&self) -> Vec<(EventKind, AuditEvent)> {
+        let mut db = self.database.connect().await;
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT event FROM audit_outbox ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|(bytes,)| {
+                let event = AuditEvent::decode(bytes.as_slice()).unwrap();
+                (EventKind::try_from(event.kind).unwrap(), event)
+            })
+            .collect()
+    }
+
+    /// Outbox events of one kind about one connection.
+    pub async fn events_about(&self, kind: EventKind, connection_id: &str) -> Vec<AuditEvent> {
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|(k, e)| {
+                *k == kind
+                    && e.refs
+                        .as_ref()
+                        .is_some_and(|r| r.connection_id == connection_id)
+            })
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// How many refresh requests reached the simulator's token endpoint.
+    pub async fn refresh_calls(&self) -> u64 {
+        self.sim.admin().calls().await.unwrap().token.refresh_token
+    }
+
+    pub async fn deauthorize_calls(&self) -> u64 {
+        self.sim.admin().calls().await.unwrap().deauthorize
+    }
+
+    /// Moves auth-svc's clock (the simulator's clock stays).
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(chrono::Duration::from_std(by).unwrap());
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.sim.stop().await;
+    }
+}
+
+/// Asks Clio (the simulator) who a token belongs to, as import-svc would use a lease.
+pub async fn who_am_i(
+    stack: &Stack,
+    region: SimRegion,
+    token: &str,
+) -> Result<clio_api::WhoAmI, clio_api::ClioError> {
+    let mut regions = RegionUrls::uniform("http://127.0.0.1:1");
+    for r in [SimRegion::Us, SimRegion::Eu] {
+        regions.set(api_region(r), stack.sim.base_url(r));
+    }
+    let client = clio_api::ClioClient::new(regions, clio_api::HttpSettings::default()).unwrap();
+    client
+        .who_am_i(api_region(region), &SecretString::from(token.to_owned()))
+        .await
+}
+
+pub fn status_of(code: i32) -> pb::ConnectionStatus {
+    pb::ConnectionStatus::try_from(code).unwrap()
+}

@@ -1,0 +1,213 @@
+//! A typed client of the admin API, for tests and tools.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::apps::AppSpec;
+use crate::calls::CallCounts;
+use crate::config::Region;
+use crate::faults::Fault;
+use crate::oauth::{ConsentOutcome, Decision};
+use crate::resource::{RecordId, Resource};
+
+/// Talks to the `/__sim/` API of every region of one simulator.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    urls: BTreeMap<Region, String>,
+}
+
+impl AdminClient {
+    /// A client for a simulator whose regions listen at `urls` (e.g. one started by the
+    /// binary).
+    pub fn new(urls: BTreeMap<Region, String>) -> AdminClient {
+        AdminClient {
+            http: reqwest::Client::new(),
+            urls,
+        }
+    }
+
+    fn url(&self, region: Region, path: &str) -> anyhow::Result<String> {
+        let base = self
+            .urls
+            .get(&region)
+            .with_context(|| format!("region {region} is not served"))?;
+        Ok(format!("{}/__sim{path}", base.trim_end_matches('/')))
+    }
+
+    /// Any region's URL, for the global endpoints.
+    fn global_url(&self, path: &str) -> anyhow::Result<String> {
+        let region = *self.urls.keys().next().context("no region is served")?;
+        self.url(region, path)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .context("calling the simulator's admin API")?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("simulator admin API answered {status}: {body}")
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        url: String,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let response = self.send(self.http.post(url).json(body)).await?;
+        Ok(response.json().await?)
+    }
+
+    async fn post_empty(&self, url: String, body: &impl Serialize) -> anyhow::Result<()> {
+        self.send(self.http.post(url).json(body)).await.map(drop)
+    }
+
+    pub async fn register_app(&self, region: Region, app: &AppSpec) -> anyhow::Result<()> {
+        self.post_empty(self.url(region, "/apps")?, app).await
+    }
+
+    /// Plays the person on Clio's consent page for `authorize_url` (sent to the region
+    /// listener the URL points at), as Clio user `user_id` (a user id, or the 1-based
+    /// position among the region's users).
+    pub async fn consent(
+        &self,
+        authorize_url: &str,
+        user_id: i64,
+        decision: Decision,
+    ) -> anyhow::Result<ConsentOutcome> {
+        let url = Url::parse(authorize_url).context("authorize_url is not a URL")?;
+        let origin = url.origin().ascii_serialization();
+        let body =
+            json!({"authorize_url": authorize_url, "user_id": user_id, "decision": decision});
+        self.post(format!("{origin}/__sim/consent"), &body).await
+    }
+
+    pub async fn calls(&self) -> anyhow::Result<CallCounts> {
+        let response = self.send(self.http.get(self.global_url("/calls")?)).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn reset_calls(&self) -> anyhow::Result<()> {
+        self.send(self.http.delete(self.global_url("/calls")?))
+            .await
+            .map(drop)
+    }
+
+    /// Revokes every grant `user_id` gave app `client_id`; returns how many.
+    pub async fn revoke_grants_of(
+        &self,
+        region: Region,
+        client_id: &str,
+        user_id: i64,
+    ) -> anyhow::Result<u64> {
+        let body = json!({"client_id": client_id, "user_id": user_id});
+        let answer: Value = self
+            .post(self.url(region, "/grants/revoke")?, &body)
+            .await?;
+        Ok(answer["revoked"].as_u64().unwrap_or(0))
+    }
+
+    /// Revokes the grant behind an access token; returns 1, or 0 if there was none.
+    pub async fn revoke_token(&self, region: Region, access_token: &str) -> anyhow::Result<u64> {
+        let body = json!({"access_token": access_token});
+        let answer: Value = self
+            .post(self.url(region, "/grants/revoke")?, &body)
+            .await?;
+        Ok(answer["revoked"].as_u64().unwrap_or(0))
+    }
+
+    pub async fn inject(&self, region: Region, fault: Fault) -> anyhow::Result<()> {
+        self.post_empty(self.url(region, "/faults")?, &fault).await
+    }
+
+    pub async fn clear_faults(&self, region: Region) -> anyhow::Result<()> {
+        self.send(self.http.delete(self.url(region, "/faults")?))
+            .await
+            .map(drop)
+    }
+
+    /// Moves the simulated clock (code and token expiry, edit stamps) forward.
+    pub async fn advance_clock(&self, by: Duration) -> anyhow::Result<()> {
+        let body = json!({"seconds": by.as_secs()});
+        self.post_empty(self.global_url("/clock/advance")?, &body)
+            .await
+    }
+
+    /// Starts every token's rate-limit window afresh in the region.
+    pub async fn reset_rate_limits(&self, region: Region) -> anyhow::Result<()> {
+        self.post_empty(self.url(region, "/rate-limits/reset")?, &json!({}))
+            .await
+    }
+
+    /// Adds a record (or replaces the one its `id` names); returns its id.
+    pub async fn create_record(
+        &self,
+        region: Region,
+        resource: Resource,
+        record: Value,
+    ) -> anyhow::Result<RecordId> {
+        let answer: Value = self
+            .post(self.url(region, &format!("/records/{resource}"))?, &record)
+            .await?;
+        Ok(RecordId::from(&answer["id"]))
+    }
+
+    /// Changes fields of a record (bumping `etag` and `updated_at`); returns the record.
+    pub async fn update_record(
+        &self,
+        region: Region,
+        resource: Resource,
+        id: &str,
+        change: Value,
+    ) -> anyhow::Result<Value> {
+        let url = self.url(region, &format!("/records/{resource}/{id}"))?;
+        let answer: Value = self
+            .send(self.http.patch(url).json(&change))
+            .await?
+            .json()
+            .await?;
+        Ok(answer["data"].clone())
+    }
+
+    /// The stored record, all fields, as the simulator holds it.
+    pub async fn record(
+        &self,
+        region: Region,
+        resource: Resource,
+        id: &str,
+    ) -> anyhow::Result<Value> {
+        let url = self.url(region, &format!("/records/{resource}/{id}"))?;
+        let answer: Value = self.send(self.http.get(url)).await?.json().await?;
+        Ok(answer["data"].clone())
+    }
+
+    pub async fn delete_record(
+        &self,
+        region: Region,
+        resource: Resource,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        let url = self.url(region, &format!("/records/{resource}/{id}"))?;
+        self.send(self.http.delete(url)).await.map(drop)
+    }
+
+    /// Live records of a resource right now.
+    pub async fn count(&self, region: Region, resource: Resource) -> anyhow::Result<u64> {
+        let url = self.url(region, &format!("/records/{resource}/count"))?;
+        let answer: Value = self.send(self.http.get(url)).await?.json().await?;
+        answer["count"]
+            .as_u64()
+            .context("count missing from the answer")
+    }
+}

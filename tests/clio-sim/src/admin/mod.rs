@@ -1,0 +1,226 @@
+//! The simulator's own admin API under `/__sim/` (see the README): registering apps,
+//! consenting without a browser, call counts, revoking grants, faults, the clock and
+//! record edits. It acts on the region whose listener it is called on, except the clock
+//! and the call counters, which are global.
+
+mod client;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+pub use client::AdminClient;
+
+use crate::apps::AppSpec;
+use crate::faults::Fault;
+use crate::oauth::authorize::{Decision, decide};
+use crate::region::RegionState;
+use crate::resource::{RecordId, Resource};
+
+type Shared = State<Arc<RegionState>>;
+
+pub(crate) fn routes() -> Router<Arc<RegionState>> {
+    Router::new()
+        .route("/apps", post(register_app))
+        .route("/consent", post(consent))
+        .route("/calls", get(calls).delete(reset_calls))
+        .route("/grants/revoke", post(revoke))
+        .route("/faults", post(inject).delete(clear_faults))
+        .route("/clock/advance", post(advance_clock))
+        .route("/rate-limits/reset", post(reset_rate_limits))
+        .route("/records/{resource}", post(create_record))
+        .route("/records/{resource}/count", get(count))
+        .route(
+            "/records/{resource}/{id}",
+            get(read_record).patch(update_record).delete(delete_record),
+        )
+}
+
+fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn register_app(State(state): Shared, Json(app): Json<AppSpec>) -> StatusCode {
+    state.register_app(app);
+    StatusCode::CREATED
+}
+
+#[derive(Deserialize)]
+struct ConsentRequest {
+    authorize_url: String,
+    user_id: i64,
+    decision: Decision,
+}
+
+async fn consent(State(state): Shared, Json(request): Json<ConsentRequest>) -> Response {
+    let Ok(url) = Url::parse(&request.authorize_url) else {
+        return admin_error(StatusCode::BAD_REQUEST, "authorize_url is not a URL");
+    };
+    let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    Json(decide(&state, &params, request.user_id, request.decision)).into_response()
+}
+
+async fn calls(State(state): Shared) -> Response {
+    Json(state.shared.call_counts()).into_response()
+}
+
+async fn reset_calls(State(state): Shared) -> StatusCode {
+    state.shared.reset_calls();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct RevokeRequest {
+    client_id: Option<String>,
+    user_id: Option<i64>,
+    access_token: Option<String>,
+}
+
+async fn revoke(State(state): Shared, Json(request): Json<RevokeRequest>) -> Response {
+    let revoked = match request {
+        RevokeRequest {
+            access_token: Some(token),
+            ..
+        } => state.oauth.revoke_by_access_token(&token),
+        RevokeRequest {
+            client_id: Some(client_id),
+            user_id: Some(user_id),
+            ..
+        } => {
+            let user_key = state.resolve_user(user_id).unwrap_or(user_id);
+            state.oauth.revoke_grants_of(&client_id, user_key)
+        }
+        _ => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                "give access_token, or client_id and user_id",
+            );
+        }
+    };
+    Json(json!({"revoked": revoked})).into_response()
+}
+
+async fn inject(State(state): Shared, Json(fault): Json<Fault>) -> StatusCode {
+    state.faults.add(fault);
+    StatusCode::CREATED
+}
+
+async fn clear_faults(State(state): Shared) -> StatusCode {
+    state.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: u64,
+}
+
+async fn advance_clock(State(state): Shared, Json(advance): Json<Advance>) -> Response {
+    let now = state
+        .shared
+        .clock
+        .advance(std::time::Duration::from_secs(advance.seconds));
+    Json(json!({"now": now.to_rfc3339()})).into_response()
+}
+
+async fn reset_rate_limits(State(state): Shared) -> StatusCode {
+    state.limiter.reset_windows();
+    StatusCode::NO_CONTENT
+}
+
+fn resource_of(name: &str) -> Result<Resource, Response> {
+    name.parse()
+        .map_err(|_| admin_error(StatusCode::NOT_FOUND, format!("unknown resource {name}")))
+}
+
+fn key_of(id: &str) -> Result<i64, Response> {
+    RecordId::from(id)
+        .key()
+        .ok_or_else(|| admin_error(StatusCode::BAD_REQUEST, format!("{id} is not a record id")))
+}
+
+async fn create_record(
+    State(state): Shared,
+    Path(resource): Path<String>,
+    Json(record): Json<Value>,
+) -> Response {
+    let resource = match resource_of(&resource) {
+        Ok(resource) => resource,
+        Err(response) => return response,
+    };
+    match state
+        .data
+        .upsert(resource, record, state.shared.clock.now())
+    {
+        Ok(created) => {
+            let id = created.get("id").cloned().unwrap_or(Value::Null);
+            (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
+        }
+        Err(error) => admin_error(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+async fn count(State(state): Shared, Path(resource): Path<String>) -> Response {
+    match resource_of(&resource) {
+        Ok(resource) => Json(json!({"count": state.data.count(resource)})).into_response(),
+        Err(response) => response,
+    }
+}
+
+fn record_target(resource: &str, id: &str) -> Result<(Resource, i64), Response> {
+    Ok((resource_of(resource)?, key_of(id)?))
+}
+
+async fn read_record(
+    State(state): Shared,
+    Path((resource, id)): Path<(String, String)>,
+) -> Response {
+    match record_target(&resource, &id) {
+        Ok((resource, key)) => match state.data.get(resource, key) {
+            Some(record) => Json(json!({"data": record})).into_response(),
+            None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
+        },
+        Err(response) => response,
+    }
+}
+
+async fn update_record(
+    State(state): Shared,
+    Path((resource, id)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> Response {
+    let (resource, key) = match record_target(&resource, &id) {
+        Ok(target) => target,
+        Err(response) => return response,
+    };
+    let Value::Object(patch) = patch else {
+        return admin_error(StatusCode::BAD_REQUEST, "the change must be a JSON object");
+    };
+    match state
+        .data
+        .update(resource, key, &patch, state.shared.clock.now())
+    {
+        Some(record) => Json(json!({"data": record})).into_response(),
+        None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
+    }
+}
+
+async fn delete_record(
+    State(state): Shared,
+    Path((resource, id)): Path<(String, String)>,
+) -> Response {
+    match record_target(&resource, &id) {
+        Ok((resource, key)) if state.data.delete(resource, key) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok((resource, _)) => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
+        Err(response) => response,
+    }
+}

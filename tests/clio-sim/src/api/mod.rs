@@ -1,0 +1,204 @@
+//! Clio API v4: version check, bearer authentication, the per-token rate limit and
+//! permissions, in that order, then the endpoint.
+
+mod activity;
+mod error;
+mod fields;
+mod filter;
+pub(crate) mod list;
+pub(crate) mod params;
+mod record;
+pub(crate) mod route;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use self::error::ApiError;
+use self::params::Params;
+use self::route::ApiRoute;
+use crate::apps::Access;
+use crate::calls::token_id;
+use crate::oauth::store::Bearer;
+use crate::ratelimit::Verdict;
+use crate::region::RegionState;
+use crate::resource::Resource;
+
+/// The version answered when a request names none.
+pub const DEFAULT_API_VERSION: &str = "4.0.13";
+/// Minor versions 4.0.0 to 4.0.13 exist; anything else is gone (410).
+const NEWEST_PATCH: u32 = 13;
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `X-API-VERSION` to echo, or the 410 for an unknown one.
+fn api_version(headers: &HeaderMap) -> Result<HeaderValue, Response> {
+    let Some(requested) = headers.get("x-api-version") else {
+        return Ok(HeaderValue::from_static(DEFAULT_API_VERSION));
+    };
+    let text = requested.to_str().unwrap_or_default().trim();
+    let known = text
+        .strip_prefix("4.0.")
+        .and_then(|patch| patch.parse::<u32>().ok())
+        .is_some_and(|patch| patch <= NEWEST_PATCH);
+    if known {
+        return Ok(requested.clone());
+    }
+    let message = format!("API version {text} is not supported");
+    let mut response = ApiError::typed(StatusCode::GONE, "Gone", message).into_response();
+    response
+        .headers_mut()
+        .insert("x-api-version", requested.clone());
+    Err(response)
+}
+
+/// Every `/api/v4/...` request.
+pub(crate) async fn dispatch(
+    State(state): State<Arc<RegionState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let version = match api_version(&headers) {
+        Ok(version) => version,
+        Err(gone) => return gone,
+    };
+    let mut response = authenticated(&state, &method, &uri, &headers, &body).await;
+    response.headers_mut().insert("x-api-version", version);
+    response
+}
+
+async fn authenticated(
+    state: &RegionState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Some(token) = bearer_token(headers) else {
+        return ApiError::InvalidToken("a bearer token is required").into_response();
+    };
+    let bearer = match state.authenticate(token) {
+        Ok(bearer) => bearer,
+        Err(description) => return ApiError::InvalidToken(description).into_response(),
+    };
+    let verdict = state.limiter.check(&token_id(token));
+    let mut response = match verdict.and_then(|verdict| verdict.retry_after) {
+        Some(retry_after) => too_many_requests(retry_after),
+        None => endpoint(state, &bearer, method, uri, headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    };
+    if let Some(verdict) = verdict {
+        add_rate_headers(response.headers_mut(), verdict);
+    }
+    response
+}
+
+fn too_many_requests(retry_after: u64) -> Response {
+    let message = format!("Rate limit exceeded. Retry in {retry_after} seconds");
+    let mut response =
+        ApiError::typed(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+fn add_rate_headers(headers: &mut HeaderMap, verdict: Verdict) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(verdict.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(verdict.remaining),
+    );
+    headers.insert("x-ratelimit-reset", HeaderValue::from(verdict.reset));
+}
+
+/// 403 unless the token's app declared the permission.
+fn require(
+    state: &RegionState,
+    bearer: &Bearer,
+    resource: Resource,
+    access: Access,
+) -> Result<(), ApiError> {
+    if state
+        .app(&bearer.client_id)
+        .is_some_and(|app| app.allows(resource, access))
+    {
+        return Ok(());
+    }
+    let access = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    Err(ApiError::typed(
+        StatusCode::FORBIDDEN,
+        "ForbiddenError",
+        format!(
+            "the application lacks the {}:{access} permission",
+            resource.family()
+        ),
+    ))
+}
+
+async fn endpoint(
+    state: &RegionState,
+    bearer: &Bearer,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let route = route::parse(uri.path()).ok_or_else(|| {
+        ApiError::typed(
+            StatusCode::NOT_FOUND,
+            "RouteNotFound",
+            format!("no route for {}", uri.path()),
+        )
+    })?;
+    let params = Params::parse(uri.query());
+    match (method.clone(), route) {
+        (Method::GET, ApiRoute::WhoAmI) => record::who_am_i(state, bearer.user_key, &params),
+        (Method::GET, ApiRoute::Collection(resource)) => {
+            require(state, bearer, resource, Access::Read)?;
+            if let Some(delay) = state.shared.config.page_delay {
+                tokio::time::sleep(delay).await;
+            }
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let origin = list::Origin {
+                host,
+                path: uri.path(),
+            };
+            list::list(state, resource, &params, &origin)
+        }
+        (Method::GET, ApiRoute::Record(resource, id)) => {
+            require(state, bearer, resource, Access::Read)?;
+            record::show(state, resource, &id, &params, headers)
+        }
+        (Method::PATCH, ApiRoute::Record(resource, id)) => {
+            require(state, bearer, resource, Access::Write)?;
+            record::update(state, resource, &id, &params, headers, body)
+        }
+        (Method::POST, ApiRoute::Collection(Resource::Activities)) => {
+            require(state, bearer, Resource::Activities, Access::Write)?;
+            activity::create(state, bearer.user_key, &params, body)
+        }
+        (method, _) => Err(ApiError::typed(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {}", uri.path()),
+        )),
+    }
+}

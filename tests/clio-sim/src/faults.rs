@@ -1,0 +1,216 @@
+//! Failures on demand: what a region's listener does wrong, and for how long.
+//!
+//! Faults apply to API calls (`/api/v4/...`) unless a `status` fault names another
+//! `path_prefix` (e.g. `/oauth/token`). Several faults may be active; latency adds up,
+//! and the first matching fault that changes the answer wins.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Rng;
+
+/// A fault to inject (admin API `POST /__sim/faults`, JSON tagged by `kind`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with `status` (500, 502, 503...): the next `count` calls, or a `fraction`
+    /// (0..=1) of calls (at most `count` of them when both are set), or every call when
+    /// neither is set. `path_prefix` defaults to `/api/v4`.
+    Status {
+        status: u16,
+        count: Option<u32>,
+        fraction: Option<f64>,
+        path_prefix: Option<String>,
+    },
+    /// Delay answers by `ms`: the next `count` calls, or all calls.
+    Latency { ms: u64, count: Option<u32> },
+    /// Close the connection without answering, `count` times.
+    Drop { count: u32 },
+    /// Answer `count` calls with 429 and `Retry-After: 1`, whatever the limiter says.
+    RateLimitStorm { count: u32 },
+    /// Revoke the grant of the token that makes the `calls`-th authenticated API call
+    /// from now; that call is the first one answered `401 invalid_token`.
+    RevokeAfter { calls: u32 },
+}
+
+/// What to do to one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) delay: Option<Duration>,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Status(u16),
+    Drop,
+    Storm,
+}
+
+#[derive(Debug)]
+struct Active {
+    fault: Fault,
+    /// Times it may still fire; `None` is unlimited.
+    remaining: Option<u32>,
+    /// Authenticated calls seen (for `revoke_after`).
+    seen: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct FaultSet {
+    active: Mutex<Vec<Active>>,
+    rng: Mutex<Rng>,
+}
+
+const API_PREFIX: &str = "/api/v4";
+
+impl FaultSet {
+    pub(crate) fn new(seed: u64) -> FaultSet {
+        FaultSet {
+            active: Mutex::default(),
+            rng: Mutex::new(Rng::new(seed, 0xFA17, 0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Active>> {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn add(&self, fault: Fault) {
+        let remaining = match &fault {
+            Fault::Status { count, .. } | Fault::Latency { count, .. } => *count,
+            Fault::Drop { count } | Fault::RateLimitStorm { count } => Some(*count),
+            Fault::RevokeAfter { .. } => Some(1),
+        };
+        self.lock().push(Active {
+            fault,
+            remaining,
+            seen: 0,
+        });
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn chance(&self, fraction: f64) -> bool {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        draw < fraction
+    }
+
+    /// Decides (and uses up) the faults that apply to a request for `path`.
+    pub(crate) fn plan(&self, path: &str) -> Plan {
+        let mut plan = Plan::default();
+        let mut active = self.lock();
+        for entry in active.iter_mut() {
+            let fires = match &entry.fault {
+                Fault::Status {
+                    fraction,
+                    path_prefix,
+                    ..
+                } => {
+                    let prefix = path_prefix.as_deref().unwrap_or(API_PREFIX);
+                    plan.outcome.is_none()
+                        && path.starts_with(prefix)
+                        && fraction.is_none_or(|f| self.chance(f))
+                }
+                Fault::Latency { .. } => path.starts_with(API_PREFIX),
+                Fault::Drop { .. } | Fault::RateLimitStorm { .. } => {
+                    plan.outcome.is_none() && path.starts_with(API_PREFIX)
+                }
+                Fault::RevokeAfter { .. } => false,
+            };
+            if !fires {
+                continue;
+            }
+            match &entry.fault {
+                Fault::Status { status, .. } => plan.outcome = Some(Outcome::Status(*status)),
+                Fault::Latency { ms, .. } => {
+                    let total = plan.delay.unwrap_or_default() + Duration::from_millis(*ms);
+                    plan.delay = Some(total);
+                }
+                Fault::Drop { .. } => plan.outcome = Some(Outcome::Drop),
+                Fault::RateLimitStorm { .. } => plan.outcome = Some(Outcome::Storm),
+                Fault::RevokeAfter { .. } => {}
+            }
+            if let Some(remaining) = entry.remaining.as_mut() {
+                *remaining = remaining.saturating_sub(1);
+            }
+        }
+        active.retain(|entry| entry.remaining != Some(0));
+        plan
+    }
+
+    /// Called for each authenticated API call; true when this call's grant must be
+    /// revoked now.
+    pub(crate) fn revoke_now(&self) -> bool {
+        let mut active = self.lock();
+        let mut revoke = false;
+        for entry in active.iter_mut() {
+            if let Fault::RevokeAfter { calls } = entry.fault {
+                entry.seen += 1;
+                if entry.seen >= calls {
+                    revoke = true;
+                    entry.remaining = Some(0);
+                }
+            }
+        }
+        active.retain(|entry| entry.remaining != Some(0));
+        revoke
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn counted_faults_wear_off_and_latency_stacks_with_them() {
+        let faults = FaultSet::new(1);
+        faults.add(Fault::Status {
+            status: 503,
+            count: Some(2),
+            fraction: None,
+            path_prefix: None,
+        });
+        faults.add(Fault::Latency { ms: 5, count: None });
+        let first = faults.plan("/api/v4/contacts");
+        assert_eq!(first.outcome, Some(Outcome::Status(503)));
+        assert_eq!(first.delay, Some(Duration::from_millis(5)));
+        assert_eq!(faults.plan("/oauth/token").outcome, None);
+        assert_eq!(
+            faults.plan("/api/v4/contacts").outcome,
+            Some(Outcome::Status(503))
+        );
+        assert_eq!(faults.plan("/api/v4/contacts").outcome, None);
+    }
+
+    #[test]
+    fn a_fraction_fails_about_that_share_of_calls() {
+        let faults = FaultSet::new(7);
+        faults.add(Fault::Status {
+            status: 500,
+            count: None,
+            fraction: Some(0.25),
+            path_prefix: None,
+        });
+        let failed = (0..4000)
+            .filter(|_| faults.plan("/api/v4/matters").outcome.is_some())
+            .count();
+        assert!((800..1200).contains(&failed), "{failed}");
+    }
+
+    #[test]
+    fn revoke_after_fires_on_the_nth_call_once() {
+        let faults = FaultSet::new(1);
+        faults.add(Fault::RevokeAfter { calls: 3 });
+        assert_eq!(
+            (0..5).map(|_| faults.revoke_now()).collect::<Vec<_>>(),
+            [false, false, true, false, false]
+        );
+    }
+}

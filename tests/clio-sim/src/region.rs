@@ -1,0 +1,124 @@
+//! Everything one region owns, and what all regions share.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::apps::AppSpec;
+use crate::calls::{CallCounts, CallLog};
+use crate::clock::SimClock;
+use crate::config::{Region, SimConfig};
+use crate::dataset::Dataset;
+use crate::faults::FaultSet;
+use crate::oauth::store::{Bearer, OAuthStore};
+use crate::ratelimit::RateLimiter;
+use crate::resource::Resource;
+
+/// State common to every region: configuration, the simulated clock and the call log.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) clock: SimClock,
+    pub(crate) calls: CallLog,
+    limiters: Vec<Arc<RateLimiter>>,
+}
+
+impl Shared {
+    /// The call counters with every region's burst maxima.
+    pub(crate) fn call_counts(&self) -> CallCounts {
+        let mut counts = self.calls.snapshot();
+        for limiter in &self.limiters {
+            counts.max_in_window.extend(limiter.max_in_window());
+        }
+        counts
+    }
+
+    pub(crate) fn reset_calls(&self) {
+        self.calls.reset();
+        for limiter in &self.limiters {
+            limiter.reset_max();
+        }
+    }
+}
+
+/// One Clio silo: its apps, grants and tokens, data, faults and rate limiter.
+#[derive(Debug)]
+pub(crate) struct RegionState {
+    pub(crate) region: Region,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) apps: RwLock<HashMap<String, AppSpec>>,
+    pub(crate) oauth: OAuthStore,
+    pub(crate) data: Dataset,
+    pub(crate) faults: FaultSet,
+    pub(crate) limiter: Arc<RateLimiter>,
+}
+
+/// Builds the shared state and one state per configured region.
+pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
+    let limiters: Vec<_> = config
+        .regions
+        .iter()
+        .map(|_| Arc::new(RateLimiter::new(config.rate_limit)))
+        .collect();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        clock: SimClock::default(),
+        calls: CallLog::default(),
+        limiters: limiters.clone(),
+    });
+    let regions = config
+        .regions
+        .iter()
+        .zip(limiters)
+        .map(|(region, limiter)| {
+            Arc::new(RegionState {
+                region: *region,
+                shared: shared.clone(),
+                apps: RwLock::default(),
+                oauth: OAuthStore::default(),
+                data: Dataset::new(config.seed, *region, config.dataset),
+                faults: FaultSet::new(config.seed ^ region.index()),
+                limiter,
+            })
+        })
+        .collect();
+    (shared, regions)
+}
+
+impl RegionState {
+    pub(crate) fn app(&self, client_id: &str) -> Option<AppSpec> {
+        self.apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client_id)
+            .cloned()
+    }
+
+    pub(crate) fn register_app(&self, app: AppSpec) {
+        self.apps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(app.client_id.clone(), app);
+    }
+
+    /// The user a consent or revoke names: a user id of this region, or (for
+    /// convenience in tests) the user's 1-based position among the generated users.
+    pub(crate) fn resolve_user(&self, user_id: i64) -> Option<i64> {
+        let position = Resource::Users.id_base().checked_add(user_id);
+        [Some(user_id), position]
+            .into_iter()
+            .flatten()
+            .find(|key| self.data.get(Resource::Users, *key).is_some())
+    }
+
+    /// The grant behind an access token, applying a pending `revoke_after` fault.
+    pub(crate) fn authenticate(&self, access_token: &str) -> Result<Bearer, &'static str> {
+        let bearer = self
+            .oauth
+            .authenticate(access_token, self.shared.clock.now())?;
+        if self.faults.revoke_now() {
+            self.oauth.revoke_grant(bearer.grant);
+            return Err("the access token has been revoked");
+        }
+        Ok(bearer)
+    }
+}

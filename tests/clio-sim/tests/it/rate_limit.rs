@@ -1,0 +1,151 @@
+//! The per-token rate limit and the call counters.
+
+use std::time::Duration;
+
+use clio_sim::{RateLimit, Region, SimConfig, token_id};
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+fn limited(limit: u32) -> SimConfig {
+    SimConfig {
+        regions: vec![Region::Us],
+        rate_limit: Some(RateLimit {
+            limit,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_limit_and_past_it_comes_429_with_retry_after() {
+    let sim = start_with(limited(3)).await;
+    let base = sim.base_url(Region::Us);
+    let t = connect(&sim, Region::Us, ALL).await;
+    let now = chrono::Utc::now().timestamp();
+    for (path, remaining) in [
+        ("/api/v4/contacts", "2"),
+        ("/api/v4/matters/1", "1"),
+        ("/api/v4/users/who_am_i", "0"),
+    ] {
+        let answer = get(&base, &t.access, path).await;
+        assert_ne!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(answer.header("x-ratelimit-limit"), Some("3"));
+        assert_eq!(
+            answer.header("x-ratelimit-remaining"),
+            Some(remaining),
+            "{path}: even on a 404"
+        );
+        let reset: i64 = answer.header("x-ratelimit-reset").unwrap().parse().unwrap();
+        assert!((now..=now + 61).contains(&reset), "{reset}");
+    }
+    let over = get(&base, &t.access, "/api/v4/contacts").await;
+    assert_eq!(
+        (over.status, error_type(&over.body)),
+        (StatusCode::TOO_MANY_REQUESTS, "RateLimited")
+    );
+    let retry: u64 = over.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(over.header("x-ratelimit-remaining"), Some("0"));
+
+    let other = connect(&sim, Region::Us, ALL).await;
+    assert_eq!(
+        get(&base, &other.access, "/api/v4/contacts").await.status,
+        StatusCode::OK,
+        "limits are per token"
+    );
+
+    let calls = sim.admin().calls().await.unwrap();
+    assert_eq!(calls.api_calls_for(&t.access), 4);
+    assert_eq!(calls.status_429_for(&t.access), 1);
+    assert_eq!(calls.max_in_window_for(&t.access), 4);
+    sim.admin().reset_rate_limits(Region::Us).await.unwrap();
+    let again = get(&base, &t.access, "/api/v4/contacts").await;
+    assert_eq!(
+        (again.status, again.header("x-ratelimit-remaining")),
+        (StatusCode::OK, Some("2"))
+    );
+}
+
+#[tokio::test]
+async fn without_a_limit_there_are_no_headers_and_no_429() {
+    let sim = start().await;
+    let base = sim.base_url(Region::Us);
+    let t = connect(&sim, Region::Us, ALL).await;
+    for _ in 0..60 {
+        let answer = get(&base, &t.access, "/api/v4/contacts?limit=1").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("x-ratelimit-limit"), None);
+    }
+    assert_eq!(
+        sim.admin()
+            .calls()
+            .await
+            .unwrap()
+            .max_in_window_for(&t.access),
+        60
+    );
+}
+
+#[tokio::test]
+async fn calls_are_counted_per_token_and_endpoint_under_a_hash() {
+    let sim = start().await;
+    let base = sim.base_url(Region::Us);
+    let admin = sim.admin();
+    let t = connect(&sim, Region::Us, ALL).await;
+    get(&base, &t.access, "/api/v4/contacts.json").await;
+    get(&base, &t.access, "/api/v4/contacts?limit=2").await;
+    let first =
+        get(&base, &t.access, "/api/v4/contacts?limit=1").await.body["data"][0]["id"].clone();
+    get(&base, &t.access, &format!("/api/v4/contacts/{first}.json")).await;
+    get(&base, &t.access, "/api/v4/users/who_am_i.json").await;
+    let (_, refresh) = token_request(
+        &base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &t.refresh),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+    )
+    .await;
+    assert!(refresh["access_token"].is_string());
+    token_request(
+        &base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "nope"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+        ],
+    )
+    .await;
+
+    let calls = admin.calls().await.unwrap();
+    assert_eq!(calls.api_calls_on(&t.access, "/api/v4/contacts"), 3);
+    assert_eq!(calls.api_calls_on(&t.access, "/api/v4/contacts/{id}"), 1);
+    assert_eq!(calls.api_calls_on(&t.access, "/api/v4/users/who_am_i"), 1);
+    assert_eq!(calls.api_calls_for(&t.access), 5);
+    assert_eq!(
+        (
+            calls.token.authorization_code,
+            calls.token.refresh_token,
+            calls.token.errors
+        ),
+        (1, 1, 1)
+    );
+    let json = serde_json::to_string(&calls).unwrap();
+    assert!(!json.contains(&t.access), "tokens are never exposed");
+    assert!(
+        calls.api.iter().all(|c| c.token_id == token_id(&t.access)
+            && c.region == Region::Us
+            && c.method == "GET")
+    );
+    admin.reset_calls().await.unwrap();
+    let calls = admin.calls().await.unwrap();
+    assert_eq!(
+        (calls.total_api_calls(), calls.token.authorization_code),
+        (0, 0)
+    );
+}

@@ -1,0 +1,483 @@
+//! Import jobs end to end: RabbitMQ → import-svc → auth-svc lease → Clio simulator →
+//! Postgres, checked against the simulator's own data and call counters.
+
+use std::time::Duration;
+
+use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
+use harness::{TcpProxy, poll_until, token_of, with_bearer};
+use proto::import::v1 as import;
+
+use crate::stack::{Stack, StackSetup, full_job};
+
+const PERSON: &str = "alice@firm.example";
+
+fn sim_with(dataset: DatasetSize) -> SimConfig {
+    SimConfig {
+        regions: vec![Region::Us],
+        dataset,
+        rate_limit: None,
+        ..SimConfig::default()
+    }
+}
+
+fn contacts_only(count: u64) -> DatasetSize {
+    DatasetSize {
+        contacts: count,
+        ..DatasetSize::default()
+    }
+}
+
+/// Requests the simulator answered for `endpoint` (all tokens).
+async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
+    let calls = stack.sim.admin().calls().await.unwrap();
+    calls
+        .api
+        .iter()
+        .filter(|c| c.endpoint.contains(endpoint))
+        .map(|c| c.count)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
+    let stack = Stack::start(
+        "full_import",
+        StackSetup {
+            sim: sim_with(contacts_only(10_000)),
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+
+    let job = full_job(&connection, &["contacts"]);
+    stack.publish(&job).await;
+    stack.publish(&job).await;
+    let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        done.failure_reason
+    );
+
+    let in_clio = stack
+        .sim
+        .admin()
+        .count(Region::Us, Resource::Contacts)
+        .await
+        .unwrap();
+    assert_eq!(in_clio, 10_000);
+    assert_eq!(stack.stored("contacts").await, (10_000, 10_000));
+    assert_eq!(done.progress[0].records_written, 10_000);
+
+    // The duplicate delivery is acknowledged without a second run: Clio saw each of the
+    // 50 pages once, and the queue is empty.
+    poll_until(
+        "the duplicate to be consumed",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            stack
+                .broker
+                .get(&stack.topology.jobs_queue)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(api_calls(&stack, "contacts").await, 50);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incremental_import_picks_up_only_changes_and_deletions() {
+    let stack = Stack::start(
+        "incremental",
+        StackSetup {
+            sim: sim_with(contacts_only(600)),
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let full = stack
+        .submit(full_job(&connection, &["contacts"]))
+        .await;
+    let job = stack.finished(&full, Duration::from_secs(30)).await;
+    assert_eq!(job.status, import::JobStatus::Completed as i32);
+    assert_eq!(stack.stored("contacts").await, (600, 600));
+
+    let admin = stack.sim.admin();
+    admin.advance_clock(Duration::from_secs(3_600)).await.unwrap();
+    for id in ["3", "300", "599"] {
+        admin
+            .update_record(
+                Region::Us,
+                Resource::Contacts,
+                id,
+                serde_json::json!({ "name": format!("Renamed {id}") }),
+            )
+            .await
+            .unwrap();
+    }
+    admin
+        .delete_record(Region::Us, Resource::Contacts, "10")
+        .await
+        .unwrap();
+    admin
+        .delete_record(Region::Us, Resource::Contacts, "400")
+        .await
+        .unwrap();
+    let created = admin
+        .create_record(
+            Region::Us,
+            Resource::Contacts,
+            serde_json::json!({ "name": "New Client LLP", "type": "Company" }),
+        )
+        .await
+        .unwrap();
+    let calls_before = api_calls(&stack, "contacts").await;
+
+    let incremental = stack
+        .submit(import::ImportJob {
+            mode: import::ImportMode::Incremental as i32,
+            ..full_job(&connection, &["contacts"])
+        })
+        .await;
+    let job = stack.finished(&incremental, Duration::from_secs(30)).await;
+    assert_eq!(
+        job.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        job.failure_reason
+    );
+    let progress = &job.progress[0];
+    assert_eq!(progress.records_written, 4, "3 changed and 1 created");
+    assert_eq!(progress.records_deleted, 2);
+    assert_eq!(stack.stored("contacts").await, (599, 601));
+
+    let mut db = stack.import_database.connect().await;
+    let renamed: String =
+        sqlx::query_scalar("SELECT data->>'name' FROM contacts WHERE clio_id = 300")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(renamed, "Renamed 300");
+    let deleted: Vec<i64> = sqlx::query_scalar(
+        "SELECT clio_id FROM contacts WHERE deleted_at IS NOT NULL ORDER BY clio_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(deleted, vec![10, 400]);
+    let new_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM contacts WHERE clio_id = $1::bigint AND deleted_at IS NULL",
+    )
+    .bind(&created)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(new_rows, 1);
+    // Changes came in one updated_since page; deletions from an id-only sweep (3 pages of
+    // 200 ids), never a second full read of every record.
+    let incremental_calls = api_calls(&stack, "contacts").await - calls_before;
+    assert!(
+        incremental_calls <= 5,
+        "the incremental job made {incremental_calls} contacts calls"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_grant_lacks_the_scope_is_dead_lettered_without_calling_clio() {
+    let stack = Stack::start("missing_scope", StackSetup::default()).await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+
+    let job = full_job(&connection, &["contacts", "matters"]);
+    stack.publish(&job).await;
+    let dead = stack
+        .broker
+        .next_message(&stack.topology.dead_letter_queue, Duration::from_secs(20))
+        .await;
+    let reason = dead.header("x-rejection-reason").unwrap();
+    assert!(reason.contains("matters:read"), "{reason}");
+    let stored = stack.finished(&job.job_id, Duration::from_secs(10)).await;
+    assert_eq!(stored.status, import::JobStatus::DeadLettered as i32);
+    assert!(stored.failure_reason.contains("matters:read"));
+    assert_eq!(api_calls(&stack, "contacts").await, 0);
+    assert_eq!(api_calls(&stack, "matters").await, 0);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_storms_and_server_errors_are_ridden_out() {
+    let stack = Stack::start(
+        "clio_faults",
+        StackSetup {
+            sim: sim_with(contacts_only(2_000)),
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let admin = stack.sim.admin();
+    admin
+        .inject(
+            Region::Us,
+            Fault::RateLimitStorm {
+                count: 3,
+                retry_after_secs: 1,
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .inject(
+            Region::Us,
+            Fault::Status {
+                status: 503,
+                count: Some(4),
+                fraction: None,
+                path_prefix: Some("/api/v4/contacts".into()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        done.failure_reason
+    );
+    assert_eq!(stack.stored("contacts").await, (2_000, 2_000));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_revoked_mid_job_fails_the_job_with_the_reason() {
+    let mut sim = sim_with(contacts_only(4_000));
+    sim.page_delay = Some(Duration::from_millis(30));
+    let stack = Stack::start(
+        "revoked_mid_job",
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    stack
+        .sim
+        .admin()
+        .inject(Region::Us, Fault::RevokeAfter { calls: 5 })
+        .await
+        .unwrap();
+
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(30)).await;
+    assert_eq!(done.status, import::JobStatus::Failed as i32);
+    assert!(
+        done.failure_reason.contains("reconnect") || done.failure_reason.contains("revoked"),
+        "{}",
+        done.failure_reason
+    );
+    let (live, _) = stack.stored("contacts").await;
+    assert!(live > 0 && live < 4_000, "{live} rows before the revocation");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_stops_a_running_job_at_the_next_page() {
+    let mut sim = sim_with(contacts_only(6_000));
+    sim.page_delay = Some(Duration::from_millis(100));
+    let stack = Stack::start(
+        "cancel",
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    wait_for_pages(&stack, &job, 2).await;
+
+    stack
+        .import()
+        .await
+        .cancel_job(with_bearer(
+            import::CancelJobRequest {
+                job_id: job.clone(),
+                reason: "wrong connection".into(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap();
+    let done = stack.finished(&job, Duration::from_secs(10)).await;
+    assert_eq!(done.status, import::JobStatus::Cancelled as i32);
+    let pages = api_calls(&stack, "contacts").await;
+    assert!(pages < 30, "{pages} of 30 pages were fetched");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_mid_job_loses_and_duplicates_nothing() {
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let proxied = harness::amqp_url().replace("127.0.0.1:5672", &proxy.address.to_string());
+    let mut sim = sim_with(contacts_only(4_000));
+    sim.page_delay = Some(Duration::from_millis(50));
+    let stack = Stack::start(
+        "broker_restart",
+        StackSetup {
+            sim,
+            import: Box::new(move |config| {
+                config.amqp.url = secrecy::SecretString::from(proxied);
+            }),
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let job = full_job(&connection, &["contacts"]);
+    stack.publish(&job).await;
+    wait_for_pages(&stack, &job.job_id, 3).await;
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+
+    let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        done.failure_reason
+    );
+    assert_eq!(stack.stored("contacts").await, (4_000, 4_000));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_killed_mid_job_resumes_where_it_stopped() {
+    let mut sim = sim_with(contacts_only(6_000));
+    sim.page_delay = Some(Duration::from_millis(50));
+    let mut stack = Stack::start(
+        "killed_consumer",
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    stack.stop_import().await;
+
+    let mut child = crate::process::ImportProcess::spawn(&stack.import_config);
+    let job = full_job(&connection, &["contacts"]);
+    stack.publish(&job).await;
+    let db = sqlx::PgPool::connect(&stack.import_database.url)
+        .await
+        .unwrap();
+    poll_until(
+        "some pages to be committed",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let pages: Option<i64> = sqlx::query_scalar(
+                "SELECT sum(pages)::bigint FROM job_resources WHERE job_id = $1::uuid",
+            )
+            .bind(&job.job_id)
+            .fetch_one(&db)
+            .await
+            .ok()
+            .flatten();
+            (pages.unwrap_or(0) >= 5).then_some(())
+        },
+    )
+    .await;
+    child.kill();
+
+    stack.start_import().await;
+    let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        done.failure_reason
+    );
+    assert_eq!(stack.stored("contacts").await, (6_000, 6_000));
+    // Resumed from the checkpoint: at most the page in flight at the kill is read twice.
+    let pages = api_calls(&stack, "contacts").await;
+    assert!((30..=32).contains(&pages), "{pages} page calls for 30 pages");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limited_import_stays_under_the_limit_and_near_its_throughput() {
+    const LIMIT: u32 = 10;
+    let stack = Stack::start(
+        "rate_limited",
+        StackSetup {
+            sim: SimConfig {
+                rate_limit: Some(clio_sim::RateLimit {
+                    limit: LIMIT,
+                    window: Duration::from_secs(1),
+                }),
+                ..sim_with(contacts_only(8_000))
+            },
+            import: Box::new(|config| config.importer.rate_limit_reserve = 0),
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Completed as i32,
+        "{}",
+        done.failure_reason
+    );
+    assert_eq!(stack.stored("contacts").await, (8_000, 8_000));
+
+    let calls = stack.sim.admin().calls().await.unwrap();
+    let contacts: Vec<_> = calls
+        .api
+        .iter()
+        .filter(|c| c.endpoint.contains("contacts"))
+        .collect();
+    assert!(contacts.iter().all(|c| c.status_429 == 0), "{contacts:?}");
+    let busiest = calls.max_in_window.values().copied().max().unwrap_or(0);
+    assert!(busiest <= LIMIT, "{busiest} requests in one window");
+
+    // 40 pages at 10 requests a second: a paced importer needs just under 4 s.
+    let started = done.started_at.unwrap();
+    let finished = done.finished_at.unwrap();
+    let elapsed = (finished.seconds - started.seconds) as f64
+        + f64::from(finished.nanos - started.nanos) / 1e9;
+    let rate = 40.0 / elapsed;
+    assert!(
+        rate >= 0.95 * f64::from(LIMIT) * (39.0 / 40.0),
+        "{rate:.2} requests/s against a limit of {LIMIT}/s ({elapsed:.2}s)"
+    );
+    stack.stop().await;
+}
+
+/// Waits until the job has committed `pages` pages.
+async fn wait_for_pages(stack: &Stack, job_id: &str, pages: u64) {
+    poll_until(
+        &format!("{pages} pages of job {job_id}"),
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let job = stack.job(job_id).await;
+            (job.progress.iter().map(|p| p.pages).sum::<u64>() >= pages).then_some(())
+        },
+    )
+    .await;
+}

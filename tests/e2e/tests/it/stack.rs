@@ -1,0 +1,413 @@
+//! The whole platform in one test process: the Clio simulator, audit-svc, auth-svc and
+//! import-svc, each on `127.0.0.1:0` with its own database, import-svc on its own queue
+//! names. Tests connect a person through the out-of-band flow exactly as a user would, then
+//! drive imports through RabbitMQ and gRPC.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
+use harness::{
+    ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until, token_of,
+    with_bearer,
+};
+use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
+use proto::auth::v1 as auth;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::common::v1 as common;
+use proto::import::v1 as import;
+use proto::import::v1::import_service_client::ImportServiceClient;
+use secrecy::SecretString;
+use service_runtime::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::services::test_service_config;
+
+/// The credential auth-svc's test caller `import` presents; import-svc uses it.
+fn import_token() -> String {
+    token_of("import")
+}
+
+/// A service task started in-process.
+struct Task {
+    address: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+    /// Dropped (and so removed) when the task is; import-svc's lives on the stack instead,
+    /// because import-svc restarts on the same database.
+    _database: Option<TestDatabase>,
+}
+
+impl Task {
+    async fn start<F, Fut>(database: TestDatabase, run: F) -> Task
+    where
+        F: FnOnce(TcpListener, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(listener, shutdown.clone()));
+        wait_serving(address).await;
+        Task {
+            address,
+            shutdown,
+            handle,
+            _database: Some(database),
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+pub async fn wait_serving(address: SocketAddr) {
+    poll_until(
+        &format!("{address} SERVING"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let status = health_status(channel(address).await, "").await.ok()?;
+            (status == ServingStatus::Serving).then_some(())
+        },
+    )
+    .await;
+}
+
+/// What a test may change about the stack before it starts.
+pub struct StackSetup {
+    pub sim: SimConfig,
+    /// Overrides of import-svc's config (rate-limit reserve, concurrency, ...).
+    pub import: Box<dyn FnOnce(&mut import_svc::Config) + Send>,
+}
+
+impl Default for StackSetup {
+    fn default() -> Self {
+        StackSetup {
+            sim: SimConfig {
+                regions: vec![Region::Us],
+                rate_limit: None,
+                ..SimConfig::default()
+            },
+            import: Box::new(|_| {}),
+        }
+    }
+}
+
+pub struct Stack {
+    pub sim: ClioSim,
+    pub broker: TestBroker,
+    pub topology: Topology,
+    pub import_database: TestDatabase,
+    /// import-svc's config as started, for restarting it (in-process or as a process).
+    pub import_config: import_svc::Config,
+    import: Option<Task>,
+    auth: Task,
+    audit: Task,
+}
+
+impl Stack {
+    pub async fn start(test: &str, setup: StackSetup) -> Stack {
+        let sim = ClioSim::start(setup.sim).await.unwrap();
+
+        let audit_db = TestDatabase::create().await;
+        let audit_config = audit_svc::Config {
+            service: test_service_config(audit_db.secret_url()),
+            ..Default::default()
+        };
+        let audit = Task::start(audit_db, |listener, shutdown| {
+            audit_svc::run(audit_config, listener, shutdown)
+        })
+        .await;
+
+        let auth_db = TestDatabase::create().await;
+        let auth_config = auth_config(&sim, auth_db.secret_url(), audit.address);
+        let auth = Task::start(auth_db, |listener, shutdown| {
+            auth_svc::run(auth_config, listener, shutdown)
+        })
+        .await;
+
+        let mut broker = TestBroker::connect(test).await;
+        let topology = Topology::new(&broker.prefix);
+        broker.track(
+            &[&topology.jobs_queue, &topology.dead_letter_queue],
+            &[
+                &topology.jobs_exchange,
+                &topology.dead_letter_exchange,
+                &topology.events_exchange,
+            ],
+        );
+        let import_database = TestDatabase::create().await;
+        let mut import_config = import_svc::Config {
+            service: test_service_config(import_database.secret_url()),
+            ..Default::default()
+        };
+        import_config.amqp.url = SecretString::from(harness::amqp_url());
+        import_config.amqp.prefix = broker.prefix.clone();
+        import_config.amqp.reconnect_delay_ms = 200;
+        import_config.auth.endpoint = format!("http://{}", auth.address);
+        import_config.auth.token = SecretString::from(import_token());
+        import_config.importer.backoff_base_ms = 20;
+        (setup.import)(&mut import_config);
+
+        let mut stack = Stack {
+            sim,
+            broker,
+            topology,
+            import_database,
+            import_config,
+            import: None,
+            auth,
+            audit,
+        };
+        stack.start_import().await;
+        stack
+    }
+
+    /// Starts import-svc in-process (again, after [`Stack::stop_import`]).
+    pub async fn start_import(&mut self) {
+        let config = self.import_config.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(import_svc::run(config, listener, shutdown.clone()));
+        wait_serving(address).await;
+        self.import = Some(Task {
+            address,
+            shutdown,
+            handle,
+            _database: None,
+        });
+    }
+
+    /// Stops the in-process import-svc gracefully.
+    pub async fn stop_import(&mut self) {
+        if let Some(task) = self.import.take() {
+            task.stop().await;
+        }
+    }
+
+    pub fn import_address(&self) -> SocketAddr {
+        self.import.as_ref().expect("import-svc is running").address
+    }
+
+    pub async fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
+        AuthServiceClient::new(channel(self.auth.address).await)
+    }
+
+    pub async fn import(&self) -> ImportServiceClient<tonic::transport::Channel> {
+        ImportServiceClient::new(channel(self.import_address()).await)
+    }
+
+    /// Registers a Clio app with `scopes` at the simulator and at auth-svc, has compliance
+    /// approve it, and connects `principal` as Clio user `clio_user` out-of-band.
+    /// Returns the connection id.
+    pub async fn connect(&self, scopes: &[&str], principal: &str, clio_user: u64) -> String {
+        let client_id = format!("app-{}", short_id());
+        let client_secret = format!("secret-{}", short_id());
+        let approval = format!("{}/oauth/approval", self.sim.base_url(Region::Us));
+        self.sim
+            .admin()
+            .register_app(
+                Region::Us,
+                &AppSpec {
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    redirect_uris: vec![approval.clone()],
+                    permissions: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                },
+            )
+            .await
+            .unwrap();
+
+        let mut auth = self.auth().await;
+        let declared = scopes
+            .iter()
+            .map(|s| common::ScopeJustification {
+                scope: Some(s.parse::<scope_catalog::Scope>().unwrap().to_wire()),
+                justification: format!("test needs {s}"),
+            })
+            .collect();
+        let app = auth
+            .register_app(with_bearer(
+                auth::RegisterAppRequest {
+                    tenant: "firm-1".into(),
+                    name: format!("import app {client_id}"),
+                    region: common::Region::Us as i32,
+                    client_id: client_id.clone(),
+                    client_secret,
+                    redirect_uris: vec![approval],
+                    declared_scopes: declared,
+                    pkce_enabled: false,
+                },
+                &token_of("operator"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        auth.approve_app(with_bearer(
+            auth::ApproveAppRequest {
+                app_id: app.app_id.clone(),
+                scopes_version: app.scopes_version,
+                note: "approved for the test".into(),
+            },
+            &token_of("compliance"),
+        ))
+        .await
+        .unwrap();
+        let started = auth
+            .start_authorization(with_bearer(
+                auth::StartAuthorizationRequest {
+                    app_id: app.app_id,
+                    principal: principal.into(),
+                    mode: auth::AuthorizationMode::OutOfBand as i32,
+                    reconnect_connection_id: String::new(),
+                },
+                &token_of("connector"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let consent = self
+            .sim
+            .admin()
+            .consent(&started.authorization_url, clio_user, Decision::Allow)
+            .await
+            .unwrap();
+        let pasted = consent.page_title.expect("the approval page shows the code");
+        auth.complete_authorization(with_bearer(
+            auth::CompleteAuthorizationRequest {
+                state: started.state,
+                code: pasted,
+            },
+            &token_of("connector"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .connection_id
+    }
+
+    /// Publishes `job` on the import exchange as a producer would (protobuf body).
+    pub async fn publish(&self, job: &import::ImportJob) {
+        self.broker
+            .publish(
+                &self.topology.jobs_exchange,
+                JOB_ROUTING_KEY,
+                &prost::Message::encode_to_vec(job),
+                Some("application/x-protobuf"),
+            )
+            .await;
+    }
+
+    pub async fn submit(&self, job: import::ImportJob) -> String {
+        self.import()
+            .await
+            .submit_job(with_bearer(
+                import::SubmitJobRequest { job: Some(job) },
+                &token_of("job_submitter"),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id
+    }
+
+    pub async fn job(&self, job_id: &str) -> import::Job {
+        self.import()
+            .await
+            .get_job(with_bearer(
+                import::GetJobRequest {
+                    job_id: job_id.into(),
+                },
+                &token_of("operator"),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Waits until the job reaches a final status and returns it.
+    pub async fn finished(&self, job_id: &str, within: Duration) -> import::Job {
+        poll_until(
+            &format!("job {job_id} to finish"),
+            within,
+            Duration::from_millis(50),
+            || async {
+                let job = self.job(job_id).await;
+                let status = import::JobStatus::try_from(job.status).ok()?;
+                matches!(
+                    status,
+                    import::JobStatus::Completed
+                        | import::JobStatus::Failed
+                        | import::JobStatus::Cancelled
+                        | import::JobStatus::DeadLettered
+                )
+                .then_some(job)
+            },
+        )
+        .await
+    }
+
+    /// Live (not deleted) rows of `resource` in import-svc's database, and all rows.
+    pub async fn stored(&self, resource: &str) -> (i64, i64) {
+        let mut db = self.import_database.connect().await;
+        let table = import_svc::records::table(resource.parse().unwrap());
+        let live: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE deleted_at IS NULL"
+        ))
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let all: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        (live, all)
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_import().await;
+        self.auth.stop().await;
+        self.audit.stop().await;
+        self.sim.stop().await;
+    }
+}
+
+/// A full job over `resources` for `connection`, with a fresh id.
+pub fn full_job(connection: &str, resources: &[&str]) -> import::ImportJob {
+    import::ImportJob {
+        job_id: uuid::Uuid::new_v4().to_string(),
+        connection_id: connection.into(),
+        resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        mode: import::ImportMode::Full as i32,
+        requested_by: "e2e".into(),
+        ..Default::default()
+    }
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+fn auth_config(sim: &ClioSim, database: SecretString, audit: SocketAddr) -> auth_svc::Config {
+    let mut config = auth_svc::Config {
+        service: test_service_config(database),
+        ..Default::default()
+    };
+    config.keys = vec![auth_svc::config::KeyConfig {
+        id: "k1".into(),
+        key: Some(SecretString::from(
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned(),
+        )),
+        key_file: None,
+    }];
+    config.active_key_id = "k1".into();
+    config.clio.regions.us = sim.base_url(Region::Us);
+    config.audit.endpoint = format!("http://{audit}");
+    config.audit.token = Some(SecretString::from(token_of("audit_writer")));
+    config
+}
