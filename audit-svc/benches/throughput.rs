@@ -114,7 +114,9 @@ async fn start_service(database: &TestDatabase) -> (std::net::SocketAddr, Cancel
         Duration::from_secs(30),
         Duration::from_millis(50),
         || async {
-            let status = harness::health_status(channel(address).await, "").await.ok()?;
+            let status = harness::health_status(channel(address).await, "")
+                .await
+                .ok()?;
             (status == harness::ServingStatus::Serving).then_some(())
         },
     )
@@ -127,7 +129,11 @@ async fn record_throughput(address: std::net::SocketAddr, pool: &PgPool, events:
     let mut client = AuditServiceClient::new(channel(address).await);
     let token = harness::token_of("audit_writer");
     let batches: Vec<Vec<pb::AuditEvent>> = (0..events / BATCH)
-        .map(|b| (0..BATCH).map(|i| wire_event(TENANT, b * BATCH + i)).collect())
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| wire_event(TENANT, b * BATCH + i))
+                .collect()
+        })
         .collect();
     let started = Instant::now();
     for batch in &batches {
@@ -200,7 +206,10 @@ async fn fill_chain(pool: &PgPool, events: usize) {
     // Bodies are built on another task while the previous batch is appended.
     tokio::spawn(async move {
         for b in 0..events / 5_000 {
-            sender.send(bodies("verify-firm", b * 5_000, 5_000)).await.unwrap();
+            sender
+                .send(bodies("verify-firm", b * 5_000, 5_000))
+                .await
+                .unwrap();
         }
     });
     let mut done = 0;

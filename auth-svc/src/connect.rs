@@ -119,6 +119,7 @@ pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, Auth
     let now = ctx.now();
     let ttl = i64::try_from(ctx.config.authorization.state_ttl_secs).unwrap_or(600);
     let expires_at = now + Duration::seconds(ttl);
+    forget_expired_verifiers(ctx, now).await?;
     let pkce = app.pkce_enabled.then(Pkce::generate);
     let sealed = pkce
         .as_ref()
@@ -159,6 +160,19 @@ pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, Auth
         expires_at,
         mode: request.mode,
     })
+}
+
+/// PKCE verifiers of authorizations nobody completed are useless once expired: they are
+/// dropped (the row stays, for the record of what was started).
+async fn forget_expired_verifiers(ctx: &Context, now: DateTime<Utc>) -> Result<(), AuthError> {
+    sqlx::query(
+        "UPDATE authorization_states SET pkce_verifier_ct = NULL, pkce_verifier_key_id = NULL \
+         WHERE expires_at <= $1 AND pkce_verifier_ct IS NOT NULL",
+    )
+    .bind(now)
+    .execute(&ctx.pool)
+    .await?;
+    Ok(())
 }
 
 fn require_approved(app: &App) -> Result<(), AuthError> {

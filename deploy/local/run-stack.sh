@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 STATE=$ROOT/.stack
 CONFIG=$ROOT/deploy/local/config
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-debug}
 BIN=$ROOT/target/$PROFILE
 
 log() { printf 'stack: %s\n' "$*" >&2; }
@@ -57,7 +57,7 @@ up() {
   log "building ($PROFILE)"
   if [ "$PROFILE" = release ]; then cargo build --release --bins --quiet; else cargo build --bins --quiet; fi
 
-  start clio-sim "$BIN/clio-sim" --listen 127.0.0.1 --base-port 18000 --size 2000 \
+  start clio-sim "$BIN/clio-sim" --listen 127.0.0.1 --base-port 18000 --size 1000 \
     --rate-limit 50/60s --apps "$CONFIG/sim-apps.json"
   wait_port clio-sim 18000
   start audit-svc "$BIN/audit-svc" --config "$CONFIG/audit-svc.toml"

@@ -477,18 +477,28 @@ fn async_stream(
                     return;
                 }
             }
-            let kind = if status_changed || fetched == last_fetched {
-                pb::job_progress::Kind::Status
-            } else {
-                pb::job_progress::Kind::Page
-            };
+            // Records fetched since the last update are one page update; a status change
+            // (which may come in the same poll, e.g. the last page and completion) is its own.
+            let mut updates = Vec::with_capacity(2);
+            if fetched > last_fetched {
+                let mut update = progress(pb::job_progress::Kind::Page, job.clone(), 0, rate, eta);
+                update.page_records = u32::try_from(fetched - last_fetched).unwrap_or(u32::MAX);
+                updates.push(update);
+            }
+            if status_changed || updates.is_empty() {
+                updates.push(progress(
+                    pb::job_progress::Kind::Status,
+                    job.clone(),
+                    0,
+                    rate,
+                    eta,
+                ));
+            }
             last_fetched = fetched;
-            if tx
-                .send(Ok(progress(kind, job.clone(), 0, rate, eta)))
-                .await
-                .is_err()
-            {
-                return;
+            for update in updates {
+                if tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
             }
         }
     });

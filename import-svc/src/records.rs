@@ -100,6 +100,7 @@ fn updated_at(record: &Value) -> Option<DateTime<Utc>> {
 /// What one page's upsert did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Upserted {
+    /// Records added or changed (an unchanged record read again is not counted).
     pub rows: u64,
     pub max_updated_at: Option<DateTime<Utc>>,
 }
@@ -153,21 +154,40 @@ pub async fn upsert_page(
     let newer = format!(
         "({t}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= {t}.updated_at)"
     );
+    // `changed` reads the table as it was before this statement (every part of one
+    // statement sees the same snapshot), so it counts the records this page actually adds
+    // or changes: re-reading an unchanged record (an incremental job's overlap, a resumed
+    // page) touches its row (seen_in_job) but is not a write.
     let sql = format!(
-        "INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at)
-         SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL
-         FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data)
-         ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET
-             seen_in_job = EXCLUDED.seen_in_job,
-             deleted_at = NULL,
-             connection_id = EXCLUDED.connection_id,
-             etag = CASE WHEN {newer} THEN EXCLUDED.etag ELSE {t}.etag END,
-             data = CASE WHEN {newer} THEN EXCLUDED.data ELSE {t}.data END,
-             stored_at = CASE WHEN {newer} THEN EXCLUDED.stored_at ELSE {t}.stored_at END,
-             updated_at = CASE WHEN {newer} THEN EXCLUDED.updated_at ELSE {t}.updated_at END",
+        "WITH u AS (
+             SELECT * FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[])
+                 AS u(id, etag, updated_at, data)
+         ),
+         changed AS (
+             SELECT count(*) AS n FROM u
+             LEFT JOIN {t} ON {t}.clio_account_id = $1 AND {t}.clio_id = u.id
+             WHERE {t}.clio_id IS NULL OR {t}.deleted_at IS NOT NULL
+                OR ((u.etag IS DISTINCT FROM {t}.etag OR u.updated_at IS DISTINCT FROM {t}.updated_at)
+                    AND ({t}.updated_at IS NULL OR u.updated_at IS NULL OR u.updated_at >= {t}.updated_at))
+         ),
+         stored AS (
+             INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at)
+             SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL FROM u
+             ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET
+                 seen_in_job = EXCLUDED.seen_in_job,
+                 deleted_at = NULL,
+                 connection_id = EXCLUDED.connection_id,
+                 etag = CASE WHEN {newer} THEN EXCLUDED.etag ELSE {t}.etag END,
+                 data = CASE WHEN {newer} THEN EXCLUDED.data ELSE {t}.data END,
+                 stored_at = CASE WHEN {newer} THEN EXCLUDED.stored_at ELSE {t}.stored_at END,
+                 updated_at = CASE WHEN {newer} THEN EXCLUDED.updated_at ELSE {t}.updated_at END
+         )
+         -- `stored` runs to completion whether or not it is read (as every data-modifying
+         -- WITH does).
+         SELECT n FROM changed",
         ty = id_type(target.resource),
     );
-    let query = sqlx::query(&sql)
+    let query = sqlx::query_scalar::<_, i64>(&sql)
         .bind(target.account_id)
         .bind(target.connection_id)
         .bind(target.job_id)
@@ -176,14 +196,14 @@ pub async fn upsert_page(
         Ids::Int(ids) => query.bind(ids),
         Ids::Text(ids) => query.bind(ids),
     };
-    let result = query
+    let written = query
         .bind(etags)
         .bind(updated)
         .bind(data)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
     Ok(Upserted {
-        rows: result.rows_affected(),
+        rows: u64::try_from(written).unwrap_or(0),
         max_updated_at,
     })
 }

@@ -67,28 +67,31 @@ async fn key_rotation_re_encrypts_in_the_background_while_leases_go_on() {
         vec![("k1".into(), 4 + 40)]
     );
 
-    // Leases run without pause through the rotation; half of them need a refresh first.
+    // Four importers lease without pause through the rotation; the first lease of each
+    // connection also refreshes its (expired) token, sealing the new one.
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
-    let leasing = {
-        let (stack, stop, served, ids) = (
-            stack.clone(),
-            stop.clone(),
-            served.clone(),
-            connections.clone(),
-        );
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let id = &ids[n % ids.len()];
-                if let Err(status) = stack.lease(id, &["contacts:read"]).await {
-                    panic!("lease {n} failed during rotation: {status:?}");
+    let leasing: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stack, stop, served, ids) = (
+                stack.clone(),
+                stop.clone(),
+                served.clone(),
+                connections.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = worker;
+                while !stop.load(Ordering::SeqCst) {
+                    let id = &ids[n % ids.len()];
+                    if let Err(status) = stack.lease(id, &["contacts:read"]).await {
+                        panic!("lease {n} failed during rotation: {status:?}");
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
                 }
-                served.fetch_add(1, Ordering::SeqCst);
-                n += 1;
-            }
+            })
         })
-    };
+        .collect();
     stack.advance(Duration::from_secs(2 * 3_600));
     let rotated = stack
         .client()
@@ -103,6 +106,10 @@ async fn key_rotation_re_encrypts_in_the_background_while_leases_go_on() {
         .unwrap()
         .into_inner();
     assert_eq!(rotated.active_key_id, "k2");
+    assert!(
+        rotated.pending_reencryption > 0,
+        "re-encryption runs after the answer"
+    );
     let during = served.load(Ordering::SeqCst);
     poll_until(
         "every secret under k2",
@@ -124,7 +131,9 @@ async fn key_rotation_re_encrypts_in_the_background_while_leases_go_on() {
     )
     .await;
     stop.store(true, Ordering::SeqCst);
-    leasing.await.unwrap();
+    for worker in leasing {
+        worker.await.unwrap();
+    }
     println!(
         "rotation: {} leases served, {} of them before the rotation answered, none failed",
         served.load(Ordering::SeqCst),

@@ -1,8 +1,9 @@
 //! Audit events reach audit-svc through the outbox: nothing is lost while audit-svc is
 //! unreachable, and once it is back every event arrives, in the order it was committed.
 //!
-//! audit-svc here is a gRPC `AuditService` that keeps what `Record` is sent (by event id,
-//! as audit-svc does), behind a TCP proxy the test cuts and restores.
+//! audit-svc is behind a TCP proxy the test cuts and restores: the real audit-svc, started
+//! only once the events are waiting, and a bare `AuditService` that keeps what `Record` is
+//! sent (by event id, as audit-svc does), to see the arrival order itself.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use proto::audit::v1::{RecordRequest, RecordResponse};
 use proto::common::v1::{AuditEvent, EventKind};
 use secrecy::SecretString;
 
-use crate::support::{self, AppOptions, Setup};
+use crate::support::{self, AppOptions, Setup, Stack};
 
 /// Keeps the events `Record` accepted, once each, in arrival order.
 #[derive(Clone, Default)]
@@ -67,12 +68,9 @@ impl AuditLog {
     }
 }
 
-#[tokio::test]
-async fn events_committed_while_audit_svc_is_down_arrive_in_order_once_it_is_back() {
-    let audit = AuditLog::default();
-    let proxy = TcpProxy::start(audit.serve().await).await;
-    proxy.cut();
-    let endpoint = format!("http://{}", proxy.address);
+/// A stack whose relay delivers to `endpoint`, with some committed activity: an app, a
+/// connection, its revocation. Returns the committed events, none delivered yet.
+async fn stack_with_waiting_events(endpoint: String) -> (Stack, Vec<AuditEvent>) {
     let setup = Setup {
         tweak: Box::new(move |config| {
             config.audit.endpoint = endpoint;
@@ -100,46 +98,88 @@ async fn events_committed_while_audit_svc_is_down_arrive_in_order_once_it_is_bac
         assert!(kinds.contains(&kind), "{kind:?} missing from {kinds:?}");
     }
     // The relay has been trying all along; nothing got through the cut.
-    assert!(audit.ids().is_empty());
+    assert_eq!(pending(&stack).await, committed.len());
+    (stack, committed.into_iter().map(|(_, e)| e).collect())
+}
+
+async fn pending(stack: &Stack) -> usize {
     let mut db = stack.database.connect().await;
-    let pending: i64 =
+    let count: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_outbox WHERE delivered_at IS NULL")
             .fetch_one(&mut db)
             .await
             .unwrap();
-    assert_eq!(pending, i64::try_from(committed.len()).unwrap());
+    usize::try_from(count).unwrap()
+}
 
-    proxy.restore();
-    let expected: Vec<String> = committed.iter().map(|(_, e)| e.event_id.clone()).collect();
+async fn wait_until_delivered(stack: &Stack) {
     poll_until(
-        "the outbox delivered",
+        "every outbox row marked delivered",
         Duration::from_secs(15),
         Duration::from_millis(50),
-        || async {
-            let delivered = audit.ids();
-            (delivered.len() >= expected.len()).then_some(())
-        },
+        || async { (pending(stack).await == 0).then_some(()) },
     )
     .await;
-    assert_eq!(
-        audit.ids()[..expected.len()],
-        expected[..],
-        "commit order kept"
-    );
-    poll_until(
-        "every row marked delivered",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let mut db = stack.database.connect().await;
-            let pending: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM audit_outbox WHERE delivered_at IS NULL")
-                    .fetch_one(&mut db)
-                    .await
-                    .unwrap();
-            (pending == 0).then_some(())
+}
+
+#[tokio::test]
+async fn events_committed_while_audit_svc_is_down_arrive_in_order_once_it_is_back() {
+    let audit = AuditLog::default();
+    let proxy = TcpProxy::start(audit.serve().await).await;
+    proxy.cut();
+    let (stack, committed) = stack_with_waiting_events(format!("http://{}", proxy.address)).await;
+    assert!(audit.ids().is_empty());
+
+    proxy.restore();
+    wait_until_delivered(&stack).await;
+    let expected: Vec<String> = committed.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(audit.ids(), expected, "each event once, in commit order");
+    stack.stop().await;
+}
+
+/// The Ed25519 seed the test audit-svc signs its checkpoints with.
+const AUDIT_SEED_HEX: &str = "0909090909090909090909090909090909090909090909090909090909090909";
+
+#[tokio::test]
+async fn the_real_audit_svc_records_the_outbox_once_it_starts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = TcpProxy::start(listener.local_addr().unwrap()).await;
+    proxy.cut();
+    let (stack, committed) = stack_with_waiting_events(format!("http://{}", proxy.address)).await;
+
+    // audit-svc comes up only now.
+    let audit_db = harness::TestDatabase::create().await;
+    let mut config = audit_svc::Config {
+        service: service_runtime::config::ServiceConfig {
+            callers: harness::caller_config(),
+            health_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ..Default::default()
         },
+        ..Default::default()
+    };
+    config.service.database.url = audit_db.secret_url();
+    config.signing.key = Some(SecretString::from(AUDIT_SEED_HEX));
+    let shutdown = service_runtime::CancellationToken::new();
+    let audit = tokio::spawn(audit_svc::run(config, listener, shutdown.clone()));
+    proxy.restore();
+    wait_until_delivered(&stack).await;
+
+    let mut db = audit_db.connect().await;
+    let recorded: Vec<(String,)> = sqlx::query_as(
+        "SELECT event_id::text FROM events WHERE tenant = 'firm-a' ORDER BY sequence",
     )
-    .await;
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let recorded: Vec<String> = recorded.into_iter().map(|(id,)| id).collect();
+    let expected: Vec<String> = committed
+        .iter()
+        .filter(|e| e.tenant == "firm-a")
+        .map(|e| e.event_id.clone())
+        .collect();
+    assert_eq!(recorded, expected, "audit-svc chained them in commit order");
+    shutdown.cancel();
+    audit.await.unwrap().unwrap();
     stack.stop().await;
 }

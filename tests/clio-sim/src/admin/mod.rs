@@ -44,7 +44,16 @@ pub(crate) fn routes() -> Router<Arc<RegionState>> {
 }
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+    AdminError(status, message.into()).into_response()
+}
+
+/// A refused admin request: status and message.
+struct AdminError(StatusCode, String);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
 }
 
 async fn register_app(State(state): Shared, Json(app): Json<AppSpec>) -> StatusCode {
@@ -135,15 +144,15 @@ async fn reset_rate_limits(State(state): Shared) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-fn resource_of(name: &str) -> Result<Resource, Response> {
+fn resource_of(name: &str) -> Result<Resource, AdminError> {
     name.parse()
-        .map_err(|_| admin_error(StatusCode::NOT_FOUND, format!("unknown resource {name}")))
+        .map_err(|_| AdminError(StatusCode::NOT_FOUND, format!("unknown resource {name}")))
 }
 
-fn key_of(id: &str) -> Result<i64, Response> {
+fn key_of(id: &str) -> Result<i64, AdminError> {
     RecordId::from(id)
         .key()
-        .ok_or_else(|| admin_error(StatusCode::BAD_REQUEST, format!("{id} is not a record id")))
+        .ok_or_else(|| AdminError(StatusCode::BAD_REQUEST, format!("{id} is not a record id")))
 }
 
 async fn create_record(
@@ -153,7 +162,7 @@ async fn create_record(
 ) -> Response {
     let resource = match resource_of(&resource) {
         Ok(resource) => resource,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     match state
         .data
@@ -170,11 +179,11 @@ async fn create_record(
 async fn count(State(state): Shared, Path(resource): Path<String>) -> Response {
     match resource_of(&resource) {
         Ok(resource) => Json(json!({"count": state.data.count(resource)})).into_response(),
-        Err(response) => response,
+        Err(error) => error.into_response(),
     }
 }
 
-fn record_target(resource: &str, id: &str) -> Result<(Resource, i64), Response> {
+fn record_target(resource: &str, id: &str) -> Result<(Resource, i64), AdminError> {
     Ok((resource_of(resource)?, key_of(id)?))
 }
 
@@ -187,7 +196,7 @@ async fn read_record(
             Some(record) => Json(json!({"data": record})).into_response(),
             None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
         },
-        Err(response) => response,
+        Err(error) => error.into_response(),
     }
 }
 
@@ -198,7 +207,7 @@ async fn update_record(
 ) -> Response {
     let (resource, key) = match record_target(&resource, &id) {
         Ok(target) => target,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let Value::Object(patch) = patch else {
         return admin_error(StatusCode::BAD_REQUEST, "the change must be a JSON object");
@@ -221,6 +230,6 @@ async fn delete_record(
             StatusCode::NO_CONTENT.into_response()
         }
         Ok((resource, _)) => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
-        Err(response) => response,
+        Err(error) => error.into_response(),
     }
 }

@@ -193,15 +193,15 @@ impl Filter {
         if self.ids.as_ref().is_some_and(|ids| !ids.contains(&key)) {
             return false;
         }
-        if let Some(since) = self.updated_since {
-            if record_time(record, "updated_at").is_none_or(|t| t < since) {
-                return false;
-            }
+        if let Some(since) = self.updated_since
+            && record_time(record, "updated_at").is_none_or(|t| t < since)
+        {
+            return false;
         }
-        if let Some(since) = self.created_since {
-            if record_time(record, "created_at").is_none_or(|t| t < since) {
-                return false;
-            }
+        if let Some(since) = self.created_since
+            && record_time(record, "created_at").is_none_or(|t| t < since)
+        {
+            return false;
         }
         if let Some((fields, needle)) = &self.query {
             let found = fields.iter().any(|field| {

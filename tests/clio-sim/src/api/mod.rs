@@ -39,25 +39,36 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The `X-API-VERSION` to echo, or the 410 for an unknown one.
-fn api_version(headers: &HeaderMap) -> Result<HeaderValue, Response> {
+/// An `X-API-VERSION` Clio does not serve (any but 4.0.0 to 4.0.13).
+struct UnknownVersion(HeaderValue);
+
+impl IntoResponse for UnknownVersion {
+    fn into_response(self) -> Response {
+        let text = self.0.to_str().unwrap_or_default().trim().to_owned();
+        let message = format!("API version {text} is not supported");
+        let mut response = ApiError::typed(StatusCode::GONE, "Gone", message).into_response();
+        response.headers_mut().insert("x-api-version", self.0);
+        response
+    }
+}
+
+/// The `X-API-VERSION` to echo.
+fn api_version(headers: &HeaderMap) -> Result<HeaderValue, UnknownVersion> {
     let Some(requested) = headers.get("x-api-version") else {
         return Ok(HeaderValue::from_static(DEFAULT_API_VERSION));
     };
-    let text = requested.to_str().unwrap_or_default().trim();
-    let known = text
+    let known = requested
+        .to_str()
+        .unwrap_or_default()
+        .trim()
         .strip_prefix("4.0.")
         .and_then(|patch| patch.parse::<u32>().ok())
         .is_some_and(|patch| patch <= NEWEST_PATCH);
     if known {
-        return Ok(requested.clone());
+        Ok(requested.clone())
+    } else {
+        Err(UnknownVersion(requested.clone()))
     }
-    let message = format!("API version {text} is not supported");
-    let mut response = ApiError::typed(StatusCode::GONE, "Gone", message).into_response();
-    response
-        .headers_mut()
-        .insert("x-api-version", requested.clone());
-    Err(response)
 }
 
 /// Every `/api/v4/...` request.
@@ -70,7 +81,7 @@ pub(crate) async fn dispatch(
 ) -> Response {
     let version = match api_version(&headers) {
         Ok(version) => version,
-        Err(gone) => return gone,
+        Err(gone) => return gone.into_response(),
     };
     let mut response = authenticated(&state, &method, &uri, &headers, &body).await;
     response.headers_mut().insert("x-api-version", version);

@@ -378,7 +378,7 @@ impl Generator {
         let start = (created / 900) * 900 + quarter_hours * 900;
         // Every seventh entry is an instance of a recurring series, whose Clio id carries
         // the occurrence date.
-        let recurring = index % 7 == 0;
+        let recurring = index.is_multiple_of(7);
         let key = key(Resource::CalendarEntries, index);
         let id = if recurring {
             format!("{key}_{}", date(start).replace('-', ""))

@@ -306,7 +306,7 @@ impl Dataset {
                 Value::String(stamp.to_rfc3339_opts(SecondsFormat::Secs, false)),
             );
         }
-        if !fields.get("created_at").is_some_and(|v| !v.is_null()) {
+        if fields.get("created_at").is_none_or(Value::is_null) {
             let created = fields.get("updated_at").cloned().unwrap_or(Value::Null);
             fields.insert("created_at".to_owned(), created);
         }

@@ -62,12 +62,7 @@ async fn status_faults_hit_the_next_n_calls_then_wear_off() {
         StatusCode::OK,
         "only the token endpoint"
     );
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", t.refresh.as_str()),
-        ("client_id", CLIENT_ID),
-        ("client_secret", SECRET),
-    ];
+    let form = refresh_form(&t.refresh);
     assert_eq!(
         token_request(&base, &form).await.0,
         StatusCode::INTERNAL_SERVER_ERROR
@@ -235,12 +230,7 @@ async fn revoke_after_revokes_the_grant_mid_run() {
             .as_u16(),
     ];
     assert_eq!(statuses, [200, 200, 401, 401]);
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", t.refresh.as_str()),
-        ("client_id", CLIENT_ID),
-        ("client_secret", SECRET),
-    ];
+    let form = refresh_form(&t.refresh);
     let (status, body) = token_request(&base, &form).await;
     assert_eq!(
         (status, body["error"].as_str()),

@@ -327,15 +327,6 @@ async fn token_endpoint_errors_have_exact_flat_bodies() {
     assert_eq!(status, StatusCode::OK);
 }
 
-fn refresh_form<'a>(refresh: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("grant_type", "refresh_token"),
-        ("refresh_token", refresh),
-        ("client_id", CLIENT_ID),
-        ("client_secret", SECRET),
-    ]
-}
-
 #[tokio::test]
 async fn refresh_does_not_rotate_by_default_and_tokens_expire_on_the_clock() {
     let sim = start_with(SimConfig {

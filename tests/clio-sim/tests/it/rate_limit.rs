@@ -100,27 +100,9 @@ async fn calls_are_counted_per_token_and_endpoint_under_a_hash() {
         get(&base, &t.access, "/api/v4/contacts?limit=1").await.body["data"][0]["id"].clone();
     get(&base, &t.access, &format!("/api/v4/contacts/{first}.json")).await;
     get(&base, &t.access, "/api/v4/users/who_am_i.json").await;
-    let (_, refresh) = token_request(
-        &base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &t.refresh),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    let (_, refresh) = token_request(&base, &refresh_form(&t.refresh)).await;
     assert!(refresh["access_token"].is_string());
-    token_request(
-        &base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", "nope"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    token_request(&base, &refresh_form("nope")).await;
 
     let calls = admin.calls().await.unwrap();
     assert_eq!(calls.api_calls_on(&t.access, "/api/v4/contacts"), 3);

@@ -236,7 +236,8 @@ async fn admin_edits_show_up_in_the_api_and_in_updated_since() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     let (after, _) = all_pages(&base, &t.access, "/api/v4/contacts?limit=13").await;
     assert_eq!(after.len(), 50);
-    assert!(after.iter().all(|c| c["id"].to_string() != deleted));
+    let deleted_id: i64 = deleted.parse().unwrap();
+    assert!(after.iter().all(|c| c["id"].as_i64() != Some(deleted_id)));
     assert!(
         admin
             .delete_record(Region::Us, Resource::Contacts, &deleted)

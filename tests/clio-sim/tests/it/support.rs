@@ -180,3 +180,13 @@ pub async fn all_pages(base: &str, token: &str, path: &str) -> (Vec<Value>, usiz
 pub fn error_type(body: &Value) -> &str {
     body["error"]["type"].as_str().unwrap_or_default()
 }
+
+/// The form of a refresh with the test app's credentials.
+pub fn refresh_form(refresh: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("client_id", CLIENT_ID),
+        ("client_secret", SECRET),
+    ]
+}

@@ -3,4 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod foundation;
+mod import_jobs;
+mod import_results;
+mod process;
 mod services;
+mod stack;

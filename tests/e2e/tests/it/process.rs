@@ -18,7 +18,11 @@ impl ImportProcess {
         let callers: Vec<String> = harness::test_callers()
             .into_iter()
             .map(|c| {
-                let roles: Vec<String> = c.roles.iter().map(|r| format!("{:?}", r.as_str())).collect();
+                let roles: Vec<String> = c
+                    .roles
+                    .iter()
+                    .map(|r| format!("{:?}", r.as_str()))
+                    .collect();
                 format!(
                     "{{ name = {:?}, token = {:?}, roles = [{}] }}",
                     c.name,

@@ -4,6 +4,7 @@
 //! drive imports through RabbitMQ and gRPC.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
@@ -12,6 +13,7 @@ use harness::{
     with_bearer,
 };
 use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
+use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::common::v1 as common;
@@ -19,6 +21,7 @@ use proto::import::v1 as import;
 use proto::import::v1::import_service_client::ImportServiceClient;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
+use service_runtime::clock::{ManualClock, SharedClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -104,6 +107,8 @@ pub struct Stack {
     pub import_database: TestDatabase,
     /// import-svc's config as started, for restarting it (in-process or as a process).
     pub import_config: import_svc::Config,
+    /// import-svc's clock (retention); starts at the wall-clock time.
+    pub import_clock: ManualClock,
     import: Option<Task>,
     auth: Task,
     audit: Task,
@@ -151,6 +156,8 @@ impl Stack {
         import_config.auth.endpoint = format!("http://{}", auth.address);
         import_config.auth.token = SecretString::from(import_token());
         import_config.importer.backoff_base_ms = 20;
+        import_config.audit.endpoint = format!("http://{}", audit.address);
+        import_config.audit.token = Some(SecretString::from(token_of("audit_writer")));
         (setup.import)(&mut import_config);
 
         let mut stack = Stack {
@@ -159,6 +166,7 @@ impl Stack {
             topology,
             import_database,
             import_config,
+            import_clock: ManualClock::default(),
             import: None,
             auth,
             audit,
@@ -173,7 +181,13 @@ impl Stack {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(import_svc::run(config, listener, shutdown.clone()));
+        let clock: SharedClock = Arc::new(self.import_clock.clone());
+        let handle = tokio::spawn(import_svc::run_with_clock(
+            config,
+            listener,
+            shutdown.clone(),
+            clock,
+        ));
         wait_serving(address).await;
         self.import = Some(Task {
             address,
@@ -198,6 +212,10 @@ impl Stack {
         AuthServiceClient::new(channel(self.auth.address).await)
     }
 
+    pub async fn audit(&self) -> AuditServiceClient<tonic::transport::Channel> {
+        AuditServiceClient::new(channel(self.audit.address).await)
+    }
+
     pub async fn import(&self) -> ImportServiceClient<tonic::transport::Channel> {
         ImportServiceClient::new(channel(self.import_address()).await)
     }
@@ -205,7 +223,7 @@ impl Stack {
     /// Registers a Clio app with `scopes` at the simulator and at auth-svc, has compliance
     /// approve it, and connects `principal` as Clio user `clio_user` out-of-band.
     /// Returns the connection id.
-    pub async fn connect(&self, scopes: &[&str], principal: &str, clio_user: u64) -> String {
+    pub async fn connect(&self, scopes: &[&str], principal: &str, clio_user: i64) -> String {
         let client_id = format!("app-{}", short_id());
         let client_secret = format!("secret-{}", short_id());
         let approval = format!("{}/oauth/approval", self.sim.base_url(Region::Us));
@@ -277,7 +295,9 @@ impl Stack {
             .consent(&started.authorization_url, clio_user, Decision::Allow)
             .await
             .unwrap();
-        let pasted = consent.page_title.expect("the approval page shows the code");
+        let pasted = consent
+            .page_title
+            .expect("the approval page shows the code");
         auth.complete_authorization(with_bearer(
             auth::CompleteAuthorizationRequest {
                 state: started.state,
@@ -317,7 +337,15 @@ impl Stack {
     }
 
     pub async fn job(&self, job_id: &str) -> import::Job {
-        self.import()
+        self.try_job(job_id)
+            .await
+            .unwrap_or_else(|| panic!("job {job_id} not found"))
+    }
+
+    /// The job, or `None` while import-svc has not yet taken it from the queue.
+    pub async fn try_job(&self, job_id: &str) -> Option<import::Job> {
+        let answer = self
+            .import()
             .await
             .get_job(with_bearer(
                 import::GetJobRequest {
@@ -325,9 +353,12 @@ impl Stack {
                 },
                 &token_of("operator"),
             ))
-            .await
-            .unwrap()
-            .into_inner()
+            .await;
+        match answer {
+            Ok(job) => Some(job.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => panic!("GetJob {job_id}: {status}"),
+        }
     }
 
     /// Waits until the job reaches a final status and returns it.
@@ -337,7 +368,7 @@ impl Stack {
             within,
             Duration::from_millis(50),
             || async {
-                let job = self.job(job_id).await;
+                let job = self.try_job(job_id).await?;
                 let status = import::JobStatus::try_from(job.status).ok()?;
                 matches!(
                     status,

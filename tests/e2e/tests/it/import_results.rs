@@ -1,0 +1,238 @@
+//! What an import leaves behind and who sees it: progress streamed while it runs, records
+//! read back by consumers, the audit trail, retention, and fairness between connections.
+
+use std::time::Duration;
+
+use clio_sim::{DatasetSize, Region, SimConfig};
+use harness::{poll_until, token_of, with_bearer};
+use proto::audit::v1 as audit;
+use proto::common::v1::EventKind;
+use proto::import::v1 as import;
+use tokio_stream::StreamExt;
+
+use crate::stack::{Stack, StackSetup, full_job};
+
+const PERSON: &str = "bob@firm.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_streams_records_read_back_and_the_import_is_audited() {
+    let mut sim = SimConfig {
+        regions: vec![Region::Us],
+        rate_limit: None,
+        dataset: DatasetSize {
+            contacts: 1_000,
+            ..DatasetSize::default()
+        },
+        ..SimConfig::default()
+    };
+    sim.page_delay = Some(Duration::from_millis(100));
+    let stack = Stack::start(
+        "results",
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 2).await;
+    let job_id = stack.submit(full_job(&connection, &["contacts"])).await;
+
+    let mut watch = stack
+        .import()
+        .await
+        .watch_job(with_bearer(
+            import::WatchJobRequest {
+                job_id: job_id.clone(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first update is the job as it was when the watch began; page updates then
+    // account for every record fetched after that.
+    let mut page_records = None;
+    let mut last = None;
+    while let Some(update) = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("the watch ends when the job does")
+    {
+        let update = update.unwrap();
+        let job = update.job.as_ref().unwrap();
+        let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
+        let counted = page_records.get_or_insert(fetched);
+        if update.kind == import::job_progress::Kind::Page as i32 {
+            *counted += u64::from(update.page_records);
+        }
+        last = update.job;
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, import::JobStatus::Completed as i32);
+    assert_eq!(page_records, Some(1_000), "every page was reported");
+
+    // Consumers page through what was imported, or stream it.
+    let account = last.clio_account_id.clone();
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    loop {
+        let page = stack
+            .import()
+            .await
+            .list_records(with_bearer(
+                import::ListRecordsRequest {
+                    clio_account_id: account.clone(),
+                    resource: "contacts".into(),
+                    page_size: 300,
+                    page_token: token,
+                    ..Default::default()
+                },
+                &token_of("data_reader"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for record in &page.records {
+            assert!(
+                seen.insert(record.clio_id.clone()),
+                "{} twice",
+                record.clio_id
+            );
+            let data: serde_json::Value = serde_json::from_str(&record.data_json).unwrap();
+            assert!(data.get("name").is_some(), "{data}");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 1_000);
+    let exported = stack
+        .import()
+        .await
+        .export_records(with_bearer(
+            import::ExportRecordsRequest {
+                clio_account_id: account,
+                resource: "contacts".into(),
+                ..Default::default()
+            },
+            &token_of("data_reader"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(exported.len(), 1_000);
+
+    // The firm's audit trail shows the import starting and completing, for this job.
+    let events = poll_until(
+        "import events in audit-svc",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let found = stack
+                .audit()
+                .await
+                .query(with_bearer(
+                    audit::QueryRequest {
+                        tenant: "firm-1".into(),
+                        kinds: vec![
+                            EventKind::ImportStarted as i32,
+                            EventKind::ImportCompleted as i32,
+                        ],
+                        ..Default::default()
+                    },
+                    &token_of("compliance"),
+                ))
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            (found.len() == 2).then_some(found)
+        },
+    )
+    .await;
+    for event in &events {
+        assert_eq!(event.refs.as_ref().unwrap().job_id, job_id);
+        assert_eq!(event.refs.as_ref().unwrap().connection_id, connection);
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calendar_entries_are_purged_after_their_retention_window() {
+    let stack = Stack::start(
+        "retention",
+        StackSetup {
+            import: Box::new(|config| config.retention.purge_interval_ms = 100),
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack
+        .connect(&["contacts:read", "calendar:read"], PERSON, 2)
+        .await;
+    let job = stack
+        .submit(full_job(&connection, &["contacts", "calendar_entries"]))
+        .await;
+    let done = stack.finished(&job, Duration::from_secs(30)).await;
+    assert_eq!(done.status, import::JobStatus::Completed as i32);
+    let (calendar, _) = stack.stored("calendar_entries").await;
+    let (contacts, _) = stack.stored("contacts").await;
+    assert!(calendar > 0 && contacts > 0);
+
+    // A day later calendar entries (24 h by default) are gone; contacts are kept.
+    stack.import_clock.advance(chrono::Duration::hours(25));
+    poll_until(
+        "calendar entries to be purged",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { (stack.stored("calendar_entries").await.1 == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.stored("contacts").await, (contacts, contacts));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_connections_big_job_does_not_hold_up_another_connection() {
+    let stack = Stack::start(
+        "fairness",
+        StackSetup {
+            sim: SimConfig {
+                regions: vec![Region::Us],
+                // 5 requests a second per token: the big job needs 8 s.
+                rate_limit: Some(clio_sim::RateLimit {
+                    limit: 5,
+                    window: Duration::from_secs(1),
+                }),
+                dataset: DatasetSize {
+                    contacts: 8_000,
+                    users: 3,
+                    ..DatasetSize::default()
+                },
+                ..SimConfig::default()
+            },
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let busy = stack
+        .connect(&["contacts:read"], "carol@firm.example", 1)
+        .await;
+    let other = stack.connect(&["users:read"], "dave@firm.example", 2).await;
+
+    let big = stack.submit(full_job(&busy, &["contacts"])).await;
+    let small = stack.submit(full_job(&other, &["users"])).await;
+    let small_done = stack.finished(&small, Duration::from_secs(10)).await;
+    assert_eq!(small_done.status, import::JobStatus::Completed as i32);
+    let big_now = stack.job(&big).await;
+    assert_eq!(
+        big_now.status,
+        import::JobStatus::Running as i32,
+        "the small job finished while the big one was still running"
+    );
+    let big_done = stack.finished(&big, Duration::from_secs(60)).await;
+    assert_eq!(big_done.status, import::JobStatus::Completed as i32);
+    stack.stop().await;
+}
