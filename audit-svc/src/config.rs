@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use service_runtime::config::{ConfigError, ServiceConfig, Validate};
+use service_runtime::config::{ConfigError, ServiceConfig, Validate, positive};
 use service_runtime::entrypoint::HasServiceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,13 +89,6 @@ impl HasServiceConfig for Config {
     fn service(&self) -> &ServiceConfig {
         &self.service
     }
-}
-
-fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(field, "must be greater than 0"));
-    }
-    Ok(())
 }
 
 /// The Ed25519 key checkpoints are signed with, and older public keys still trusted.

@@ -165,13 +165,7 @@ impl OutboxDenials {
 
 impl DenialSink for OutboxDenials {
     fn denied(&self, denial: Denial) {
-        tracing::warn!(
-            method = %denial.method,
-            caller = denial.caller.as_deref().unwrap_or("-"),
-            code = ?denial.code,
-            reason = %denial.reason,
-            "call refused"
-        );
+        denial.log();
         if self.queue.try_send(denial).is_err() {
             tracing::warn!("denial queue full; this denial is only logged");
         }

@@ -21,11 +21,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use audit_outbox::OutboxConfig;
 use base64::Engine;
 use clio_api::RegionUrls;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use service_runtime::config::{ConfigError, ServiceConfig, Validate};
+use service_runtime::config::{ConfigError, ServiceConfig, Validate, http_base_url, positive};
 use service_runtime::entrypoint::HasServiceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +47,8 @@ pub struct Config {
     pub leases: LeaseConfig,
     pub refresh: RefreshConfig,
     pub revocation: RevocationConfig,
-    pub audit: AuditConfig,
+    /// Delivery of auth-svc's audit events (kept in its outbox) to audit-svc.
+    pub audit: OutboxConfig,
 }
 
 impl Default for Config {
@@ -61,7 +63,7 @@ impl Default for Config {
             leases: LeaseConfig::default(),
             refresh: RefreshConfig::default(),
             revocation: RevocationConfig::default(),
-            audit: AuditConfig::default(),
+            audit: OutboxConfig::default(),
         }
     }
 }
@@ -69,7 +71,7 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.service.validate().map_err(|e| e.within("service"))?;
-        validate_base_url("public_base_url", &self.public_base_url)?;
+        http_base_url("public_base_url", &self.public_base_url)?;
         self.clio.regions.validate().map_err(|(region, problem)| {
             ConfigError::invalid(format!("clio.regions.{region}"), problem)
         })?;
@@ -125,19 +127,7 @@ impl Validate for Config {
                 "required: auth-svc's audit_writer credential for audit-svc",
             ));
         }
-        validate_base_url("audit.endpoint", &self.audit.endpoint)?;
-        if self.audit.batch_size == 0 || self.audit.batch_size > audit_outbox::MAX_BATCH {
-            return Err(ConfigError::invalid(
-                "audit.batch_size",
-                format!("must be between 1 and {}", audit_outbox::MAX_BATCH),
-            ));
-        }
-        if self.audit.platform_tenant.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "audit.platform_tenant",
-                "must not be empty",
-            ));
-        }
+        self.audit.validate().map_err(|e| e.within("audit"))?;
         Ok(())
     }
 }
@@ -146,28 +136,6 @@ impl HasServiceConfig for Config {
     fn service(&self) -> &ServiceConfig {
         &self.service
     }
-}
-
-fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::invalid(field, "must be greater than 0"));
-    }
-    Ok(())
-}
-
-fn validate_base_url(field: &str, raw: &str) -> Result<(), ConfigError> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| ConfigError::invalid(field, format!("not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::invalid(field, "scheme must be http or https"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::invalid(
-            field,
-            "must not carry a query or fragment",
-        ));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,48 +322,6 @@ impl Default for RevocationConfig {
     }
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// audit-svc's gRPC address.
-    pub endpoint: String,
-    /// auth-svc's `audit_writer` credential at audit-svc.
-    pub token: Option<SecretString>,
-    pub poll_interval_ms: u64,
-    pub batch_size: u32,
-    pub max_backoff_ms: u64,
-    pub request_timeout_ms: u64,
-    /// The tenant of events about the platform rather than a firm (denied calls, key
-    /// rotations).
-    pub platform_tenant: String,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            endpoint: "http://127.0.0.1:50053".into(),
-            token: None,
-            poll_interval_ms: 1_000,
-            batch_size: 500,
-            max_backoff_ms: 30_000,
-            request_timeout_ms: 10_000,
-            platform_tenant: "platform".into(),
-        }
-    }
-}
-
-impl std::fmt::Debug for AuditConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditConfig")
-            .field("endpoint", &self.endpoint)
-            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field("batch_size", &self.batch_size)
-            .field("platform_tenant", &self.platform_tenant)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,9 +336,9 @@ mod tests {
                 key_file: None,
             }],
             active_key_id: "k1".into(),
-            audit: AuditConfig {
+            audit: OutboxConfig {
                 token: Some(SecretString::from("audit-writer-credential")),
-                ..AuditConfig::default()
+                ..OutboxConfig::default()
             },
             ..Config::default()
         }

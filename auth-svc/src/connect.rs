@@ -13,6 +13,7 @@ use clio_api::{AuthorizeRequest, ClioError, Pkce, TokenGrant, WhoAmI};
 use proto::auth::v1 as pb;
 use proto::common::v1::EventKind;
 use rand::RngCore;
+use scope_catalog::ScopeSet;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
@@ -24,7 +25,7 @@ use crate::connections::{self, Connection, access_binding, refresh_binding};
 use crate::context::Context;
 use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus, Mode, Principal};
 use crate::error::AuthError;
-use crate::token_vault::Binding;
+use crate::token_vault::{Binding, Sealed};
 
 /// Assumed lifetime when Clio omits `expires_in` (it documents 30 days; 1 h is safe).
 const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 3_600;
@@ -378,6 +379,44 @@ pub fn clio_failure(what: &str, error: ClioError) -> AuthError {
     }
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// What a completed authorization writes into its connection row, whether the row is new
+/// or a reconnected one: the insert and the update bind it alike.
+struct GrantedColumns<'a> {
+    identity: &'a WhoAmI,
+    scopes: &'a ScopeSet,
+    version: i32,
+    access: &'a Sealed,
+    refresh: &'a Sealed,
+    expires_at: DateTime<Utc>,
+    lifetime: i64,
+    now: DateTime<Utc>,
+}
+
+impl<'a> GrantedColumns<'a> {
+    /// Binds, after the parameters `query` already has: clio_user_name, clio_user_email,
+    /// clio_account_id, clio_account_name, granted_scopes, granted_scopes_version,
+    /// access_token_ct, access_token_key_id, refresh_token_ct, refresh_token_key_id,
+    /// access_expires_at, token_lifetime_secs, and the time of the grant.
+    fn bind(&self, query: PgQuery<'a>) -> PgQuery<'a> {
+        query
+            .bind(&self.identity.name)
+            .bind(&self.identity.email)
+            .bind(&self.identity.account_id)
+            .bind(&self.identity.account_name)
+            .bind(Json(self.scopes))
+            .bind(self.version)
+            .bind(&self.access.ciphertext)
+            .bind(&self.access.key_id)
+            .bind(&self.refresh.ciphertext)
+            .bind(&self.refresh.key_id)
+            .bind(self.expires_at)
+            .bind(self.lifetime)
+            .bind(self.now)
+    }
+}
+
 /// Stores the connection (new, or replacing the live one of this person, app and Clio
 /// user) and records the consent, in one transaction.
 async fn store(
@@ -434,33 +473,27 @@ async fn store(
     let id = previous.as_ref().map_or_else(ConnectionId::new, |p| p.id);
     let access = ctx.vault.seal(&grant.access_token, &access_binding(id))?;
     let refresh = ctx.vault.seal(refresh_token, &refresh_binding(id))?;
-    let version = i32::try_from(app.scopes_version).unwrap_or(i32::MAX);
+    let columns = GrantedColumns {
+        identity,
+        scopes: &scopes,
+        version: i32::try_from(app.scopes_version).unwrap_or(i32::MAX),
+        access: &access,
+        refresh: &refresh,
+        expires_at,
+        lifetime,
+        now,
+    };
     if previous.is_some() {
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE connections SET status = 'active', clio_user_name = $2, clio_user_email = $3, \
              clio_account_id = $4, clio_account_name = $5, granted_scopes = $6, granted_scopes_version = $7, \
              access_token_ct = $8, access_token_key_id = $9, refresh_token_ct = $10, refresh_token_key_id = $11, \
              access_expires_at = $12, token_lifetime_secs = $13, token_version = token_version + 1, \
              refreshed_at = $14, reconnected_at = $14 WHERE connection_id = $1",
-        )
-        .bind(id.0)
-        .bind(&identity.name)
-        .bind(&identity.email)
-        .bind(&identity.account_id)
-        .bind(&identity.account_name)
-        .bind(Json(&scopes))
-        .bind(version)
-        .bind(&access.ciphertext)
-        .bind(&access.key_id)
-        .bind(&refresh.ciphertext)
-        .bind(&refresh.key_id)
-        .bind(expires_at)
-        .bind(lifetime)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        );
+        columns.bind(update.bind(id.0)).execute(&mut *tx).await?;
     } else {
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO connections (connection_id, tenant, app_id, principal, region, clio_user_id, clio_user_name, \
              clio_user_email, clio_account_id, clio_account_name, granted_scopes, granted_scopes_version, status, \
              access_token_ct, access_token_key_id, refresh_token_ct, refresh_token_key_id, access_expires_at, \
@@ -472,22 +505,8 @@ async fn store(
         .bind(app.id.0)
         .bind(&consumed.principal)
         .bind(app.region.as_str())
-        .bind(&identity.user_id)
-        .bind(&identity.name)
-        .bind(&identity.email)
-        .bind(&identity.account_id)
-        .bind(&identity.account_name)
-        .bind(Json(&scopes))
-        .bind(version)
-        .bind(&access.ciphertext)
-        .bind(&access.key_id)
-        .bind(&refresh.ciphertext)
-        .bind(&refresh.key_id)
-        .bind(expires_at)
-        .bind(lifetime)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
+        .bind(&identity.user_id);
+        let inserted = columns.bind(insert).execute(&mut *tx).await;
         if let Err(sqlx::Error::Database(db)) = &inserted
             && db.is_unique_violation()
         {

@@ -35,7 +35,7 @@ use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-use audit_outbox::{Relay, RelayConfig};
+use audit_outbox::Relay;
 use clio_api::ClioClient;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 use service_runtime::clock::{SharedClock, system_clock};
@@ -137,25 +137,7 @@ pub async fn run_with(
     let tasks = shutdown.child_token();
     let mut handles = Vec::new();
 
-    let relay = match &config.audit.token {
-        Some(token) => Some(Relay::new(
-            pool.clone(),
-            RelayConfig {
-                endpoint: config.audit.endpoint.clone(),
-                token: token.clone(),
-                batch_size: config.audit.batch_size,
-                poll_interval: Duration::from_millis(config.audit.poll_interval_ms),
-                min_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_millis(config.audit.max_backoff_ms),
-                request_timeout: Duration::from_millis(config.audit.request_timeout_ms),
-                keep_delivered: Duration::from_secs(7 * 24 * 3_600),
-            },
-        )?),
-        None => {
-            tracing::warn!("no audit.token configured: audit events stay in the outbox");
-            None
-        }
-    };
+    let relay = Relay::from_config(pool.clone(), &config.audit)?;
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
     if let Some(relay) = relay {
         handles.push(tokio::spawn(relay.run(tasks.clone())));

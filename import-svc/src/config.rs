@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use audit_outbox::OutboxConfig;
 use scope_catalog::Resource;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -20,7 +21,9 @@ pub struct Config {
     pub auth: AuthClientConfig,
     pub importer: ImporterConfig,
     pub retention: RetentionConfig,
-    pub audit: AuditConfig,
+    /// Delivery of import-svc's audit events (kept in its outbox) to audit-svc. Without a
+    /// `token` the events wait in the outbox.
+    pub audit: OutboxConfig,
 }
 
 impl Default for Config {
@@ -31,7 +34,7 @@ impl Default for Config {
             auth: AuthClientConfig::default(),
             importer: ImporterConfig::default(),
             retention: RetentionConfig::default(),
-            audit: AuditConfig::default(),
+            audit: OutboxConfig::default(),
         }
     }
 }
@@ -43,7 +46,7 @@ impl Validate for Config {
         self.auth.validate()?;
         self.importer.validate()?;
         self.retention.validate()?;
-        self.audit.validate()
+        self.audit.validate().map_err(|e| e.within("audit"))
     }
 }
 
@@ -253,97 +256,6 @@ impl RetentionConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// Delivery of import-svc's audit events (kept in its outbox) to audit-svc.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuditConfig {
-    /// audit-svc's gRPC address.
-    pub endpoint: String,
-    /// import-svc's `audit_writer` credential at audit-svc. Without one the events are
-    /// still written to the outbox and wait there (a warning says so at start).
-    pub token: Option<SecretString>,
-    pub poll_interval_ms: u64,
-    pub batch_size: u32,
-    pub max_backoff_ms: u64,
-    pub request_timeout_ms: u64,
-    /// The tenant of events whose firm is unknown: a message without a readable job, a
-    /// job for a connection auth-svc does not know.
-    pub platform_tenant: String,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            endpoint: "http://127.0.0.1:50053".into(),
-            token: None,
-            poll_interval_ms: 1_000,
-            batch_size: 500,
-            max_backoff_ms: 30_000,
-            request_timeout_ms: 10_000,
-            platform_tenant: "platform".into(),
-        }
-    }
-}
-
-impl AuditConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let url = url::Url::parse(&self.endpoint)
-            .map_err(|e| ConfigError::invalid("audit.endpoint", format!("not a URL ({e})")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                "audit.endpoint",
-                "scheme must be http or https",
-            ));
-        }
-        if self
-            .token
-            .as_ref()
-            .is_some_and(|t| t.expose_secret().trim().is_empty())
-        {
-            return Err(ConfigError::invalid(
-                "audit.token",
-                "must not be empty (leave it out to keep events in the outbox)",
-            ));
-        }
-        for (field, value) in [
-            ("audit.poll_interval_ms", self.poll_interval_ms),
-            ("audit.max_backoff_ms", self.max_backoff_ms),
-            ("audit.request_timeout_ms", self.request_timeout_ms),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(field, "must be greater than 0"));
-            }
-        }
-        if self.batch_size == 0 || self.batch_size > audit_outbox::MAX_BATCH {
-            return Err(ConfigError::invalid(
-                "audit.batch_size",
-                format!("must be between 1 and {}", audit_outbox::MAX_BATCH),
-            ));
-        }
-        if self.platform_tenant.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "audit.platform_tenant",
-                "must not be empty",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for AuditConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditConfig")
-            .field("endpoint", &self.endpoint)
-            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field("batch_size", &self.batch_size)
-            .field("max_backoff_ms", &self.max_backoff_ms)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("platform_tenant", &self.platform_tenant)
-            .finish()
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use audit_outbox::{Relay, RelayConfig};
+use audit_outbox::Relay;
 use futures_util::future::BoxFuture;
 use proto::import::v1::import_service_server::ImportServiceServer;
 use service_runtime::clock::{SharedClock, system_clock};
@@ -95,7 +95,7 @@ pub async fn run_with_clock(
     let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
     // The relay outlives the consumer: jobs settling during shutdown still write events.
     let relay_stop = CancellationToken::new();
-    let relay = relay_of(&config.audit, &pool)?;
+    let relay = Relay::from_config(pool.clone(), &config.audit)?;
     let audit = audit::Auditor::new(
         &config.audit.platform_tenant,
         relay.as_ref().map(Relay::waker).unwrap_or_default(),
@@ -172,29 +172,6 @@ pub async fn run_with_clock(
     }
     pool.close().await;
     served
-}
-
-/// The relay delivering the outbox to audit-svc; without a credential there is none and
-/// events wait in the outbox until one is configured.
-fn relay_of(config: &config::AuditConfig, pool: &sqlx::PgPool) -> anyhow::Result<Option<Relay>> {
-    let Some(token) = &config.token else {
-        tracing::warn!("no audit.token configured: audit events stay in the outbox");
-        return Ok(None);
-    };
-    let relay = Relay::new(
-        pool.clone(),
-        RelayConfig {
-            endpoint: config.endpoint.clone(),
-            token: token.clone(),
-            batch_size: config.batch_size,
-            poll_interval: Duration::from_millis(config.poll_interval_ms),
-            min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(config.max_backoff_ms),
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-            keep_delivered: Duration::from_secs(7 * 24 * 3_600),
-        },
-    )?;
-    Ok(Some(relay))
 }
 
 /// RabbitMQ is healthy while the consumer holds a live session.

@@ -126,6 +126,62 @@ async fn a_hundred_leases_of_an_expired_token_make_one_refresh_call() {
 }
 
 #[tokio::test]
+async fn two_replicas_share_one_refresh_of_an_expired_token() {
+    let stack = Arc::new(support::start(hour_tokens(false)).await);
+    // Up before the token expires: neither replica has a head start on the refresh.
+    let replica = Arc::new(stack.replica().await);
+    let app = stack.app(AppOptions::default()).await;
+    let connection = stack.connect(&app, "hal@firm", 1, None).await;
+    let id = connection.connection_id.clone();
+    let before = replica.lease(&id, &["contacts:read"]).await.unwrap();
+    stack.advance(2 * HOUR);
+
+    // 50 leases through each replica, interleaved, all in flight together.
+    let leases: Vec<_> = (0..100)
+        .map(|i| {
+            let (stack, replica, id) = (stack.clone(), replica.clone(), id.clone());
+            tokio::spawn(async move {
+                let lease = if i % 2 == 0 {
+                    stack.lease(&id, &["contacts:read"]).await
+                } else {
+                    replica.lease(&id, &["contacts:read"]).await
+                };
+                (i % 2, lease.map(|l| l.access_token))
+            })
+        })
+        .collect();
+    let mut tokens_by_replica = [Vec::new(), Vec::new()];
+    for lease in leases {
+        let (replica, token) = lease.await.unwrap();
+        tokens_by_replica[replica].push(token.unwrap());
+    }
+    let [first, second] = tokens_by_replica;
+    assert_eq!((first.len(), second.len()), (50, 50));
+    let token = first[0].clone();
+    assert_ne!(
+        token, before.access_token,
+        "the expired token was refreshed"
+    );
+    assert!(
+        first.iter().chain(&second).all(|t| *t == token),
+        "both replicas leased the one refreshed token"
+    );
+    // One successful call to Clio's token endpoint between the two replicas, none refused.
+    let calls = stack.sim.admin().calls().await.unwrap().token;
+    assert_eq!((calls.refresh_token, calls.errors), (1, 0));
+    assert_eq!(
+        stack
+            .events_about(EventKind::TokenRefreshed, &id)
+            .await
+            .len(),
+        1
+    );
+    who_am_i(&stack, SimRegion::Us, &token).await.unwrap();
+    Arc::into_inner(replica).unwrap().stop().await;
+    Arc::into_inner(stack).unwrap().stop().await;
+}
+
+#[tokio::test]
 async fn a_token_clio_refuses_is_refreshed_when_the_lease_says_so() {
     let stack = support::start(hour_tokens(false)).await;
     let app = stack.app(AppOptions::default()).await;

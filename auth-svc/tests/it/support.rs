@@ -127,6 +127,25 @@ pub async fn start(setup: Setup) -> Stack {
     let mut config = test_config(&database, address, &sim);
     (setup.tweak)(&mut config);
     let clock = ManualClock::default();
+    let (shutdown, task) = serve(config, listener, &clock).await;
+    Stack {
+        sim,
+        address,
+        channel: channel(address).await,
+        database,
+        clock,
+        shutdown,
+        task,
+    }
+}
+
+/// Runs auth-svc on `listener` with `clock` and waits until it reports serving.
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    clock: &ManualClock,
+) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let options = auth_svc::Options {
         clock: std::sync::Arc::new(clock.clone()),
@@ -147,15 +166,53 @@ pub async fn start(setup: Setup) -> Stack {
         },
     )
     .await;
-    Stack {
-        sim,
-        address,
-        channel: channel(address).await,
-        database,
-        clock,
-        shutdown,
-        task,
+    (shutdown, task)
+}
+
+/// Another auth-svc process beside a [`Stack`]'s: the same database, simulator, keys and
+/// clock, its own listener. What one replica does, the other must see.
+pub struct Replica {
+    channel: Channel,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Replica {
+    /// Leases as `import`, like [`Stack::lease`], through this replica.
+    pub async fn lease(
+        &self,
+        connection_id: &str,
+        scopes: &[&str],
+    ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+        lease_through(&self.channel, "import", connection_id, scopes, false).await
     }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// LeaseAccessToken as `caller` over `channel`.
+async fn lease_through(
+    channel: &Channel,
+    caller: &str,
+    connection_id: &str,
+    scopes: &[&str],
+    force_refresh: bool,
+) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+    AuthServiceClient::new(channel.clone())
+        .lease_access_token(with_bearer(
+            pb::LeaseAccessTokenRequest {
+                connection_id: connection_id.into(),
+                required_scopes: scopes.iter().map(|s| scope(s)).collect(),
+                purpose: "job 42".into(),
+                force_refresh,
+            },
+            &harness::token_of(caller),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// `<family>:<read|write>` as the wire type.
@@ -367,19 +424,7 @@ impl Stack {
         scopes: &[&str],
         force_refresh: bool,
     ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
-        self.client()
-            .await
-            .lease_access_token(with_bearer(
-                pb::LeaseAccessTokenRequest {
-                    connection_id: connection_id.into(),
-                    required_scopes: scopes.iter().map(|s| scope(s)).collect(),
-                    purpose: "job 42".into(),
-                    force_refresh,
-                },
-                &harness::token_of(caller),
-            ))
-            .await
-            .map(tonic::Response::into_inner)
+        lease_through(&self.channel, caller, connection_id, scopes, force_refresh).await
     }
 
     pub async fn connection(&self, connection_id: &str) -> pb::Connection {
@@ -448,6 +493,20 @@ impl Stack {
 
     pub async fn deauthorize_calls(&self) -> u64 {
         self.sim.admin().calls().await.unwrap().deauthorize
+    }
+
+    /// Starts a second auth-svc on this stack's database, simulator, keys and clock (the
+    /// default test config: a `Setup::tweak` is not applied).
+    pub async fn replica(&self) -> Replica {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = test_config(&self.database, address, &self.sim);
+        let (shutdown, task) = serve(config, listener, &self.clock).await;
+        Replica {
+            channel: channel(address).await,
+            shutdown,
+            task,
+        }
     }
 
     /// Moves auth-svc's clock (the simulator's clock stays).

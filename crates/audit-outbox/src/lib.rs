@@ -2,16 +2,19 @@
 //!
 //! A producer includes [`SCHEMA_SQL`] in its own migrations, calls [`enqueue`] inside the
 //! transaction that makes the change being recorded (so the event exists exactly when the
-//! change does, even if audit-svc is down), and runs one [`Relay`] that delivers pending
+//! change does, even if audit-svc is down), and runs one [`Relay`] (from the
+//! [`OutboxConfig`] under its config's `[audit]` key) that delivers pending
 //! events in order, in batches, through audit-svc's `Record` RPC, retrying with capped
 //! backoff until they are accepted. audit-svc is idempotent by `event_id`, so delivering
 //! a batch twice (after a crash between `Record` and marking it delivered) is harmless.
 //!
 //! [`AuditEvent`]: proto::common::v1::AuditEvent
 
+mod config;
 mod outbox;
 mod relay;
 
+pub use config::OutboxConfig;
 pub use outbox::{OutboxError, enqueue, pending_count};
 pub use relay::{Delivery, MAX_BATCH, Relay, RelayConfig, RelayError, Waker};
 

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::OutboxConfig;
+
 /// Only one relay delivers at a time.
 const RELAY_LOCK: i64 = 0x6175_6469_745f_726c; // "audit_rl"
 /// audit-svc accepts at most this many events per `Record`.
@@ -114,6 +116,16 @@ impl Relay {
             config,
             waker: Waker::default(),
         })
+    }
+
+    /// The relay `config` asks for. Without a credential there is none: events wait in
+    /// the outbox until one is configured, and a warning says so.
+    pub fn from_config(pool: PgPool, config: &OutboxConfig) -> Result<Option<Relay>, RelayError> {
+        let Some(relay_config) = config.relay_config() else {
+            tracing::warn!("no audit.token configured: audit events stay in the outbox");
+            return Ok(None);
+        };
+        Relay::new(pool, relay_config).map(Some)
     }
 
     pub fn waker(&self) -> Waker {

@@ -148,24 +148,32 @@ pub struct Denial {
     pub reason: String,
 }
 
+impl Denial {
+    /// The log line every sink writes for a refused call, at WARN (nobody needs to be
+    /// paged for one denial).
+    pub fn log(&self) {
+        tracing::warn!(
+            method = %self.method,
+            caller = self.caller.as_deref().unwrap_or("-"),
+            code = ?self.code,
+            reason = %self.reason,
+            "call refused"
+        );
+    }
+}
+
 /// Notified of each refused call (services record `ACCESS_DENIED` audit events).
 pub trait DenialSink: Send + Sync + 'static {
     fn denied(&self, denial: Denial);
 }
 
-/// The default sink: a log line at WARN (nobody needs to be paged for one denial).
+/// The default sink: only [`Denial::log`].
 #[derive(Debug, Default)]
 pub struct LogDenials;
 
 impl DenialSink for LogDenials {
     fn denied(&self, denial: Denial) {
-        tracing::warn!(
-            method = %denial.method,
-            caller = denial.caller.as_deref().unwrap_or("-"),
-            code = ?denial.code,
-            reason = %denial.reason,
-            "call refused"
-        );
+        denial.log();
     }
 }
 

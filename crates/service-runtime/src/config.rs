@@ -57,6 +57,31 @@ pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
+/// Refuses anything but an `http` or `https` URL without query or fragment (a base URL
+/// that paths are appended to, or a gRPC endpoint), naming `field`.
+pub fn http_base_url(field: &str, raw: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| ConfigError::invalid(field, format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(field, "scheme must be http or https"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            field,
+            "must not carry a query or fragment",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a zero count or interval, naming `field`.
+pub fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(field, "must be greater than 0"));
+    }
+    Ok(())
+}
+
 /// Loads `T` from defaults, `file` (if given) and `<env_prefix>*` variables, then validates.
 pub fn load<T: DeserializeOwned + Validate>(
     env_prefix: &str,

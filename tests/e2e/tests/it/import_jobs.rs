@@ -27,6 +27,33 @@ fn contacts_only(count: u64) -> DatasetSize {
     }
 }
 
+/// A stack whose simulator has `contacts` contacts and answers each list page after
+/// `page_delay` (so a test can act mid-job), and a connection that may read contacts.
+async fn contacts_stack(test: &str, contacts: u64, page_delay: Option<u64>) -> (Stack, String) {
+    let mut sim = sim_with(contacts_only(contacts));
+    sim.page_delay = page_delay.map(Duration::from_millis);
+    let stack = Stack::start(
+        test,
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    (stack, connection)
+}
+
+fn assert_completed(job: &import::Job) {
+    assert_eq!(
+        job.status,
+        import::JobStatus::Completed as i32,
+        "job ended {:?}: {}",
+        import::JobStatus::try_from(job.status),
+        job.failure_reason
+    );
+}
+
 /// Requests the simulator answered for `endpoint` (all tokens).
 async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
     let calls = stack.sim.admin().calls().await.unwrap();
@@ -40,26 +67,13 @@ async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
-    let stack = Stack::start(
-        "full_import",
-        StackSetup {
-            sim: sim_with(contacts_only(10_000)),
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (stack, connection) = contacts_stack("full_import", 10_000, None).await;
 
     let job = full_job(&connection, &["contacts"]);
     stack.publish(&job).await;
     stack.publish(&job).await;
     let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        done.failure_reason
-    );
+    assert_completed(&done);
 
     let in_clio = stack
         .sim
@@ -93,15 +107,7 @@ async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_incremental_import_picks_up_only_changes_and_deletions() {
-    let stack = Stack::start(
-        "incremental",
-        StackSetup {
-            sim: sim_with(contacts_only(600)),
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (stack, connection) = contacts_stack("incremental", 600, None).await;
     let full = stack.submit(full_job(&connection, &["contacts"])).await;
     let job = stack.finished(&full, Duration::from_secs(30)).await;
     assert_eq!(job.status, import::JobStatus::Completed as i32);
@@ -153,12 +159,7 @@ async fn an_incremental_import_picks_up_only_changes_and_deletions() {
         })
         .await;
     let job = stack.finished(&incremental, Duration::from_secs(30)).await;
-    assert_eq!(
-        job.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        job.failure_reason
-    );
+    assert_completed(&job);
     let progress = &job.progress[0];
     assert_eq!(progress.records_written, 4, "3 changed and 1 created");
     assert_eq!(progress.records_deleted, 2);
@@ -219,15 +220,7 @@ async fn a_job_whose_grant_lacks_the_scope_is_dead_lettered_without_calling_clio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_storms_and_server_errors_are_ridden_out() {
-    let stack = Stack::start(
-        "clio_faults",
-        StackSetup {
-            sim: sim_with(contacts_only(2_000)),
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (stack, connection) = contacts_stack("clio_faults", 2_000, None).await;
     let admin = stack.sim.admin();
     admin
         .inject(Region::Us, Fault::RateLimitStorm { count: 3 })
@@ -248,29 +241,14 @@ async fn rate_limit_storms_and_server_errors_are_ridden_out() {
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(
-        done.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        done.failure_reason
-    );
+    assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (2_000, 2_000));
     stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_revoked_mid_job_fails_the_job_with_the_reason() {
-    let mut sim = sim_with(contacts_only(4_000));
-    sim.page_delay = Some(Duration::from_millis(30));
-    let stack = Stack::start(
-        "revoked_mid_job",
-        StackSetup {
-            sim,
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (stack, connection) = contacts_stack("revoked_mid_job", 4_000, Some(30)).await;
     stack
         .sim
         .admin()
@@ -296,17 +274,7 @@ async fn a_grant_revoked_mid_job_fails_the_job_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_stops_a_running_job_at_the_next_page() {
-    let mut sim = sim_with(contacts_only(6_000));
-    sim.page_delay = Some(Duration::from_millis(100));
-    let stack = Stack::start(
-        "cancel",
-        StackSetup {
-            sim,
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (stack, connection) = contacts_stack("cancel", 6_000, Some(100)).await;
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     wait_for_pages(&stack, &job, 2).await;
 
@@ -355,29 +323,14 @@ async fn a_broker_restart_mid_job_loses_and_duplicates_nothing() {
     proxy.restore();
 
     let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        done.failure_reason
-    );
+    assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (4_000, 4_000));
     stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_killed_mid_job_resumes_where_it_stopped() {
-    let mut sim = sim_with(contacts_only(6_000));
-    sim.page_delay = Some(Duration::from_millis(50));
-    let mut stack = Stack::start(
-        "killed_consumer",
-        StackSetup {
-            sim,
-            ..StackSetup::default()
-        },
-    )
-    .await;
-    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let (mut stack, connection) = contacts_stack("killed_consumer", 6_000, Some(50)).await;
     stack.stop_import().await;
 
     let mut child = crate::process::ImportProcess::spawn(&stack.import_config);
@@ -407,12 +360,7 @@ async fn a_consumer_killed_mid_job_resumes_where_it_stopped() {
 
     stack.start_import().await;
     let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        done.failure_reason
-    );
+    assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (6_000, 6_000));
     // Resumed from the checkpoint: at most the page in flight at the kill is read twice.
     let pages = api_calls(&stack, "contacts").await;
@@ -443,12 +391,7 @@ async fn a_rate_limited_import_never_exceeds_the_limit_or_sees_a_429() {
     let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(
-        done.status,
-        import::JobStatus::Completed as i32,
-        "{}",
-        done.failure_reason
-    );
+    assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (8_000, 8_000));
 
     let calls = stack.sim.admin().calls().await.unwrap();
@@ -483,4 +426,39 @@ async fn wait_for_pages(stack: &Stack, job_id: &str, pages: u64) {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_checkpoints_and_hands_the_job_back() {
+    let (mut stack, connection) = contacts_stack("graceful_stop", 6_000, Some(50)).await;
+    let job = full_job(&connection, &["contacts"]);
+    stack.publish(&job).await;
+    wait_for_pages(&stack, &job.job_id, 3).await;
+
+    // SIGTERM-like stop: intake stops, the running job checkpoints at its next page and
+    // its message goes back to the queue.
+    stack.stop_import().await;
+    let mut db = stack.import_database.connect().await;
+    let (status, pages): (String, i64) = sqlx::query_as(
+        "SELECT j.status, sum(r.pages)::bigint FROM jobs j JOIN job_resources r USING (job_id)
+         WHERE j.job_id = $1::uuid GROUP BY j.status",
+    )
+    .bind(&job.job_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(status, "queued");
+    assert!((3..30).contains(&pages), "{pages} pages checkpointed");
+
+    stack.start_import().await;
+    let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
+    assert_completed(&done);
+    assert_eq!(stack.stored("contacts").await, (6_000, 6_000));
+    assert_eq!(done.attempts, 2, "the second delivery resumed the job");
+    let page_calls = api_calls(&stack, "contacts").await;
+    assert!(
+        (30..=31).contains(&page_calls),
+        "{page_calls} page calls for 30 pages"
+    );
+    stack.stop().await;
 }
