@@ -4,6 +4,7 @@
 //! service is reached through one address and `run(config, listener, shutdown)` needs one
 //! listener. Every request passes the caller-auth layer first.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::caller_auth::{AccessPolicy, CallerAuthLayer, DenialSink, LogDenials};
-use crate::config::ServiceConfig;
+use crate::config::{ConfigError, ServiceConfig, TlsConfig};
 use crate::health::{DependencyCheck, HealthMonitor};
 use crate::metrics::Metrics;
 
@@ -40,6 +41,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // TLS first: a bad certificate must fail start-up before any task is spawned.
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(server_tls(tls).await?).map_err(|e| {
+            // tonic's own message is just "transport error"; the cause says what is wrong.
+            let cause = std::error::Error::source(&e).map_or(e.to_string(), |c| c.to_string());
+            ConfigError::invalid("service.tls", format!("unusable ({cause})"))
+        })?;
+    }
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let monitor = HealthMonitor::new(
         reporter,
@@ -86,21 +100,6 @@ pub async fn serve(
         parts.metrics.rpc(),
     );
 
-    let mut builder = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
-    if let Some(tls) = &config.tls {
-        let cert = tokio::fs::read(&tls.cert_path).await?;
-        let key = tokio::fs::read(&tls.key_path).await?;
-        let mut tls_config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(ca) = &tls.client_ca_path {
-            tls_config =
-                tls_config.client_ca_root(Certificate::from_pem(tokio::fs::read(ca).await?));
-        }
-        builder = builder.tls_config(tls_config)?;
-    }
-
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving gRPC and HTTP");
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -127,4 +126,24 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The server side of `service.tls`. A file that cannot be read is refused naming its
+/// setting and path (validation checks existence, but not readability or `client_ca_path`).
+async fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ConfigError> {
+    async fn read(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+        tokio::fs::read(path).await.map_err(|e| {
+            ConfigError::invalid(
+                format!("service.tls.{field}"),
+                format!("cannot read {} ({e})", path.display()),
+            )
+        })
+    }
+    let cert = read("cert_path", &tls.cert_path).await?;
+    let key = read("key_path", &tls.key_path).await?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_path {
+        config = config.client_ca_root(Certificate::from_pem(read("client_ca_path", ca).await?));
+    }
+    Ok(config)
 }

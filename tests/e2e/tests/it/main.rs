@@ -8,3 +8,4 @@ mod import_results;
 mod process;
 mod services;
 mod stack;
+mod tls;

@@ -85,21 +85,31 @@ pub async fn start(kind: Service) -> Running {
 
 /// Starts `kind` whose database is reached through `url` (e.g. a cut-able proxy) instead
 /// of directly; `database` is still the one dropped at the end.
-#[allow(
-    clippy::needless_update,
-    reason = "each service's Config grows its own settings"
-)]
 pub async fn start_with_database_url(
     kind: Service,
     database: TestDatabase,
     url: Option<String>,
 ) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
     let service = test_service_config(SecretString::from(
         url.unwrap_or_else(|| database.url.clone()),
     ));
+    start_with_config(kind, database, service).await
+}
+
+/// Starts `kind` with a shared config the test has adjusted (e.g. TLS settings);
+/// `database` is the one dropped at the end.
+#[allow(
+    clippy::needless_update,
+    reason = "each service's Config grows its own settings"
+)]
+pub async fn start_with_config(
+    kind: Service,
+    database: TestDatabase,
+    service: ServiceConfig,
+) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = match kind {
         Service::Auth => {
