@@ -128,13 +128,15 @@ pub async fn watch(clients: &Clients, job_id: &str) -> anyhow::Result<import::Jo
         let status = import::JobStatus::try_from(job.status)
             .map(|s| s.as_str_name())
             .unwrap_or("?");
-        if progress.kind == import::job_progress::Kind::RateLimitWait as i32 {
-            println!("  waiting {} ms for Clio's rate limit", progress.wait_ms);
-        } else {
-            println!(
-                "  {status}: {fetched} records fetched, {:.0} records/s, eta {} s",
-                progress.records_per_second, progress.eta_seconds
-            );
+        match import::job_progress::Kind::try_from(progress.kind) {
+            Ok(import::job_progress::Kind::RateLimitWait) => {
+                println!("  waiting {} ms for Clio's rate limit", progress.wait_ms);
+            }
+            Ok(import::job_progress::Kind::Page) => println!(
+                "  +{} records ({fetched} fetched, {:.0} records/s, eta {} s)",
+                progress.page_records, progress.records_per_second, progress.eta_seconds
+            ),
+            _ => println!("  {status} ({fetched} records fetched)"),
         }
         last = Some(job);
     }

@@ -79,9 +79,12 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     if job.status != proto::import::v1::JobStatus::Completed as i32 {
         anyhow::bail!("the demo import ended {status}: {}", job.failure_reason);
     }
-    let total: u64 = job.progress.iter().map(|p| p.records_written).sum();
+    let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
+    let written: u64 = job.progress.iter().map(|p| p.records_written).sum();
+    // A second demo run finds the records already stored: it reads them all again but
+    // writes only what changed in Clio since.
     println!(
-        "   imported {total} records into Postgres (account {})",
+        "   imported {fetched} records into Postgres, {written} new or changed (account {})",
         job.clio_account_id
     );
     let sample = clients
