@@ -10,6 +10,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod denials;
 pub mod error;
 pub mod event;
 pub mod export;
@@ -170,6 +171,11 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         checkpoint_every: config.checkpoints.every_events,
     };
+    let denials = denials::AppendDenials::start(
+        appender.clone(),
+        config.platform_tenant.clone(),
+        clock.clone(),
+    );
     let config = Arc::new(config);
     let api = Api {
         pool: pool.clone(),
@@ -193,7 +199,7 @@ pub async fn run_with_clock(
         ],
         checks,
         metrics: Metrics::new("audit_svc"),
-        denials: None,
+        denials: Some(Arc::new(denials)),
     };
     serve(&config.service, parts, listener, shutdown).await?;
     pool.close().await;

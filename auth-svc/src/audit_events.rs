@@ -8,9 +8,6 @@
 use chrono::{DateTime, Utc};
 use proto::common::v1::{Actor, AuditEvent, EventKind, EventRefs, Subject, actor, subject};
 use scope_catalog::ScopeSet;
-use service_runtime::caller_auth::{Denial, DenialSink};
-use sqlx::PgPool;
-use tokio::sync::mpsc;
 
 pub const SOURCE: &str = "auth-svc";
 
@@ -98,77 +95,6 @@ impl EventBuilder {
 
     pub fn build(self) -> AuditEvent {
         self.0
-    }
-}
-
-/// How many denials may wait to be written before new ones are only logged.
-const DENIAL_QUEUE: usize = 1_024;
-
-/// Records every refused call as an ACCESS_DENIED event (platform tenant) through the
-/// outbox. The caller-auth layer calls it synchronously, so denials are queued to a
-/// writer task; a flood beyond the queue is logged, not allowed to pile up in memory.
-pub struct OutboxDenials {
-    queue: mpsc::Sender<Denial>,
-}
-
-impl OutboxDenials {
-    pub fn start(
-        pool: PgPool,
-        tenant: String,
-        waker: Option<audit_outbox::Waker>,
-        clock: service_runtime::clock::SharedClock,
-    ) -> OutboxDenials {
-        let (queue, mut receiver) = mpsc::channel::<Denial>(DENIAL_QUEUE);
-        tokio::spawn(async move {
-            while let Some(denial) = receiver.recv().await {
-                let caller = denial.caller.clone().unwrap_or_default();
-                let actor = if caller.is_empty() {
-                    service_actor("unauthenticated")
-                } else {
-                    service_actor(&caller)
-                };
-                let event = EventBuilder::new(
-                    EventKind::AccessDenied,
-                    &tenant,
-                    actor,
-                    subject_of(subject::Kind::Rpc, &denial.method),
-                    clock.now(),
-                )
-                .reason(&denial.reason)
-                .payload(serde_json::json!({
-                    "method": denial.method,
-                    "code": format!("{:?}", denial.code),
-                }))
-                .build();
-                let written = async {
-                    let mut tx = pool.begin().await?;
-                    audit_outbox::enqueue(&mut tx, event).await?;
-                    tx.commit().await?;
-                    Ok::<(), crate::error::AuthError>(())
-                }
-                .await;
-                match written {
-                    Ok(()) => {
-                        if let Some(waker) = &waker {
-                            waker.wake();
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, method = %denial.method, "cannot record a denied call")
-                    }
-                }
-            }
-        });
-        OutboxDenials { queue }
-    }
-}
-
-impl DenialSink for OutboxDenials {
-    fn denied(&self, denial: Denial) {
-        denial.log();
-        if self.queue.try_send(denial).is_err() {
-            tracing::warn!("denial queue full; this denial is only logged");
-        }
     }
 }
 

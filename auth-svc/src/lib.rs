@@ -41,10 +41,10 @@ use proto::auth::v1::auth_service_server::AuthServiceServer;
 use service_runtime::clock::{SharedClock, system_clock};
 
 use crate::api::Api;
-use crate::audit_events::OutboxDenials;
 use crate::context::Context;
 use crate::token_vault::TokenVault;
 use crate::usage::UsageRecorder;
+use audit_outbox::OutboxDenials;
 
 pub use config::Config;
 

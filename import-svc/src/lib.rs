@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use audit_outbox::Relay;
+use audit_outbox::{OutboxDenials, Relay};
 use futures_util::future::BoxFuture;
 use proto::import::v1::import_service_server::ImportServiceServer;
 use service_runtime::clock::{SharedClock, system_clock};
@@ -96,9 +96,13 @@ pub async fn run_with_clock(
     // The relay outlives the consumer: jobs settling during shutdown still write events.
     let relay_stop = CancellationToken::new();
     let relay = Relay::from_config(pool.clone(), &config.audit)?;
-    let audit = audit::Auditor::new(
-        &config.audit.platform_tenant,
-        relay.as_ref().map(Relay::waker).unwrap_or_default(),
+    let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
+    let audit = audit::Auditor::new(&config.audit.platform_tenant, waker.clone());
+    let denials = OutboxDenials::start(
+        pool.clone(),
+        config.audit.platform_tenant.clone(),
+        Some(waker),
+        clock.clone(),
     );
     let relay_task = relay.map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
     let topology = queue::topology::Topology::new(&config.amqp.prefix);
@@ -159,7 +163,7 @@ pub async fn run_with_clock(
         health_services: vec![IMPORT_IMPORT_SERVICE.to_owned()],
         checks,
         metrics: Metrics::new("import_svc"),
-        denials: None,
+        denials: Some(Arc::new(denials)),
     };
     let served = serve(&config.service, parts, listener, shutdown.clone()).await;
     // gRPC has stopped taking calls; now stop taking jobs and hand in-flight ones back.

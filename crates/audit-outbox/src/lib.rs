@@ -11,10 +11,12 @@
 //! [`AuditEvent`]: proto::common::v1::AuditEvent
 
 mod config;
+mod denials;
 mod outbox;
 mod relay;
 
 pub use config::OutboxConfig;
+pub use denials::{OutboxDenials, denial_event};
 pub use outbox::{OutboxError, enqueue, pending_count};
 pub use relay::{Delivery, MAX_BATCH, Relay, RelayConfig, RelayError, Waker};
 

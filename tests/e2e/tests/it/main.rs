@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod denials;
 mod foundation;
 mod import_jobs;
 mod import_results;
