@@ -8,7 +8,7 @@ use base64::Engine;
 use harness::TestDatabase;
 use proto::audit::v1::ExportRequest;
 
-use crate::support::{SEED_HEX, Setup, compliance, import_events, start};
+use crate::support::{SEED_HEX, Setup, compliance, export_text, import_events, start};
 
 fn public_key() -> String {
     let seed: [u8; 32] = hex::decode(SEED_HEX).unwrap().try_into().unwrap();
@@ -44,20 +44,17 @@ async fn an_export_verifies_offline_and_an_edited_export_does_not() {
     audit.record(import_events("firm-a", 25)).await.unwrap();
     audit.record(import_events("firm-b", 4)).await.unwrap();
 
-    let mut stream = audit
-        .audit()
-        .await
-        .export(compliance(ExportRequest {
-            tenant: "firm-a".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        text.push_str(std::str::from_utf8(&chunk.data).unwrap());
-    }
+    let text = export_text(
+        audit
+            .audit()
+            .await
+            .export(compliance(ExportRequest {
+                tenant: "firm-a".into(),
+                ..Default::default()
+            }))
+            .await,
+    )
+    .await;
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with(r#"{"type":"header""#), "{}", lines[0]);
     assert_eq!(

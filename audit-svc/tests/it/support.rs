@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
-use proto::audit::v1::{RecordRequest, RecordResponse};
+use proto::audit::v1::{ExportChunk, RecordRequest, RecordResponse};
 use proto::common::v1 as pb;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
@@ -127,6 +127,25 @@ pub fn writer<T>(message: T) -> tonic::Request<T> {
 /// A request as the compliance caller.
 pub fn compliance<T>(message: T) -> tonic::Request<T> {
     with_bearer(message, &harness::token_of("compliance"))
+}
+
+/// The text of an export stream, chunk after chunk.
+pub async fn export_text(
+    response: Result<tonic::Response<tonic::Streaming<ExportChunk>>, tonic::Status>,
+) -> String {
+    let mut stream = response.expect("the export starts").into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await.expect("an export chunk") {
+        text.push_str(std::str::from_utf8(&chunk.data).expect("UTF-8 export"));
+    }
+    text
+}
+
+/// Asserts a call was refused with `code` and a message starting with `field`.
+#[track_caller]
+pub fn assert_refused(status: &tonic::Status, code: tonic::Code, field: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().starts_with(field), "{}", status.message());
 }
 
 pub fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {

@@ -6,7 +6,7 @@ use proto::auth::v1 as pb;
 use proto::common::v1::{EventKind, ScopeJustification};
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup, scope};
+use crate::support::{self, AppOptions, Setup, assert_refused, scope};
 
 fn registration() -> pb::RegisterAppRequest {
     pb::RegisterAppRequest {
@@ -106,12 +106,7 @@ async fn an_app_is_usable_only_once_compliance_approved_its_current_scopes() {
         .start_authorization(&app.app_id, "ada@firm", pb::AuthorizationMode::Web, None)
         .await
         .unwrap_err();
-    assert_eq!(pending.code(), Code::FailedPrecondition);
-    assert!(
-        pending.message().contains("approval"),
-        "{}",
-        pending.message()
-    );
+    assert_refused(&pending, Code::FailedPrecondition, "approval");
 
     let approve = |version| pb::ApproveAppRequest {
         app_id: app.app_id.clone(),

@@ -9,7 +9,9 @@ use proto::auth::v1 as pb;
 use proto::common::v1::{EventKind, ScopeJustification};
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup, SimRegion, scope, status_of, who_am_i};
+use crate::support::{
+    self, AppOptions, Setup, SimRegion, assert_refused, payload_of, scope, status_of, who_am_i,
+};
 
 #[tokio::test]
 async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() {
@@ -20,10 +22,7 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
             ..AppOptions::default()
         })
         .await;
-    let started = stack
-        .start_authorization(&app.app_id, "alice@firm", pb::AuthorizationMode::Web, None)
-        .await
-        .unwrap();
+    let started = stack.start_web(&app.app_id, "alice@firm").await;
     let url = url::Url::parse(&started.authorization_url).unwrap();
     let params: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(params["redirect_uri"], stack.callback_uri());
@@ -36,11 +35,8 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
     );
 
     let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
+        .decide(&started.authorization_url, 1, Decision::Allow)
+        .await;
     let location = consent.location.expect("Clio redirects to the callback");
     assert!(location.starts_with(&stack.callback_uri()), "{location}");
     // The browser follows the redirect to auth-svc's own callback.
@@ -50,19 +46,14 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
     assert!(body.contains("Connected"), "{body}");
 
     let listed = stack
-        .client()
-        .await
-        .list_connections(with_bearer(
+        .list_connections(
             pb::ListConnectionsRequest {
                 principal: "alice@firm".into(),
                 ..Default::default()
             },
-            &harness::token_of("compliance"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .connections;
+            "compliance",
+        )
+        .await;
     assert_eq!(listed.len(), 1);
     let connection = &listed[0];
     assert_eq!(status_of(connection.status), pb::ConnectionStatus::Active);
@@ -76,7 +67,7 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
         .events_about(EventKind::ConsentRecorded, &connection.connection_id)
         .await;
     assert_eq!(consent_events.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&consent_events[0].payload_json).unwrap();
+    let payload = payload_of(&consent_events[0]);
     assert_eq!(payload["mode"], "web");
     assert_eq!(payload["client_id"], app.client_id);
     assert_eq!(payload["risk_tier"], "low");
@@ -97,23 +88,9 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
 async fn out_of_band_flow_connects_with_the_pasted_code() {
     let stack = support::start(Setup::default()).await;
     let app = stack.app(AppOptions::default()).await;
-    let started = stack
-        .start_authorization(
-            &app.app_id,
-            "bob@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 2, Decision::Allow)
-        .await
-        .unwrap();
+    let started = stack.start_oob(&app.app_id, "bob@firm").await;
     // A bare code pastes as well as the page title.
-    let code = consent.code.expect("the approval page shows a code");
+    let code = stack.approved_code(&started.authorization_url, 2).await;
     let connection = stack.complete(&started.state, &code).await.unwrap();
     assert_eq!(connection.principal, "bob@firm");
 
@@ -137,41 +114,19 @@ async fn denied_consent_makes_no_connection() {
     let stack = support::start(Setup::default()).await;
     let app = stack.app(AppOptions::default()).await;
 
-    let started = stack
-        .start_authorization(
-            &app.app_id,
-            "carol@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
+    let started = stack.start_oob(&app.app_id, "carol@firm").await;
     let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 3, Decision::Deny)
-        .await
-        .unwrap();
+        .decide(&started.authorization_url, 3, Decision::Deny)
+        .await;
     assert!(consent.code.is_none());
     let title = consent.page_title.expect("a failure page");
     let refused = stack.complete(&started.state, &title).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused.message().contains("denied"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "denied");
 
-    let started = stack
-        .start_authorization(&app.app_id, "carol@firm", pb::AuthorizationMode::Web, None)
-        .await
-        .unwrap();
+    let started = stack.start_web(&app.app_id, "carol@firm").await;
     let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 3, Decision::Deny)
-        .await
-        .unwrap();
+        .decide(&started.authorization_url, 3, Decision::Deny)
+        .await;
     let location = consent
         .location
         .expect("redirect_on_decline sends the browser back");
@@ -180,28 +135,10 @@ async fn denied_consent_makes_no_connection() {
     assert!(page.contains("Access denied"), "{page}");
 
     let listed = stack
-        .client()
-        .await
-        .list_connections(with_bearer(
-            pb::ListConnectionsRequest::default(),
-            &harness::token_of("operator"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .connections;
+        .list_connections(pb::ListConnectionsRequest::default(), "operator")
+        .await;
     assert!(listed.is_empty(), "{listed:?}");
-    assert_eq!(
-        stack
-            .sim
-            .admin()
-            .calls()
-            .await
-            .unwrap()
-            .token
-            .authorization_code,
-        0
-    );
+    assert_eq!(stack.code_exchanges().await, 0);
     stack.stop().await;
 }
 
@@ -211,30 +148,11 @@ async fn state_is_single_use_expires_and_cannot_be_forged() {
     let app = stack.app(AppOptions::default()).await;
 
     // Replayed: the second completion is refused before Clio is asked.
-    let started = stack
-        .start_authorization(
-            &app.app_id,
-            "dan@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
-    let code = consent.code.unwrap();
+    let started = stack.start_oob(&app.app_id, "dan@firm").await;
+    let code = stack.approved_code(&started.authorization_url, 1).await;
     stack.complete(&started.state, &code).await.unwrap();
     let replayed = stack.complete(&started.state, &code).await.unwrap_err();
-    assert_eq!(replayed.code(), Code::FailedPrecondition);
-    assert!(
-        replayed.message().contains("already used"),
-        "{}",
-        replayed.message()
-    );
+    assert_refused(&replayed, Code::FailedPrecondition, "already used");
 
     // Forged: a state auth-svc never issued.
     let forged = stack
@@ -251,44 +169,13 @@ async fn state_is_single_use_expires_and_cannot_be_forged() {
     assert_eq!(empty.code(), Code::InvalidArgument);
 
     // Expired: past its 10 minutes on auth-svc's clock.
-    let started = stack
-        .start_authorization(
-            &app.app_id,
-            "dan@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
+    let started = stack.start_oob(&app.app_id, "dan@firm").await;
+    let code = stack.approved_code(&started.authorization_url, 1).await;
     stack.advance(Duration::from_secs(601));
-    let expired = stack
-        .complete(&started.state, &consent.code.unwrap())
-        .await
-        .unwrap_err();
-    assert_eq!(expired.code(), Code::FailedPrecondition);
-    assert!(
-        expired.message().contains("expired"),
-        "{}",
-        expired.message()
-    );
+    let expired = stack.complete(&started.state, &code).await.unwrap_err();
+    assert_refused(&expired, Code::FailedPrecondition, "expired");
     // Only the one good completion reached Clio's token endpoint.
-    assert_eq!(
-        stack
-            .sim
-            .admin()
-            .calls()
-            .await
-            .unwrap()
-            .token
-            .authorization_code,
-        1
-    );
+    assert_eq!(stack.code_exchanges().await, 1);
     stack.stop().await;
 }
 
@@ -296,40 +183,12 @@ async fn state_is_single_use_expires_and_cannot_be_forged() {
 async fn a_code_is_exchanged_once() {
     let stack = support::start(Setup::default()).await;
     let app = stack.app(AppOptions::default()).await;
-    let first = stack
-        .start_authorization(
-            &app.app_id,
-            "erin@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let second = stack
-        .start_authorization(
-            &app.app_id,
-            "erin@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let code = stack
-        .sim
-        .admin()
-        .consent(&first.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap()
-        .code
-        .unwrap();
+    let first = stack.start_oob(&app.app_id, "erin@firm").await;
+    let second = stack.start_oob(&app.app_id, "erin@firm").await;
+    let code = stack.approved_code(&first.authorization_url, 1).await;
     stack.complete(&first.state, &code).await.unwrap();
     let replayed = stack.complete(&second.state, &code).await.unwrap_err();
-    assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
-    assert!(
-        replayed.message().contains("invalid_grant"),
-        "{}",
-        replayed.message()
-    );
+    assert_refused(&replayed, Code::FailedPrecondition, "invalid_grant");
     stack.stop().await;
 }
 
@@ -339,25 +198,11 @@ async fn a_redirect_uri_mismatch_is_refused() {
     let app = stack.app(AppOptions::default()).await;
     // A code issued for the web callback, pasted into an out-of-band authorization: the
     // exchange sends the approval URI, which differs from the one Clio issued the code for.
-    let web = stack
-        .start_authorization(&app.app_id, "fay@firm", pb::AuthorizationMode::Web, None)
-        .await
-        .unwrap();
-    let oob = stack
-        .start_authorization(
-            &app.app_id,
-            "fay@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
+    let web = stack.start_web(&app.app_id, "fay@firm").await;
+    let oob = stack.start_oob(&app.app_id, "fay@firm").await;
     let consent = stack
-        .sim
-        .admin()
-        .consent(&web.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
+        .decide(&web.authorization_url, 1, Decision::Allow)
+        .await;
     let location = url::Url::parse(&consent.location.unwrap()).unwrap();
     let code = location
         .query_pairs()
@@ -365,12 +210,7 @@ async fn a_redirect_uri_mismatch_is_refused() {
         .map(|(_, v)| v.into_owned())
         .unwrap();
     let refused = stack.complete(&oob.state, &code).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused.message().contains("invalid_grant"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "invalid_grant");
 
     // An app whose Clio registration lacks auth-svc's callback: Clio refuses the authorize.
     let options = AppOptions {
@@ -398,16 +238,10 @@ async fn a_redirect_uri_mismatch_is_refused() {
             vec![stack.callback_uri(), stack.approval_uri(SimRegion::Us)],
         )
         .await;
-    let web = stack
-        .start_authorization(&app_id, "fay@firm", pb::AuthorizationMode::Web, None)
-        .await
-        .unwrap();
+    let web = stack.start_web(&app_id, "fay@firm").await;
     let consent = stack
-        .sim
-        .admin()
-        .consent(&web.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
+        .decide(&web.authorization_url, 1, Decision::Allow)
+        .await;
     assert!(
         consent.code.is_none(),
         "Clio must not issue a code for an unregistered redirect"
@@ -425,12 +259,7 @@ async fn a_redirect_uri_mismatch_is_refused() {
         .start_authorization(&app_id, "fay@firm", pb::AuthorizationMode::Web, None)
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("redirect URI"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "redirect URI");
     stack.stop().await;
 }
 
@@ -445,15 +274,7 @@ async fn each_region_keeps_its_own_codes_and_tokens() {
             ..AppOptions::default()
         })
         .await;
-    let eu_started = stack
-        .start_authorization(
-            &eu.app_id,
-            "gus@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
+    let eu_started = stack.start_oob(&eu.app_id, "gus@firm").await;
     assert!(
         eu_started
             .authorization_url
@@ -463,23 +284,8 @@ async fn each_region_keeps_its_own_codes_and_tokens() {
     );
     // A code from the US region pasted into the EU authorization goes to the EU host,
     // which never issued it.
-    let us_started = stack
-        .start_authorization(
-            &us.app_id,
-            "gus@firm",
-            pb::AuthorizationMode::OutOfBand,
-            None,
-        )
-        .await
-        .unwrap();
-    let us_code = stack
-        .sim
-        .admin()
-        .consent(&us_started.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap()
-        .code
-        .unwrap();
+    let us_started = stack.start_oob(&us.app_id, "gus@firm").await;
+    let us_code = stack.approved_code(&us_started.authorization_url, 1).await;
     let refused = stack
         .complete(&eu_started.state, &us_code)
         .await
@@ -510,13 +316,8 @@ async fn each_region_keeps_its_own_codes_and_tokens() {
 #[tokio::test]
 async fn reconnect_replaces_tokens_and_grant_and_records_both() {
     let stack = support::start(Setup::default()).await;
-    let app = stack.app(AppOptions::default()).await;
-    let first = stack.connect(&app, "hal@firm", 1, None).await;
-    let old_token = stack
-        .lease(&first.connection_id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let (app, first) = stack.app_with_connection("hal@firm").await;
+    let old_token = stack.lease_token(&first.connection_id).await;
 
     // The app narrows its scopes (new version, approved again) before the person reconnects.
     let mut client = stack.client().await;
@@ -554,18 +355,14 @@ async fn reconnect_replaces_tokens_and_grant_and_records_both() {
     assert_eq!(again.connection_id, first.connection_id);
     assert_eq!(again.granted_scopes, vec![scope("contacts:read")]);
     assert!(!again.drifted);
-    let new_token = stack
-        .lease(&again.connection_id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let new_token = stack.lease_token(&again.connection_id).await;
     assert_ne!(new_token, old_token);
 
     let reconnected = stack
         .events_about(EventKind::ConnectionReconnected, &first.connection_id)
         .await;
     assert_eq!(reconnected.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&reconnected[0].payload_json).unwrap();
+    let payload = payload_of(&reconnected[0]);
     assert_eq!(payload["previous_grant"]["scopes_version"], 1);
     assert_eq!(payload["new_grant"]["scopes_version"], 2);
     let mut previous: Vec<String> =

@@ -6,13 +6,12 @@ use harness::poll_until;
 use proto::common::v1::EventKind;
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup};
+use crate::support::{self, Setup, assert_refused, payload_of};
 
 #[tokio::test]
 async fn leases_are_refused_beyond_the_grant_and_the_import_role() {
     let stack = support::start(Setup::default()).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "ida@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("ida@firm").await;
     let id = &connection.connection_id;
 
     let lease = stack
@@ -44,29 +43,14 @@ async fn leases_are_refused_beyond_the_grant_and_the_import_role() {
         );
     }
     let unknown = stack.lease(id, &["nonsense:read"]).await.unwrap_err();
-    assert_eq!(unknown.code(), Code::InvalidArgument);
-    assert!(
-        unknown.message().contains("required_scopes[0]"),
-        "{}",
-        unknown.message()
-    );
+    assert_refused(&unknown, Code::InvalidArgument, "required_scopes[0]");
     let none = stack.lease(id, &[]).await.unwrap_err();
-    assert_eq!(none.code(), Code::InvalidArgument);
-    assert!(
-        none.message().contains("required_scopes"),
-        "{}",
-        none.message()
-    );
+    assert_refused(&none, Code::InvalidArgument, "required_scopes");
     let bad_id = stack
         .lease("not-a-uuid", &["contacts:read"])
         .await
         .unwrap_err();
-    assert_eq!(bad_id.code(), Code::InvalidArgument);
-    assert!(
-        bad_id.message().contains("connection_id"),
-        "{}",
-        bad_id.message()
-    );
+    assert_refused(&bad_id, Code::InvalidArgument, "connection_id");
     let missing = stack
         .lease(&uuid::Uuid::new_v4().to_string(), &["contacts:read"])
         .await
@@ -84,8 +68,7 @@ async fn leases_record_last_use_and_aggregated_usage() {
         ..Setup::default()
     };
     let stack = support::start(setup).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "jon@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("jon@firm").await;
     assert!(connection.last_used_at.is_none());
 
     let leases = (0..20).map(|_| stack.lease(&connection.connection_id, &["contacts:read"]));
@@ -118,7 +101,7 @@ async fn leases_record_last_use_and_aggregated_usage() {
         "20 leases are aggregated, not one event each: {} events",
         events.len()
     );
-    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    let payload = payload_of(&events[0]);
     assert_eq!(payload["purposes"], serde_json::json!(["job 42"]));
     assert_eq!(events[0].actor.as_ref().unwrap().id, "import");
     let used = stack.connection(&connection.connection_id).await;

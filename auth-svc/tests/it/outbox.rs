@@ -15,7 +15,7 @@ use proto::audit::v1::{RecordRequest, RecordResponse};
 use proto::common::v1::{AuditEvent, EventKind};
 use secrecy::SecretString;
 
-use crate::support::{self, AppOptions, Setup, Stack};
+use crate::support::{self, Setup, Stack};
 
 /// Keeps the events `Record` accepted, once each, in arrival order.
 #[derive(Clone, Default)]
@@ -82,8 +82,7 @@ async fn stack_with_waiting_events(endpoint: String) -> (Stack, Vec<AuditEvent>)
         ..Setup::default()
     };
     let stack = support::start(setup).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "wes@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("wes@firm").await;
     stack.revoke(&connection.connection_id).await;
 
     let committed = stack.outbox().await;

@@ -10,7 +10,9 @@ use proto::auth::v1 as pb;
 use proto::common::v1::EventKind;
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup, SimRegion, Stack, sim_config, status_of, who_am_i};
+use crate::support::{
+    self, Setup, SimRegion, Stack, assert_refused, payload_of, sim_config, status_of, who_am_i,
+};
 
 const HOUR: Duration = Duration::from_secs(3_600);
 
@@ -27,12 +29,36 @@ fn hour_tokens(rotate: bool) -> Setup {
 }
 
 async fn refresh_token_ct(stack: &Stack, connection_id: &str) -> Option<Vec<u8>> {
-    let mut db = stack.database.connect().await;
-    sqlx::query_scalar("SELECT refresh_token_ct FROM connections WHERE connection_id = $1::uuid")
-        .bind(connection_id)
-        .fetch_one(&mut db)
+    stack
+        .scalar_about(
+            "SELECT refresh_token_ct FROM connections WHERE connection_id = $1::uuid",
+            connection_id,
+        )
         .await
-        .unwrap()
+}
+
+/// Lets the access token expire twice, each time leasing a refreshed one that Clio accepts.
+async fn refresh_twice(stack: &Stack, connection_id: &str) {
+    for round in 1..=2 {
+        stack.advance(2 * HOUR);
+        let lease = stack
+            .lease(connection_id, &["contacts:read"])
+            .await
+            .unwrap_or_else(|e| panic!("refresh {round}: {e:?}"));
+        who_am_i(stack, SimRegion::Us, &lease.access_token)
+            .await
+            .unwrap();
+    }
+}
+
+/// The payloads of the TokenRefreshed events about a connection, oldest first.
+async fn refreshed_payloads(stack: &Stack, connection_id: &str) -> Vec<serde_json::Value> {
+    stack
+        .events_about(EventKind::TokenRefreshed, connection_id)
+        .await
+        .iter()
+        .map(payload_of)
+        .collect()
 }
 
 fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
@@ -44,8 +70,7 @@ async fn tokens_are_refreshed_before_they_expire() {
     let mut setup = hour_tokens(false);
     setup.tweak = Box::new(|config| config.refresh.interval_ms = 50);
     let stack = support::start(setup).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "ann@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("ann@firm").await;
     // expires_in is honoured: one hour, not Clio's documented 30 days.
     let granted = seconds(&connection.granted_at);
     let expires = seconds(&connection.access_token_expires_at);
@@ -73,7 +98,7 @@ async fn tokens_are_refreshed_before_they_expire() {
         .events_about(EventKind::TokenRefreshed, &connection.connection_id)
         .await;
     assert_eq!(refreshed.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&refreshed[0].payload_json).unwrap();
+    let payload = payload_of(&refreshed[0]);
     assert_eq!(payload["trigger"], "proactive");
     assert_eq!(payload["expires_in_secs"], 3_600);
     // The refreshed token is the one leased, and Clio accepts it.
@@ -91,13 +116,8 @@ async fn tokens_are_refreshed_before_they_expire() {
 #[tokio::test]
 async fn a_hundred_leases_of_an_expired_token_make_one_refresh_call() {
     let stack = Arc::new(support::start(hour_tokens(false)).await);
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "ben@firm", 1, None).await;
-    let before = stack
-        .lease(&connection.connection_id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let (_, connection) = stack.app_with_connection("ben@firm").await;
+    let before = stack.lease_token(&connection.connection_id).await;
     stack.advance(2 * HOUR);
 
     let leases = (0..100).map(|_| {
@@ -118,7 +138,7 @@ async fn a_hundred_leases_of_an_expired_token_make_one_refresh_call() {
         .events_about(EventKind::TokenRefreshed, &connection.connection_id)
         .await;
     assert_eq!(refreshed.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&refreshed[0].payload_json).unwrap();
+    let payload = payload_of(&refreshed[0]);
     assert_eq!(payload["trigger"], "lease");
     let token = tokens.into_iter().next().unwrap();
     who_am_i(&stack, SimRegion::Us, &token).await.unwrap();
@@ -130,8 +150,7 @@ async fn two_replicas_share_one_refresh_of_an_expired_token() {
     let stack = Arc::new(support::start(hour_tokens(false)).await);
     // Up before the token expires: neither replica has a head start on the refresh.
     let replica = Arc::new(stack.replica().await);
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "hal@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("hal@firm").await;
     let id = connection.connection_id.clone();
     let before = replica.lease(&id, &["contacts:read"]).await.unwrap();
     stack.advance(2 * HOUR);
@@ -184,13 +203,8 @@ async fn two_replicas_share_one_refresh_of_an_expired_token() {
 #[tokio::test]
 async fn a_token_clio_refuses_is_refreshed_when_the_lease_says_so() {
     let stack = support::start(hour_tokens(false)).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "cat@firm", 1, None).await;
-    let old = stack
-        .lease(&connection.connection_id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let (_, connection) = stack.app_with_connection("cat@firm").await;
+    let old = stack.lease_token(&connection.connection_id).await;
     // Clio's clock runs ahead of auth-svc's: the token is dead there, alive here.
     stack.sim.admin().advance_clock(2 * HOUR).await.unwrap();
     let refused = who_am_i(&stack, SimRegion::Us, &old).await.unwrap_err();
@@ -220,65 +234,41 @@ async fn a_token_clio_refuses_is_refreshed_when_the_lease_says_so() {
 #[tokio::test]
 async fn a_rotated_refresh_token_is_stored_and_used_next_time() {
     let stack = support::start(hour_tokens(true)).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "dot@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("dot@firm").await;
     let original = refresh_token_ct(&stack, &connection.connection_id).await;
-    for round in 1..=2 {
-        stack.advance(2 * HOUR);
-        let lease = stack
-            .lease(&connection.connection_id, &["contacts:read"])
-            .await
-            .unwrap_or_else(|e| panic!("refresh {round}: {e:?}"));
-        who_am_i(&stack, SimRegion::Us, &lease.access_token)
-            .await
-            .unwrap();
-    }
+    refresh_twice(&stack, &connection.connection_id).await;
     assert_ne!(
         refresh_token_ct(&stack, &connection.connection_id).await,
         original
     );
     assert_eq!(stack.refresh_calls().await, 2);
-    let events = stack
-        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
-        .await;
-    let payload: serde_json::Value = serde_json::from_str(&events[1].payload_json).unwrap();
-    assert_eq!(payload["refresh_token_rotated"], true);
+    let payloads = refreshed_payloads(&stack, &connection.connection_id).await;
+    assert_eq!(payloads[1]["refresh_token_rotated"], true);
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
     let stack = support::start(hour_tokens(false)).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "eve@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("eve@firm").await;
     let original = refresh_token_ct(&stack, &connection.connection_id).await;
     assert!(original.is_some());
-    for _ in 0..2 {
-        stack.advance(2 * HOUR);
-        stack
-            .lease(&connection.connection_id, &["contacts:read"])
-            .await
-            .unwrap();
-    }
+    refresh_twice(&stack, &connection.connection_id).await;
     // Not even re-encrypted: the stored ciphertext is the very same.
     assert_eq!(
         refresh_token_ct(&stack, &connection.connection_id).await,
         original
     );
     assert_eq!(stack.refresh_calls().await, 2);
-    let events = stack
-        .events_about(EventKind::TokenRefreshed, &connection.connection_id)
-        .await;
-    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
-    assert_eq!(payload["refresh_token_rotated"], false);
+    let payloads = refreshed_payloads(&stack, &connection.connection_id).await;
+    assert_eq!(payloads[0]["refresh_token_rotated"], false);
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn invalid_grant_marks_the_connection_for_reconnecting() {
     let stack = support::start(hour_tokens(false)).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "fin@firm", 1, None).await;
+    let (app, connection) = stack.app_with_connection("fin@firm").await;
     let revoked = stack
         .sim
         .admin()
@@ -291,12 +281,7 @@ async fn invalid_grant_marks_the_connection_for_reconnecting() {
         .lease(&connection.connection_id, &["contacts:read"])
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused.message().contains("reconnect"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "reconnect");
     let stored = stack.connection(&connection.connection_id).await;
     assert_eq!(
         status_of(stored.status),
@@ -347,8 +332,7 @@ async fn invalid_grant_marks_the_connection_for_reconnecting() {
 #[tokio::test]
 async fn transient_refresh_failures_are_retried_and_never_mark_the_connection() {
     let stack = support::start(hour_tokens(false)).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "gil@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("gil@firm").await;
     let admin = stack.sim.admin();
     let token_fault = |count: Option<u32>| Fault::Status {
         status: 503,

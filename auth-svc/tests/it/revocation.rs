@@ -10,7 +10,10 @@ use proto::auth::v1 as pb;
 use proto::common::v1::EventKind;
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup, SimRegion, Stack, TestApp, status_of, who_am_i};
+use crate::support::{
+    self, AppOptions, Setup, SimRegion, Stack, TestApp, assert_refused, payload_of, status_of,
+    who_am_i,
+};
 
 fn outcome(result: &pb::RevocationResult) -> pb::ClioRevocationOutcome {
     pb::ClioRevocationOutcome::try_from(result.clio_outcome).unwrap()
@@ -27,22 +30,19 @@ fn deauthorize_down() -> Fault {
 
 /// Token ciphertexts still held for `connection_id`: on the row and awaiting a retry.
 async fn held_ciphertexts(stack: &Stack, connection_id: &str) -> (bool, bool) {
-    let mut db = stack.database.connect().await;
-    let on_row: bool = sqlx::query_scalar(
-        "SELECT access_token_ct IS NOT NULL OR refresh_token_ct IS NOT NULL FROM connections \
-         WHERE connection_id = $1::uuid",
-    )
-    .bind(connection_id)
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
-    let pending: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pending_deauthorizations WHERE connection_id = $1::uuid)",
-    )
-    .bind(connection_id)
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let on_row: bool = stack
+        .scalar_about(
+            "SELECT access_token_ct IS NOT NULL OR refresh_token_ct IS NOT NULL FROM connections \
+             WHERE connection_id = $1::uuid",
+            connection_id,
+        )
+        .await;
+    let pending: bool = stack
+        .scalar_about(
+            "SELECT EXISTS (SELECT 1 FROM pending_deauthorizations WHERE connection_id = $1::uuid)",
+            connection_id,
+        )
+        .await;
     (on_row, pending)
 }
 
@@ -62,14 +62,9 @@ async fn wait_until_deauthorized(stack: &Stack, connection_id: &str) {
 #[tokio::test]
 async fn revoking_a_connection_deauthorizes_at_clio_and_drops_the_tokens() {
     let stack = support::start(Setup::default()).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "kim@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("kim@firm").await;
     let id = &connection.connection_id;
-    let token = stack
-        .lease(id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let token = stack.lease_token(id).await;
 
     let result = stack.revoke(id).await;
     assert_eq!(outcome(&result), pb::ClioRevocationOutcome::Revoked);
@@ -84,19 +79,14 @@ async fn revoking_a_connection_deauthorizes_at_clio_and_drops_the_tokens() {
     assert_eq!(stored.revocation_reason, "left the matter team");
     assert!(stored.revoked_at.is_some());
     let refused = stack.lease(id, &["contacts:read"]).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("revoked"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "revoked");
 
     let events = stack.events_about(EventKind::ConnectionRevoked, id).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].actor.as_ref().unwrap().id, "operator");
     assert_eq!(events[0].reason, "left the matter team");
     assert!(events[0].occurred_at.is_some());
-    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    let payload = payload_of(&events[0]);
     assert_eq!(payload["clio_outcome"], "revoked");
 
     // Revoking again changes nothing and says so.
@@ -109,14 +99,9 @@ async fn revoking_a_connection_deauthorizes_at_clio_and_drops_the_tokens() {
 #[tokio::test]
 async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
     let stack = support::start(Setup::default()).await;
-    let app = stack.app(AppOptions::default()).await;
-    let connection = stack.connect(&app, "lou@firm", 1, None).await;
+    let (_, connection) = stack.app_with_connection("lou@firm").await;
     let id = &connection.connection_id;
-    let token = stack
-        .lease(id, &["contacts:read"])
-        .await
-        .unwrap()
-        .access_token;
+    let token = stack.lease_token(id).await;
     stack
         .sim
         .admin()
@@ -133,7 +118,7 @@ async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
     who_am_i(&stack, SimRegion::Us, &token).await.unwrap();
     assert_eq!(held_ciphertexts(&stack, id).await, (false, true));
     let revoked = stack.events_about(EventKind::ConnectionRevoked, id).await;
-    let payload: serde_json::Value = serde_json::from_str(&revoked[0].payload_json).unwrap();
+    let payload = payload_of(&revoked[0]);
     assert_eq!(payload["clio_outcome"], "failed_retrying");
 
     // Still failing: the worker retries and keeps the token for the next try.
@@ -143,14 +128,12 @@ async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
         Duration::from_secs(10),
         Duration::from_millis(20),
         || async {
-            let mut db = stack.database.connect().await;
-            let attempts: i32 = sqlx::query_scalar(
-                "SELECT attempts FROM pending_deauthorizations WHERE connection_id = $1::uuid",
-            )
-            .bind(id)
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+            let attempts: i32 = stack
+                .scalar_about(
+                    "SELECT attempts FROM pending_deauthorizations WHERE connection_id = $1::uuid",
+                    id,
+                )
+                .await;
             (attempts >= 2).then_some(())
         },
     )
@@ -162,7 +145,7 @@ async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
     assert_eq!(dead.kind(), clio_api::ClioErrorKind::InvalidToken);
     let retried = stack.events_about(EventKind::RevocationRetried, id).await;
     assert_eq!(retried.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&retried[0].payload_json).unwrap();
+    let payload = payload_of(&retried[0]);
     assert_eq!(payload["clio_outcome"], "revoked");
     stack.stop().await;
 }
@@ -256,7 +239,7 @@ async fn offboarding_a_person_with_fifty_connections_takes_well_under_a_second()
         .filter(|(kind, _)| *kind == EventKind::UserOffboarded)
         .collect();
     assert_eq!(offboarded.len(), 1);
-    let payload: serde_json::Value = serde_json::from_str(&offboarded[0].1.payload_json).unwrap();
+    let payload = payload_of(&offboarded[0].1);
     assert_eq!(payload["connections_revoked"], 50);
     assert_eq!(payload["clio_outcomes"]["revoked"], 50);
     stack.stop().await;
@@ -366,12 +349,7 @@ async fn revoking_an_app_closes_it_and_revokes_its_connections() {
         )
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("revoked"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "revoked");
     stack
         .lease(&untouched.connection_id, &["contacts:read"])
         .await

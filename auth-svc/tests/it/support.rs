@@ -9,7 +9,7 @@ use auth_svc::Config;
 use auth_svc::config::KeyConfig;
 use base64::Engine;
 use clio_api::RegionUrls;
-use clio_sim::{AppSpec, ClioSim, Decision, SimConfig};
+use clio_sim::{AppSpec, ClioSim, ConsentOutcome, Decision, SimConfig};
 use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
 use prost::Message;
 use proto::auth::v1 as pb;
@@ -379,6 +379,42 @@ impl Stack {
             .map(tonic::Response::into_inner)
     }
 
+    /// StartAuthorization in out-of-band mode for a new connection, which must succeed.
+    pub async fn start_oob(&self, app_id: &str, principal: &str) -> pb::StartAuthorizationResponse {
+        self.start_authorization(app_id, principal, pb::AuthorizationMode::OutOfBand, None)
+            .await
+            .expect("StartAuthorization (out of band)")
+    }
+
+    /// StartAuthorization in web mode for a new connection, which must succeed.
+    pub async fn start_web(&self, app_id: &str, principal: &str) -> pb::StartAuthorizationResponse {
+        self.start_authorization(app_id, principal, pb::AuthorizationMode::Web, None)
+            .await
+            .expect("StartAuthorization (web)")
+    }
+
+    /// Clio user `user_id` answers the consent screen of `authorize_url` with `decision`.
+    pub async fn decide(
+        &self,
+        authorize_url: &str,
+        user_id: i64,
+        decision: Decision,
+    ) -> ConsentOutcome {
+        self.sim
+            .admin()
+            .consent(authorize_url, user_id, decision)
+            .await
+            .expect("consent")
+    }
+
+    /// The code Clio issues when user `user_id` allows `authorize_url`.
+    pub async fn approved_code(&self, authorize_url: &str, user_id: i64) -> String {
+        self.decide(authorize_url, user_id, Decision::Allow)
+            .await
+            .code
+            .expect("an approval issues a code")
+    }
+
     /// The out-of-band flow end to end: start, approve as Clio user `user_id`, paste the
     /// approval page's title.
     pub async fn connect(
@@ -415,6 +451,37 @@ impl Stack {
         scopes: &[&str],
     ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
         self.lease_as("import", connection_id, scopes, false).await
+    }
+
+    /// The usual opening: the default app registered and approved, and `principal`
+    /// connected through it as Clio user 1.
+    pub async fn app_with_connection(&self, principal: &str) -> (TestApp, pb::Connection) {
+        let app = self.app(AppOptions::default()).await;
+        let connection = self.connect(&app, principal, 1, None).await;
+        (app, connection)
+    }
+
+    /// The access token of a `contacts:read` lease, which must be granted.
+    pub async fn lease_token(&self, connection_id: &str) -> String {
+        self.lease(connection_id, &["contacts:read"])
+            .await
+            .expect("LeaseAccessToken")
+            .access_token
+    }
+
+    /// ListConnections as `caller`, which must be allowed.
+    pub async fn list_connections(
+        &self,
+        request: pb::ListConnectionsRequest,
+        caller: &str,
+    ) -> Vec<pb::Connection> {
+        self.client()
+            .await
+            .list_connections(with_bearer(request, &harness::token_of(caller)))
+            .await
+            .expect("ListConnections")
+            .into_inner()
+            .connections
     }
 
     pub async fn lease_as(
@@ -486,9 +553,33 @@ impl Stack {
             .collect()
     }
 
+    /// One value of a query whose only parameter (`$1`) is `connection_id`.
+    pub async fn scalar_about<T>(&self, sql: &'static str, connection_id: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let mut db = self.database.connect().await;
+        sqlx::query_scalar(sql)
+            .bind(connection_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    }
+
     /// How many refresh requests reached the simulator's token endpoint.
     pub async fn refresh_calls(&self) -> u64 {
         self.sim.admin().calls().await.unwrap().token.refresh_token
+    }
+
+    /// How many authorization codes reached the simulator's token endpoint.
+    pub async fn code_exchanges(&self) -> u64 {
+        self.sim
+            .admin()
+            .calls()
+            .await
+            .unwrap()
+            .token
+            .authorization_code
     }
 
     pub async fn deauthorize_calls(&self) -> u64 {
@@ -539,4 +630,16 @@ pub async fn who_am_i(
 
 pub fn status_of(code: i32) -> pb::ConnectionStatus {
     pb::ConnectionStatus::try_from(code).unwrap()
+}
+
+/// Asserts a call was refused with `code` and a message mentioning `needle`.
+#[track_caller]
+pub fn assert_refused(status: &tonic::Status, code: tonic::Code, needle: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(needle), "{}", status.message());
+}
+
+/// An audit event's payload as JSON.
+pub fn payload_of(event: &AuditEvent) -> serde_json::Value {
+    serde_json::from_str(&event.payload_json).expect("the payload is JSON")
 }

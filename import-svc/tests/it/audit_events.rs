@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use harness::{TestDatabase, channel, poll_until, token_of, with_bearer};
-use import_svc::queue::topology::JOB_ROUTING_KEY;
 use prost::Message;
 use proto::audit::v1::QueryRequest;
 use proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -57,17 +56,10 @@ async fn wait_for(import: &RunningImport, kind: EventKind, count: usize) -> Vec<
 #[tokio::test]
 async fn dead_lettered_messages_are_audited_with_their_reason() {
     let import = start("audit-dlq", Setup::default()).await;
-    let broker = &import.broker;
-    let topology = &import.topology;
 
     // No readable job id: recorded under the platform tenant with the message's reason.
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            &[0xff, 0xff, 0xff, 0x01],
-            Some("application/x-protobuf"),
-        )
+    import
+        .publish_job(&[0xff, 0xff, 0xff, 0x01], Some("application/x-protobuf"))
         .await;
     let events = wait_for(&import, EventKind::ImportDeadLettered, 1).await;
     let garbage = &events[0];
@@ -90,13 +82,8 @@ async fn dead_lettered_messages_are_audited_with_their_reason() {
     let body = format!(
         r#"{{"job_id":"{job_id}","connection_id":"c-7","resources":["invoices"],"requested_by":"ann@firm.example"}}"#
     );
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            body.as_bytes(),
-            Some("application/json"),
-        )
+    import
+        .publish_job(body.as_bytes(), Some("application/json"))
         .await;
     let events = wait_for(&import, EventKind::ImportDeadLettered, 2).await;
     let invalid = &events[1];
@@ -262,13 +249,7 @@ async fn the_relay_delivers_events_to_audit_svc() {
     let job_id = "0193a0c4-6d1e-7cc0-8000-0000000000cc";
     let body = format!(r#"{{"job_id":"{job_id}","connection_id":"c-3","resources":[]}}"#);
     import
-        .broker
-        .publish(
-            &import.topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            body.as_bytes(),
-            Some("application/json"),
-        )
+        .publish_job(body.as_bytes(), Some("application/json"))
         .await;
     let queued = wait_for(&import, EventKind::ImportDeadLettered, 1).await;
 

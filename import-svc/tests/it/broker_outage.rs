@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use harness::{ServingStatus, TcpProxy};
 use import_svc::queue::consumer::REJECTION_REASON_HEADER;
-use import_svc::queue::topology::JOB_ROUTING_KEY;
 
 use crate::support::{Setup, start};
 
@@ -29,15 +28,7 @@ async fn the_consumer_reconnects_after_the_broker_connection_is_cut() {
 
     // Consuming again: a bad message is handled (dead-lettered) by the new session.
     let topology = &import.topology;
-    import
-        .broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            b"{}",
-            Some("application/json"),
-        )
-        .await;
+    import.publish_job(b"{}", Some("application/json")).await;
     let dead = import
         .broker
         .next_message(&topology.dead_letter_queue, Duration::from_secs(15))

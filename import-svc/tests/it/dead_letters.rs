@@ -1,47 +1,24 @@
 //! Bad jobs are refused before any Clio call and parked in the dead-letter queue with the
 //! reason in a header; nothing is lost and the job (when its id is readable) is recorded.
 
-use std::time::Duration;
-
-use import_svc::queue::consumer::REJECTION_REASON_HEADER;
-use import_svc::queue::topology::JOB_ROUTING_KEY;
-
 use crate::support::{Setup, start};
 
 #[tokio::test]
 async fn malformed_protobuf_and_json_bodies_are_dead_lettered_with_reasons() {
     let import = start("dlq-malformed", Setup::default()).await;
-    let broker = &import.broker;
-    let topology = &import.topology;
 
     let garbage = [0xff_u8, 0xff, 0xff, 0x01];
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            &garbage,
-            Some("application/x-protobuf"),
-        )
+    import
+        .publish_job(&garbage, Some("application/x-protobuf"))
         .await;
-    let dead = broker
-        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
-        .await;
+    let (dead, reason) = import.next_dead_letter().await;
     assert_eq!(dead.body, garbage, "the original body is kept");
-    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
     assert!(reason.contains("not a protobuf ImportJob"), "{reason}");
 
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            b"{\"job_id\": ",
-            Some("application/json"),
-        )
+    import
+        .publish_job(b"{\"job_id\": ", Some("application/json"))
         .await;
-    let dead = broker
-        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
-        .await;
-    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    let (dead, reason) = import.next_dead_letter().await;
     assert!(reason.starts_with("body: not a JSON ImportJob"), "{reason}");
     assert_eq!(dead.content_type.as_deref(), Some("application/json"));
 
@@ -58,18 +35,8 @@ async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered(
     let body = format!(
         r#"{{"job_id":"{job_id}","connection_id":"c-1","resources":["contacts","invoices"]}}"#
     );
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            body.as_bytes(),
-            None,
-        )
-        .await;
-    let dead = broker
-        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
-        .await;
-    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    import.publish_job(body.as_bytes(), None).await;
+    let (dead, reason) = import.next_dead_letter().await;
     assert!(
         reason.starts_with("resources[1]: unknown resource \"invoices\""),
         "{reason}"
@@ -82,18 +49,10 @@ async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered(
 
     // A misspelt key is refused rather than silently dropped.
     let body = format!(r#"{{"job_id":"{job_id}","connection":"c-1","resources":["contacts"]}}"#);
-    broker
-        .publish(
-            &topology.jobs_exchange,
-            JOB_ROUTING_KEY,
-            body.as_bytes(),
-            Some("application/json"),
-        )
+    import
+        .publish_job(body.as_bytes(), Some("application/json"))
         .await;
-    let dead = broker
-        .next_message(&topology.dead_letter_queue, Duration::from_secs(10))
-        .await;
-    let reason = dead.header(REJECTION_REASON_HEADER).unwrap();
+    let (_, reason) = import.next_dead_letter().await;
     assert!(reason.contains("unknown field `connection`"), "{reason}");
 
     // Nothing is left in the jobs queue: every message was settled.

@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until};
+use harness::{
+    AmqpMessage, ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until,
+};
 use import_svc::Config;
-use import_svc::queue::topology::Topology;
+use import_svc::queue::consumer::REJECTION_REASON_HEADER;
+use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;
@@ -110,6 +113,30 @@ impl RunningImport {
             },
         )
         .await;
+    }
+
+    /// Publishes a job message as a producer would, with its content type (if any).
+    pub async fn publish_job(&self, body: &[u8], content_type: Option<&str>) {
+        self.broker
+            .publish(
+                &self.topology.jobs_exchange,
+                JOB_ROUTING_KEY,
+                body,
+                content_type,
+            )
+            .await;
+    }
+
+    /// The next message parked in the dead-letter queue, and the reason it was refused.
+    pub async fn next_dead_letter(&self) -> (AmqpMessage, String) {
+        let dead = self
+            .broker
+            .next_message(&self.topology.dead_letter_queue, Duration::from_secs(10))
+            .await;
+        let reason = dead
+            .header(REJECTION_REASON_HEADER)
+            .expect("a dead letter carries its reason");
+        (dead, reason)
     }
 
     pub async fn job_status(&self, job_id: &str) -> Option<String> {

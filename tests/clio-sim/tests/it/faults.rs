@@ -2,59 +2,49 @@
 
 use std::time::{Duration, Instant};
 
-use clio_sim::{Fault, Region};
+use clio_sim::{ClioSim, Fault, Region};
 use reqwest::StatusCode;
 
 use crate::support::*;
 
+/// A US simulator with one connection of every permission, and `fault` injected.
+async fn us_with_fault(fault: Fault) -> (ClioSim, String, Tokens) {
+    let (sim, base, tokens) = us_connected().await;
+    sim.admin().inject(Region::Us, fault).await.unwrap();
+    (sim, base, tokens)
+}
+
+/// A `status` answer for the next `count` calls (all of them when `None`).
+fn status_fault(status: u16, count: Option<u32>, path_prefix: Option<&str>) -> Fault {
+    Fault::Status {
+        status,
+        count,
+        fraction: None,
+        path_prefix: path_prefix.map(Into::into),
+    }
+}
+
+/// The status of one contacts listing.
+async fn contacts_status(base: &str, token: &str) -> u16 {
+    get(base, token, "/api/v4/contacts").await.status.as_u16()
+}
+
 #[tokio::test]
 async fn status_faults_hit_the_next_n_calls_then_wear_off() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
+    let (sim, base, t) = us_with_fault(status_fault(503, Some(2), None)).await;
     let admin = sim.admin();
     admin
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 503,
-                count: Some(2),
-                fraction: None,
-                path_prefix: None,
-            },
-        )
+        .inject(Region::Us, status_fault(502, Some(1), None))
         .await
         .unwrap();
-    admin
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 502,
-                count: Some(1),
-                fraction: None,
-                path_prefix: None,
-            },
-        )
-        .await
-        .unwrap();
-    let statuses = [
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-    ];
-    assert_eq!(statuses.map(|s| s.as_u16()), [503, 503, 502, 200]);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(contacts_status(&base, &t.access).await);
+    }
+    assert_eq!(statuses, [503, 503, 502, 200]);
 
     admin
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 500,
-                count: Some(1),
-                fraction: None,
-                path_prefix: Some("/oauth/token".into()),
-            },
-        )
+        .inject(Region::Us, status_fault(500, Some(1), Some("/oauth/token")))
         .await
         .unwrap();
     assert_eq!(
@@ -70,18 +60,10 @@ async fn status_faults_hit_the_next_n_calls_then_wear_off() {
     assert_eq!(token_request(&base, &form).await.0, StatusCode::OK);
 
     admin
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 500,
-                count: None,
-                fraction: None,
-                path_prefix: None,
-            },
-        )
+        .inject(Region::Us, status_fault(500, None, None))
         .await
         .unwrap();
-    assert_eq!(get(&base, &t.access, "/api/v4/contacts").await.status, 500);
+    assert_eq!(contacts_status(&base, &t.access).await, 500);
     let eu = connect(&sim, Region::Eu, ALL).await;
     assert_eq!(
         get(&sim.base_url(Region::Eu), &eu.access, "/api/v4/contacts")
@@ -91,26 +73,18 @@ async fn status_faults_hit_the_next_n_calls_then_wear_off() {
         "faults are per region"
     );
     admin.clear_faults(Region::Us).await.unwrap();
-    assert_eq!(get(&base, &t.access, "/api/v4/contacts").await.status, 200);
+    assert_eq!(contacts_status(&base, &t.access).await, 200);
 }
 
 #[tokio::test]
 async fn a_fraction_of_calls_fails() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
-    sim.admin()
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 502,
-                count: None,
-                fraction: Some(0.5),
-                path_prefix: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (_sim, base, t) = us_with_fault(Fault::Status {
+        status: 502,
+        count: None,
+        fraction: Some(0.5),
+        path_prefix: None,
+    })
+    .await;
     let mut failed = 0;
     for _ in 0..60 {
         if get(&base, &t.access, "/api/v4/contacts?limit=1")
@@ -126,24 +100,13 @@ async fn a_fraction_of_calls_fails() {
 
 #[tokio::test]
 async fn latency_delays_answers() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
-    sim.admin()
-        .inject(
-            Region::Us,
-            Fault::Latency {
-                ms: 300,
-                count: Some(1),
-            },
-        )
-        .await
-        .unwrap();
+    let (_sim, base, t) = us_with_fault(Fault::Latency {
+        ms: 300,
+        count: Some(1),
+    })
+    .await;
     let started = Instant::now();
-    assert_eq!(
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(contacts_status(&base, &t.access).await, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
     let started = Instant::now();
     get(&base, &t.access, "/api/v4/contacts").await;
@@ -155,13 +118,7 @@ async fn latency_delays_answers() {
 
 #[tokio::test]
 async fn dropped_connections_get_no_answer() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
-    sim.admin()
-        .inject(Region::Us, Fault::Drop { count: 2 })
-        .await
-        .unwrap();
+    let (_sim, base, t) = us_with_fault(Fault::Drop { count: 2 }).await;
     for _ in 0..2 {
         let error = http()
             .get(format!("{base}/api/v4/contacts"))
@@ -171,31 +128,19 @@ async fn dropped_connections_get_no_answer() {
             .unwrap_err();
         assert!(!error.is_status() && !error.is_timeout(), "{error:?}");
     }
-    assert_eq!(
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(contacts_status(&base, &t.access).await, 200);
 }
 
 #[tokio::test]
 async fn a_rate_limit_storm_answers_429_with_retry_after() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
-    sim.admin()
-        .inject(Region::Us, Fault::RateLimitStorm { count: 3 })
-        .await
-        .unwrap();
+    let (sim, base, t) = us_with_fault(Fault::RateLimitStorm { count: 3 }).await;
     for _ in 0..3 {
         let answer = get(&base, &t.access, "/api/v4/contacts").await;
         assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(answer.header("retry-after"), Some("1"));
         assert_eq!(answer.header("x-ratelimit-remaining"), Some("0"));
     }
-    assert_eq!(
-        get(&base, &t.access, "/api/v4/contacts").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(contacts_status(&base, &t.access).await, 200);
     assert_eq!(
         sim.admin().calls().await.unwrap().status_429_for(&t.access),
         3
@@ -204,31 +149,11 @@ async fn a_rate_limit_storm_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn revoke_after_revokes_the_grant_mid_run() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
-    sim.admin()
-        .inject(Region::Us, Fault::RevokeAfter { calls: 3 })
-        .await
-        .unwrap();
-    let statuses = [
-        get(&base, &t.access, "/api/v4/contacts")
-            .await
-            .status
-            .as_u16(),
-        get(&base, &t.access, "/api/v4/contacts")
-            .await
-            .status
-            .as_u16(),
-        get(&base, &t.access, "/api/v4/contacts")
-            .await
-            .status
-            .as_u16(),
-        get(&base, &t.access, "/api/v4/contacts")
-            .await
-            .status
-            .as_u16(),
-    ];
+    let (_sim, base, t) = us_with_fault(Fault::RevokeAfter { calls: 3 }).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(contacts_status(&base, &t.access).await);
+    }
     assert_eq!(statuses, [200, 200, 401, 401]);
     let form = refresh_form(&t.refresh);
     let (status, body) = token_request(&base, &form).await;

@@ -14,6 +14,47 @@ fn flat_error(body: &Value, error: &str) {
     assert_eq!(body.as_object().unwrap().len(), 2, "flat body: {body}");
 }
 
+/// Asks the token endpoint with `form` and asserts it refuses with `status` and a flat
+/// `error` body; returns the body.
+async fn token_refused(
+    base: &str,
+    form: &[(&str, &str)],
+    status: StatusCode,
+    error: &str,
+) -> Value {
+    let (answered, body) = token_request(base, form).await;
+    assert_eq!(answered, status, "{body}");
+    flat_error(&body, error);
+    body
+}
+
+/// A US-only simulator issuing 1-hour access tokens.
+async fn us_hour_tokens() -> clio_sim::ClioSim {
+    start_with(SimConfig {
+        regions: vec![Region::Us],
+        rate_limit: None,
+        access_token_ttl: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// Registers the test app at `sim`'s US region with `permissions`; returns the simulator
+/// and its US base URL.
+async fn with_us_app(sim: clio_sim::ClioSim, permissions: &[&str]) -> (clio_sim::ClioSim, String) {
+    sim.admin()
+        .register_app(Region::Us, &app(permissions))
+        .await
+        .unwrap();
+    let base = sim.base_url(Region::Us);
+    (sim, base)
+}
+
+/// The HTML of the page at `url`, as a browser following a redirect would see it.
+async fn page_at(url: &str) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn query_of(location: &str) -> Vec<(String, String)> {
     url::Url::parse(location)
         .unwrap()
@@ -24,12 +65,7 @@ fn query_of(location: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn authorize_page_lists_permissions_and_refuses_bad_requests() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    sim.admin()
-        .register_app(Region::Us, &app(&["contacts:read", "calendar:read"]))
-        .await
-        .unwrap();
+    let (sim, base) = with_us_app(start().await, &["contacts:read", "calendar:read"]).await;
     let page = http()
         .get(authorize_url(&base, CLIENT_ID, REDIRECT, "s"))
         .send()
@@ -72,12 +108,7 @@ async fn authorize_page_lists_permissions_and_refuses_bad_requests() {
 
 #[tokio::test]
 async fn approval_redirects_with_code_and_state_keeping_extra_query_parameters() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    sim.admin()
-        .register_app(Region::Us, &app(&["contacts:read"]))
-        .await
-        .unwrap();
+    let (sim, base) = with_us_app(start().await, &["contacts:read"]).await;
     let redirect = format!("{REDIRECT}?tenant=acme");
     let consent = sim
         .admin()
@@ -125,12 +156,7 @@ async fn approval_redirects_with_code_and_state_keeping_extra_query_parameters()
 
 #[tokio::test]
 async fn denial_redirects_only_with_redirect_on_decline() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    sim.admin()
-        .register_app(Region::Us, &app(&["contacts:read"]))
-        .await
-        .unwrap();
+    let (sim, base) = with_us_app(start().await, &["contacts:read"]).await;
     let url = authorize_url(&base, CLIENT_ID, REDIRECT, "st");
     let stay = sim.admin().consent(&url, 1, Decision::Deny).await.unwrap();
     assert_eq!((stay.status, stay.location, stay.code), (200, None, None));
@@ -171,14 +197,7 @@ async fn out_of_band_approval_page_title_carries_the_result() {
     let consent = sim.admin().consent(&url, 1, Decision::Allow).await.unwrap();
     let code = consent.code.unwrap();
     assert_eq!(consent.page_title, Some(format!("Success code={code}")));
-    let page = http()
-        .get(consent.location.unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_at(&consent.location.unwrap()).await;
     assert!(
         page.contains(&format!("<title>Success code={code}</title>")),
         "{page}"
@@ -189,31 +208,14 @@ async fn out_of_band_approval_page_title_carries_the_result() {
         denied.page_title.as_deref(),
         Some("Failure error=access_denied")
     );
-    let page = http()
-        .get(denied.location.unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_at(&denied.location.unwrap()).await;
     assert!(
         page.contains("<title>Failure error=access_denied</title>"),
         "{page}"
     );
 
     // The code from the page works at the token endpoint with the approval redirect URI.
-    let (status, body) = token_request(
-        &base,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &approval),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    let (status, body) = token_request(&base, &exchange_form(&code, &approval, SECRET)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -239,18 +241,7 @@ fn exchange_form<'a>(code: &'a str, redirect: &'a str, secret: &'a str) -> Vec<(
 
 #[tokio::test]
 async fn a_code_is_single_use_needs_the_exact_redirect_and_expires() {
-    let sim = start_with(SimConfig {
-        regions: vec![Region::Us],
-        rate_limit: None,
-        access_token_ttl: Duration::from_secs(3600),
-        ..SimConfig::default()
-    })
-    .await;
-    let base = sim.base_url(Region::Us);
-    sim.admin()
-        .register_app(Region::Us, &app(&["contacts:read"]))
-        .await
-        .unwrap();
+    let (sim, base) = with_us_app(us_hour_tokens().await, &["contacts:read"]).await;
 
     let code = fresh_code(&sim).await;
     let (status, body) = token_request(&base, &exchange_form(&code, REDIRECT, SECRET)).await;
@@ -258,27 +249,35 @@ async fn a_code_is_single_use_needs_the_exact_redirect_and_expires() {
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 3600);
     assert!(body["access_token"].is_string() && body["refresh_token"].is_string());
-    let (status, body) = token_request(&base, &exchange_form(&code, REDIRECT, SECRET)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
-
-    let code = fresh_code(&sim).await;
-    let (status, body) = token_request(
+    token_refused(
         &base,
-        &exchange_form(&code, &format!("{REDIRECT}/"), SECRET),
+        &exchange_form(&code, REDIRECT, SECRET),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
+
+    let code = fresh_code(&sim).await;
+    token_refused(
+        &base,
+        &exchange_form(&code, &format!("{REDIRECT}/"), SECRET),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 
     let code = fresh_code(&sim).await;
     sim.admin()
         .advance_clock(Duration::from_secs(601))
         .await
         .unwrap();
-    let (status, body) = token_request(&base, &exchange_form(&code, REDIRECT, SECRET)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
+    let body = token_refused(
+        &base,
+        &exchange_form(&code, REDIRECT, SECRET),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     assert!(
         body["error_description"]
             .as_str()
@@ -289,39 +288,44 @@ async fn a_code_is_single_use_needs_the_exact_redirect_and_expires() {
 
 #[tokio::test]
 async fn token_endpoint_errors_have_exact_flat_bodies() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    sim.admin()
-        .register_app(Region::Us, &app(&["contacts:read"]))
-        .await
-        .unwrap();
+    let (sim, base) = with_us_app(start().await, &["contacts:read"]).await;
     let code = fresh_code(&sim).await;
 
-    let (status, body) = token_request(&base, &[("code", code.as_str())]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_request");
-    let (status, body) = token_request(&base, &exchange_form(&code, REDIRECT, "wrong")).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    flat_error(&body, "invalid_client");
+    token_refused(
+        &base,
+        &[("code", code.as_str())],
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    token_refused(
+        &base,
+        &exchange_form(&code, REDIRECT, "wrong"),
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
     let mut unknown = exchange_form(&code, REDIRECT, SECRET);
     unknown[3] = ("client_id", "nobody");
-    let (status, body) = token_request(&base, &unknown).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    flat_error(&body, "invalid_client");
-    let (status, body) = token_request(
+    token_refused(&base, &unknown, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    token_refused(
         &base,
         &[
             ("grant_type", "password"),
             ("client_id", CLIENT_ID),
             ("client_secret", SECRET),
         ],
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "unsupported_grant_type");
-    let (status, body) = token_request(&base, &exchange_form("made-up", REDIRECT, SECRET)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
+    token_refused(
+        &base,
+        &exchange_form("made-up", REDIRECT, SECRET),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     // The failed attempts did not burn the code.
     let (status, _) = token_request(&base, &exchange_form(&code, REDIRECT, SECRET)).await;
     assert_eq!(status, StatusCode::OK);
@@ -329,13 +333,7 @@ async fn token_endpoint_errors_have_exact_flat_bodies() {
 
 #[tokio::test]
 async fn refresh_does_not_rotate_by_default_and_tokens_expire_on_the_clock() {
-    let sim = start_with(SimConfig {
-        regions: vec![Region::Us],
-        rate_limit: None,
-        access_token_ttl: Duration::from_secs(3600),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = us_hour_tokens().await;
     let base = sim.base_url(Region::Us);
     let tokens = connect(&sim, Region::Us, &["users:read"]).await;
     assert_eq!(
@@ -368,9 +366,7 @@ async fn refresh_does_not_rotate_by_default_and_tokens_expire_on_the_clock() {
     }
     let mut wrong = refresh_form(&tokens.refresh);
     wrong[3] = ("client_secret", "nope");
-    let (status, body) = token_request(&base, &wrong).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    flat_error(&body, "invalid_client");
+    token_refused(&base, &wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
 }
 
 #[tokio::test]
@@ -388,9 +384,13 @@ async fn refresh_rotates_when_configured() {
     assert_eq!(status, StatusCode::OK);
     let rotated = body["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(rotated, tokens.refresh);
-    let (status, body) = token_request(&base, &refresh_form(&tokens.refresh)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
+    token_refused(
+        &base,
+        &refresh_form(&tokens.refresh),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     let (status, _) = token_request(&base, &refresh_form(&rotated)).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -424,9 +424,13 @@ async fn deauthorize_rejects_every_token_of_the_grant() {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
         flat_error(&answer.body, "invalid_token");
     }
-    let (status, body) = token_request(&base, &refresh_form(&tokens.refresh)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    flat_error(&body, "invalid_grant");
+    token_refused(
+        &base,
+        &refresh_form(&tokens.refresh),
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     assert_eq!(sim.admin().calls().await.unwrap().deauthorize, 2);
 }
 

@@ -8,9 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn show_carries_validators_and_if_none_match_gives_304() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
+    let (_sim, base, t) = us_connected().await;
     let list = get(
         &base,
         &t.access,
@@ -32,9 +30,7 @@ async fn show_carries_validators_and_if_none_match_gives_304() {
 
 #[tokio::test]
 async fn patch_with_a_stale_if_match_is_412() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
+    let (sim, base, t) = us_connected().await;
     let list = get(
         &base,
         &t.access,
@@ -81,9 +77,7 @@ async fn patch_with_a_stale_if_match_is_412() {
 
 #[tokio::test]
 async fn creating_a_time_entry_is_201_and_validated() {
-    let sim = start().await;
-    let base = sim.base_url(Region::Us);
-    let t = connect(&sim, Region::Us, ALL).await;
+    let (sim, base, t) = us_connected().await;
     let matter =
         get(&base, &t.access, "/api/v4/matters?limit=1").await.body["data"][0]["id"].clone();
     let before = sim

@@ -110,6 +110,15 @@ pub async fn connect(sim: &ClioSim, region: Region, permissions: &[&str]) -> Tok
     connect_as(sim, region, &app(permissions), 1).await
 }
 
+/// The usual opening: a default simulator and one US connection holding every permission,
+/// with the US base URL.
+pub async fn us_connected() -> (ClioSim, String, Tokens) {
+    let sim = start().await;
+    let base = sim.base_url(Region::Us);
+    let tokens = connect(&sim, Region::Us, ALL).await;
+    (sim, base, tokens)
+}
+
 /// An API answer.
 pub struct Answer {
     pub status: StatusCode,
