@@ -198,7 +198,7 @@ async fn an_incremental_import_picks_up_only_changes_and_deletions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_whose_grant_lacks_the_scope_is_dead_lettered_without_calling_clio() {
+async fn jobs_for_unknown_connections_or_missing_scopes_are_dead_lettered_before_clio() {
     let stack = Stack::start("missing_scope", StackSetup::default()).await;
     let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
 
@@ -215,6 +215,24 @@ async fn a_job_whose_grant_lacks_the_scope_is_dead_lettered_without_calling_clio
     assert!(stored.failure_reason.contains("matters:read"));
     assert_eq!(api_calls(&stack, "contacts").await, 0);
     assert_eq!(api_calls(&stack, "matters").await, 0);
+
+    // A connection auth-svc has never heard of is refused the same way.
+    let stranger = full_job(&uuid::Uuid::new_v4().to_string(), &["contacts"]);
+    stack.publish(&stranger).await;
+    let dead = stack
+        .broker
+        .next_message(&stack.topology.dead_letter_queue, Duration::from_secs(20))
+        .await;
+    let reason = dead.header("x-rejection-reason").unwrap();
+    assert!(
+        reason.starts_with("connection_id: unknown connection"),
+        "{reason}"
+    );
+    let stored = stack
+        .finished(&stranger.job_id, Duration::from_secs(10))
+        .await;
+    assert_eq!(stored.status, import::JobStatus::DeadLettered as i32);
+    assert_eq!(api_calls(&stack, "contacts").await, 0);
     stack.stop().await;
 }
 
