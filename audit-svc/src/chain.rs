@@ -3,7 +3,7 @@
 //!
 //! For each event in sequence order the verifier checks, in this order: the sequence has
 //! no gap; `prev_hash` is the previous event's hash; `SHA-256(prev_hash ‖ canonical bytes)`
-//! is the stored hash; and, where a checkpoint was signed at this sequence, its signature
+//! is the stored hash (the caller computes it, see [`Link::content_hash`]); and, where a checkpoint was signed at this sequence, its signature
 //! and that its head hash is this event's hash. The first failure is reported with the
 //! event's id and why: edited, missing (deleted), reordered, or a bad checkpoint.
 
@@ -42,10 +42,19 @@ impl Checkpoint {
 pub struct Link<'a> {
     pub sequence: u64,
     pub event_id: &'a str,
-    /// The canonical bytes the hash covers.
-    pub canonical: &'a [u8],
+    /// [`chain_hash`] of this event's own stored `prev_hash` and its canonical bytes,
+    /// computed by the caller. It needs nothing from other events, so callers can compute
+    /// it for many events in parallel; the verifier checks the links in order.
+    pub content_hash: &'a str,
     pub prev_hash: &'a str,
     pub hash: &'a str,
+}
+
+impl<'a> Link<'a> {
+    /// The [`Link::content_hash`] of an event's canonical bytes after its stored `prev_hash`.
+    pub fn content_hash_of(prev_hash: &str, canonical: &[u8]) -> String {
+        chain_hash(prev_hash, canonical)
+    }
 }
 
 /// The first place the chain is broken.
@@ -152,10 +161,7 @@ impl<'k> ChainVerifier<'k> {
             };
             return self.fail(&link, reason);
         }
-        let prev = self
-            .prev_hash
-            .clone()
-            .unwrap_or_else(|| link.prev_hash.to_owned());
+        let prev = self.prev_hash.as_deref().unwrap_or(link.prev_hash);
         if link.prev_hash != prev {
             self.unlinked = Some(UnlinkedPrev {
                 wanted: link.prev_hash.to_owned(),
@@ -163,7 +169,8 @@ impl<'k> ChainVerifier<'k> {
             });
             return self.fail(&link, String::new());
         }
-        if chain_hash(&prev, link.canonical) != link.hash {
+        // `prev` equals the link's own prev_hash here, which the content hash covers.
+        if link.content_hash != link.hash {
             return self.fail(
                 &link,
                 "edited: the event's contents do not match its stored hash".into(),
@@ -280,7 +287,7 @@ mod tests {
             v.push(Link {
                 sequence: position as u64 + 1,
                 event_id: &c.ids[i],
-                canonical: &c.bodies[i],
+                content_hash: &Link::content_hash_of(&c.prev[i], &c.bodies[i]),
                 prev_hash: &c.prev[i],
                 hash: &c.hashes[i],
             });

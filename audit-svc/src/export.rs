@@ -194,7 +194,7 @@ pub fn verify_export<R: BufRead>(
         verifier.push(Link {
             sequence,
             event_id: &event_id,
-            canonical: canonical.as_bytes(),
+            content_hash: &Link::content_hash_of(&event.prev_hash, canonical.as_bytes()),
             prev_hash: &event.prev_hash,
             hash: &event.hash,
         });

@@ -1,13 +1,17 @@
 //! `Verify` over the database: stream a tenant's events in sequence order and check them
 //! with [`ChainVerifier`].
 //!
-//! Reading and decoding rows (and building their canonical bytes) runs on one task and
-//! hashing on another, so the two cores of a small machine both work; rows are streamed,
-//! never loaded whole, so memory stays flat for any chain length.
+//! Three stages, so every core works and memory stays flat for any chain length: one task
+//! reads rows from Postgres in batches; the batches are decoded and hashed (canonical bytes
+//! and SHA-256, the bulk of the CPU time) on blocking workers, several at once; and the
+//! verifier takes the results back in sequence order and checks the links. An event's
+//! content hash depends only on its own row, so the parallel stage changes no verdict.
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
+use sqlx::postgres::PgRow;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::canonical::GENESIS_HASH;
 use crate::chain::{ChainVerifier, Checkpoint, Link, Verdict};
@@ -15,14 +19,14 @@ use crate::error::AuditError;
 use crate::signing::TrustedKeys;
 use crate::store::{EVENT_COLUMNS, db_sequence, decode_event};
 
-/// Events travel from the reader to the hasher in batches of this many.
-const BATCH: usize = 2_048;
+/// Rows travel from the reader to the workers in batches of this many.
+const BATCH: usize = 1_024;
 
-/// One decoded event ready for the hasher.
+/// One event, decoded and hashed, ready for the verifier.
 struct Prepared {
     sequence: u64,
     event_id: String,
-    canonical: Vec<u8>,
+    content_hash: String,
     prev_hash: String,
     hash: String,
 }
@@ -97,21 +101,31 @@ pub async fn verify_tenant(
     let head = head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0);
     let expected_last = if to == 0 { head } else { to.min(head) };
 
-    let (sender, mut receiver) = mpsc::channel::<Result<Vec<Prepared>, AuditError>>(4);
-    let reader = tokio::spawn(read_events(
+    let (sender, receiver) = mpsc::channel::<Result<Vec<PgRow>, AuditError>>(4);
+    let reader = tokio::spawn(read_rows(
         pool.clone(),
         tenant.to_owned(),
         from_db,
         to_db,
         sender,
     ));
+    // One batch in hand per core, plus one waiting, keeps the workers busy; `buffered`
+    // hands the batches back in the order they were read.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from) + 1;
+    let mut prepared = ReceiverStream::new(receiver)
+        .map(|rows| async move {
+            tokio::task::spawn_blocking(move || prepare(rows?))
+                .await
+                .map_err(|e| AuditError::Internal(format!("verify worker: {e}")))?
+        })
+        .buffered(workers);
     let mut verifier = ChainVerifier::new(keys, from, prev_hash, checkpoints);
-    while let Some(batch) = receiver.recv().await {
-        for event in batch? {
+    while let Some(batch) = prepared.try_next().await? {
+        for event in &batch {
             verifier.push(Link {
                 sequence: event.sequence,
                 event_id: &event.event_id,
-                canonical: &event.canonical,
+                content_hash: &event.content_hash,
                 prev_hash: &event.prev_hash,
                 hash: &event.hash,
             });
@@ -120,18 +134,35 @@ pub async fn verify_tenant(
             break;
         }
     }
-    drop(receiver);
-    // The reader ends on its own once the receiver is gone.
+    drop(prepared);
+    // The reader ends on its own once the stream is gone.
     reader.abort();
     Ok(verifier.finish(Some(expected_last)))
 }
 
-async fn read_events(
+/// Decodes a batch of rows and hashes each event's contents.
+fn prepare(rows: Vec<PgRow>) -> Result<Vec<Prepared>, AuditError> {
+    rows.iter()
+        .map(|row| {
+            let record = decode_event(row)?;
+            Ok(Prepared {
+                sequence: record.sequence,
+                event_id: record.body.event_id.to_string(),
+                content_hash: Link::content_hash_of(&record.prev_hash, &record.canonical_bytes()),
+                prev_hash: record.prev_hash,
+                hash: record.hash,
+            })
+        })
+        .collect()
+}
+
+/// Streams the rows of `tenant` in `[from, to]` in sequence order, in batches.
+async fn read_rows(
     pool: PgPool,
     tenant: String,
     from: i64,
     to: i64,
-    sender: mpsc::Sender<Result<Vec<Prepared>, AuditError>>,
+    sender: mpsc::Sender<Result<Vec<PgRow>, AuditError>>,
 ) {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1 AND sequence >= $2 \
@@ -144,28 +175,14 @@ async fn read_events(
         .fetch(&pool);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let row = match rows.try_next().await {
-            Ok(Some(row)) => row,
+        match rows.try_next().await {
+            Ok(Some(row)) => batch.push(row),
             Ok(None) => break,
             Err(error) => {
                 let _ = sender.send(Err(error.into())).await;
                 return;
             }
-        };
-        let record = match decode_event(&row) {
-            Ok(record) => record,
-            Err(error) => {
-                let _ = sender.send(Err(error)).await;
-                return;
-            }
-        };
-        batch.push(Prepared {
-            sequence: record.sequence,
-            event_id: record.body.event_id.to_string(),
-            canonical: record.canonical_bytes(),
-            prev_hash: record.prev_hash,
-            hash: record.hash,
-        });
+        }
         if batch.len() == BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if sender.send(Ok(full)).await.is_err() {
