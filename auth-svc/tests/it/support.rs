@@ -257,6 +257,56 @@ pub struct TestApp {
 }
 
 impl Stack {
+    /// `apps` apps per region (US and EU) and one connection per app and Clio user 1..=users.
+    /// The apps are the principal's own, so several people can be set up on one stack.
+    pub async fn many_connections(
+        &self,
+        principal: &str,
+        apps: usize,
+        users: i64,
+    ) -> (Vec<TestApp>, Vec<String>) {
+        let owner: String = principal
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let mut registered = Vec::new();
+        for region in [SimRegion::Us, SimRegion::Eu] {
+            for n in 0..apps {
+                registered.push(
+                    self.app(AppOptions {
+                        region,
+                        client_id: format!("app-{owner}-{region}-{n}"),
+                        ..AppOptions::default()
+                    })
+                    .await,
+                );
+            }
+        }
+        let mut ids = Vec::new();
+        for app in &registered {
+            for user in 1..=users {
+                ids.push(self.connect(app, principal, user, None).await.connection_id);
+            }
+        }
+        (registered, ids)
+    }
+
+    pub async fn offboard(&self, principal: &str) -> pb::OffboardUserResponse {
+        self.client()
+            .await
+            .offboard_user(with_bearer(
+                pb::OffboardUserRequest {
+                    principal: principal.into(),
+                    reason: "left the firm".into(),
+                    tenant: String::new(),
+                },
+                &harness::token_of("operator"),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }
