@@ -4,17 +4,18 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::poll_until;
 
 /// A message read back from a queue.
 #[derive(Debug, Clone)]
 pub struct AmqpMessage {
+    pub routing_key: String,
     pub body: Vec<u8>,
     pub headers: FieldTable,
     pub content_type: Option<String>,
@@ -70,6 +71,46 @@ impl TestBroker {
             .extend(exchanges.iter().map(|e| (*e).to_owned()));
     }
 
+    /// Binds a new queue to the durable topic exchange `exchange` with `pattern`, as a
+    /// downstream consumer of published events would, and returns the queue's name (deleted
+    /// at the end of the test). The exchange is declared too (idempotent), so binding does
+    /// not race the service that owns it.
+    pub async fn subscribe(&mut self, exchange: &str, pattern: &str) -> String {
+        let queue = format!("{}subscriber.{}", self.prefix, self.queues.len());
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange.declare");
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare");
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.bind");
+        self.queues.push(queue.clone());
+        queue
+    }
+
     /// Publishes a raw body (with a confirm) as a producer would.
     pub async fn publish(
         &self,
@@ -105,6 +146,7 @@ impl TestBroker {
             .expect("basic.get")?;
         let properties = &message.delivery.properties;
         Some(AmqpMessage {
+            routing_key: message.delivery.routing_key.as_str().to_owned(),
             body: message.delivery.data.clone(),
             headers: properties.headers().clone().unwrap_or_default(),
             content_type: properties

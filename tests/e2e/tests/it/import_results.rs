@@ -236,3 +236,92 @@ async fn one_connections_big_job_does_not_hold_up_another_connection() {
     assert_eq!(big_done.status, import::JobStatus::Completed as i32);
     stack.stop().await;
 }
+
+/// Reads the job events on `queue` until one with `last_key` arrives.
+async fn job_events_until(
+    stack: &Stack,
+    queue: &str,
+    last_key: &str,
+) -> Vec<(String, import::Job)> {
+    let mut events = Vec::new();
+    loop {
+        let message = stack
+            .broker
+            .next_message(queue, Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            message.content_type.as_deref(),
+            Some("application/x-protobuf")
+        );
+        let event: import::JobEvent = prost::Message::decode(message.body.as_slice()).unwrap();
+        assert!(
+            !event.event_id.is_empty() && event.at.is_some(),
+            "{event:?}"
+        );
+        let done = message.routing_key == last_key;
+        events.push((message.routing_key, event.job.unwrap()));
+        if done {
+            return events;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downstream_teams_see_each_job_state_change_on_the_events_exchange() {
+    let mut stack = Stack::start(
+        "job_events",
+        StackSetup {
+            sim: SimConfig {
+                regions: vec![Region::Us],
+                rate_limit: None,
+                dataset: DatasetSize {
+                    contacts: 1_000,
+                    ..DatasetSize::default()
+                },
+                ..SimConfig::default()
+            },
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    // A downstream team listens to every job event through its own queue.
+    let exchange = stack.topology.events_exchange.clone();
+    let queue = stack.broker.subscribe(&exchange, "job.#").await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+
+    let job_id = stack.submit(full_job(&connection, &["contacts"])).await;
+    let events = job_events_until(&stack, &queue, "job.completed").await;
+    let keys: Vec<&str> = events.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys.first(), Some(&"job.started"), "{keys:?}");
+    // One progress event per committed page: 1,000 contacts in pages of 200.
+    assert_eq!(
+        keys.iter().filter(|k| **k == "job.progress").count(),
+        5,
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    let mut fetched = 0;
+    for (_, job) in &events {
+        assert_eq!(job.job_id, job_id);
+        assert_eq!(job.connection_id, connection);
+        // Each event carries the job as committed: progress only grows.
+        let now = job.progress.iter().map(|p| p.records_fetched).sum::<u64>();
+        assert!(now >= fetched, "{events:?}");
+        fetched = now;
+    }
+    let (_, completed) = events.last().unwrap();
+    assert_eq!(completed.status, import::JobStatus::Completed as i32);
+    assert_eq!(completed.progress[0].records_written, 1_000);
+    assert!(completed.finished_at.is_some());
+
+    // A job refused before any Clio call is announced as dead-lettered, with its reason.
+    let refused = full_job(&connection, &["matters"]);
+    stack.publish(&refused).await;
+    let events = job_events_until(&stack, &queue, "job.dead_lettered").await;
+    let (_, dead) = events.last().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(dead.job_id, refused.job_id);
+    assert_eq!(dead.status, import::JobStatus::DeadLettered as i32);
+    assert!(dead.failure_reason.contains("matters:read"), "{dead:?}");
+    stack.stop().await;
+}
