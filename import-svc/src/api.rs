@@ -408,10 +408,13 @@ fn async_stream(
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut last_changed = None;
-        let mut last_wait_ms = 0i64;
-        let mut last_fetched: u64 = first.progress.iter().map(|p| p.records_fetched).sum();
+        // Waits before the watch began are not news.
+        let mut last_wait_ms = match store::get(&api.pool, job_id).await {
+            Ok(Some(row)) => row.rate_limit_wait_ms,
+            _ => 0,
+        };
+        let first_fetched: u64 = first.progress.iter().map(|p| p.records_fetched).sum();
         let started = tokio::time::Instant::now();
-        let first_fetched = last_fetched;
         let mut job = first;
         if tx
             .send(Ok(progress(
@@ -450,51 +453,40 @@ fn async_stream(
                 continue;
             };
             let status_changed = row.status().to_wire() as i32 != job.status;
-            job = store::to_wire(&row, &resources);
+            let before = std::mem::replace(&mut job, store::to_wire(&row, &resources));
             let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
             let elapsed = started.elapsed().as_secs_f64().max(0.001);
             let rate = (fetched.saturating_sub(first_fetched)) as f64 / elapsed;
-            let total: i64 = resources.iter().filter_map(|r| r.records_total).sum();
-            let eta = if rate > 0.0 && total > 0 {
-                ((u64::try_from(total).unwrap_or(0)).saturating_sub(fetched) as f64 / rate) as u64
-            } else {
-                0
-            };
+            let eta = eta_seconds(&resources, rate);
+            let mut updates = Vec::with_capacity(3);
             if row.rate_limit_wait_ms > last_wait_ms {
                 let waited = u64::try_from(row.rate_limit_wait_ms - last_wait_ms).unwrap_or(0);
                 last_wait_ms = row.rate_limit_wait_ms;
-                if tx
-                    .send(Ok(progress(
-                        pb::job_progress::Kind::RateLimitWait,
-                        job.clone(),
-                        waited,
-                        rate,
-                        eta,
-                    )))
-                    .await
-                    .is_err()
-                {
-                    return;
+                let kind = pb::job_progress::Kind::RateLimitWait;
+                updates.push(progress(kind, job.clone(), waited, rate, eta));
+            }
+            // The pages committed since the last poll, one update per resource that moved;
+            // a status change (which may come in the same poll, e.g. the last page and
+            // completion) is its own update.
+            for now in &job.progress {
+                let was = before
+                    .progress
+                    .iter()
+                    .find(|p| p.resource == now.resource)
+                    .map_or(0, |p| p.records_fetched);
+                if now.records_fetched > was {
+                    let kind = pb::job_progress::Kind::Page;
+                    let mut update = progress(kind, job.clone(), 0, rate, eta);
+                    update.resource.clone_from(&now.resource);
+                    update.page_records =
+                        u32::try_from(now.records_fetched - was).unwrap_or(u32::MAX);
+                    updates.push(update);
                 }
             }
-            // Records fetched since the last update are one page update; a status change
-            // (which may come in the same poll, e.g. the last page and completion) is its own.
-            let mut updates = Vec::with_capacity(2);
-            if fetched > last_fetched {
-                let mut update = progress(pb::job_progress::Kind::Page, job.clone(), 0, rate, eta);
-                update.page_records = u32::try_from(fetched - last_fetched).unwrap_or(u32::MAX);
-                updates.push(update);
-            }
             if status_changed || updates.is_empty() {
-                updates.push(progress(
-                    pb::job_progress::Kind::Status,
-                    job.clone(),
-                    0,
-                    rate,
-                    eta,
-                ));
+                let kind = pb::job_progress::Kind::Status;
+                updates.push(progress(kind, job.clone(), 0, rate, eta));
             }
-            last_fetched = fetched;
             for update in updates {
                 if tx.send(Ok(update)).await.is_err() {
                     return;
@@ -503,6 +495,22 @@ fn async_stream(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Seconds until the records still to fetch are fetched at `rate` (records/s), rounded
+/// up; 0 (unknown) unless every resource still fetching has an expected total.
+fn eta_seconds(resources: &[store::ResourceRow], rate: f64) -> u64 {
+    let mut remaining = 0i64;
+    for resource in resources.iter().filter(|r| r.phase == "fetch") {
+        let Some(total) = resource.records_total else {
+            return 0;
+        };
+        remaining += (total - resource.records_fetched).max(0);
+    }
+    if remaining == 0 || rate <= 0.0 {
+        return 0;
+    }
+    (remaining as f64 / rate).ceil() as u64
 }
 
 fn progress(

@@ -205,6 +205,9 @@ impl Runner {
         let spec = run.spec;
         let listing_all = spec.filters.is_empty();
         if row.phase == "fetch" {
+            if row.next_url.is_none() && row.records_total.is_none() {
+                self.expect_total(run, resource).await?;
+            }
             let since = self.since(spec, resource).await?;
             let mut url = match &row.next_url {
                 Some(next) => parse_url(next)?,
@@ -393,6 +396,22 @@ impl Runner {
         }
         if run.stop.is_cancelled() {
             return Err(Stop(Outcome::Interrupted));
+        }
+        Ok(())
+    }
+
+    /// Clio's lists carry no total, so a full, unfiltered sync expects as many records as
+    /// the account had live after the previous one: that is what WatchJob's ETA is based
+    /// on. A first sync (nothing stored yet) and incremental or filtered jobs have no
+    /// estimate, and their ETA stays unknown. A `meta.records` total, should Clio send one,
+    /// replaces the estimate with the first page.
+    async fn expect_total(&self, run: &Run<'_>, resource: Resource) -> Result<(), Stop> {
+        if run.spec.mode != Mode::Full || !run.spec.filters.is_empty() {
+            return Ok(());
+        }
+        let live = records::count_live(&self.pool, resource, &run.lease.account_id).await?;
+        if live > 0 {
+            store::set_expected_total(&self.pool, run.spec.job_id, resource, live).await?;
         }
         Ok(())
     }

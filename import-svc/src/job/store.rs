@@ -429,6 +429,22 @@ pub async fn high_water(
     .await
 }
 
+/// Records how many records a resource of a job is expected to list (for its ETA).
+pub async fn set_expected_total(
+    pool: &PgPool,
+    job_id: Uuid,
+    resource: Resource,
+    total: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE job_resources SET records_total = $3 WHERE job_id = $1 AND resource = $2")
+        .bind(job_id)
+        .bind(resource.as_str())
+        .bind(total)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Advances (never rewinds) a connection's high-water mark for a resource.
 pub async fn advance_high_water(
     tx: &mut Transaction<'_, Postgres>,

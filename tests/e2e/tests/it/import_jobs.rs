@@ -408,9 +408,31 @@ async fn a_rate_limited_import_never_exceeds_the_limit_or_sees_a_429() {
     .await;
     let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let updates = stack.watch_to_the_end(&job).await;
     let done = stack.finished(&job, Duration::from_secs(60)).await;
     assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (8_000, 8_000));
+
+    // The watcher is told when the import waits for the rate limit, and how long the
+    // rest should take.
+    let of_kind = |kind: import::job_progress::Kind| {
+        updates
+            .iter()
+            .filter(move |u| u.kind == kind as i32)
+            .collect::<Vec<_>>()
+    };
+    let waits = of_kind(import::job_progress::Kind::RateLimitWait);
+    assert!(
+        !waits.is_empty() && waits.iter().all(|w| w.wait_ms > 0),
+        "{updates:?}"
+    );
+    let pages = of_kind(import::job_progress::Kind::Page);
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.records_per_second > 0.0 && p.resource == "contacts"),
+        "{pages:?}"
+    );
 
     let calls = stack.sim.admin().calls().await.unwrap();
     let contacts: Vec<_> = calls

@@ -37,35 +37,26 @@ async fn progress_streams_records_read_back_and_the_import_is_audited() {
     let connection = stack.connect(&["contacts:read"], PERSON, 2).await;
     let job_id = stack.submit(full_job(&connection, &["contacts"])).await;
 
-    let mut watch = stack
-        .import()
-        .await
-        .watch_job(with_bearer(
-            import::WatchJobRequest {
-                job_id: job_id.clone(),
-            },
-            &token_of("operator"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let updates = stack.watch_to_the_end(&job_id).await;
     // The first update is the job as it was when the watch began; page updates then
     // account for every record fetched after that.
     let mut page_records = None;
-    let mut last = None;
-    while let Some(update) = tokio::time::timeout(Duration::from_secs(30), watch.next())
-        .await
-        .expect("the watch ends when the job does")
-    {
-        let update = update.unwrap();
+    for update in &updates {
         let job = update.job.as_ref().unwrap();
         let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
         let counted = page_records.get_or_insert(fetched);
         if update.kind == import::job_progress::Kind::Page as i32 {
             *counted += u64::from(update.page_records);
         }
-        last = update.job;
     }
+    let last = updates.last().and_then(|u| u.job.clone());
+    let pages: Vec<_> = updates
+        .iter()
+        .filter(|u| u.kind == import::job_progress::Kind::Page as i32)
+        .collect();
+    assert!(pages.iter().all(|p| p.resource == "contacts"), "{pages:?}");
+    // Clio's lists carry no total, and nothing was imported before: no ETA yet.
+    assert!(pages.iter().all(|p| p.eta_seconds == 0), "{pages:?}");
     let last = last.unwrap();
     assert_eq!(last.status, import::JobStatus::Completed as i32);
     assert_eq!(page_records, Some(1_000), "every page was reported");
@@ -156,6 +147,24 @@ async fn progress_streams_records_read_back_and_the_import_is_audited() {
         assert_eq!(event.refs.as_ref().unwrap().job_id, job_id);
         assert_eq!(event.refs.as_ref().unwrap().connection_id, connection);
     }
+
+    // The next full sync expects as many records as the last one left, so the watcher gets
+    // an ETA until the last page is in.
+    let again = stack.submit(full_job(&connection, &["contacts"])).await;
+    let updates = stack.watch_to_the_end(&again).await;
+    let pages: Vec<_> = updates
+        .iter()
+        .filter(|u| u.kind == import::job_progress::Kind::Page as i32)
+        .collect();
+    let unfinished: Vec<_> = pages
+        .iter()
+        .filter(|p| p.job.as_ref().unwrap().progress[0].records_fetched < 1_000)
+        .collect();
+    assert!(!unfinished.is_empty(), "{updates:?}");
+    assert!(
+        unfinished.iter().all(|p| p.eta_seconds > 0),
+        "{unfinished:?}"
+    );
     stack.stop().await;
 }
 

@@ -220,6 +220,32 @@ impl Stack {
         ImportServiceClient::new(channel(self.import_address()).await)
     }
 
+    /// Every `WatchJob` update of `job_id` until the stream ends with the job.
+    pub async fn watch_to_the_end(&self, job_id: &str) -> Vec<import::JobProgress> {
+        let mut watch = self
+            .import()
+            .await
+            .watch_job(with_bearer(
+                import::WatchJobRequest {
+                    job_id: job_id.to_owned(),
+                },
+                &token_of("operator"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut updates = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), watch.message())
+                .await
+                .expect("the watch ends when the job does");
+            match next.unwrap() {
+                Some(update) => updates.push(update),
+                None => return updates,
+            }
+        }
+    }
+
     /// Registers a Clio app with `scopes` at the simulator and at auth-svc, has compliance
     /// approve it, and connects `principal` as Clio user `clio_user` out-of-band.
     /// Returns the connection id.
