@@ -423,8 +423,10 @@ impl ComplianceService for Api {
         &self,
         request: Request<api::AttestReviewRequest>,
     ) -> Result<Response<api::ReviewItem>, Status> {
+        // The authenticated credential, recorded beside the reviewer the request names.
+        let caller = Caller::of(&request)?.name.clone();
         Ok(Response::new(
-            review::attest(&self.appender, request.get_ref()).await?,
+            review::attest(&self.appender, request.get_ref(), &caller).await?,
         ))
     }
 

@@ -350,4 +350,41 @@ mod tests {
             .unwrap();
         assert!(broken.reason.starts_with("missing events"), "{broken:?}");
     }
+
+    #[test]
+    fn a_validly_signed_checkpoint_over_another_head_names_the_rewrite() {
+        // What a rewritten history looks like to the verifier: the chain links are
+        // consistent again, the signature is genuine, but it was made over the old head.
+        let c = chain(3);
+        let signer = Signer::from_seed(&[2; 32]);
+        let mut keys = TrustedKeys::default();
+        keys.add(signer.public_key());
+        let mut checkpoint = Checkpoint {
+            tenant: "t".into(),
+            sequence: 2,
+            head_hash: c.hashes[0].clone(),
+            signed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            key_id: signer.key_id().into(),
+            signature: String::new(),
+        };
+        checkpoint.signature = signer.sign(&checkpoint.message());
+        assert_eq!(
+            keys.verify(
+                &checkpoint.key_id,
+                &checkpoint.message(),
+                &checkpoint.signature
+            ),
+            Ok(()),
+            "the signature itself is valid"
+        );
+
+        let verdict = run(&c, &[0, 1, 2], &keys, vec![checkpoint]);
+        let broken = verdict.first_broken.unwrap();
+        assert_eq!((broken.sequence, broken.event_id.as_str()), (2, "e2"));
+        assert_eq!(
+            broken.reason,
+            "checkpoint at sequence 2 signed another head hash (history rewritten)"
+        );
+        assert_eq!(verdict.checkpoints_checked, 1);
+    }
 }

@@ -231,9 +231,16 @@ pub async fn generate(
 }
 
 /// Records a reviewer's decision on one item and returns the item.
+///
+/// The reviewer is whoever the request names: a dashboard service calls on behalf of the
+/// person deciding, so the name cannot come from the credential. A name in a request is
+/// only a claim, though, so the event also carries `recorded_by`, the authenticated
+/// `caller` that made the claim (as `GenerateQuarterlyReview` records its caller as the
+/// actor): an attestation under someone else's name still shows which credential wrote it.
 pub async fn attest(
     appender: &Appender,
     request: &api::AttestReviewRequest,
+    caller: &str,
 ) -> Result<api::ReviewItem, AuditError> {
     let id = review_id("review_id", &request.review_id)?;
     if request.connection_id.trim().is_empty() {
@@ -275,6 +282,7 @@ pub async fn attest(
             "review_id": id.to_string(),
             "decision": decision,
             "note": request.note,
+            "recorded_by": caller,
         }),
         appender.clock.now(),
     );

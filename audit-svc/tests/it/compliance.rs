@@ -1,7 +1,9 @@
-//! Every compliance view on one scripted history: apps with declared scopes (one of them
-//! changed later, one asking for everything), grants, token use, approved and unapproved
-//! writes, two offboardings (one slow with a failed revocation at Clio), a connection idle
-//! for 100 days, a shared Clio login and a quarterly review. Then the projections are
+//! Every compliance view on one scripted history: apps with declared scopes (one widened
+//! later, one narrowed later, one asking for everything), grants, token use, approved and
+//! unapproved writes, four offboardings (one slow with a failed revocation at Clio, one
+//! prompt and clean, one only slow, one only failed at Clio), a connection idle for 100
+//! days, a shared Clio login, one person with two connections as their own Clio user, and
+//! a quarterly review. Then the projections are
 //! emptied and rebuilt from the log, and every view answers the same.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -113,6 +115,7 @@ fn write(
 fn history() -> Vec<pb::AuditEvent> {
     use pb::EventKind::*;
     let billing = ["calendar:read", "matters:read", "activities:write"];
+    let legacy = ["contacts:read", "calendar:read"];
     let everything: Vec<String> = FAMILIES
         .iter()
         .map(|f| format!("{}:write", f.name))
@@ -197,9 +200,61 @@ fn history() -> Vec<pb::AuditEvent> {
         ),
         offboarded("frank", day(60)),
         revoked("c7", "frank", day(60) + Duration::minutes(10), "revoked"),
+        // Gina leaves: her revocation succeeds at Clio, but only after 3 hours.
+        grant(
+            "g1",
+            "import-app",
+            "gina",
+            "u8",
+            day(56),
+            &["contacts:read"],
+        ),
+        offboarded("gina", day(62)),
+        revoked("g1", "gina", day(62) + Duration::hours(3), "revoked"),
+        // Hank leaves: revoked within 20 minutes, but Clio failed to revoke it.
+        grant(
+            "h1",
+            "import-app",
+            "hank",
+            "u9",
+            day(57),
+            &["contacts:read"],
+        ),
+        offboarded("hank", day(63)),
+        revoked(
+            "h1",
+            "hank",
+            day(63) + Duration::minutes(20),
+            "failed_retrying",
+        ),
+        // Ivan has two live connections, both as his own Clio user: not a shared login.
+        grant(
+            "i1",
+            "import-app",
+            "ivan",
+            "u10",
+            day(65),
+            &["contacts:read"],
+        ),
+        grant(
+            "i2",
+            "import-app",
+            "ivan",
+            "u10",
+            day(66),
+            &["contacts:read"],
+        ),
+        // The legacy app drops calendars from its declaration after Judy's grant: her
+        // grant now goes beyond what the app declares.
+        app(AppRegistered, "legacy-app", day(64), &legacy),
+        grant("j1", "legacy-app", "judy", "u11", day(67), &legacy),
+        app(AppScopesChanged, "legacy-app", day(70), &["contacts:read"]),
         used("c2", day(100)),
         used("c1", day(110)),
         used("c6", day(115)),
+        used("i1", day(118)),
+        used("i2", day(118)),
+        used("j1", day(118)),
     ]
 }
 
@@ -210,6 +265,10 @@ fn ids(connections: &[api::ConnectionSummary]) -> Vec<&str> {
         .iter()
         .map(|c| c.connection_id.as_str())
         .collect()
+}
+
+fn ids_of_drift(drifted: &[api::DriftedConnection]) -> Vec<&str> {
+    drifted.iter().map(|d| id_of(&d.connection)).collect()
 }
 
 /// The id of the connection a report row is about.
@@ -382,7 +441,7 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         vec![
             (pb::RiskTier::VeryHigh as i32, vec!["c6"]),
             (pb::RiskTier::High as i32, vec!["c2"]),
-            (pb::RiskTier::Low as i32, vec!["c1", "c3"]),
+            (pb::RiskTier::Low as i32, vec!["c1", "c3", "i1", "i2", "j1"]),
         ]
     );
     assert!(tiers[0].connections[0].full_account_access);
@@ -424,9 +483,10 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     let earlier = zombies(&mut c, 0, Some(day(60))).await.connections;
     assert!(earlier.is_empty(), "{earlier:?}");
 
-    // Offboarding: dave is flagged (3 h, a failed revocation), frank is not.
+    // Offboarding: dave is flagged (3 h, a failed revocation), frank is not; gina and hank
+    // are each flagged for one of dave's two reasons only.
     let entries = offboarding(&mut c).await.entries;
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 4);
     let dave = &entries[0];
     assert_eq!(dave.principal, "dave");
     assert_eq!(dave.connections_revoked, 2);
@@ -439,20 +499,46 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     assert_eq!(frank.principal, "frank");
     assert_eq!(frank.seconds_to_last_revocation, 600);
     assert!(!frank.flagged, "{:?}", frank.flag_reasons);
+    let gina = &entries[2];
+    assert_eq!(gina.principal, "gina");
+    assert_eq!(gina.seconds_to_last_revocation, 3 * 3600);
+    assert_eq!(gina.revocations_failed_at_clio, 0);
+    assert!(gina.flagged);
+    assert_eq!(
+        gina.flag_reasons,
+        vec!["last revocation 180 minutes after offboarding (limit 120)"]
+    );
+    let hank = &entries[3];
+    assert_eq!(hank.principal, "hank");
+    assert_eq!(hank.seconds_to_last_revocation, 20 * 60);
+    assert_eq!(hank.revocations_failed_at_clio, 1);
+    assert!(hank.flagged);
+    assert_eq!(hank.flag_reasons, vec!["1 revocation(s) failed at Clio"]);
+    assert!(hank.live_connection_ids.is_empty());
 
-    // Scope drift: c2 was granted before the billing app added documents:read.
+    // Scope drift: c2 was granted before the billing app added documents:read; j1 before
+    // the legacy app dropped calendar:read.
     let drifted = scope_drift(&mut c).await.connections;
-    assert_eq!(drifted.len(), 1);
-    assert_eq!(id_of(&drifted[0].connection), "c2");
+    assert_eq!(ids_of_drift(&drifted), vec!["c2", "j1"]);
     assert_eq!(
         drifted[0].missing_from_grant,
         vec![crate::support::scope("documents:read")]
     );
     assert!(drifted[0].beyond_declaration.is_empty());
+    assert_eq!(
+        drifted[1].beyond_declaration,
+        vec![crate::support::scope("calendar:read")]
+    );
+    assert!(drifted[1].missing_from_grant.is_empty());
+    assert_eq!(
+        drifted[1].app_declared_scopes,
+        vec![crate::support::scope("contacts:read")]
+    );
 
-    // Shared login: alice and carol both connected as Clio user u1.
+    // Shared login: alice and carol both connected as Clio user u1. Ivan's two live
+    // connections as u10 are one person, so u10 is not a suspicion.
     let shared = shared_logins(&mut c).await.suspicions;
-    assert_eq!(shared.len(), 1);
+    assert_eq!(shared.len(), 1, "{shared:?}");
     assert_eq!(shared[0].clio_user_id, "u1");
     assert_eq!(shared[0].principals, vec!["alice", "carol"]);
     assert_eq!(shared[0].connection_ids, vec!["c1", "c3"]);
@@ -466,9 +552,40 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         .collect();
     assert_eq!(
         items,
-        vec![("c1", 119), ("c2", 118), ("c3", 117), ("c6", 75)]
+        vec![
+            ("c1", 119),
+            ("c2", 118),
+            ("c3", 117),
+            ("c6", 75),
+            ("i1", 55),
+            ("i2", 54),
+            ("j1", 53)
+        ]
     );
-    assert_eq!(review.unreviewed, 4);
+    assert_eq!(review.unreviewed, 7);
+    // Each item carries the connection's last use and tier as they were at generation.
+    let usage: Vec<(&str, Option<prost_types::Timestamp>, i32)> = review
+        .items
+        .iter()
+        .take(4)
+        .map(|i| {
+            let connection = i.connection.as_ref().unwrap();
+            (
+                connection.connection_id.as_str(),
+                connection.last_used_at,
+                connection.risk_tier,
+            )
+        })
+        .collect();
+    assert_eq!(
+        usage,
+        vec![
+            ("c1", Some(ts(day(110))), pb::RiskTier::Low as i32),
+            ("c2", Some(ts(day(100))), pb::RiskTier::High as i32),
+            ("c3", Some(ts(day(20))), pb::RiskTier::Low as i32),
+            ("c6", Some(ts(day(115))), pb::RiskTier::VeryHigh as i32),
+        ]
+    );
     let again = generate_review(&mut c, 2).await.unwrap();
     assert_eq!(again.review_id, review.review_id, "one review per quarter");
 
@@ -484,11 +601,12 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         assert_eq!(item.reviewer, "rita");
     }
     let open = get_review(&mut c, &review.review_id, true).await.unwrap();
-    assert_eq!(open.unreviewed, 2);
+    assert_eq!(open.unreviewed, 5);
     let open_ids: Vec<&str> = open.items.iter().map(|i| id_of(&i.connection)).collect();
-    assert_eq!(open_ids, vec!["c2", "c6"]);
+    assert_eq!(open_ids, vec!["c2", "c6", "i1", "i2", "j1"]);
 
-    // The attestation is an event in the log, by the reviewer.
+    // The attestation is an event in the log, by the reviewer the request named, and it
+    // records which authenticated credential made that claim.
     let attested = audit
         .audit()
         .await
@@ -502,7 +620,11 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         .into_inner()
         .events;
     assert_eq!(attested.len(), 2);
-    assert_eq!(attested[0].actor.as_ref().unwrap().id, "rita");
+    for event in &attested {
+        assert_eq!(event.actor.as_ref().unwrap().id, "rita");
+        let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+        assert_eq!(payload["recorded_by"], "compliance", "{payload}");
+    }
 
     // Exports.
     let export = |format: api::ExportFormat| {
@@ -521,7 +643,7 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     };
     let csv = export(api::ExportFormat::Csv).await;
     let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(rows.len(), 5, "{csv}");
+    assert_eq!(rows.len(), 8, "{csv}");
     assert!(rows[0].starts_with("review_id,tenant,year,quarter,connection_id"));
     assert!(
         rows[3].contains(",c3,") && rows[3].contains(",revoke,rita,"),
@@ -535,8 +657,8 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     );
     let json: serde_json::Value =
         serde_json::from_str(&export(api::ExportFormat::Json).await).unwrap();
-    assert_eq!(json["unreviewed"], 2);
-    assert_eq!(json["items"].as_array().unwrap().len(), 4);
+    assert_eq!(json["unreviewed"], 5);
+    assert_eq!(json["items"].as_array().unwrap().len(), 7);
     assert_eq!(json["items"][3]["risk_tier"], "very_high");
 
     // Drop the projections' contents and rebuild them from the log: the same answers.

@@ -31,6 +31,8 @@ pub struct RunningAudit {
 /// What a test may change before the service starts.
 pub struct Setup {
     pub checkpoint_every: u64,
+    /// How often the periodic task signs heads that moved.
+    pub checkpoint_interval_ms: u64,
     pub clock: Option<ManualClock>,
 }
 
@@ -38,6 +40,9 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             checkpoint_every: 10,
+            // Longer than any test: tests that count checkpoints expect only those signed
+            // every `checkpoint_every` events, never a periodic one in between.
+            checkpoint_interval_ms: 600_000,
             clock: None,
         }
     }
@@ -56,6 +61,7 @@ pub fn config(database: &TestDatabase, setup: &Setup) -> Config {
     config.service.database.url = database.secret_url();
     config.signing.key = Some(SecretString::from(SEED_HEX));
     config.checkpoints.every_events = setup.checkpoint_every;
+    config.checkpoints.interval_ms = setup.checkpoint_interval_ms;
     config.watch.poll_interval_ms = 200;
     config
 }

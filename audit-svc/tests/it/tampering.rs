@@ -1,6 +1,11 @@
 //! Someone with database access edits, deletes or reorders rows (disabling the
 //! append-only trigger as superuser first); Verify names the first broken event and why.
+//! That includes an edit whose every later hash and chain head were recomputed, which
+//! only the signed checkpoints can reveal.
 
+use audit_svc::canonical::chain_hash;
+use audit_svc::event::EventRecord;
+use audit_svc::store::{EVENT_COLUMNS, decode_event};
 use harness::TestDatabase;
 use proto::audit::v1::{VerifyRequest, VerifyResponse};
 use sqlx::Connection;
@@ -160,5 +165,83 @@ async fn a_forged_checkpoint_is_named() {
     let (sequence, event_id, reason) = broken(&verify(&audit, "firm-a", 0, 0).await);
     assert_eq!((sequence, event_id.as_str()), (20, ids[19].as_str()));
     assert!(reason.starts_with("bad checkpoint signature"), "{reason}");
+    audit.stop().await;
+}
+
+/// `tenant`'s stored events from `from` on, as the service reads them.
+async fn stored_from(database: &TestDatabase, tenant: &str, from: i64) -> Vec<EventRecord> {
+    let mut db = database.connect().await;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1 AND sequence >= $2 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(from)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    rows.iter().map(|row| decode_event(row).unwrap()).collect()
+}
+
+/// The statements of a careful attacker: edit the reason of the first of `records`, then
+/// re-link it and every later event with the library's own canonical form and chain rule,
+/// and move the chain head, so the hash chain alone is consistent again.
+fn rewrite(mut records: Vec<EventRecord>, reason: &str) -> Vec<String> {
+    records[0].body.reason = reason.into();
+    let mut prev = records[0].prev_hash.clone();
+    let mut statements = Vec::new();
+    for record in &mut records {
+        record.prev_hash.clone_from(&prev);
+        record.hash = chain_hash(&record.prev_hash, &record.canonical_bytes());
+        statements.push(format!(
+            "UPDATE events SET reason = '{}', prev_hash = '{}', hash = '{}' \
+             WHERE tenant = '{}' AND sequence = {}",
+            record.body.reason, record.prev_hash, record.hash, record.body.tenant, record.sequence
+        ));
+        prev.clone_from(&record.hash);
+    }
+    let last = records.last().unwrap();
+    statements.push(format!(
+        "UPDATE chain_heads SET last_hash = '{}' WHERE tenant = '{}'",
+        last.hash, last.body.tenant
+    ));
+    statements
+}
+
+#[tokio::test]
+async fn a_rewritten_history_is_named_at_the_first_checkpoint_over_the_old_head() {
+    let database = TestDatabase::create().await;
+    let (audit, ids) = recorded(&database).await;
+    let records = stored_from(&database, "firm-a", 15).await;
+    let statements = rewrite(records, "nothing to see");
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    tamper(&database, &statements).await;
+
+    // The edit and the re-linked events between checkpoints pass the plain chain checks...
+    let between = verify(&audit, "firm-a", 11, 19).await;
+    assert!(between.ok, "{between:?}");
+    assert_eq!(
+        (between.events_checked, between.checkpoints_checked),
+        (9, 0)
+    );
+    // ...and the head the service would append after is the rewritten one.
+    let head: String =
+        sqlx::query_scalar("SELECT last_hash FROM chain_heads WHERE tenant = 'firm-a'")
+            .fetch_one(&mut database.connect().await)
+            .await
+            .unwrap();
+    assert_eq!(head, stored_from(&database, "firm-a", 30).await[0].hash);
+
+    // Only the signature over the old head at sequence 20 gives it away.
+    let verdict = verify(&audit, "firm-a", 0, 0).await;
+    let (sequence, event_id, reason) = broken(&verdict);
+    assert_eq!((sequence, event_id.as_str()), (20, ids[19].as_str()));
+    assert!(
+        reason.contains("signed another head hash") && reason.contains("history rewritten"),
+        "{reason}"
+    );
+    // The checkpoint at 10 (before the edit) still verified.
+    assert_eq!(verdict.checkpoints_checked, 2);
+    assert!(verify(&audit, "firm-b", 0, 0).await.ok);
     audit.stop().await;
 }
