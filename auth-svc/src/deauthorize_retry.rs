@@ -22,7 +22,8 @@ use crate::context::Context;
 use crate::domain::ConnectionId;
 use crate::error::AuthError;
 use crate::revocation::{
-    HeldTokens, deauthorize_at_clio, pending_access_binding, pending_refresh_binding, revoked_event,
+    HeldTokens, deauthorize_at_clio, keep_for_retry, pending_access_binding,
+    pending_refresh_binding, revoked_event,
 };
 
 /// Rows looked at per pass.
@@ -97,20 +98,19 @@ async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
         .map_err(|e| AuthError::Internal(format!("pending deauthorization {id}: {e}")))?;
     let app = apps::load(&mut tx, crate::domain::AppId(pending.app_id), false).await?;
     let connection = connections::load(&mut tx, id, false).await?;
-    let tokens = HeldTokens {
-        access: ctx
-            .vault
+    let mut tokens = HeldTokens::new(
+        ctx.vault
             .open(&pending.access_token_ct, &pending_access_binding(id))?,
-        refresh: pending
+        pending
             .refresh_token_ct
             .as_deref()
             .map(|ct| ctx.vault.open(ct, &pending_refresh_binding(id)))
             .transpose()?,
         // Unknown by now: deauthorize first, refresh only if Clio refuses the token.
-        access_expires_at: None,
-    };
+        None,
+    );
     let credentials = app.credentials(&ctx.vault)?;
-    let (outcome, detail) = deauthorize_at_clio(ctx, region, &credentials, &tokens).await;
+    let (outcome, detail) = deauthorize_at_clio(ctx, region, &credentials, &mut tokens).await;
     let attempts = pending.attempts + 1;
     let gave_up = !outcome.is_final()
         && attempts >= i32::try_from(ctx.config.revocation.max_attempts).unwrap_or(i32::MAX);
@@ -120,6 +120,7 @@ async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
             .execute(&mut *tx)
             .await?;
     } else {
+        keep_for_retry(&mut tx, &ctx.vault, id, &tokens).await?;
         let backoff_ms = ctx
             .config
             .revocation

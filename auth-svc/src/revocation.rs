@@ -11,12 +11,13 @@
 //! never lost and always carries Clio's real answer.
 
 use chrono::{DateTime, Duration, Utc};
-use clio_api::{AppCredentials, ClioError, Region};
+use clio_api::{AppCredentials, ClioError, Region, TokenGrant};
 use futures_util::StreamExt;
 use proto::auth::v1 as pb;
 use proto::common::v1::{EventKind, EventRefs, subject};
 use secrecy::SecretString;
 use service_runtime::Caller;
+use sqlx::PgConnection;
 
 use crate::apps;
 use crate::audit_events::{EventBuilder, service_actor, subject_of, timestamp};
@@ -26,7 +27,7 @@ use crate::domain::{
     AppId, AppStatus, ConnectionId, ConnectionStatus, Principal, Tenant, required_text,
 };
 use crate::error::AuthError;
-use crate::token_vault::Binding;
+use crate::token_vault::{Binding, TokenVault};
 
 pub fn pending_access_binding(id: ConnectionId) -> Binding {
     Binding::new("pending_deauthorizations", "access_token", id)
@@ -94,66 +95,150 @@ pub struct HeldTokens {
     pub access: SecretString,
     pub refresh: Option<SecretString>,
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// Set when an attempt refreshed at Clio. A rotating Clio retires the refresh token it
+    /// was given, so a later retry must start from these tokens, not the ones kept before.
+    pub changed: bool,
+}
+
+impl HeldTokens {
+    pub fn new(
+        access: SecretString,
+        refresh: Option<SecretString>,
+        access_expires_at: Option<DateTime<Utc>>,
+    ) -> HeldTokens {
+        HeldTokens {
+            access,
+            refresh,
+            access_expires_at,
+            changed: false,
+        }
+    }
+
+    /// Takes the tokens of a refresh. Clio usually keeps the refresh token and sends none;
+    /// only a sent one replaces it.
+    fn adopt(&mut self, grant: TokenGrant, now: DateTime<Utc>) {
+        self.access = grant.access_token;
+        if let Some(refresh) = grant.refresh_token {
+            self.refresh = Some(refresh);
+        }
+        self.access_expires_at = grant
+            .expires_in
+            .and_then(|lifetime| Duration::from_std(lifetime).ok())
+            .map(|lifetime| now + lifetime);
+        self.changed = true;
+    }
+}
+
+/// What a deauthorize attempt ends with when it cannot go on.
+type Settled = (ClioOutcome, String);
+
+fn confirmed() -> Settled {
+    (
+        ClioOutcome::Revoked,
+        "Clio confirmed the deauthorize".into(),
+    )
+}
+
+/// Refreshes the held tokens at Clio and adopts what it issues. A refused refresh token
+/// means the grant is already dead.
+async fn refresh_held(
+    ctx: &Context,
+    region: Region,
+    credentials: &AppCredentials,
+    tokens: &mut HeldTokens,
+) -> Result<(), Settled> {
+    let Some(refresh) = &tokens.refresh else {
+        return Err((
+            ClioOutcome::AlreadyInvalid,
+            "no refresh token is held".into(),
+        ));
+    };
+    match ctx.clio.refresh(region, credentials, refresh).await {
+        Ok(grant) => {
+            tokens.adopt(grant, ctx.now());
+            Ok(())
+        }
+        Err(ClioError::InvalidGrant { description }) => Err((
+            ClioOutcome::AlreadyInvalid,
+            format!("refresh token refused: {description}"),
+        )),
+        Err(error) => Err((ClioOutcome::FailedRetrying, error.to_string())),
+    }
 }
 
 /// Calls Clio's deauthorize. An expired access token cannot deauthorize, so it is first
 /// refreshed (the refresh token is what must die); a token Clio already refuses, whose
-/// refresh token is refused too, was already revoked.
+/// refresh token is refused too, was already revoked. Tokens a refresh issues replace
+/// `tokens` (and set `changed`): the caller keeps them for the retry if this attempt fails.
 pub async fn deauthorize_at_clio(
     ctx: &Context,
     region: Region,
     credentials: &AppCredentials,
-    tokens: &HeldTokens,
-) -> (ClioOutcome, String) {
+    tokens: &mut HeldTokens,
+) -> Settled {
     let expired = tokens.access_expires_at.is_some_and(|at| at <= ctx.now());
-    let access = if expired && let Some(refresh) = &tokens.refresh {
-        match ctx.clio.refresh(region, credentials, refresh).await {
-            Ok(grant) => grant.access_token,
-            Err(ClioError::InvalidGrant { description }) => {
+    if expired
+        && tokens.refresh.is_some()
+        && let Err(settled) = refresh_held(ctx, region, credentials, tokens).await
+    {
+        return settled;
+    }
+    match ctx.clio.deauthorize(region, &tokens.access).await {
+        Ok(()) => confirmed(),
+        // The access token is dead; make sure the refresh token is too (unless it was
+        // just refreshed, so the token refused is the one Clio just issued).
+        Err(ClioError::InvalidToken { description } | ClioError::InvalidGrant { description })
+            if !expired && tokens.refresh.is_some() =>
+        {
+            if let Err((outcome, detail)) = refresh_held(ctx, region, credentials, tokens).await {
                 return (
-                    ClioOutcome::AlreadyInvalid,
-                    format!("refresh token refused: {description}"),
+                    outcome,
+                    format!("access token refused: {description}; {detail}"),
                 );
             }
-            Err(error) => return (ClioOutcome::FailedRetrying, error.to_string()),
-        }
-    } else {
-        SecretString::from(secrecy::ExposeSecret::expose_secret(&tokens.access).to_owned())
-    };
-    match ctx.clio.deauthorize(region, &access).await {
-        Ok(()) => (
-            ClioOutcome::Revoked,
-            "Clio confirmed the deauthorize".into(),
-        ),
-        Err(ClioError::InvalidToken { description } | ClioError::InvalidGrant { description }) => {
-            // The access token is dead; make sure the refresh token is too.
-            match (&tokens.refresh, expired) {
-                (Some(refresh), false) => {
-                    match ctx.clio.refresh(region, credentials, refresh).await {
-                        Ok(grant) => {
-                            match ctx.clio.deauthorize(region, &grant.access_token).await {
-                                Ok(()) => (
-                                    ClioOutcome::Revoked,
-                                    "Clio confirmed the deauthorize".into(),
-                                ),
-                                Err(error) => (ClioOutcome::FailedRetrying, error.to_string()),
-                            }
-                        }
-                        Err(ClioError::InvalidGrant { .. }) => (
-                            ClioOutcome::AlreadyInvalid,
-                            format!("token already refused: {description}"),
-                        ),
-                        Err(error) => (ClioOutcome::FailedRetrying, error.to_string()),
-                    }
-                }
-                _ => (
-                    ClioOutcome::AlreadyInvalid,
-                    format!("token already refused: {description}"),
-                ),
+            match ctx.clio.deauthorize(region, &tokens.access).await {
+                Ok(()) => confirmed(),
+                Err(error) => (ClioOutcome::FailedRetrying, error.to_string()),
             }
         }
+        Err(ClioError::InvalidToken { description } | ClioError::InvalidGrant { description }) => (
+            ClioOutcome::AlreadyInvalid,
+            format!("token already refused: {description}"),
+        ),
         Err(error) => (ClioOutcome::FailedRetrying, error.to_string()),
     }
+}
+
+/// Keeps the tokens a failed attempt ended with for the next retry, sealed under the
+/// pending row's bindings. Run in the transaction that records the attempt, so the row
+/// never says "failed" while holding tokens Clio has already retired.
+pub async fn keep_for_retry(
+    conn: &mut PgConnection,
+    vault: &TokenVault,
+    id: ConnectionId,
+    tokens: &HeldTokens,
+) -> Result<(), AuthError> {
+    if !tokens.changed {
+        return Ok(());
+    }
+    let access = vault.seal(&tokens.access, &pending_access_binding(id))?;
+    let refresh = tokens
+        .refresh
+        .as_ref()
+        .map(|r| vault.seal(r, &pending_refresh_binding(id)))
+        .transpose()?;
+    sqlx::query(
+        "UPDATE pending_deauthorizations SET access_token_ct = $2, access_token_key_id = $3, \
+         refresh_token_ct = $4, refresh_token_key_id = $5 WHERE connection_id = $1",
+    )
+    .bind(id.0)
+    .bind(&access.ciphertext)
+    .bind(&access.key_id)
+    .bind(refresh.as_ref().map(|s| s.ciphertext.clone()))
+    .bind(refresh.as_ref().map(|s| s.key_id.clone()))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The CONNECTION_REVOKED event.
@@ -269,13 +354,9 @@ pub async fn revoke_connection(
     // From here on the connection is unusable, whatever Clio answers.
 
     let credentials = app.credentials(&ctx.vault)?;
-    let tokens = HeldTokens {
-        access,
-        refresh,
-        access_expires_at: connection.access_expires_at,
-    };
+    let mut tokens = HeldTokens::new(access, refresh, connection.access_expires_at);
     let (outcome, detail) =
-        deauthorize_at_clio(ctx, connection.region, &credentials, &tokens).await;
+        deauthorize_at_clio(ctx, connection.region, &credentials, &mut tokens).await;
     if outcome == ClioOutcome::FailedRetrying {
         tracing::warn!(detail = %detail, "Clio deauthorize failed; will retry");
     }
@@ -294,6 +375,7 @@ pub async fn revoke_connection(
                 .execute(&mut *tx)
                 .await?;
         } else {
+            keep_for_retry(&mut tx, &ctx.vault, id, &tokens).await?;
             sqlx::query(
                 "UPDATE pending_deauthorizations SET revoke_event_recorded = true, attempts = 1, last_error = $2 \
                  WHERE connection_id = $1",

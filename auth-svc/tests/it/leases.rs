@@ -22,6 +22,9 @@ async fn leases_are_refused_beyond_the_grant_and_the_import_role() {
     let expires = lease.expires_at.unwrap().seconds;
     let token_expires = connection.access_token_expires_at.unwrap().seconds;
     assert!(expires <= token_expires, "a lease never outlives its token");
+    // From here on the token is expired for auth-svc: a lease that got past the checks
+    // would refresh it first, so refused leases must reach Clio's token endpoint not once.
+    stack.advance(Duration::from_secs(31 * 24 * 3_600));
 
     for (asked, missing) in [
         (vec!["contacts:write"], "contacts:write"),
@@ -56,8 +59,14 @@ async fn leases_are_refused_beyond_the_grant_and_the_import_role() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    // Refused leases hand out nothing and refreshed nothing.
+    // Refused leases hand out nothing and refreshed nothing, although the token expired.
     assert_eq!(stack.refresh_calls().await, 0);
+    stack.lease(id, &["contacts:read"]).await.unwrap();
+    assert_eq!(
+        stack.refresh_calls().await,
+        1,
+        "the expired token is refreshed by the first lease allowed"
+    );
     stack.stop().await;
 }
 

@@ -6,8 +6,11 @@
 mod apps;
 mod connect;
 mod custody;
+mod keys;
 mod leases;
 mod outbox;
 mod refresh;
+mod requests;
 mod revocation;
+mod silent_front;
 mod support;

@@ -10,8 +10,10 @@ use proto::auth::v1 as pb;
 use proto::common::v1::EventKind;
 use tonic::Code;
 
+use crate::silent_front::SilentFront;
 use crate::support::{
-    self, Setup, SimRegion, Stack, assert_refused, payload_of, sim_config, status_of, who_am_i,
+    self, AppOptions, Setup, SimRegion, Stack, TestApp, assert_refused, payload_of, sim_config,
+    status_of, who_am_i,
 };
 
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -380,5 +382,90 @@ async fn transient_refresh_failures_are_retried_and_never_mark_the_connection() 
         .lease(&connection.connection_id, &["contacts:read"])
         .await
         .unwrap();
+    stack.stop().await;
+}
+
+/// The default app, registered with the approval URI of Clio as auth-svc sees it: behind
+/// `front`.
+async fn app_behind(stack: &Stack, front: &SilentFront) -> TestApp {
+    let options = AppOptions::default();
+    let client_secret = "client-secret-behind-the-front".to_owned();
+    let redirect_uris = vec![
+        stack.callback_uri(),
+        format!("{}/oauth/approval", front.url()),
+    ];
+    stack
+        .sim
+        .admin()
+        .register_app(
+            SimRegion::Us,
+            &clio_sim::AppSpec {
+                client_id: options.client_id.clone(),
+                client_secret: client_secret.clone(),
+                redirect_uris: redirect_uris.clone(),
+                permissions: options.scopes.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        )
+        .await
+        .unwrap();
+    let app_id = stack
+        .register_at_auth(&options, &client_secret, redirect_uris)
+        .await;
+    TestApp {
+        app_id,
+        client_id: options.client_id,
+        client_secret,
+    }
+}
+
+#[tokio::test]
+async fn refreshes_clio_does_not_answer_in_time_are_retried_and_never_mark_the_connection() {
+    let front = SilentFront::start().await;
+    let front_url = front.url();
+    let mut setup = hour_tokens(false);
+    setup.tweak = Box::new(move |config| {
+        config.clio.regions.set(clio_api::Region::Us, front_url);
+        config.clio.request_timeout_ms = 250;
+        config.refresh.attempts = 4;
+    });
+    let stack = support::start(setup).await;
+    front.forward_to(&stack.sim.base_url(SimRegion::Us));
+    let app = app_behind(&stack, &front).await;
+    let connection = stack.connect(&app, "ivy@firm", 1, None).await;
+    let id = &connection.connection_id;
+    let before = stack.lease_token(id).await;
+
+    // Clio takes the next two refresh calls and never answers; the third gets through.
+    front.silence(2);
+    stack.advance(2 * HOUR);
+    let lease = stack.lease(id, &["contacts:read"]).await.unwrap();
+    assert_ne!(
+        lease.access_token, before,
+        "the expired token was refreshed"
+    );
+    who_am_i(&stack, SimRegion::Us, &lease.access_token)
+        .await
+        .unwrap();
+    assert_eq!(front.silenced(), 2, "two attempts timed out");
+    assert_eq!(stack.refresh_calls().await, 1, "one attempt reached Clio");
+
+    // Clio silent for good: the lease fails as unavailable, the connection stays active.
+    front.silence(u32::MAX);
+    stack.advance(2 * HOUR);
+    let refused = stack.lease(id, &["contacts:read"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(front.silenced(), 2 + 4, "every attempt timed out");
+    let stored = stack.connection(id).await;
+    assert_eq!(status_of(stored.status), pb::ConnectionStatus::Active);
+    assert!(
+        stack
+            .events_about(EventKind::ConnectionNeedsReconnect, id)
+            .await
+            .is_empty()
+    );
+
+    front.silence(0);
+    stack.lease(id, &["contacts:read"]).await.unwrap();
+    assert_eq!(stack.refresh_calls().await, 2);
     stack.stop().await;
 }

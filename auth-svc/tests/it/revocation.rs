@@ -307,3 +307,50 @@ async fn revoking_an_app_closes_it_and_revokes_its_connections() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_deauthorize_uses_the_tokens_a_rotating_refresh_issued() {
+    const HOUR: Duration = Duration::from_secs(3_600);
+    // 1-hour access tokens, and every refresh replaces the refresh token.
+    let stack = support::start(Setup {
+        sim: clio_sim::SimConfig {
+            access_token_ttl: HOUR,
+            rotate_refresh_tokens: true,
+            ..support::sim_config()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let (app, connection) = stack.app_with_connection("uma@firm").await;
+    let id = &connection.connection_id;
+    // The access token is expired for auth-svc and for Clio alike, so revoking must first
+    // refresh, and Clio answers that refresh with a new refresh token.
+    stack.advance(2 * HOUR);
+    stack.sim.admin().advance_clock(2 * HOUR).await.unwrap();
+    stack
+        .sim
+        .admin()
+        .inject(SimRegion::Us, deauthorize_down())
+        .await
+        .unwrap();
+
+    let result = stack.revoke(id).await;
+    assert_eq!(outcome(&result), pb::ClioRevocationOutcome::FailedRetrying);
+    assert_eq!(stack.refresh_calls().await, 1);
+
+    stack.sim.admin().clear_faults(SimRegion::Us).await.unwrap();
+    wait_until_deauthorized(&stack, id).await;
+    let retried = stack.events_about(EventKind::RevocationRetried, id).await;
+    assert_eq!(retried.len(), 1);
+    let payload = payload_of(&retried[0]);
+    assert_eq!(payload["clio_outcome"], "revoked", "{payload}");
+    // Nothing of the grant is left live at Clio for an admin to revoke.
+    let still_live = stack
+        .sim
+        .admin()
+        .revoke_grants_of(SimRegion::Us, &app.client_id, 1)
+        .await
+        .unwrap();
+    assert_eq!(still_live, 0, "the grant is still live at Clio");
+    stack.stop().await;
+}

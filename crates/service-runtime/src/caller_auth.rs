@@ -88,6 +88,9 @@ impl fmt::Debug for Caller {
     }
 }
 
+/// The metrics label of calls to a path the policy does not list.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
 /// Which roles may call which method, and which paths are open.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
@@ -130,6 +133,17 @@ impl AccessPolicy {
     pub fn public(mut self, prefix: &str) -> Self {
         self.public_prefixes.push(prefix.to_owned());
         self
+    }
+
+    /// The metrics label for a called path: the method itself when the policy knows it,
+    /// else one fixed label. A refused path is whatever the caller sent, and a label per
+    /// invented path would let anyone grow the registry without bound.
+    fn method_label<'a>(&self, path: &'a str) -> &'a str {
+        if self.methods.contains_key(path) {
+            path
+        } else {
+            UNKNOWN_METHOD
+        }
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -233,7 +247,7 @@ impl Authorizer {
             tonic::Code::Unauthenticated => "unauthenticated",
             _ => "permission_denied",
         };
-        self.metrics.record(path, outcome);
+        self.metrics.record(self.policy.method_label(path), outcome);
         self.sink.denied(Denial {
             method: path.to_owned(),
             caller: caller.map(|c| c.name.clone()),
@@ -378,5 +392,48 @@ impl tonic::service::Interceptor for BearerToken {
             .metadata_mut()
             .insert("authorization", self.value.clone());
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SERVICE: &str = "clio_connect.auth.v1.AuthService";
+
+    fn layer(metrics: &crate::metrics::Metrics) -> CallerAuthLayer {
+        CallerAuthLayer::new(
+            &[],
+            AccessPolicy::new().allow(SERVICE, "GetConnection", &[Role::Operator]),
+            Arc::new(LogDenials),
+            metrics.rpc(),
+        )
+    }
+
+    #[test]
+    fn a_refused_call_is_labelled_by_a_known_method_or_as_unknown() {
+        let metrics = crate::metrics::Metrics::new("test");
+        let layer = layer(&metrics);
+        let no_credential = http::HeaderMap::new();
+        let known = format!("/{SERVICE}/GetConnection");
+        for path in [known.as_str(), "/attacker/chosen-1", "/attacker/chosen-2"] {
+            assert!(matches!(
+                layer.authorizer.decide(path, &no_credential),
+                Decision::Refused(_)
+            ));
+        }
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains(&format!(
+                "method=\"{known}\",outcome=\"unauthenticated\"}} 1"
+            )),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("method=\"unknown\",outcome=\"unauthenticated\"} 2"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("attacker"), "{rendered}");
     }
 }
