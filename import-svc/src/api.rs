@@ -158,10 +158,11 @@ impl Api {
             .ok_or_else(|| ApiError::invalid("job", "must be set"))?;
         let spec = spec::validate(wire, true)
             .map_err(|e| ApiError::invalid(format!("job.{}", e.field), e.problem))?;
-        store::insert_queued(&self.pool, &spec).await?;
+        let created = store::insert_queued(&self.pool, &spec).await?;
         let body = prost::Message::encode_to_vec(&spec.to_wire());
         let job_id = spec.job_id.to_string();
-        self.publisher
+        let published = self
+            .publisher
             .publish(Outgoing {
                 exchange: &self.topology.jobs_exchange,
                 routing_key: JOB_ROUTING_KEY,
@@ -171,9 +172,32 @@ impl Api {
                 headers: Default::default(),
                 mandatory: true,
             })
-            .await?;
+            .await;
+        if let Err(error) = published {
+            self.forget_unqueued(spec.job_id, created).await;
+            return Err(error.into());
+        }
         tracing::info!(job_id = %spec.job_id, connection_id = %spec.connection_id, "job submitted");
         Ok(pb::SubmitJobResponse { job_id })
+    }
+
+    /// After a failed publish: a row this call stored would otherwise stay `queued` with
+    /// no message to run it. Removing it (rather than failing it) keeps the caller's retry
+    /// with the same job id meaningful. A row that existed before belongs to an earlier
+    /// submission whose message may still be queued, so it stays.
+    async fn forget_unqueued(&self, job_id: Uuid, created: bool) {
+        if !created {
+            return;
+        }
+        match store::remove_unqueued(&self.pool, job_id).await {
+            Ok(true) => tracing::warn!(%job_id, "job could not be queued; its record was removed"),
+            Ok(false) => {
+                tracing::warn!(%job_id, "job could not be queued, but its record has moved on (taken or cancelled) and is kept")
+            }
+            Err(error) => {
+                tracing::error!(%job_id, %error, "job could not be queued and its record could not be removed; it stays queued")
+            }
+        }
     }
 
     async fn list_jobs(

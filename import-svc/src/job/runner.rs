@@ -105,10 +105,16 @@ impl From<LeaseError> for Stop {
     }
 }
 
+/// A lease this close to its end is renewed before the next call, so a long job never
+/// sends Clio a token that expires mid-request (or one auth-svc has stopped vouching for).
+const LEASE_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
+
 /// The job's state while it runs.
 struct Run<'a> {
     spec: &'a JobSpec,
     lease: Lease,
+    /// A forced refresh was spent on the current 401 episode; cleared by the next call
+    /// Clio accepts, so a later, separate expiry gets its own refresh.
     refreshed: bool,
     waits: Waits,
     stop: &'a CancellationToken,
@@ -342,6 +348,7 @@ impl Runner {
     async fn fetch(&self, run: &mut Run<'_>, url: &Url) -> Result<Page, Stop> {
         let gate = self.gates.gate(&run.spec.connection_id);
         loop {
+            self.renew_if_due(run).await?;
             let outcome = self
                 .fetcher
                 .page(
@@ -354,20 +361,15 @@ impl Runner {
                 )
                 .await;
             match outcome {
-                Ok(page) => return Ok(page),
+                Ok(page) => {
+                    // The token works: the 401 episode (if any) is over.
+                    run.refreshed = false;
+                    return Ok(page);
+                }
                 Err(FetchError::Unauthorized) if !run.refreshed => {
                     tracing::info!("clio answered 401; leasing a refreshed token");
                     run.refreshed = true;
-                    let purpose = format!("import job {} (after 401)", run.spec.job_id);
-                    run.lease = self
-                        .leases
-                        .lease(
-                            &run.spec.connection_id,
-                            &run.spec.required_scopes(),
-                            &purpose,
-                            true,
-                        )
-                        .await?;
+                    self.relet(run, "after 401", true).await?;
                 }
                 Err(FetchError::Unauthorized) => {
                     return Err(Stop(Outcome::Failed(
@@ -388,6 +390,30 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Re-leases ahead of the lease's end; auth-svc refreshes the token if it is due.
+    async fn renew_if_due(&self, run: &mut Run<'_>) -> Result<(), Stop> {
+        if self.clock.now() + LEASE_RENEW_MARGIN < run.lease.expires_at {
+            return Ok(());
+        }
+        tracing::info!(expires_at = %run.lease.expires_at, "token lease about to expire; renewing it");
+        self.relet(run, "lease renewal", false).await
+    }
+
+    /// Replaces the run's lease with a new one from auth-svc.
+    async fn relet(&self, run: &mut Run<'_>, why: &str, force_refresh: bool) -> Result<(), Stop> {
+        let purpose = format!("import job {} ({why})", run.spec.job_id);
+        run.lease = self
+            .leases
+            .lease(
+                &run.spec.connection_id,
+                &run.spec.required_scopes(),
+                &purpose,
+                force_refresh,
+            )
+            .await?;
+        Ok(())
     }
 
     async fn check_stop(&self, run: &Run<'_>) -> Result<(), Stop> {

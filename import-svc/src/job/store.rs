@@ -126,13 +126,14 @@ const JOB_COLUMNS: &str = "job_id, connection_id, clio_account_id, resources, mo
     tenant, region, cancel_reason, cancelled_by";
 
 /// Stores a job as queued unless it exists already (a redelivered or resubmitted id).
-pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<(), sqlx::Error> {
+/// Returns whether this call created it.
+pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<bool, sqlx::Error> {
     let fields: serde_json::Map<String, serde_json::Value> = spec
         .extra_fields
         .iter()
         .map(|(r, f)| (r.as_str().to_owned(), serde_json::json!(f)))
         .collect();
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO jobs (job_id, connection_id, resources, mode, updated_since, filters, fields, requested_by, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
          ON CONFLICT (job_id) DO NOTHING",
@@ -147,7 +148,20 @@ pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<()
     .bind(&spec.requested_by)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Forgets a job that was stored but never reached the queue, so that the caller's retry
+/// (same job id) stores and runs it afresh. A job a consumer has already taken (the
+/// publish failed only to confirm) is left alone. Returns whether it was removed.
+pub async fn remove_unqueued(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<bool, sqlx::Error> {
+    let removed = sqlx::query(
+        "DELETE FROM jobs WHERE job_id = $1 AND status = 'queued' AND attempts = 0 AND NOT cancel_requested",
+    )
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(removed.rows_affected() == 1)
 }
 
 /// Records a refused job (when its id could be read), keeping what else is known.

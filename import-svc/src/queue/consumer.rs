@@ -221,9 +221,8 @@ impl Consumer {
                     .await;
             }
         };
-        let mut job = JobContext::of_spec(&spec);
-        match self.run_exclusively(&spec, &mut job, stop).await {
-            Ok(outcome) => self.settle(&delivery, &spec, &job, outcome).await,
+        match self.run_exclusively(&delivery, &spec, stop).await {
+            Ok(settled) => settled,
             Err(error) => {
                 tracing::warn!(job_id = %spec.job_id, %error, "database unavailable; handing the job back");
                 nack(&delivery, true).await
@@ -231,33 +230,53 @@ impl Consumer {
         }
     }
 
-    /// Runs the job unless it already finished, holding a Postgres advisory lock on its id
-    /// so two deliveries of the same job never run at once (on any replica).
+    /// Runs the job unless it already finished and settles its message, holding a Postgres
+    /// advisory lock on its id so two deliveries of the same job never run at once (on any
+    /// replica).
+    ///
+    /// The lock is held until the outcome is recorded: a duplicate delivery waiting on it
+    /// must find the job final (and be acked unrun), never still `running` — `claim`
+    /// accepts `running` so that a job interrupted by a crash can resume.
     async fn run_exclusively(
         &self,
+        delivery: &Delivery,
         spec: &JobSpec,
-        job: &mut JobContext,
         stop: &CancellationToken,
-    ) -> Result<Option<Outcome>, RecordError> {
+    ) -> Result<Result<(), SessionBroken>, RecordError> {
         store::insert_queued(&self.pool, spec).await?;
         let mut lock = self.pool.acquire().await?;
+        // A session lock lives as long as its connection. Closing the connection instead
+        // of returning it to the pool means a task aborted mid-job (shutdown grace over)
+        // cannot leave the job locked on a pooled connection for good.
+        lock.close_on_drop();
         let key = spec.job_id.to_string();
         tokio::select! {
             locked = sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut *lock) => { locked?; }
-            () = stop.cancelled() => return Ok(Some(Outcome::Interrupted)),
+            () = stop.cancelled() => {
+                // Never started: hand the message back without touching the job.
+                return Ok(nack(delivery, true).await);
+            }
         }
-        let outcome = match self.claim(spec.job_id, job).await? {
+        let mut job = JobContext::of_spec(spec);
+        // On error the connection closes on drop, releasing the lock; the caller nacks.
+        let outcome = match self.claim(spec.job_id, &mut job).await? {
             Some(row) if row.status() == JobStatus::Running => {
-                Some(self.runner.run(spec, job, stop).await)
+                Some(self.runner.run(spec, &mut job, stop).await)
             }
             // Finished (or cancelled while queued): this delivery is a duplicate.
             Some(_) | None => None,
         };
-        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        let settled = self.settle(delivery, spec, &job, outcome).await;
+        // Only now may another delivery of this job look at it. If the unlock fails the
+        // connection is closed on drop, which releases the lock all the same.
+        if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(&key)
             .execute(&mut *lock)
-            .await?;
-        Ok(outcome)
+            .await
+        {
+            tracing::warn!(job_id = %spec.job_id, %error, "advisory unlock failed; closing its connection");
+        }
+        Ok(settled)
     }
 
     /// Moves the job to running; a queued job whose cancel was requested is cancelled
@@ -294,8 +313,10 @@ impl Consumer {
         let job_id = spec.job_id;
         let (status, reason, event) = match outcome {
             None => {
-                tracing::info!(%job_id, "job already finished; acknowledging the duplicate delivery");
-                return ack(delivery).await;
+                ack(delivery).await?;
+                // Logged after the ack so the line means "handled", not "about to be".
+                tracing::info!(%job_id, "job already finished; acknowledged the duplicate delivery");
+                return Ok(());
             }
             Some(Outcome::Completed) => (JobStatus::Completed, None, EventKind::Completed),
             Some(Outcome::Cancelled) => (JobStatus::Cancelled, None, EventKind::Cancelled),

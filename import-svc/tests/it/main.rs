@@ -5,4 +5,6 @@
 mod audit_events;
 mod broker_outage;
 mod dead_letters;
+mod records;
+mod submit;
 mod support;

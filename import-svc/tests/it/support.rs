@@ -152,4 +152,12 @@ impl RunningImport {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
     }
+
+    /// Stops the service but keeps its queues. Once its channel is closed, every message
+    /// it had taken but not settled is back in the queue, visible to `basic_get`.
+    pub async fn stop_keeping_broker(self) -> (TestBroker, Topology) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        (self.broker, self.topology)
+    }
 }

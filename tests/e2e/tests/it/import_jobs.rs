@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
 use harness::{TcpProxy, poll_until, token_of, with_bearer};
+use proto::common::v1::{AuditEvent, EventKind};
 use proto::import::v1 as import;
 
 use crate::stack::{Stack, StackSetup, full_job};
@@ -67,10 +68,17 @@ async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
-    let (stack, connection) = contacts_stack("full_import", 10_000, None).await;
+    // The duplicate's handling leaves no trace in the database by design, so its ack is
+    // observed in the logs; capture must start before any service logs.
+    let logs = harness::capture_logs();
+    // Slow pages keep the first run going long enough for the duplicate to queue up
+    // behind the job's lock: the race between that lock and the final status is the one
+    // this test exercises.
+    let (stack, connection) = contacts_stack("full_import", 10_000, Some(20)).await;
 
     let job = full_job(&connection, &["contacts"]);
     stack.publish(&job).await;
+    wait_for_pages(&stack, &job.job_id, 2).await;
     stack.publish(&job).await;
     let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
     assert_completed(&done);
@@ -85,24 +93,52 @@ async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
     assert_eq!(stack.stored("contacts").await, (10_000, 10_000));
     assert_eq!(done.progress[0].records_written, 10_000);
 
-    // The duplicate delivery is acknowledged without a second run: Clio saw each of the
-    // 50 pages once, and the queue is empty.
+    // Wait until the duplicate was acknowledged (a prefetched, unacked message is
+    // invisible to basic_get, so an empty queue would prove nothing).
     poll_until(
-        "the duplicate to be consumed",
-        Duration::from_secs(10),
+        "the duplicate delivery to be acknowledged",
+        Duration::from_secs(20),
         Duration::from_millis(50),
         || async {
-            stack
-                .broker
-                .get(&stack.topology.jobs_queue)
-                .await
-                .is_none()
+            logs.text()
+                .lines()
+                .any(|line| {
+                    line.contains("acknowledged the duplicate delivery")
+                        && line.contains(&job.job_id)
+                })
                 .then_some(())
         },
     )
     .await;
+    // It did not run again: one attempt, one start event, each of the 50 pages read once.
+    let after = stack.job(&job.job_id).await;
+    assert_eq!(
+        after.attempts, 1,
+        "the duplicate delivery ran the job again"
+    );
+    assert_completed(&after);
+    assert_eq!(
+        outbox_events(&stack, &job.job_id, EventKind::ImportStarted).await,
+        1
+    );
     assert_eq!(api_calls(&stack, "contacts").await, 50);
     stack.stop().await;
+}
+
+/// Audit events of `kind` about job `job_id` in import-svc's outbox (delivered or not).
+async fn outbox_events(stack: &Stack, job_id: &str, kind: EventKind) -> usize {
+    let mut db = stack.import_database.connect().await;
+    let events: Vec<Vec<u8>> = sqlx::query_scalar("SELECT event FROM audit_outbox")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .map(|bytes| <AuditEvent as prost::Message>::decode(bytes.as_slice()).unwrap())
+        .filter(|event| {
+            event.kind() == kind && event.subject.as_ref().is_some_and(|s| s.id == job_id)
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,6 +324,103 @@ async fn a_grant_revoked_mid_job_fails_the_job_with_the_reason() {
         "{live} rows before the revocation"
     );
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_that_expires_twice_mid_job_is_refreshed_each_time() {
+    // Tokens live an hour of simulated time; moving the simulator's clock on two hours
+    // expires the one in use (Clio answers 401) without touching the grant.
+    let mut sim = sim_with(contacts_only(4_000));
+    sim.page_delay = Some(Duration::from_millis(30));
+    sim.access_token_ttl = Duration::from_secs(3_600);
+    let stack = Stack::start(
+        "token_expiry",
+        StackSetup {
+            sim,
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+
+    // Two separate expiries, each followed by pages fetched with the refreshed token.
+    let mut pages = 3;
+    for _ in 0..2 {
+        wait_for_pages(&stack, &job, pages).await;
+        stack
+            .sim
+            .admin()
+            .advance_clock(Duration::from_secs(2 * 3_600))
+            .await
+            .unwrap();
+        pages = committed_pages(&stack, &job).await + 3;
+    }
+    let done = stack.finished(&job, Duration::from_secs(60)).await;
+    assert_completed(&done);
+    assert!(
+        pages <= 20,
+        "the test expired the token after the job's last page"
+    );
+    assert_eq!(stack.stored("contacts").await, (4_000, 4_000));
+    assert_eq!(done.progress[0].records_written, 4_000);
+    let refreshes = stack.sim.admin().calls().await.unwrap().token.refresh_token;
+    assert_eq!(refreshes, 2, "one refresh per expiry");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_401_that_persists_after_a_refresh_fails_the_job_naming_it() {
+    let (stack, connection) = contacts_stack("persistent_401", 1_000, None).await;
+    // The first call and the one retried with the refreshed token are both refused.
+    stack
+        .sim
+        .admin()
+        .inject(
+            Region::Us,
+            Fault::Status {
+                status: 401,
+                count: Some(2),
+                fraction: None,
+                path_prefix: Some("/api/v4/contacts".into()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.status,
+        import::JobStatus::Failed as i32,
+        "{}",
+        done.failure_reason
+    );
+    assert!(
+        done.failure_reason
+            .contains("Clio rejected the token again after a refresh (401)"),
+        "{}",
+        done.failure_reason
+    );
+    let calls = stack.sim.admin().calls().await.unwrap();
+    assert_eq!(
+        calls.token.refresh_token, 1,
+        "exactly one refresh was tried"
+    );
+    assert_eq!(api_calls(&stack, "contacts").await, 2);
+    assert_eq!(stack.stored("contacts").await, (0, 0));
+    stack.stop().await;
+}
+
+/// Pages the job has committed so far, over all its resources.
+async fn committed_pages(stack: &Stack, job_id: &str) -> u64 {
+    stack
+        .job(job_id)
+        .await
+        .progress
+        .iter()
+        .map(|p| p.pages)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -501,4 +634,171 @@ async fn a_graceful_stop_checkpoints_and_hands_the_job_back() {
         "{page_calls} page calls for 30 pages"
     );
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_json_job_from_the_queue_runs_to_completion() {
+    let (stack, connection) = contacts_stack("json_job", 400, None).await;
+    let job_id = uuid::Uuid::new_v4().to_string();
+    stack
+        .publish_json(&serde_json::json!({
+            "job_id": job_id,
+            "connection_id": connection,
+            "resources": ["contacts"],
+            "mode": "full",
+            "requested_by": "json-producer",
+        }))
+        .await;
+    let done = stack.finished(&job_id, Duration::from_secs(30)).await;
+    assert_completed(&done);
+    assert_eq!(done.requested_by, "json-producer");
+    assert_eq!(done.progress[0].records_written, 400);
+    assert_eq!(stack.stored("contacts").await, (400, 400));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_sync_marks_records_deleted_in_clio_as_deleted() {
+    let (stack, connection) = contacts_stack("full_deletions", 600, None).await;
+    let first = stack.submit(full_job(&connection, &["contacts"])).await;
+    assert_completed(&stack.finished(&first, Duration::from_secs(30)).await);
+
+    let ids = stored_ids(&stack).await;
+    let deleted = [ids[0], ids[300], ids[599]];
+    for id in deleted {
+        stack
+            .sim
+            .admin()
+            .delete_record(Region::Us, Resource::Contacts, &id.to_string())
+            .await
+            .unwrap();
+    }
+
+    let second = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&second, Duration::from_secs(30)).await;
+    assert_completed(&done);
+    assert_eq!(done.progress[0].records_deleted, 3);
+    let in_clio = stack
+        .sim
+        .admin()
+        .count(Region::Us, Resource::Contacts)
+        .await
+        .unwrap();
+    assert_eq!(in_clio, 597);
+    assert_eq!(stack.stored("contacts").await, (597, 600));
+    assert_eq!(marked_deleted(&stack).await, deleted.to_vec());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extra_fields_are_stored_and_a_filtered_job_touches_only_what_it_matched() {
+    let (stack, connection) = contacts_stack("job_options", 600, None).await;
+    let plain = stack.submit(full_job(&connection, &["contacts"])).await;
+    assert_completed(&stack.finished(&plain, Duration::from_secs(30)).await);
+    // `title` and `company` are not among the default fields.
+    assert_eq!(rows_with_keys(&stack, &["title", "company"]).await, 0);
+
+    let with_fields = stack
+        .submit(import::ImportJob {
+            fields: vec![import::ResourceFields {
+                resource: "contacts".into(),
+                fields: vec!["title".into(), "company{id,name}".into()],
+            }],
+            ..full_job(&connection, &["contacts"])
+        })
+        .await;
+    assert_completed(&stack.finished(&with_fields, Duration::from_secs(30)).await);
+    assert_eq!(rows_with_keys(&stack, &["title", "company"]).await, 600);
+
+    // A contact only the filter matches, edited later than anything stored so far, and a
+    // deletion the filtered listing cannot see.
+    let admin = stack.sim.admin();
+    admin
+        .advance_clock(Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    let matched = admin
+        .create_record(
+            Region::Us,
+            Resource::Contacts,
+            serde_json::json!({ "name": "Zebra Filtertest LLP", "type": "Company" }),
+        )
+        .await
+        .unwrap();
+    let unseen = stored_ids(&stack).await[7];
+    admin
+        .delete_record(Region::Us, Resource::Contacts, &unseen.to_string())
+        .await
+        .unwrap();
+    let mark_before = high_water(&stack, &connection).await;
+
+    let filtered = stack
+        .submit(import::ImportJob {
+            filters: [("query".to_owned(), "zebra filtertest".to_owned())].into(),
+            ..full_job(&connection, &["contacts"])
+        })
+        .await;
+    let done = stack.finished(&filtered, Duration::from_secs(30)).await;
+    assert_completed(&done);
+    assert_eq!(done.progress[0].records_fetched, 1);
+    assert_eq!(done.progress[0].records_written, 1);
+    assert_eq!(done.progress[0].records_deleted, 0);
+    // Stored: the match; nothing marked deleted (the filtered listing saw only one record).
+    assert_eq!(stack.stored("contacts").await, (601, 601));
+    assert!(marked_deleted(&stack).await.is_empty());
+    let mut db = stack.import_database.connect().await;
+    let name: String =
+        sqlx::query_scalar("SELECT data->>'name' FROM contacts WHERE clio_id = $1::bigint")
+            .bind(matched.to_string())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(name, "Zebra Filtertest LLP");
+    // The high-water mark still says what the last unfiltered job saw: an incremental job
+    // must not skip the changes the filter left out.
+    assert_eq!(high_water(&stack, &connection).await, mark_before);
+    stack.stop().await;
+}
+
+/// Clio ids of the stored contacts, in id order.
+async fn stored_ids(stack: &Stack) -> Vec<i64> {
+    let mut db = stack.import_database.connect().await;
+    sqlx::query_scalar("SELECT clio_id FROM contacts ORDER BY clio_id")
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+}
+
+/// Clio ids of the contacts marked deleted, in id order.
+async fn marked_deleted(stack: &Stack) -> Vec<i64> {
+    let mut db = stack.import_database.connect().await;
+    sqlx::query_scalar("SELECT clio_id FROM contacts WHERE deleted_at IS NOT NULL ORDER BY clio_id")
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+}
+
+/// Stored contacts whose record JSON has every key in `keys`.
+async fn rows_with_keys(stack: &Stack, keys: &[&str]) -> i64 {
+    let mut db = stack.import_database.connect().await;
+    sqlx::query_scalar("SELECT count(*) FROM contacts WHERE data ?& $1")
+        .bind(keys)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// The connection's contacts high-water mark and the job that set it.
+async fn high_water(
+    stack: &Stack,
+    connection: &str,
+) -> Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> {
+    let mut db = stack.import_database.connect().await;
+    sqlx::query_as(
+        "SELECT high_water, job_id FROM sync_marks WHERE connection_id = $1 AND resource = 'contacts'",
+    )
+    .bind(connection)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap()
 }

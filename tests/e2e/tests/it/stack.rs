@@ -349,6 +349,19 @@ impl Stack {
             .await;
     }
 
+    /// Publishes a JSON job body on the import exchange, as a producer without protobuf
+    /// would.
+    pub async fn publish_json(&self, job: &serde_json::Value) {
+        self.broker
+            .publish(
+                &self.topology.jobs_exchange,
+                JOB_ROUTING_KEY,
+                job.to_string().as_bytes(),
+                Some("application/json"),
+            )
+            .await;
+    }
+
     pub async fn submit(&self, job: import::ImportJob) -> String {
         self.import()
             .await
