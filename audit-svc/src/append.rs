@@ -246,6 +246,16 @@ impl Appender {
                 .bind(last)
                 .execute(&mut **tx)
                 .await?;
+            // How far the projections got, compared with the log at start-up to catch
+            // events that reached it some other way (migration 0005).
+            sqlx::query(
+                "INSERT INTO projection_heads (tenant, sequence) VALUES ($1, $2) \
+                 ON CONFLICT (tenant) DO UPDATE SET sequence = EXCLUDED.sequence",
+            )
+            .bind(tenant)
+            .bind(last)
+            .execute(&mut **tx)
+            .await?;
             // Every `checkpoint_every` events since the last checkpoint, also inside a batch.
             let mut due = (head.checkpointed_sequence + self.checkpoint_every).max(from);
             while due <= head.last_sequence {

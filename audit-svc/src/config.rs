@@ -28,6 +28,9 @@ use serde::Deserialize;
 use service_runtime::config::{ConfigError, ServiceConfig, Validate, positive};
 use service_runtime::entrypoint::HasServiceConfig;
 
+/// The prefix of the environment variables the service and its subcommands read.
+pub const ENV_PREFIX: &str = "AUDIT_SVC_";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

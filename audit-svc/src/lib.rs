@@ -150,8 +150,8 @@ pub async fn run_with_clock(
     let mut keys = TrustedKeys::parse(&config.signing.trusted_public_keys)?;
     keys.add(signer.public_key());
 
+    // Also rebuilds the projections if they cannot be trusted (store::connect).
     let pool = store::connect(&config.service.database).await?;
-    projections::ensure_current(&pool).await?;
 
     // Background work stops when the service does, whichever way `run` ends.
     let tasks = shutdown.child_token();

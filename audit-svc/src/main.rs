@@ -1,10 +1,15 @@
 //! The audit-svc binary: the service (config, telemetry, listener, then
-//! [`audit_svc::run`]), or `audit-svc verify ...` to check an export offline.
+//! [`audit_svc::run`]), `audit-svc verify ...` to check an export offline, or
+//! `audit-svc rebuild-projections` to rebuild the compliance projections from the log.
+
+use audit_svc::cli;
+use audit_svc::config::ENV_PREFIX;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("verify") {
-        return audit_svc::cli::verify_command(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("verify") => cli::verify_command(&args[1..]),
+        Some("rebuild-projections") => cli::rebuild_projections_command(&args[1..]),
+        _ => service_runtime::entrypoint::service_main("audit-svc", ENV_PREFIX, audit_svc::run),
     }
-    service_runtime::entrypoint::service_main("audit-svc", "AUDIT_SVC_", audit_svc::run)
 }

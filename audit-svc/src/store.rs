@@ -24,11 +24,19 @@ pub const EVENT_COLUMNS: &str = "tenant, sequence, event_id, kind, actor_kind, a
      clio_account_id, job_id, region, scopes, risk_tier, reason, source, occurred_at, \
      recorded_at, payload::text, prev_hash, hash";
 
-/// Runs the migrations with the configured login, then opens the pool the service uses,
-/// whose connections work as `audit_appender`.
+/// Runs the migrations with the configured login and returns that login's pool (for
+/// schema work `audit_appender` may not do, such as recreating a dropped projection).
+pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    Ok(connect_and_migrate(config, &crate::MIGRATOR).await?)
+}
+
+/// Runs the migrations and brings the projections up to date with the configured login,
+/// then opens the pool the service uses, whose connections work as `audit_appender`.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let migrating = connect_and_migrate(config, &crate::MIGRATOR).await?;
+    let migrating = migrate(config).await?;
+    let ensured = crate::projections::ensure_current(&migrating).await;
     migrating.close().await;
+    ensured?;
     let options: PgConnectOptions = config
         .url
         .expose_secret()

@@ -24,7 +24,7 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
 }
 
-fn day(n: i64) -> DateTime<Utc> {
+pub(crate) fn day(n: i64) -> DateTime<Utc> {
     t0() + Duration::days(n)
 }
 
@@ -112,7 +112,7 @@ fn write(
         .build()
 }
 
-fn history() -> Vec<pb::AuditEvent> {
+pub(crate) fn history() -> Vec<pb::AuditEvent> {
     use pb::EventKind::*;
     let billing = ["calendar:read", "matters:read", "activities:write"];
     let legacy = ["contacts:read", "calendar:read"];
@@ -356,7 +356,10 @@ async fn shared_logins(c: &mut Compliance) -> api::SharedLoginSuspicionsResponse
     .into_inner()
 }
 
-async fn generate_review(c: &mut Compliance, quarter: u32) -> Result<api::QuarterlyReview, Status> {
+pub(crate) async fn generate_review(
+    c: &mut Compliance,
+    quarter: u32,
+) -> Result<api::QuarterlyReview, Status> {
     c.generate_quarterly_review(compliance(api::GenerateQuarterlyReviewRequest {
         tenant: TENANT.into(),
         year: 2025,
@@ -380,7 +383,7 @@ async fn get_review(
 }
 
 /// Rita's decision on one connection of a review.
-async fn attest(
+pub(crate) async fn attest(
     c: &mut Compliance,
     review_id: &str,
     connection_id: &str,
@@ -399,7 +402,7 @@ async fn attest(
 }
 
 /// Every view's answer, for comparing before and after a rebuild.
-async fn all_views(audit: &RunningAudit, review_id: &str) -> String {
+pub(crate) async fn all_views(audit: &RunningAudit, review_id: &str) -> String {
     let mut c = audit.compliance().await;
     format!(
         "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",

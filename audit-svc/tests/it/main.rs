@@ -7,6 +7,7 @@ mod append_only;
 mod checkpoints;
 mod compliance;
 mod export;
+mod projections;
 mod record;
 mod support;
 mod tampering;
