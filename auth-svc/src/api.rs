@@ -100,8 +100,9 @@ impl AuthService for Api {
         &self,
         request: Request<pb::StartAuthorizationRequest>,
     ) -> Reply<pb::StartAuthorizationResponse> {
+        let caller = caller(&request)?;
         let start = connect::StartRequest::try_from(request.into_inner())?;
-        let started = connect::start(&self.ctx, start).await?;
+        let started = connect::start(&self.ctx, &caller, start).await?;
         Ok(Response::new(pb::StartAuthorizationResponse {
             authorization_url: started.authorization_url,
             state: secrecy::ExposeSecret::expose_secret(&started.state).to_owned(),
@@ -117,12 +118,14 @@ impl AuthService for Api {
         &self,
         request: Request<pb::CompleteAuthorizationRequest>,
     ) -> Reply<pb::Connection> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         if request.state.trim().is_empty() {
             return Err(AuthError::invalid("state", "must not be empty").into());
         }
         let answer = connect::parse_pasted(&request.code)?;
-        let connection = connect::complete(&self.ctx, &request.state, answer).await?;
+        let completer = connect::Completer::Caller(&caller.name);
+        let connection = connect::complete(&self.ctx, &request.state, completer, answer).await?;
         Ok(Response::new(connection.to_wire()))
     }
 

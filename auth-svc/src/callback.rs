@@ -1,7 +1,9 @@
 //! The web flow's HTTP callback: `GET /oauth/callback?code=...&state=...` (or
 //! `?error=access_denied&state=...` when the person declined). Served without a service
 //! credential: the single-use state is what authorizes the request, and it carries the
-//! principal and app, so nothing in the query is trusted beyond the code.
+//! principal and app, so nothing in the query is trusted beyond the code. Only web-mode
+//! states complete here; an out-of-band state is bound to the caller that started it and
+//! completes only through CompleteAuthorization.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -10,7 +12,7 @@ use axum::routing::get;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::connect::{self, Answer};
+use crate::connect::{self, Answer, Completer};
 use crate::context::Context;
 use crate::error::AuthError;
 
@@ -50,7 +52,7 @@ async fn callback(State(ctx): State<Context>, Query(query): Query<CallbackQuery>
         }
     };
     let denied = matches!(answer, Answer::Denied(_));
-    match connect::complete(&ctx, &state, answer).await {
+    match connect::complete(&ctx, &state, Completer::Callback, answer).await {
         Ok(connection) => page(
             StatusCode::OK,
             "Connected",

@@ -5,22 +5,30 @@
 //! by one conditional UPDATE), expires by the injected clock, and carries the principal,
 //! app, mode and redirect URI it was started with, so completion never trusts the caller
 //! for them. The redirect URI is stored and sent again byte for byte at the exchange.
+//!
+//! A state is also bound to how it may be completed: CompleteAuthorization only by the
+//! service credential that started it, and the unauthenticated web callback only for
+//! web-mode states (otherwise a caller could complete another's out-of-band flow through
+//! the callback). A refused completer does not use the state up: it is refused before any
+//! side effect, so the caller that started the flow can still finish it, and the state
+//! stays single use for that caller.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use clio_api::{AuthorizeRequest, ClioError, Pkce, TokenGrant, WhoAmI};
 use proto::auth::v1 as pb;
-use proto::common::v1::EventKind;
+use proto::common::v1::{EventKind, EventRefs, subject};
 use rand::RngCore;
 use scope_catalog::ScopeSet;
 use secrecy::{ExposeSecret, SecretString};
+use service_runtime::Caller;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::apps::{self, App};
-use crate::audit_events::person_actor;
+use crate::audit_events::{EventBuilder, person_actor, service_actor, subject_of};
 use crate::connections::{self, Connection, access_binding, refresh_binding};
 use crate::context::Context;
 use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus, Mode, Principal};
@@ -89,8 +97,12 @@ fn redirect_uri(ctx: &Context, app: &App, mode: Mode) -> String {
     }
 }
 
-#[tracing::instrument(skip_all, fields(app_id = %request.app, mode = %request.mode))]
-pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, AuthError> {
+#[tracing::instrument(skip_all, fields(app_id = %request.app, mode = %request.mode, caller = %caller.name))]
+pub async fn start(
+    ctx: &Context,
+    caller: &Caller,
+    request: StartRequest,
+) -> Result<Started, AuthError> {
     let app = apps::get(ctx, request.app).await?;
     require_approved(&app)?;
     if let Some(reconnect) = request.reconnect {
@@ -128,8 +140,8 @@ pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, Auth
         .transpose()?;
     sqlx::query(
         "INSERT INTO authorization_states (id, state_hash, app_id, principal, mode, redirect_uri, scopes_version, \
-         reconnect_connection_id, pkce_verifier_ct, pkce_verifier_key_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         reconnect_connection_id, pkce_verifier_ct, pkce_verifier_key_id, created_at, expires_at, started_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(id)
     .bind(state_hash(&state))
@@ -143,6 +155,7 @@ pub async fn start(ctx: &Context, request: StartRequest) -> Result<Started, Auth
     .bind(sealed.as_ref().map(|s| s.key_id.clone()))
     .bind(now)
     .bind(expires_at)
+    .bind(&caller.name)
     .execute(&ctx.pool)
     .await?;
     let url = ctx
@@ -230,38 +243,146 @@ struct ConsumedState {
     pkce_verifier_ct: Option<Vec<u8>>,
 }
 
-/// Marks the state used, or says why it cannot be.
-async fn consume_state(ctx: &Context, state: &str) -> Result<ConsumedState, AuthError> {
+/// Who is completing an authorization.
+#[derive(Debug, Clone, Copy)]
+pub enum Completer<'a> {
+    /// The web callback: Clio redirected the person's browser, no service credential.
+    Callback,
+    /// CompleteAuthorization, by the service credential of this name.
+    Caller(&'a str),
+}
+
+/// Marks the state used, or says why it cannot be. Only a completer the state is bound
+/// to uses it (see the module doc).
+async fn consume_state(
+    ctx: &Context,
+    state: &str,
+    completer: Completer<'_>,
+) -> Result<ConsumedState, AuthError> {
     if state.trim().is_empty() {
         return Err(AuthError::invalid("state", "must not be empty"));
     }
     let hash = state_hash(state.trim());
     let now = ctx.now();
+    let (caller, mode) = match completer {
+        Completer::Callback => (None, Some(Mode::Web.as_str())),
+        Completer::Caller(name) => (Some(name), None),
+    };
     // The PKCE verifier leaves the table as the state is used: it is needed once.
     let consumed: Option<ConsumedState> = sqlx::query_as(
         "UPDATE authorization_states s SET used_at = $2, pkce_verifier_ct = NULL, pkce_verifier_key_id = NULL \
          FROM (SELECT id, pkce_verifier_ct FROM authorization_states WHERE state_hash = $1 FOR UPDATE) old \
          WHERE s.id = old.id AND s.used_at IS NULL AND s.expires_at > $2 \
+         AND ($3::text IS NULL OR s.started_by = $3) AND ($4::text IS NULL OR s.mode = $4) \
          RETURNING s.id, s.app_id, s.principal, s.mode, s.redirect_uri, s.scopes_version, \
          s.reconnect_connection_id, old.pkce_verifier_ct",
     )
     .bind(&hash)
     .bind(now)
+    .bind(caller)
+    .bind(mode)
     .fetch_optional(&ctx.pool)
     .await?;
-    if let Some(consumed) = consumed {
-        return Ok(consumed);
+    match consumed {
+        Some(consumed) => Ok(consumed),
+        None => Err(why_not_consumed(ctx, &hash, completer, now).await?),
     }
-    let seen: Option<(Option<DateTime<Utc>>,)> =
-        sqlx::query_as("SELECT used_at FROM authorization_states WHERE state_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&ctx.pool)
-            .await?;
-    Err(match seen {
-        None => AuthError::invalid("state", "unknown"),
-        Some((Some(_),)) => AuthError::FailedPrecondition("state already used".into()),
-        Some((None,)) => AuthError::FailedPrecondition("state expired".into()),
+}
+
+/// A state that was not consumed, as it is now.
+#[derive(sqlx::FromRow)]
+struct UnusableState {
+    app_id: Uuid,
+    tenant: String,
+    principal: String,
+    mode: String,
+    started_by: Option<String>,
+    used_at: Option<DateTime<Utc>>,
+}
+
+/// Why `consume_state` found nothing to consume. The completer's binding is judged first,
+/// so a caller the state is not bound to learns nothing of its use or expiry.
+async fn why_not_consumed(
+    ctx: &Context,
+    hash: &[u8],
+    completer: Completer<'_>,
+    now: DateTime<Utc>,
+) -> Result<AuthError, AuthError> {
+    let seen: Option<UnusableState> = sqlx::query_as(
+        "SELECT s.app_id, a.tenant, s.principal, s.mode, s.started_by, s.used_at \
+         FROM authorization_states s JOIN app_registrations a ON a.app_id = s.app_id \
+         WHERE s.state_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    let Some(seen) = seen else {
+        return Ok(AuthError::invalid("state", "unknown"));
+    };
+    match completer {
+        Completer::Callback if seen.mode != Mode::Web.as_str() => {
+            return Ok(AuthError::FailedPrecondition(
+                "this authorization was started out of band; paste the code where it was started"
+                    .into(),
+            ));
+        }
+        Completer::Caller(name) if seen.started_by.as_deref() != Some(name) => {
+            return refuse_other_caller(ctx, &seen, name, now).await;
+        }
+        _ => {}
+    }
+    Ok(if seen.used_at.is_some() {
+        AuthError::FailedPrecondition("state already used".into())
+    } else {
+        AuthError::FailedPrecondition("state expired".into())
     })
+}
+
+/// A caller presenting a state it did not start holds a state that leaked (or was handed
+/// on): refused with PERMISSION_DENIED, and recorded as ACCESS_DENIED in the app's tenant.
+/// States started before callers were recorded (`started_by` NULL) are refused alike: the
+/// caller cannot be shown to be the one that started them.
+async fn refuse_other_caller(
+    ctx: &Context,
+    seen: &UnusableState,
+    caller: &str,
+    now: DateTime<Utc>,
+) -> Result<AuthError, AuthError> {
+    let reason = match seen.started_by {
+        Some(_) => format!(
+            "caller {caller} did not start this authorization; only the caller that called \
+             StartAuthorization may complete it"
+        ),
+        None => format!(
+            "this authorization was started before auth-svc recorded who starts authorizations, \
+             so caller {caller} cannot be shown to own it; start again"
+        ),
+    };
+    let event = EventBuilder::new(
+        EventKind::AccessDenied,
+        &seen.tenant,
+        service_actor(caller),
+        subject_of(subject::Kind::Person, &seen.principal),
+        now,
+    )
+    .refs(EventRefs {
+        app_id: seen.app_id.to_string(),
+        principal: seen.principal.clone(),
+        ..EventRefs::default()
+    })
+    .reason(&reason)
+    .payload(serde_json::json!({
+        "refused": "authorization_started_by_another_caller",
+        "method": "CompleteAuthorization",
+        "mode": seen.mode,
+    }))
+    .build();
+    let mut tx = ctx.pool.begin().await?;
+    audit_outbox::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    tracing::warn!(app_id = %seen.app_id, caller, "refused a completion by a caller that did not start it");
+    Ok(AuthError::PermissionDenied(reason))
 }
 
 async fn set_outcome(ctx: &Context, id: Uuid, outcome: &str) -> Result<(), AuthError> {
@@ -275,8 +396,13 @@ async fn set_outcome(ctx: &Context, id: Uuid, outcome: &str) -> Result<(), AuthE
 
 /// Completes an authorization with what Clio sent back (the web callback or a paste).
 #[tracing::instrument(skip_all)]
-pub async fn complete(ctx: &Context, state: &str, answer: Answer) -> Result<Connection, AuthError> {
-    let consumed = consume_state(ctx, state).await?;
+pub async fn complete(
+    ctx: &Context,
+    state: &str,
+    completer: Completer<'_>,
+    answer: Answer,
+) -> Result<Connection, AuthError> {
+    let consumed = consume_state(ctx, state, completer).await?;
     let code = match answer {
         Answer::Code(code) => code,
         Answer::Denied(error) => {
@@ -470,6 +596,9 @@ async fn store(
             )));
         }
     }
+    if held_by_another_person(&mut tx, app, &consumed.principal, identity).await? {
+        return refuse_shared_login(ctx, tx, consumed, app, identity, now).await;
+    }
     let id = previous.as_ref().map_or_else(ConnectionId::new, |p| p.id);
     let access = ctx.vault.seal(&grant.access_token, &access_binding(id))?;
     let refresh = ctx.vault.seal(refresh_token, &refresh_binding(id))?;
@@ -561,6 +690,92 @@ async fn store(
     ctx.events_committed();
     tracing::info!(connection_id = %id, app_id = %app.id, reconnect = previous.is_some(), "connection stored");
     Ok(connection)
+}
+
+/// Whether a live connection of another principal holds this Clio login (same region,
+/// Clio account and Clio user), through any app: each person connects with their own
+/// login, so one Clio user belongs to at most one person at a time. Revoked connections
+/// no longer hold it.
+///
+/// Two people completing as the same Clio user at once would each see no holder, so the
+/// check and the insert run under a transaction-scoped advisory lock on the login (the
+/// two-key form, whose key space the outbox's one-key lock does not share).
+async fn held_by_another_person(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    app: &App,
+    principal: &str,
+    identity: &WhoAmI,
+) -> Result<bool, AuthError> {
+    let login = format!(
+        "{}/{}/{}",
+        app.region.as_str(),
+        identity.account_id,
+        identity.user_id
+    );
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('auth-svc:clio-login'), hashtext($1))")
+        .bind(&login)
+        .execute(&mut **tx)
+        .await?;
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM connections WHERE region = $1 AND clio_account_id = $2 \
+         AND clio_user_id = $3 AND principal <> $4 AND status <> 'revoked')",
+    )
+    .bind(app.region.as_str())
+    .bind(&identity.account_id)
+    .bind(&identity.user_id)
+    .bind(principal)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(held)
+}
+
+/// Refuses a completion whose Clio login another person holds: nothing is stored but the
+/// ACCESS_DENIED event, committed so the attempt is on record. The message names the Clio
+/// user the person signed in as, never who holds it; the event does not name the holder
+/// either, as the holder may belong to another tenant's chain (compliance finds the
+/// holder by the Clio user id in the refs).
+async fn refuse_shared_login(
+    ctx: &Context,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    consumed: &ConsumedState,
+    app: &App,
+    identity: &WhoAmI,
+    now: DateTime<Utc>,
+) -> Result<Connection, AuthError> {
+    let message = format!(
+        "Clio user {} is already connected by another person; each person connects with their own Clio login",
+        identity.user_id
+    );
+    let event = EventBuilder::new(
+        EventKind::AccessDenied,
+        &app.tenant,
+        person_actor(&consumed.principal),
+        subject_of(subject::Kind::Person, &consumed.principal),
+        now,
+    )
+    .refs(EventRefs {
+        app_id: app.id.to_string(),
+        principal: consumed.principal.clone(),
+        clio_user_id: identity.user_id.clone(),
+        clio_account_id: identity.account_id.clone(),
+        region: app.region.to_wire() as i32,
+        ..EventRefs::default()
+    })
+    .scopes(&app.scope_set())
+    .reason(&message)
+    .payload(serde_json::json!({
+        "refused": "shared_clio_login",
+        "app_name": app.name,
+        "client_id": app.client_id,
+        "mode": consumed.mode,
+        "clio_account_name": identity.account_name,
+    }))
+    .build();
+    audit_outbox::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    tracing::warn!(app_id = %app.id, clio_user_id = %identity.user_id, "refused a shared Clio login");
+    Err(AuthError::FailedPrecondition(message))
 }
 
 #[cfg(test)]

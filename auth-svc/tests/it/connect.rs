@@ -387,3 +387,84 @@ async fn reconnect_replaces_tokens_and_grant_and_records_both() {
     assert_eq!(refused.code(), Code::FailedPrecondition);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn consent_records_the_declared_scopes_their_version_and_when() {
+    let stack = support::start(Setup::default()).await;
+    let (_, connection) = stack.app_with_connection("ike@firm").await;
+    let consent = stack
+        .events_about(EventKind::ConsentRecorded, &connection.connection_id)
+        .await;
+    assert_eq!(consent.len(), 1);
+    let payload = payload_of(&consent[0]);
+    assert_eq!(payload["scopes_version"], 1);
+    let declared = payload["declared_scopes"].as_array().expect("a list");
+    let mut scopes: Vec<String> = declared
+        .iter()
+        .map(|d| d["scope"].as_str().expect("the scope as text").to_owned())
+        .collect();
+    scopes.sort();
+    assert_eq!(scopes, ["contacts:read", "matters:read"]);
+    assert!(
+        declared
+            .iter()
+            .all(|d| d["justification"].as_str().is_some_and(|j| !j.is_empty())),
+        "{declared:?}"
+    );
+    let consented_at = payload["consented_at"].as_str().expect("consented_at");
+    let consented_at = chrono::DateTime::parse_from_rfc3339(consented_at).unwrap();
+    let occurred = consent[0].occurred_at.unwrap();
+    assert_eq!(consented_at.timestamp(), occurred.seconds);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_completion_after_the_declared_scopes_changed_is_refused() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    let started = stack.start_oob(&app.app_id, "jo@firm").await;
+    let code = stack.approved_code(&started.authorization_url, 1).await;
+
+    // The app's scopes change, and compliance approves the new set, while the person is at
+    // Clio: what they were shown is no longer what the app declares.
+    let mut client = stack.client().await;
+    let changed = client
+        .update_app_scopes(with_bearer(
+            pb::UpdateAppScopesRequest {
+                app_id: app.app_id.clone(),
+                declared_scopes: vec![ScopeJustification {
+                    scope: Some(scope("contacts:read")),
+                    justification: "the client import reads contacts".into(),
+                }],
+                reason: "matters are no longer imported".into(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .approve_app(with_bearer(
+            pb::ApproveAppRequest {
+                app_id: app.app_id.clone(),
+                scopes_version: changed.scopes_version,
+                note: "narrower".into(),
+            },
+            &harness::token_of("compliance"),
+        ))
+        .await
+        .unwrap();
+
+    let refused = stack.complete(&started.state, &code).await.unwrap_err();
+    assert_refused(
+        &refused,
+        Code::FailedPrecondition,
+        "declared scopes changed",
+    );
+    let listed = stack
+        .list_connections(pb::ListConnectionsRequest::default(), "operator")
+        .await;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(stack.code_exchanges().await, 0, "refused before Clio");
+    stack.stop().await;
+}

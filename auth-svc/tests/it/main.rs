@@ -9,6 +9,7 @@ mod custody;
 mod keys;
 mod leases;
 mod outbox;
+mod ownership;
 mod refresh;
 mod requests;
 mod revocation;

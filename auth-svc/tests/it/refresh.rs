@@ -469,3 +469,82 @@ async fn refreshes_clio_does_not_answer_in_time_are_retried_and_never_mark_the_c
     assert_eq!(stack.refresh_calls().await, 2);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_thirty_day_token_is_refreshed_within_the_max_margin_not_at_half_life() {
+    // Clio's 30-day tokens (the simulator's default): 10% of the life would be 3 days, the
+    // configured cap of one hour is what applies.
+    let setup = Setup {
+        tweak: Box::new(|config| config.refresh.interval_ms = 50),
+        ..Setup::default()
+    };
+    let stack = support::start(setup).await;
+    let app = stack.app(AppOptions::default()).await;
+    let early = stack.connect(&app, "kit@firm", 1, None).await;
+    stack.advance(2 * HOUR);
+    let late = stack.connect(&app, "kit@firm", 2, None).await;
+    let late_expires = seconds(&late.access_token_expires_at);
+    let early_expires = seconds(&early.access_token_expires_at);
+    assert_eq!(late_expires - seconds(&late.granted_at), 30 * 24 * 3_600);
+
+    // Half an hour before the early token expires: it is inside the one-hour margin, the
+    // late one (2.5 hours left, long past half-life and inside 10% of its life) is not. One
+    // pass judges both at the same time.
+    stack.advance(Duration::from_secs(30 * 24 * 3_600) - 2 * HOUR - HOUR / 2);
+    poll_until(
+        "the early token refreshed",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let c = stack.connection(&early.connection_id).await;
+            (seconds(&c.access_token_expires_at) > early_expires).then_some(())
+        },
+    )
+    .await;
+    let refreshed = stack
+        .events_about(EventKind::TokenRefreshed, &early.connection_id)
+        .await;
+    assert_eq!(refreshed.len(), 1);
+    assert!(seconds(&refreshed[0].occurred_at) >= early_expires - 3_600);
+    let late_now = stack.connection(&late.connection_id).await;
+    assert_eq!(seconds(&late_now.access_token_expires_at), late_expires);
+    assert_eq!(stack.refresh_calls().await, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_eu_connection_is_refreshed_at_the_eu_host() {
+    let stack = support::start(hour_tokens(false)).await;
+    let eu = stack
+        .app(AppOptions {
+            region: SimRegion::Eu,
+            client_id: "import-app-eu".into(),
+            ..AppOptions::default()
+        })
+        .await;
+    let connection = stack.connect(&eu, "lin@firm", 1, None).await;
+    let before = stack.lease_token(&connection.connection_id).await;
+    stack.advance(2 * HOUR);
+    // Only the EU host knows this refresh token: a refresh sent to the US host would be
+    // refused and mark the connection for reconnecting.
+    let after = stack.lease_token(&connection.connection_id).await;
+    assert_ne!(after, before);
+    assert_eq!(stack.refresh_calls().await, 1);
+    assert_eq!(
+        status_of(stack.connection(&connection.connection_id).await.status),
+        pb::ConnectionStatus::Active
+    );
+    who_am_i(&stack, SimRegion::Eu, &after).await.unwrap();
+    let calls = stack.sim.admin().calls().await.unwrap();
+    let us_calls: u64 = calls
+        .api
+        .iter()
+        .filter(|c| c.region == SimRegion::Us)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(
+        us_calls, 0,
+        "nothing of the EU connection went to the US host"
+    );
+    stack.stop().await;
+}

@@ -57,8 +57,9 @@ async fn list_connections_filters_and_pages_through_every_connection_once() {
             ..AppOptions::default()
         })
         .await;
+    // Clio user 3: lea holds users 1 and 2, and a Clio login belongs to one person.
     let mo = stack
-        .connect(&other_tenant, "mo@firm", 1, None)
+        .connect(&other_tenant, "mo@firm", 3, None)
         .await
         .connection_id;
     stack.revoke(&us[0]).await;

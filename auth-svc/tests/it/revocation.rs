@@ -152,11 +152,23 @@ async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
 #[tokio::test]
 async fn offboarding_revokes_all_fifty_connections_of_a_person_and_no_one_elses() {
     // How long this takes is measured by `cargo bench -p auth-svc --bench offboard`.
-    let stack = support::start(Setup::default()).await;
+    // A sixth Clio user for the bystander: max holds the first five, and a Clio login
+    // belongs to one person.
+    let setup = Setup {
+        sim: clio_sim::SimConfig {
+            dataset: clio_sim::DatasetSize {
+                users: 6,
+                ..clio_sim::DatasetSize::default()
+            },
+            ..support::sim_config()
+        },
+        ..Setup::default()
+    };
+    let stack = support::start(setup).await;
     // 5 apps in each of two regions, 5 Clio users each: 50 connections of one person.
     let (apps, ids) = stack.many_connections("max@firm", 5, 5).await;
     assert_eq!(ids.len(), 50);
-    let bystander = stack.connect(&apps[0], "ned@firm", 1, None).await;
+    let bystander = stack.connect(&apps[0], "ned@firm", 6, None).await;
 
     let response = stack.offboard("max@firm").await;
 

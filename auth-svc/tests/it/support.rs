@@ -416,6 +416,17 @@ impl Stack {
     }
 
     pub async fn complete(&self, state: &str, code: &str) -> Result<pb::Connection, tonic::Status> {
+        self.complete_with(&harness::token_of("connector"), state, code)
+            .await
+    }
+
+    /// CompleteAuthorization with the service credential `token`.
+    pub async fn complete_with(
+        &self,
+        token: &str,
+        state: &str,
+        code: &str,
+    ) -> Result<pb::Connection, tonic::Status> {
         self.client()
             .await
             .complete_authorization(with_bearer(
@@ -423,7 +434,7 @@ impl Stack {
                     state: state.into(),
                     code: code.into(),
                 },
-                &harness::token_of("connector"),
+                token,
             ))
             .await
             .map(tonic::Response::into_inner)
