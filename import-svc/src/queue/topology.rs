@@ -10,6 +10,8 @@
 //! <p>import.events (topic): job.started / job.progress / job.completed / job.failed / ...
 //! ```
 
+use std::collections::BTreeMap;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
@@ -27,6 +29,87 @@ pub struct Topology {
     pub events_exchange: String,
 }
 
+/// The exchange types in use, named as RabbitMQ (and `definitions.json`) names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+}
+
+impl ExchangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Topic => "topic",
+        }
+    }
+
+    fn kind(self) -> ExchangeKind {
+        match self {
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Topic => ExchangeKind::Topic,
+        }
+    }
+}
+
+/// One exchange as declared (never auto-deleted, never internal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub kind: ExchangeType,
+    pub durable: bool,
+}
+
+/// A queue argument's value: the only two AMQP types the topology uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueArgument {
+    Text(String),
+    Int(i32),
+}
+
+impl QueueArgument {
+    fn text(value: &str) -> Self {
+        QueueArgument::Text(value.to_owned())
+    }
+
+    fn to_amqp(&self) -> AMQPValue {
+        match self {
+            QueueArgument::Text(text) => AMQPValue::LongString(LongString::from(text.as_str())),
+            QueueArgument::Int(int) => AMQPValue::LongInt(*int),
+        }
+    }
+}
+
+/// One queue as declared (never auto-deleted, never exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub durable: bool,
+    /// `x-...` arguments, by name.
+    pub arguments: BTreeMap<&'static str, QueueArgument>,
+}
+
+impl QueueSpec {
+    fn field_table(&self) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (name, value) in &self.arguments {
+            table.insert((*name).into(), value.to_amqp());
+        }
+        table
+    }
+}
+
+/// A queue bound to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingSpec {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+}
+
 impl Topology {
     pub fn new(prefix: &str) -> Self {
         Topology {
@@ -38,103 +121,229 @@ impl Topology {
         }
     }
 
-    /// Declares everything; idempotent, so every replica does it at start.
-    pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> lapin::Result<()> {
-        // Durable: the topology survives a broker restart.
-        let durable = ExchangeDeclareOptions {
+    /// The exchanges [`Topology::declare`] declares. Durable: the topology survives a
+    /// broker restart.
+    pub fn exchanges(&self) -> Vec<ExchangeSpec> {
+        let durable = |name: &str, kind| ExchangeSpec {
+            name: name.to_owned(),
+            kind,
             durable: true,
-            ..Default::default()
         };
-        channel
-            .exchange_declare(
-                self.jobs_exchange.as_str().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        // Fanout: every dead letter lands in the one dead-letter queue whatever its key.
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        // Topic: downstream teams bind to the events they care about (job.completed, job.*).
-        channel
-            .exchange_declare(
-                self.events_exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        vec![
+            durable(&self.jobs_exchange, ExchangeType::Direct),
+            // Fanout: every dead letter lands in the one dead-letter queue whatever its key.
+            durable(&self.dead_letter_exchange, ExchangeType::Fanout),
+            // Topic: downstream teams bind to the events they care about (job.completed,
+            // job.*).
+            durable(&self.events_exchange, ExchangeType::Topic),
+        ]
+    }
 
-        let queue_options = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+    /// The queues [`Topology::declare`] declares, for a given `amqp.delivery_limit`.
+    pub fn queues(&self, delivery_limit: u32) -> Vec<QueueSpec> {
         let mut jobs_args = quorum();
         // A message that keeps killing its consumer is dead-lettered instead of looping.
         jobs_args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(delivery_limit).unwrap_or(i32::MAX)),
+            "x-delivery-limit",
+            QueueArgument::Int(i32::try_from(delivery_limit).unwrap_or(i32::MAX)),
         );
         jobs_args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_str())),
+            "x-dead-letter-exchange",
+            QueueArgument::text(&self.dead_letter_exchange),
         );
         // At-least-once dead-lettering: the broker keeps a dead letter until the DLQ has it
         // (needs reject-publish overflow), so nothing is lost on the way.
         jobs_args.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString(LongString::from("at-least-once")),
+            "x-dead-letter-strategy",
+            QueueArgument::text("at-least-once"),
         );
-        jobs_args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString(LongString::from("reject-publish")),
-        );
-        channel
-            .queue_declare(self.jobs_queue.as_str().into(), queue_options, jobs_args)
-            .await?;
-        channel
-            .queue_bind(
-                self.jobs_queue.as_str().into(),
-                self.jobs_exchange.as_str().into(),
-                JOB_ROUTING_KEY.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        jobs_args.insert("x-overflow", QueueArgument::text("reject-publish"));
+        vec![
+            QueueSpec {
+                name: self.jobs_queue.clone(),
+                durable: true,
+                arguments: jobs_args,
+            },
+            QueueSpec {
+                name: self.dead_letter_queue.clone(),
+                durable: true,
+                arguments: quorum(),
+            },
+        ]
+    }
 
-        channel
-            .queue_declare(
-                self.dead_letter_queue.as_str().into(),
-                queue_options,
-                quorum(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_letter_queue.as_str().into(),
-                self.dead_letter_exchange.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    /// The bindings [`Topology::declare`] makes.
+    pub fn bindings(&self) -> Vec<BindingSpec> {
+        vec![
+            BindingSpec {
+                exchange: self.jobs_exchange.clone(),
+                queue: self.jobs_queue.clone(),
+                routing_key: JOB_ROUTING_KEY.to_owned(),
+            },
+            // The key is irrelevant on a fanout exchange.
+            BindingSpec {
+                exchange: self.dead_letter_exchange.clone(),
+                queue: self.dead_letter_queue.clone(),
+                routing_key: String::new(),
+            },
+        ]
+    }
+
+    /// Declares everything; idempotent, so every replica does it at start.
+    pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> lapin::Result<()> {
+        for exchange in self.exchanges() {
+            let options = ExchangeDeclareOptions {
+                durable: exchange.durable,
+                ..Default::default()
+            };
+            channel
+                .exchange_declare(
+                    exchange.name.as_str().into(),
+                    exchange.kind.kind(),
+                    options,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for queue in self.queues(delivery_limit) {
+            let options = QueueDeclareOptions {
+                durable: queue.durable,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.name.as_str().into(), options, queue.field_table())
+                .await?;
+        }
+        for binding in self.bindings() {
+            channel
+                .queue_bind(
+                    binding.queue.as_str().into(),
+                    binding.exchange.as_str().into(),
+                    binding.routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         Ok(())
     }
 }
 
 /// Quorum queues: replicated, and they count deliveries (for the delivery limit).
-fn quorum() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    args
+fn quorum() -> BTreeMap<&'static str, QueueArgument> {
+    BTreeMap::from([("x-queue-type", QueueArgument::text("quorum"))])
+}
+
+#[cfg(test)]
+mod tests {
+    //! `deploy/rabbitmq/definitions.json` is loaded into clusters ahead of the service; the
+    //! broker refuses a redeclaration with different arguments, so the two must agree.
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::AmqpConfig;
+
+    const DEFINITIONS: &str = include_str!("../../../deploy/rabbitmq/definitions.json");
+
+    /// The file describes the topology as declared with the default config.
+    fn declared() -> (Topology, u32) {
+        let amqp = AmqpConfig::default();
+        (Topology::new(&amqp.prefix), amqp.delivery_limit)
+    }
+
+    fn definitions() -> Value {
+        serde_json::from_str(DEFINITIONS).expect("definitions.json is JSON")
+    }
+
+    fn section<'a>(definitions: &'a Value, name: &str) -> &'a Vec<Value> {
+        definitions[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("definitions.json has no {name} array"))
+    }
+
+    /// Entries keyed by their `name`, so the comparison ignores order in the file.
+    fn by_name(entries: impl Iterator<Item = Value>) -> BTreeMap<String, Value> {
+        keyed(entries, |entry| entry["name"].to_string())
+    }
+
+    fn keyed(
+        entries: impl Iterator<Item = Value>,
+        key: impl Fn(&Value) -> String,
+    ) -> BTreeMap<String, Value> {
+        let mut map = BTreeMap::new();
+        for entry in entries {
+            let previous = map.insert(key(&entry), entry);
+            assert!(previous.is_none(), "listed twice: {previous:?}");
+        }
+        map
+    }
+
+    fn argument_json(value: &QueueArgument) -> Value {
+        match value {
+            QueueArgument::Text(text) => json!(text),
+            QueueArgument::Int(int) => json!(int),
+        }
+    }
+
+    #[test]
+    fn the_shipped_exchanges_are_the_declared_ones() {
+        let (topology, _) = declared();
+        let expected = topology.exchanges().into_iter().map(|e| {
+            json!({
+                "name": e.name, "vhost": "/", "type": e.kind.as_str(), "durable": e.durable,
+                "auto_delete": false, "internal": false, "arguments": {},
+            })
+        });
+        assert_eq!(
+            by_name(section(&definitions(), "exchanges").iter().cloned()),
+            by_name(expected)
+        );
+    }
+
+    #[test]
+    fn the_shipped_queues_are_the_declared_ones_with_the_same_arguments() {
+        let (topology, delivery_limit) = declared();
+        let expected = topology.queues(delivery_limit).into_iter().map(|q| {
+            let arguments: serde_json::Map<String, Value> = q
+                .arguments
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), argument_json(value)))
+                .collect();
+            json!({
+                "name": q.name, "vhost": "/", "durable": q.durable, "auto_delete": false,
+                "arguments": arguments,
+            })
+        });
+        assert_eq!(
+            by_name(section(&definitions(), "queues").iter().cloned()),
+            by_name(expected)
+        );
+    }
+
+    #[test]
+    fn the_shipped_bindings_are_the_declared_ones() {
+        let (topology, _) = declared();
+        let expected = topology.bindings().into_iter().map(|b| {
+            json!({
+                "source": b.exchange, "vhost": "/", "destination": b.queue,
+                "destination_type": "queue", "routing_key": b.routing_key, "arguments": {},
+            })
+        });
+        let route = |b: &Value| format!("{} -> {}", b["source"], b["destination"]);
+        assert_eq!(
+            keyed(section(&definitions(), "bindings").iter().cloned(), route),
+            keyed(expected, route)
+        );
+    }
+
+    #[test]
+    fn the_shipped_definitions_are_for_the_default_vhost_only() {
+        let definitions = definitions();
+        assert_eq!(section(&definitions, "vhosts"), &vec![json!({"name": "/"})]);
+        let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(
+            &AmqpConfig::default().url,
+        ))
+        .unwrap();
+        assert_eq!(url.path(), "/%2f", "the default config uses the / vhost");
+    }
 }

@@ -5,6 +5,7 @@
 mod audit_events;
 mod broker_outage;
 mod dead_letters;
+mod list_jobs;
 mod records;
 mod submit;
 mod support;

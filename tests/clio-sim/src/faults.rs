@@ -4,8 +4,9 @@
 //! `path_prefix` (e.g. `/oauth/token`). Several faults may be active; latency adds up,
 //! and the first matching fault that changes the answer wins.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,13 @@ pub enum Fault {
     Drop { count: u32 },
     /// Answer `count` calls with 429 and `Retry-After: 1`, whatever the limiter says.
     RateLimitStorm { count: u32 },
+    /// A storm that lasts `ms` for each token: from a token's first API call after the
+    /// injection, every call of that token within `ms` is answered 429 with `Retry-After`
+    /// the storm's remaining time in whole seconds, rounded up (so the first 429 says
+    /// `ceil(ms / 1000)`). A client that waits as told meets exactly one 429 per token; one
+    /// that ignores `Retry-After` meets many. Stays active (for tokens not seen yet) until
+    /// the faults are cleared.
+    RateLimitStormFor { ms: u64 },
     /// Revoke the grant of the token that makes the `calls`-th authenticated API call
     /// from now; that call is the first one answered `401 invalid_token`.
     RevokeAfter { calls: u32 },
@@ -46,7 +54,10 @@ pub(crate) struct Plan {
 pub(crate) enum Outcome {
     Status(u16),
     Drop,
-    Storm,
+    /// A 429 telling the client to come back in `retry_after_secs`.
+    Storm {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -56,6 +67,9 @@ struct Active {
     remaining: Option<u32>,
     /// Authenticated calls seen (for `revoke_after`).
     seen: u32,
+    /// Per token id, when its storm ends (for `rate_limit_storm_for`). Real time, like
+    /// rate-limit windows: clients wait on their own clock.
+    storm_ends: HashMap<String, Instant>,
 }
 
 #[derive(Debug)]
@@ -83,11 +97,13 @@ impl FaultSet {
             Fault::Status { count, .. } | Fault::Latency { count, .. } => *count,
             Fault::Drop { count } | Fault::RateLimitStorm { count } => Some(*count),
             Fault::RevokeAfter { .. } => Some(1),
+            Fault::RateLimitStormFor { .. } => None,
         };
         self.lock().push(Active {
             fault,
             remaining,
             seen: 0,
+            storm_ends: HashMap::new(),
         });
     }
 
@@ -101,11 +117,24 @@ impl FaultSet {
         draw < fraction
     }
 
-    /// Decides (and uses up) the faults that apply to a request for `path`.
-    pub(crate) fn plan(&self, path: &str) -> Plan {
+    /// Decides (and uses up) the faults that apply to a request for `path` made with the
+    /// token whose id is `token` (`"none"` without one).
+    pub(crate) fn plan(&self, path: &str, token: &str) -> Plan {
         let mut plan = Plan::default();
         let mut active = self.lock();
+        let now = Instant::now();
         for entry in active.iter_mut() {
+            if let Fault::RateLimitStormFor { ms } = entry.fault {
+                if plan.outcome.is_none()
+                    && path.starts_with(API_PREFIX)
+                    && let Some(left) = entry.storm_left(token, Duration::from_millis(ms), now)
+                {
+                    plan.outcome = Some(Outcome::Storm {
+                        retry_after_secs: whole_seconds_up(left),
+                    });
+                }
+                continue;
+            }
             let fires = match &entry.fault {
                 Fault::Status {
                     fraction,
@@ -121,7 +150,7 @@ impl FaultSet {
                 Fault::Drop { .. } | Fault::RateLimitStorm { .. } => {
                     plan.outcome.is_none() && path.starts_with(API_PREFIX)
                 }
-                Fault::RevokeAfter { .. } => false,
+                Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => false,
             };
             if !fires {
                 continue;
@@ -133,8 +162,12 @@ impl FaultSet {
                     plan.delay = Some(total);
                 }
                 Fault::Drop { .. } => plan.outcome = Some(Outcome::Drop),
-                Fault::RateLimitStorm { .. } => plan.outcome = Some(Outcome::Storm),
-                Fault::RevokeAfter { .. } => {}
+                Fault::RateLimitStorm { .. } => {
+                    plan.outcome = Some(Outcome::Storm {
+                        retry_after_secs: 1,
+                    });
+                }
+                Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => {}
             }
             if let Some(remaining) = entry.remaining.as_mut() {
                 *remaining = remaining.saturating_sub(1);
@@ -163,6 +196,27 @@ impl FaultSet {
     }
 }
 
+impl Active {
+    /// What is left of `token`'s storm at `now`, starting it on the token's first call;
+    /// `None` once it has blown over.
+    fn storm_left(&mut self, token: &str, length: Duration, now: Instant) -> Option<Duration> {
+        let ends = *self
+            .storm_ends
+            .entry(token.to_owned())
+            .or_insert(now + length);
+        (now < ends).then(|| ends - now)
+    }
+}
+
+/// `Retry-After` is in whole seconds; rounding down would send the client back early.
+fn whole_seconds_up(duration: Duration) -> u64 {
+    duration
+        .as_millis()
+        .div_ceil(1000)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -178,15 +232,15 @@ mod tests {
             path_prefix: None,
         });
         faults.add(Fault::Latency { ms: 5, count: None });
-        let first = faults.plan("/api/v4/contacts");
+        let first = faults.plan("/api/v4/contacts", "t1");
         assert_eq!(first.outcome, Some(Outcome::Status(503)));
         assert_eq!(first.delay, Some(Duration::from_millis(5)));
-        assert_eq!(faults.plan("/oauth/token").outcome, None);
+        assert_eq!(faults.plan("/oauth/token", "t1").outcome, None);
         assert_eq!(
-            faults.plan("/api/v4/contacts").outcome,
+            faults.plan("/api/v4/contacts", "t1").outcome,
             Some(Outcome::Status(503))
         );
-        assert_eq!(faults.plan("/api/v4/contacts").outcome, None);
+        assert_eq!(faults.plan("/api/v4/contacts", "t1").outcome, None);
     }
 
     #[test]
@@ -199,9 +253,48 @@ mod tests {
             path_prefix: None,
         });
         let failed = (0..4000)
-            .filter(|_| faults.plan("/api/v4/matters").outcome.is_some())
+            .filter(|_| faults.plan("/api/v4/matters", "t1").outcome.is_some())
             .count();
         assert!((800..1200).contains(&failed), "{failed}");
+    }
+
+    #[test]
+    fn a_storm_for_a_duration_lasts_that_long_per_token_from_its_first_call() {
+        let faults = FaultSet::new(1);
+        faults.add(Fault::RateLimitStormFor { ms: 60_000 });
+        let storm = |token| faults.plan("/api/v4/contacts", token).outcome;
+        assert_eq!(
+            storm("t1"),
+            Some(Outcome::Storm {
+                retry_after_secs: 60
+            })
+        );
+        assert!(
+            matches!(storm("t1"), Some(Outcome::Storm { retry_after_secs }) if retry_after_secs <= 60)
+        );
+        assert_eq!(
+            storm("t2"),
+            Some(Outcome::Storm {
+                retry_after_secs: 60
+            }),
+            "each token has its own storm"
+        );
+        assert_eq!(faults.plan("/oauth/token", "t1").outcome, None);
+
+        let mut entry = faults.lock().pop().unwrap();
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(
+            entry.storm_left("t1", Duration::from_secs(60), later),
+            None,
+            "blown over"
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::from_millis(2_001)), 3);
+        assert_eq!(whole_seconds_up(Duration::from_millis(2_000)), 2);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
     }
 
     #[test]

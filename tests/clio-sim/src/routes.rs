@@ -62,7 +62,8 @@ async fn apply_faults(
     request: Request,
     next: Next,
 ) -> Response {
-    let plan = state.faults.plan(request.uri().path());
+    let token = api::bearer_token(request.headers()).map_or_else(|| "none".to_owned(), token_id);
+    let plan = state.faults.plan(request.uri().path(), &token);
     if let Some(delay) = plan.delay {
         tokio::time::sleep(delay).await;
     }
@@ -79,22 +80,24 @@ async fn apply_faults(
                 json!({"error": {"type": "ServerError", "message": format!("simulated {status}")}});
             (status, axum::Json(body)).into_response()
         }
-        Some(Outcome::Storm) => rate_limit_storm(&state),
+        Some(Outcome::Storm { retry_after_secs }) => rate_limit_storm(&state, retry_after_secs),
     }
 }
 
-/// A 429 as a busy Clio sends it: `Retry-After: 1` and an exhausted window.
-fn rate_limit_storm(state: &RegionState) -> Response {
+/// A 429 as a busy Clio sends it: `Retry-After` and an exhausted window that resets then.
+fn rate_limit_storm(state: &RegionState, retry_after_secs: u64) -> Response {
     let limit = state
         .shared
         .config
         .rate_limit
         .map_or(50, |limit| limit.limit);
-    let reset = chrono::Utc::now().timestamp() + 1;
-    let body = json!({"error": {"type": "RateLimited", "message": "Rate limit exceeded. Retry in 1 seconds"}});
+    let reset = chrono::Utc::now()
+        .timestamp()
+        .saturating_add_unsigned(retry_after_secs);
+    let body = json!({"error": {"type": "RateLimited", "message": format!("Rate limit exceeded. Retry in {retry_after_secs} seconds")}});
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     let headers = response.headers_mut();
-    headers.insert("retry-after", HeaderValue::from_static("1"));
+    headers.insert("retry-after", HeaderValue::from(retry_after_secs));
     headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
     headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
     headers.insert("x-ratelimit-reset", HeaderValue::from(reset));

@@ -147,6 +147,30 @@ async fn a_rate_limit_storm_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_storm_for_a_duration_tells_each_token_to_wait_out_its_remainder() {
+    let (sim, base, t) = us_with_fault(Fault::RateLimitStormFor { ms: 59_500 }).await;
+    let first = get(&base, &t.access, "/api/v4/contacts").await;
+    assert_eq!(first.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(first.header("retry-after"), Some("60"), "rounded up");
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("0"));
+    // Still inside the storm: told to wait what is left of it, never longer.
+    let again = get(&base, &t.access, "/api/v4/matters").await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    let left: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&left), "{left}");
+    // Another token's storm starts with its own first call.
+    let other = connect_as(&sim, Region::Us, &app(ALL), 2).await;
+    let theirs = get(&base, &other.access, "/api/v4/contacts").await;
+    assert_eq!(theirs.header("retry-after"), Some("60"));
+    let calls = sim.admin().calls().await.unwrap();
+    assert_eq!(calls.status_429_for(&t.access), 2);
+    assert_eq!(calls.status_429_for(&other.access), 1);
+
+    sim.admin().clear_faults(Region::Us).await.unwrap();
+    assert_eq!(contacts_status(&base, &t.access).await, 200);
+}
+
+#[tokio::test]
 async fn revoke_after_revokes_the_grant_mid_run() {
     let (_sim, base, t) = us_with_fault(Fault::RevokeAfter { calls: 3 }).await;
     let mut statuses = Vec::new();

@@ -1,6 +1,7 @@
 //! Import jobs end to end: RabbitMQ → import-svc → auth-svc lease → Clio simulator →
 //! Postgres, checked against the simulator's own data and call counters.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
@@ -297,6 +298,95 @@ async fn rate_limit_storms_and_server_errors_are_ridden_out() {
     let done = stack.finished(&job, Duration::from_secs(60)).await;
     assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (2_000, 2_000));
+    stack.stop().await;
+}
+
+/// 429s the simulator answered, per token id, over every endpoint.
+async fn status_429_by_token(stack: &Stack) -> BTreeMap<String, u64> {
+    let calls = stack.sim.admin().calls().await.unwrap();
+    let mut by_token = BTreeMap::new();
+    for api in calls.api.iter().filter(|api| api.status_429 > 0) {
+        *by_token.entry(api.token_id.clone()).or_default() += api.status_429;
+    }
+    by_token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_is_waited_out_as_long_as_retry_after_says_with_one_429() {
+    let (stack, connection) = contacts_stack("retry_after", 1_000, None).await;
+    // 2.5 s of 429s: the first says `Retry-After: 3`. Waiting as told lands after the
+    // storm; a client that ignored it (retrying at once, or after its default 1 s) would
+    // be answered 429 again and again.
+    stack
+        .sim
+        .admin()
+        .inject(Region::Us, Fault::RateLimitStormFor { ms: 2_500 })
+        .await
+        .unwrap();
+
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(30)).await;
+    assert_completed(&done);
+    assert_eq!(stack.stored("contacts").await, (1_000, 1_000));
+    assert_eq!(done.progress[0].records_written, 1_000);
+    let storms = status_429_by_token(&stack).await;
+    assert_eq!(
+        storms.values().collect::<Vec<_>>(),
+        [&1],
+        "exactly one 429, for the importer's token: {storms:?}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clio_calls_that_time_out_are_retried_with_backoff() {
+    // Timed-out calls never finish at the simulator, so its counters cannot see them; the
+    // importer's retry warnings can.
+    let logs = harness::capture_logs();
+    let stack = Stack::start(
+        "clio_timeouts",
+        StackSetup {
+            sim: sim_with(contacts_only(1_000)),
+            import: Box::new(|config| config.importer.request_timeout_ms = 300),
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    // The next two answers come long after the importer has given up on them; contacts
+    // are the only endpoint it calls.
+    stack
+        .sim
+        .admin()
+        .inject(
+            Region::Us,
+            Fault::Latency {
+                ms: 5_000,
+                count: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+
+    let job = stack.submit(full_job(&connection, &["contacts"])).await;
+    let done = stack.finished(&job, Duration::from_secs(30)).await;
+    assert_completed(&done);
+    assert_eq!(stack.stored("contacts").await, (1_000, 1_000));
+    assert_eq!(done.progress[0].records_written, 1_000);
+    let timeouts: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("clio request failed; retrying") && line.contains("timed out"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(timeouts.len(), 2, "{timeouts:#?}");
+    // Backoff, not an immediate retry: attempts 1 and 2 each announce their delay.
+    for (attempt, line) in timeouts.iter().enumerate() {
+        assert!(
+            line.contains(&format!("\"attempts\":{}", attempt + 1)),
+            "{line}"
+        );
+        assert!(line.contains("\"delay_ms\":"), "{line}");
+    }
     stack.stop().await;
 }
 

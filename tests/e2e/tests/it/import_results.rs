@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clio_sim::{DatasetSize, Region, SimConfig};
+use clio_sim::{DatasetSize, Fault, Region, SimConfig};
 use harness::{poll_until, token_of, with_bearer};
 use proto::audit::v1 as audit;
 use proto::common::v1::EventKind;
@@ -332,5 +332,35 @@ async fn downstream_teams_see_each_job_state_change_on_the_events_exchange() {
     assert_eq!(dead.job_id, refused.job_id);
     assert_eq!(dead.status, import::JobStatus::DeadLettered as i32);
     assert!(dead.failure_reason.contains("matters:read"), "{dead:?}");
+
+    // A job that fails mid-run (the grant is revoked at its third page) is announced as
+    // failed, the reason in the job as GetJob shows it.
+    stack
+        .sim
+        .admin()
+        .inject(Region::Us, Fault::RevokeAfter { calls: 3 })
+        .await
+        .unwrap();
+    let failing = stack.submit(full_job(&connection, &["contacts"])).await;
+    let events = job_events_until(&stack, &queue, "job.failed").await;
+    let keys: Vec<&str> = events.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["job.started", "job.progress", "job.progress", "job.failed"],
+        "two pages committed before the revocation"
+    );
+    assert!(events.iter().all(|(_, job)| job.job_id == failing));
+    let (_, failed) = events.last().unwrap();
+    assert_eq!(failed.status, import::JobStatus::Failed as i32);
+    assert!(failed.finished_at.is_some());
+    assert!(
+        failed.failure_reason.contains("reconnect") || failed.failure_reason.contains("revoked"),
+        "{}",
+        failed.failure_reason
+    );
+    assert_eq!(
+        failed.failure_reason,
+        stack.job(&failing).await.failure_reason
+    );
     stack.stop().await;
 }
