@@ -276,23 +276,8 @@ async fn jobs_for_unknown_connections_or_missing_scopes_are_dead_lettered_before
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_storms_and_server_errors_are_ridden_out() {
     let (stack, connection) = contacts_stack("clio_faults", 2_000, None).await;
-    let admin = stack.sim.admin();
-    admin
-        .inject(Region::Us, Fault::RateLimitStorm { count: 3 })
-        .await
-        .unwrap();
-    admin
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 503,
-                count: Some(4),
-                fraction: None,
-                path_prefix: Some("/api/v4/contacts".into()),
-            },
-        )
-        .await
-        .unwrap();
+    stack.fault(Fault::RateLimitStorm { count: 3 }).await;
+    stack.fault(contacts_status(503, 4)).await;
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(60)).await;
@@ -317,12 +302,7 @@ async fn a_storm_is_waited_out_as_long_as_retry_after_says_with_one_429() {
     // 2.5 s of 429s: the first says `Retry-After: 3`. Waiting as told lands after the
     // storm; a client that ignored it (retrying at once, or after its default 1 s) would
     // be answered 429 again and again.
-    stack
-        .sim
-        .admin()
-        .inject(Region::Us, Fault::RateLimitStormFor { ms: 2_500 })
-        .await
-        .unwrap();
+    stack.fault(Fault::RateLimitStormFor { ms: 2_500 }).await;
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(30)).await;
@@ -355,17 +335,11 @@ async fn clio_calls_that_time_out_are_retried_with_backoff() {
     // The next two answers come long after the importer has given up on them; contacts
     // are the only endpoint it calls.
     stack
-        .sim
-        .admin()
-        .inject(
-            Region::Us,
-            Fault::Latency {
-                ms: 5_000,
-                count: Some(2),
-            },
-        )
-        .await
-        .unwrap();
+        .fault(Fault::Latency {
+            ms: 5_000,
+            count: Some(2),
+        })
+        .await;
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(30)).await;
@@ -393,12 +367,7 @@ async fn clio_calls_that_time_out_are_retried_with_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_revoked_mid_job_fails_the_job_with_the_reason() {
     let (stack, connection) = contacts_stack("revoked_mid_job", 4_000, Some(30)).await;
-    stack
-        .sim
-        .admin()
-        .inject(Region::Us, Fault::RevokeAfter { calls: 5 })
-        .await
-        .unwrap();
+    stack.fault(Fault::RevokeAfter { calls: 5 }).await;
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(30)).await;
@@ -463,20 +432,7 @@ async fn a_token_that_expires_twice_mid_job_is_refreshed_each_time() {
 async fn a_401_that_persists_after_a_refresh_fails_the_job_naming_it() {
     let (stack, connection) = contacts_stack("persistent_401", 1_000, None).await;
     // The first call and the one retried with the refreshed token are both refused.
-    stack
-        .sim
-        .admin()
-        .inject(
-            Region::Us,
-            Fault::Status {
-                status: 401,
-                count: Some(2),
-                fraction: None,
-                path_prefix: Some("/api/v4/contacts".into()),
-            },
-        )
-        .await
-        .unwrap();
+    stack.fault(contacts_status(401, 2)).await;
 
     let job = stack.submit(full_job(&connection, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(30)).await;
@@ -891,4 +847,14 @@ async fn high_water(
     .fetch_optional(&mut db)
     .await
     .unwrap()
+}
+
+/// `status` for the next `count` calls to the contacts endpoint.
+fn contacts_status(status: u16, count: u32) -> Fault {
+    Fault::Status {
+        status,
+        count: Some(count),
+        fraction: None,
+        path_prefix: Some("/api/v4/contacts".into()),
+    }
 }

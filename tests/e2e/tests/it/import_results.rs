@@ -335,12 +335,7 @@ async fn downstream_teams_see_each_job_state_change_on_the_events_exchange() {
 
     // A job that fails mid-run (the grant is revoked at its third page) is announced as
     // failed, the reason in the job as GetJob shows it.
-    stack
-        .sim
-        .admin()
-        .inject(Region::Us, Fault::RevokeAfter { calls: 3 })
-        .await
-        .unwrap();
+    stack.fault(Fault::RevokeAfter { calls: 3 }).await;
     let failing = stack.submit(full_job(&connection, &["contacts"])).await;
     let events = job_events_until(&stack, &queue, "job.failed").await;
     let keys: Vec<&str> = events.iter().map(|(key, _)| key.as_str()).collect();

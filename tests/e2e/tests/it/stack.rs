@@ -216,6 +216,11 @@ impl Stack {
         AuditServiceClient::new(channel(self.audit.address).await)
     }
 
+    /// Injects a fault into the simulator's US region, where the tests' connections live.
+    pub async fn fault(&self, fault: clio_sim::Fault) {
+        self.sim.admin().inject(Region::Us, fault).await.unwrap();
+    }
+
     pub async fn import(&self) -> ImportServiceClient<tonic::transport::Channel> {
         ImportServiceClient::new(channel(self.import_address()).await)
     }
