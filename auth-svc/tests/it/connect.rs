@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use clio_sim::Decision;
-use harness::with_bearer;
 use proto::auth::v1 as pb;
-use proto::common::v1::{EventKind, ScopeJustification};
+use proto::common::v1::EventKind;
 use tonic::Code;
 
 use crate::support::{
@@ -320,33 +319,7 @@ async fn reconnect_replaces_tokens_and_grant_and_records_both() {
     let old_token = stack.lease_token(&first.connection_id).await;
 
     // The app narrows its scopes (new version, approved again) before the person reconnects.
-    let mut client = stack.client().await;
-    let changed = client
-        .update_app_scopes(with_bearer(
-            pb::UpdateAppScopesRequest {
-                app_id: app.app_id.clone(),
-                declared_scopes: vec![ScopeJustification {
-                    scope: Some(scope("contacts:read")),
-                    justification: "the client import reads contacts".into(),
-                }],
-                reason: "matters are no longer imported".into(),
-            },
-            &harness::token_of("operator"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    client
-        .approve_app(with_bearer(
-            pb::ApproveAppRequest {
-                app_id: app.app_id.clone(),
-                scopes_version: changed.scopes_version,
-                note: "narrower".into(),
-            },
-            &harness::token_of("compliance"),
-        ))
-        .await
-        .unwrap();
+    stack.narrow_to_contacts(&app.app_id).await;
     assert!(stack.connection(&first.connection_id).await.drifted);
 
     let again = stack
@@ -427,33 +400,7 @@ async fn a_completion_after_the_declared_scopes_changed_is_refused() {
 
     // The app's scopes change, and compliance approves the new set, while the person is at
     // Clio: what they were shown is no longer what the app declares.
-    let mut client = stack.client().await;
-    let changed = client
-        .update_app_scopes(with_bearer(
-            pb::UpdateAppScopesRequest {
-                app_id: app.app_id.clone(),
-                declared_scopes: vec![ScopeJustification {
-                    scope: Some(scope("contacts:read")),
-                    justification: "the client import reads contacts".into(),
-                }],
-                reason: "matters are no longer imported".into(),
-            },
-            &harness::token_of("operator"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    client
-        .approve_app(with_bearer(
-            pb::ApproveAppRequest {
-                app_id: app.app_id.clone(),
-                scopes_version: changed.scopes_version,
-                note: "narrower".into(),
-            },
-            &harness::token_of("compliance"),
-        ))
-        .await
-        .unwrap();
+    stack.narrow_to_contacts(&app.app_id).await;
 
     let refused = stack.complete(&started.state, &code).await.unwrap_err();
     assert_refused(

@@ -307,6 +307,38 @@ impl Stack {
             .into_inner()
     }
 
+    /// The app's declared scopes change to `contacts:read` alone (a new version), and
+    /// compliance approves them.
+    pub async fn narrow_to_contacts(&self, app_id: &str) {
+        let mut client = self.client().await;
+        let changed = client
+            .update_app_scopes(with_bearer(
+                pb::UpdateAppScopesRequest {
+                    app_id: app_id.to_owned(),
+                    declared_scopes: vec![ScopeJustification {
+                        scope: Some(scope("contacts:read")),
+                        justification: "the client import reads contacts".into(),
+                    }],
+                    reason: "matters are no longer imported".into(),
+                },
+                &harness::token_of("operator"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        client
+            .approve_app(with_bearer(
+                pb::ApproveAppRequest {
+                    app_id: app_id.to_owned(),
+                    scopes_version: changed.scopes_version,
+                    note: "narrower".into(),
+                },
+                &harness::token_of("compliance"),
+            ))
+            .await
+            .unwrap();
+    }
+
     pub async fn client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }
