@@ -41,6 +41,21 @@ pub async fn health_status(
     Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
 }
 
+/// Waits (bounded) until the server at `address` reports `wanted` for `service` ("" for
+/// the server as a whole).
+pub async fn wait_for_health(address: SocketAddr, service: &str, wanted: ServingStatus) {
+    crate::poll_until(
+        &format!("{service:?} at {address} to be {wanted:?}"),
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(50),
+        || async {
+            let status = health_status(channel(address).await, service).await.ok()?;
+            (status == wanted).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The service names a server lists through reflection.
 pub async fn reflection_services(channel: Channel) -> Vec<String> {
     let request = ServerReflectionRequest {

@@ -19,7 +19,7 @@ pub use amqp::{AmqpMessage, TestBroker};
 pub use binary::service_binary;
 pub use credentials::{TestCaller, caller_config, test_callers, token_of};
 pub use database::{TestDatabase, postgres_admin_url};
-pub use grpc::{channel, health_status, reflection_services, with_bearer};
+pub use grpc::{channel, health_status, reflection_services, wait_for_health, with_bearer};
 pub use logs::{CapturedLogs, capture_logs};
 pub use polling::poll_until;
 pub use proxy::TcpProxy;

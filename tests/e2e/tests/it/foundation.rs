@@ -3,28 +3,14 @@
 //! credential or the right role, stop gracefully, and refuse a bad config at start-up.
 
 use std::process::Command;
-use std::time::Duration;
 
 use harness::{
-    ServingStatus, TcpProxy, TestDatabase, channel, health_status, poll_until, reflection_services,
-    token_of, with_bearer,
+    ServingStatus, TcpProxy, TestDatabase, channel, reflection_services, token_of, wait_for_health,
+    with_bearer,
 };
 use tonic::Code;
 
 use crate::services::{Service, start, start_with_database_url};
-
-async fn wait_for(address: std::net::SocketAddr, service: &str, wanted: ServingStatus) {
-    poll_until(
-        &format!("{service} to be {wanted:?}"),
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let status = health_status(channel(address).await, service).await.ok()?;
-            (status == wanted).then_some(())
-        },
-    )
-    .await;
-}
 
 /// One call per service to an RPC that needs a credential.
 async fn protected_call(kind: Service, address: std::net::SocketAddr, token: Option<&str>) -> Code {
@@ -84,9 +70,9 @@ async fn each_service_boots_reports_serving_and_lists_itself() {
     for kind in Service::ALL {
         let running = start(kind).await;
         for service in kind.grpc_services() {
-            wait_for(running.address, service, ServingStatus::Serving).await;
+            wait_for_health(running.address, service, ServingStatus::Serving).await;
         }
-        wait_for(running.address, "", ServingStatus::Serving).await;
+        wait_for_health(running.address, "", ServingStatus::Serving).await;
         let listed = reflection_services(channel(running.address).await).await;
         for service in kind.grpc_services() {
             assert!(
@@ -140,7 +126,7 @@ async fn callers_need_a_known_credential_and_an_allowed_role() {
 #[tokio::test]
 async fn metrics_are_served_over_plain_http_on_the_same_port() {
     let running = start(Service::Audit).await;
-    wait_for(running.address, "", ServingStatus::Serving).await;
+    wait_for_health(running.address, "", ServingStatus::Serving).await;
     // One refused call, so the counter has a sample.
     protected_call(Service::Audit, running.address, None).await;
     let body = reqwest::get(format!("http://{}/metrics", running.address))
@@ -164,12 +150,12 @@ async fn health_follows_postgres_and_shutdown() {
         .url
         .replace("127.0.0.1:5432", &proxy.address.to_string());
     let running = start_with_database_url(Service::Audit, database, Some(url)).await;
-    wait_for(running.address, "", ServingStatus::Serving).await;
+    wait_for_health(running.address, "", ServingStatus::Serving).await;
 
     proxy.cut();
-    wait_for(running.address, "", ServingStatus::NotServing).await;
+    wait_for_health(running.address, "", ServingStatus::NotServing).await;
     proxy.restore();
-    wait_for(running.address, "", ServingStatus::Serving).await;
+    wait_for_health(running.address, "", ServingStatus::Serving).await;
 
     // Graceful stop: run() returns Ok and the port stops answering.
     let address = running.address;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
-use harness::{TcpProxy, poll_until, token_of, with_bearer};
+use harness::{ServingStatus, TcpProxy, poll_until, token_of, wait_for_health, with_bearer};
 use proto::common::v1::{AuditEvent, EventKind};
 use proto::import::v1 as import;
 
@@ -516,12 +516,22 @@ async fn a_broker_restart_mid_job_loses_and_duplicates_nothing() {
     wait_for_pages(&stack, &job.job_id, 3).await;
 
     proxy.cut();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // import-svc notices the broker is gone, and finds it again once it is back.
+    wait_for_health(stack.import_address(), "", ServingStatus::NotServing).await;
     proxy.restore();
+    wait_for_health(stack.import_address(), "", ServingStatus::Serving).await;
 
     let done = stack.finished(&job.job_id, Duration::from_secs(60)).await;
     assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (4_000, 4_000));
+    // Nothing was fetched again from the start: one call per page (20), at most one more
+    // for a page in flight when the connection went.
+    let calls = api_calls(&stack, "contacts").await;
+    assert!((20..=21).contains(&calls), "{calls} calls to contacts");
+    // And the consumer is taking new jobs again.
+    let next = full_job(&connection, &["contacts"]);
+    stack.publish(&next).await;
+    assert_completed(&stack.finished(&next.job_id, Duration::from_secs(60)).await);
     stack.stop().await;
 }
 
