@@ -161,21 +161,28 @@ pub async fn write_capable(
     pool: &PgPool,
     tenant: &str,
 ) -> Result<Vec<api::WriteCapableConnection>, AuditError> {
-    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT w.connection_id, count(*), count(*) FILTER (WHERE w.approval_id <> '' AND EXISTS ( \
-             SELECT 1 FROM proj_write_approvals a WHERE a.tenant = w.tenant \
-             AND a.connection_id = w.connection_id AND a.approval_id = w.approval_id \
-             AND a.sequence < w.sequence)) \
-         FROM proj_writes w WHERE w.tenant = $1 GROUP BY w.connection_id",
+    // A write counts as approved when an approval with its id was recorded for the same
+    // connection before it; the others are listed by event id so they can be looked up.
+    let counts: Vec<(String, i64, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT w.connection_id, count(*), count(*) FILTER (WHERE w.approved), \
+                coalesce(array_agg(e.event_id::text ORDER BY w.sequence) \
+                         FILTER (WHERE NOT w.approved), '{}') \
+         FROM (SELECT w.*, (w.approval_id <> '' AND EXISTS ( \
+                   SELECT 1 FROM proj_write_approvals a WHERE a.tenant = w.tenant \
+                   AND a.connection_id = w.connection_id AND a.approval_id = w.approval_id \
+                   AND a.sequence < w.sequence)) AS approved \
+               FROM proj_writes w WHERE w.tenant = $1) AS w \
+         JOIN events e ON e.tenant = w.tenant AND e.sequence = w.sequence \
+         GROUP BY w.connection_id",
     )
     .bind(tenant)
     .fetch_all(pool)
     .await?;
-    let counts: HashMap<String, (u32, u32)> = counts
+    let mut counts: HashMap<String, (u32, u32, Vec<String>)> = counts
         .into_iter()
-        .map(|(id, performed, approved)| {
+        .map(|(id, performed, approved, unapproved)| {
             let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-            (id, (n(performed), n(approved)))
+            (id, (n(performed), n(approved), unapproved))
         })
         .collect();
     Ok(connections(pool, tenant)
@@ -183,7 +190,8 @@ pub async fn write_capable(
         .into_iter()
         .filter_map(|row| {
             let writes = row.scope_set().write_scopes();
-            let (performed, approved) = counts.get(&row.connection_id).copied().unwrap_or((0, 0));
+            let (performed, approved, unapproved) =
+                counts.remove(&row.connection_id).unwrap_or_default();
             ((row.is_live() && !writes.is_empty()) || performed > 0).then(|| {
                 api::WriteCapableConnection {
                     connection: Some(row.summary()),
@@ -191,6 +199,7 @@ pub async fn write_capable(
                     writes_performed: performed,
                     writes_approved: approved,
                     writes_unapproved: performed - approved,
+                    unapproved_write_event_ids: unapproved,
                 }
             })
         })

@@ -430,7 +430,8 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         },
     )
     .await;
-    audit.record(history()).await.unwrap();
+    let script = history();
+    audit.record(script.clone()).await.unwrap();
     let mut c = audit.compliance().await;
 
     // Risk tiers, highest first; revoked connections are not listed.
@@ -475,6 +476,18 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         })
         .collect();
     assert_eq!(summary, vec![("c2", 2, 1, 1), ("c6", 0, 0, 0)]);
+    // The unapproved write is named, so compliance can look it up.
+    let never_approved: Vec<&str> = script
+        .iter()
+        .filter(|e| {
+            e.kind == pb::EventKind::WritePerformed as i32
+                && e.payload_json.contains("a-never-approved")
+        })
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(never_approved.len(), 1);
+    assert_eq!(writers[0].unapproved_write_event_ids, never_approved);
+    assert!(writers[1].unapproved_write_event_ids.is_empty());
 
     // Zombies: c3 was last used on day 20, 100 days before the clock's now.
     assert_eq!(idle(&zombies(&mut c, 0, None).await), vec![("c3", 100)]);
