@@ -174,19 +174,9 @@ async fn an_incremental_import_picks_up_only_changes_and_deletions() {
             .unwrap();
     }
     for id in &deleted[..2] {
-        admin
-            .delete_record(Region::Us, Resource::Contacts, &id.to_string())
-            .await
-            .unwrap();
+        stack.delete_contact(*id).await;
     }
-    let created = admin
-        .create_record(
-            Region::Us,
-            Resource::Contacts,
-            serde_json::json!({ "name": "New Client LLP", "type": "Company" }),
-        )
-        .await
-        .unwrap();
+    let created = stack.create_contact("New Client LLP").await;
     let calls_before = api_calls(&stack, "contacts").await;
 
     let incremental = stack
@@ -722,12 +712,7 @@ async fn a_full_sync_marks_records_deleted_in_clio_as_deleted() {
     let ids = stored_ids(&stack).await;
     let deleted = [ids[0], ids[300], ids[599]];
     for id in deleted {
-        stack
-            .sim
-            .admin()
-            .delete_record(Region::Us, Resource::Contacts, &id.to_string())
-            .await
-            .unwrap();
+        stack.delete_contact(id).await;
     }
 
     let second = stack.submit(full_job(&connection, &["contacts"])).await;
@@ -773,19 +758,9 @@ async fn extra_fields_are_stored_and_a_filtered_job_touches_only_what_it_matched
         .advance_clock(Duration::from_secs(3_600))
         .await
         .unwrap();
-    let matched = admin
-        .create_record(
-            Region::Us,
-            Resource::Contacts,
-            serde_json::json!({ "name": "Zebra Filtertest LLP", "type": "Company" }),
-        )
-        .await
-        .unwrap();
+    let matched = stack.create_contact("Zebra Filtertest LLP").await;
     let unseen = stored_ids(&stack).await[7];
-    admin
-        .delete_record(Region::Us, Resource::Contacts, &unseen.to_string())
-        .await
-        .unwrap();
+    stack.delete_contact(unseen).await;
     let mark_before = high_water(&stack, &connection).await;
 
     let filtered = stack

@@ -221,6 +221,28 @@ impl Stack {
         self.sim.admin().inject(Region::Us, fault).await.unwrap();
     }
 
+    /// A company contact added at the simulator (US), as someone at the firm would.
+    pub async fn create_contact(&self, name: &str) -> clio_sim::RecordId {
+        self.sim
+            .admin()
+            .create_record(
+                Region::Us,
+                clio_sim::Resource::Contacts,
+                serde_json::json!({ "name": name, "type": "Company" }),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A contact deleted at the simulator (US).
+    pub async fn delete_contact(&self, id: i64) {
+        self.sim
+            .admin()
+            .delete_record(Region::Us, clio_sim::Resource::Contacts, &id.to_string())
+            .await
+            .unwrap();
+    }
+
     pub async fn import(&self) -> ImportServiceClient<tonic::transport::Channel> {
         ImportServiceClient::new(channel(self.import_address()).await)
     }
