@@ -266,13 +266,7 @@ async fn a_redirect_uri_mismatch_is_refused() {
 async fn each_region_keeps_its_own_codes_and_tokens() {
     let stack = support::start(Setup::default()).await;
     let us = stack.app(AppOptions::default()).await;
-    let eu = stack
-        .app(AppOptions {
-            region: SimRegion::Eu,
-            client_id: "import-app-eu".into(),
-            ..AppOptions::default()
-        })
-        .await;
+    let eu = stack.eu_app().await;
     let eu_started = stack.start_oob(&eu.app_id, "gus@firm").await;
     assert!(
         eu_started

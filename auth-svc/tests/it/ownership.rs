@@ -132,13 +132,7 @@ async fn a_clio_login_is_connected_by_one_person_at_a_time() {
 async fn a_clio_login_in_another_region_is_another_login() {
     let stack = support::start(Setup::default()).await;
     let us = stack.app(AppOptions::default()).await;
-    let eu = stack
-        .app(AppOptions {
-            region: SimRegion::Eu,
-            client_id: "import-app-eu".into(),
-            ..AppOptions::default()
-        })
-        .await;
+    let eu = stack.eu_app().await;
     stack.connect(&us, "bob@firm", 1, None).await;
     stack.connect(&eu, "carol@firm", 1, None).await;
     stack.stop().await;

@@ -515,13 +515,7 @@ async fn a_thirty_day_token_is_refreshed_within_the_max_margin_not_at_half_life(
 #[tokio::test]
 async fn an_eu_connection_is_refreshed_at_the_eu_host() {
     let stack = support::start(hour_tokens(false)).await;
-    let eu = stack
-        .app(AppOptions {
-            region: SimRegion::Eu,
-            client_id: "import-app-eu".into(),
-            ..AppOptions::default()
-        })
-        .await;
+    let eu = stack.eu_app().await;
     let connection = stack.connect(&eu, "lin@firm", 1, None).await;
     let before = stack.lease_token(&connection.connection_id).await;
     stack.advance(2 * HOUR);

@@ -101,12 +101,7 @@ async fn a_revocation_clio_fails_is_local_at_once_and_retried() {
     let (_, connection) = stack.app_with_connection("lou@firm").await;
     let id = &connection.connection_id;
     let token = stack.lease_token(id).await;
-    stack
-        .sim
-        .admin()
-        .inject(SimRegion::Us, deauthorize_down())
-        .await
-        .unwrap();
+    stack.fault(SimRegion::Us, deauthorize_down()).await;
 
     let result = stack.revoke(id).await;
     assert_eq!(outcome(&result), pb::ClioRevocationOutcome::FailedRetrying);
@@ -205,12 +200,7 @@ async fn offboarding_revokes_all_fifty_connections_of_a_person_and_no_one_elses(
 async fn offboarding_while_one_region_fails_is_finished_by_retries() {
     let stack = support::start(Setup::default()).await;
     let (_, ids) = stack.many_connections("oli@firm", 1, 2).await;
-    stack
-        .sim
-        .admin()
-        .inject(SimRegion::Us, deauthorize_down())
-        .await
-        .unwrap();
+    stack.fault(SimRegion::Us, deauthorize_down()).await;
     let response = stack.offboard("oli@firm").await;
     let mut outcomes: Vec<_> = response.results.iter().map(outcome).collect();
     outcomes.sort_by_key(|o| *o as i32);
@@ -257,9 +247,7 @@ async fn revoking_an_app_closes_it_and_revokes_its_connections() {
     let untouched = stack.connect(&other, "pat@firm", 1, None).await;
     // Clio fails the first deauthorize only.
     stack
-        .sim
-        .admin()
-        .inject(
+        .fault(
             SimRegion::Us,
             Fault::Status {
                 status: 502,
@@ -268,8 +256,7 @@ async fn revoking_an_app_closes_it_and_revokes_its_connections() {
                 path_prefix: Some("/oauth/deauthorize".into()),
             },
         )
-        .await
-        .unwrap();
+        .await;
 
     let response = stack
         .client()
@@ -339,12 +326,7 @@ async fn a_retried_deauthorize_uses_the_tokens_a_rotating_refresh_issued() {
     // refresh, and Clio answers that refresh with a new refresh token.
     stack.advance(2 * HOUR);
     stack.sim.admin().advance_clock(2 * HOUR).await.unwrap();
-    stack
-        .sim
-        .admin()
-        .inject(SimRegion::Us, deauthorize_down())
-        .await
-        .unwrap();
+    stack.fault(SimRegion::Us, deauthorize_down()).await;
 
     let result = stack.revoke(id).await;
     assert_eq!(outcome(&result), pb::ClioRevocationOutcome::FailedRetrying);

@@ -339,6 +339,21 @@ impl Stack {
             .unwrap();
     }
 
+    /// The import app registered in the EU region, approved.
+    pub async fn eu_app(&self) -> TestApp {
+        self.app(AppOptions {
+            region: SimRegion::Eu,
+            client_id: "import-app-eu".into(),
+            ..AppOptions::default()
+        })
+        .await
+    }
+
+    /// Injects a fault into one region of the simulator.
+    pub async fn fault(&self, region: SimRegion, fault: clio_sim::Fault) {
+        self.sim.admin().inject(region, fault).await.unwrap();
+    }
+
     pub async fn client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }
