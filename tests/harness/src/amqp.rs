@@ -111,6 +111,23 @@ impl TestBroker {
         queue
     }
 
+    /// How many messages on `queue` are ready for delivery (not those a consumer holds
+    /// unacknowledged).
+    pub async fn ready_count(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare (passive)")
+            .message_count()
+    }
+
     /// Publishes a raw body (with a confirm) as a producer would.
     pub async fn publish(
         &self,

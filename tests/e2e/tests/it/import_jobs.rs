@@ -843,3 +843,48 @@ fn contacts_status(status: u16, count: u32) -> Fault {
         path_prefix: Some("/api/v4/contacts".into()),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_consumer_holds_no_more_jobs_than_its_prefetch() {
+    let mut sim = sim_with(contacts_only(1_000));
+    sim.page_delay = Some(Duration::from_millis(200));
+    let stack = Stack::start(
+        "prefetch",
+        StackSetup {
+            sim,
+            import: Box::new(|config| config.amqp.prefetch = 2),
+        },
+    )
+    .await;
+    let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
+    let jobs: Vec<_> = (0..5)
+        .map(|_| full_job(&connection, &["contacts"]))
+        .collect();
+    for job in &jobs {
+        stack.publish(job).await;
+    }
+
+    // Two jobs are taken and run; the other three wait in the queue, where another
+    // replica could take them, instead of sitting unacknowledged in this consumer.
+    let db = sqlx::PgPool::connect(&stack.import_database.url)
+        .await
+        .unwrap();
+    poll_until(
+        "two jobs running and three ready in the queue",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async {
+            let taken: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+                .fetch_one(&db)
+                .await
+                .ok()?;
+            let ready = stack.broker.ready_count(&stack.topology.jobs_queue).await;
+            (taken == 2 && ready == 3).then_some(())
+        },
+    )
+    .await;
+    for job in &jobs {
+        assert_completed(&stack.finished(&job.job_id, Duration::from_secs(60)).await);
+    }
+    stack.stop().await;
+}
