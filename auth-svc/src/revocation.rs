@@ -27,7 +27,7 @@ use crate::domain::{
     AppId, AppStatus, ConnectionId, ConnectionStatus, Principal, Tenant, required_text,
 };
 use crate::error::AuthError;
-use crate::token_vault::{Binding, TokenVault};
+use crate::token_vault::{Binding, Sealed, TokenVault};
 
 pub fn pending_access_binding(id: ConnectionId) -> Binding {
     Binding::new("pending_deauthorizations", "access_token", id)
@@ -112,6 +112,21 @@ impl HeldTokens {
             access_expires_at,
             changed: false,
         }
+    }
+
+    /// The tokens sealed for the pending_deauthorizations row of `id` (access, refresh).
+    fn seal_pending(
+        &self,
+        vault: &TokenVault,
+        id: ConnectionId,
+    ) -> Result<(Sealed, Option<Sealed>), AuthError> {
+        let access = vault.seal(&self.access, &pending_access_binding(id))?;
+        let refresh = self
+            .refresh
+            .as_ref()
+            .map(|r| vault.seal(r, &pending_refresh_binding(id)))
+            .transpose()?;
+        Ok((access, refresh))
     }
 
     /// Takes the tokens of a refresh. Clio usually keeps the refresh token and sends none;
@@ -221,12 +236,7 @@ pub async fn keep_for_retry(
     if !tokens.changed {
         return Ok(());
     }
-    let access = vault.seal(&tokens.access, &pending_access_binding(id))?;
-    let refresh = tokens
-        .refresh
-        .as_ref()
-        .map(|r| vault.seal(r, &pending_refresh_binding(id)))
-        .transpose()?;
+    let (access, refresh) = tokens.seal_pending(vault, id)?;
     sqlx::query(
         "UPDATE pending_deauthorizations SET access_token_ct = $2, access_token_key_id = $3, \
          refresh_token_ct = $4, refresh_token_key_id = $5 WHERE connection_id = $1",
@@ -323,11 +333,8 @@ pub async fn revoke_connection(
         .as_deref()
         .map(|ct| ctx.vault.open(ct, &connections::refresh_binding(id)))
         .transpose()?;
-    let sealed_access = ctx.vault.seal(&access, &pending_access_binding(id))?;
-    let sealed_refresh = refresh
-        .as_ref()
-        .map(|r| ctx.vault.seal(r, &pending_refresh_binding(id)))
-        .transpose()?;
+    let mut tokens = HeldTokens::new(access, refresh, connection.access_expires_at);
+    let (sealed_access, sealed_refresh) = tokens.seal_pending(&ctx.vault, id)?;
     let first_retry = Duration::milliseconds(
         i64::try_from(ctx.config.revocation.first_retry_after_ms).unwrap_or(10_000),
     );
@@ -354,7 +361,6 @@ pub async fn revoke_connection(
     // From here on the connection is unusable, whatever Clio answers.
 
     let credentials = app.credentials(&ctx.vault)?;
-    let mut tokens = HeldTokens::new(access, refresh, connection.access_expires_at);
     let (outcome, detail) =
         deauthorize_at_clio(ctx, connection.region, &credentials, &mut tokens).await;
     if outcome == ClioOutcome::FailedRetrying {

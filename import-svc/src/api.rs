@@ -142,11 +142,17 @@ impl Api {
     }
 
     async fn job_view(&self, job_id: Uuid) -> Result<pb::Job, ApiError> {
+        Ok(self.job_row_and_view(job_id).await?.1)
+    }
+
+    /// The job as stored and as the API shows it.
+    async fn job_row_and_view(&self, job_id: Uuid) -> Result<(store::JobRow, pb::Job), ApiError> {
         let job = store::get(&self.pool, job_id)
             .await?
             .ok_or(ApiError::JobNotFound(job_id))?;
         let resources = store::resource_rows(&self.pool, job_id).await?;
-        Ok(store::to_wire(&job, &resources))
+        let view = store::to_wire(&job, &resources);
+        Ok((job, view))
     }
 
     async fn submit(
@@ -332,9 +338,10 @@ impl ImportService for Api {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<BoxStream<pb::JobProgress>>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
-        let first = self.job_view(job_id).await?;
+        let (row, first) = self.job_row_and_view(job_id).await?;
         let api = self.clone();
-        let stream = async_stream(api, job_id, first);
+        // Waits before the watch began are not news.
+        let stream = async_stream(api, job_id, first, row.rate_limit_wait_ms);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -428,15 +435,12 @@ fn async_stream(
     api: Api,
     job_id: Uuid,
     first: pb::Job,
+    waited_before_ms: i64,
 ) -> impl Stream<Item = Result<pb::JobProgress, Status>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut last_changed = None;
-        // Waits before the watch began are not news.
-        let mut last_wait_ms = match store::get(&api.pool, job_id).await {
-            Ok(Some(row)) => row.rate_limit_wait_ms,
-            _ => 0,
-        };
+        let mut last_wait_ms = waited_before_ms;
         let first_fetched: u64 = first.progress.iter().map(|p| p.records_fetched).sum();
         let started = tokio::time::Instant::now();
         let mut job = first;
