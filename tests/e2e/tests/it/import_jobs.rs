@@ -46,6 +46,14 @@ async fn contacts_stack(test: &str, contacts: u64, page_delay: Option<u64>) -> (
     (stack, connection)
 }
 
+/// Submits `job` and waits until it completed.
+async fn run_to_completion(stack: &Stack, job: import::ImportJob) -> import::Job {
+    let job_id = stack.submit(job).await;
+    let done = stack.finished(&job_id, Duration::from_secs(60)).await;
+    assert_completed(&done);
+    done
+}
+
 fn assert_completed(job: &import::Job) {
     assert_eq!(
         job.status,
@@ -269,9 +277,7 @@ async fn rate_limit_storms_and_server_errors_are_ridden_out() {
     stack.fault(Fault::RateLimitStorm { count: 3 }).await;
     stack.fault(contacts_status(503, 4)).await;
 
-    let job = stack.submit(full_job(&connection, &["contacts"])).await;
-    let done = stack.finished(&job, Duration::from_secs(60)).await;
-    assert_completed(&done);
+    run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
     assert_eq!(stack.stored("contacts").await, (2_000, 2_000));
     stack.stop().await;
 }
@@ -294,9 +300,7 @@ async fn a_storm_is_waited_out_as_long_as_retry_after_says_with_one_429() {
     // be answered 429 again and again.
     stack.fault(Fault::RateLimitStormFor { ms: 2_500 }).await;
 
-    let job = stack.submit(full_job(&connection, &["contacts"])).await;
-    let done = stack.finished(&job, Duration::from_secs(30)).await;
-    assert_completed(&done);
+    let done = run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
     assert_eq!(stack.stored("contacts").await, (1_000, 1_000));
     assert_eq!(done.progress[0].records_written, 1_000);
     let storms = status_429_by_token(&stack).await;
@@ -331,9 +335,7 @@ async fn clio_calls_that_time_out_are_retried_with_backoff() {
         })
         .await;
 
-    let job = stack.submit(full_job(&connection, &["contacts"])).await;
-    let done = stack.finished(&job, Duration::from_secs(30)).await;
-    assert_completed(&done);
+    let done = run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
     assert_eq!(stack.stored("contacts").await, (1_000, 1_000));
     assert_eq!(done.progress[0].records_written, 1_000);
     let timeouts: Vec<String> = logs
@@ -706,8 +708,7 @@ async fn a_json_job_from_the_queue_runs_to_completion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_sync_marks_records_deleted_in_clio_as_deleted() {
     let (stack, connection) = contacts_stack("full_deletions", 600, None).await;
-    let first = stack.submit(full_job(&connection, &["contacts"])).await;
-    assert_completed(&stack.finished(&first, Duration::from_secs(30)).await);
+    run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
 
     let ids = stored_ids(&stack).await;
     let deleted = [ids[0], ids[300], ids[599]];
@@ -715,9 +716,7 @@ async fn a_full_sync_marks_records_deleted_in_clio_as_deleted() {
         stack.delete_contact(id).await;
     }
 
-    let second = stack.submit(full_job(&connection, &["contacts"])).await;
-    let done = stack.finished(&second, Duration::from_secs(30)).await;
-    assert_completed(&done);
+    let done = run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
     assert_eq!(done.progress[0].records_deleted, 3);
     let in_clio = stack
         .sim
@@ -734,8 +733,7 @@ async fn a_full_sync_marks_records_deleted_in_clio_as_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn extra_fields_are_stored_and_a_filtered_job_touches_only_what_it_matched() {
     let (stack, connection) = contacts_stack("job_options", 600, None).await;
-    let plain = stack.submit(full_job(&connection, &["contacts"])).await;
-    assert_completed(&stack.finished(&plain, Duration::from_secs(30)).await);
+    run_to_completion(&stack, full_job(&connection, &["contacts"])).await;
     // `title` and `company` are not among the default fields.
     assert_eq!(rows_with_keys(&stack, &["title", "company"]).await, 0);
 
