@@ -105,6 +105,15 @@ async fn start_service(database: &TestDatabase) -> (std::net::SocketAddr, Cancel
     };
     config.service.database.url = database.secret_url();
     config.signing.key = Some(SecretString::from(SEED_HEX));
+    config.writers = vec![audit_svc::config::WriterGrant {
+        caller: "audit_writer".into(),
+        sources: vec!["bench".into()],
+        kinds: vec![
+            "token_leased".into(),
+            "import_started".into(),
+            "import_completed".into(),
+        ],
+    }];
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

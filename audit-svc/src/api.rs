@@ -10,6 +10,7 @@ use proto::audit::v1::audit_service_server::AuditService;
 use proto::audit::v1::compliance_service_server::ComplianceService;
 use proto::common::v1 as pb;
 use scope_catalog::RiskTier;
+use service_runtime::caller_auth::{Denial, DenialSink};
 use service_runtime::clock::SharedClock;
 use service_runtime::{Caller, CancellationToken};
 use sqlx::PgPool;
@@ -20,8 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::append::Appender;
 use crate::config::Config;
+use crate::denials::AppendDenials;
 use crate::error::AuditError;
-use crate::event::{kind_name, subject_kind_name};
+use crate::event::{EventBody, kind_name, subject_kind_name};
 use crate::export::{checkpoint_line, event_line, header_line};
 use crate::query::{EventFilter, events_after, page_size, page_token, parse_page_token};
 use crate::signing::TrustedKeys;
@@ -35,9 +37,14 @@ const EXPORT_BATCH: u32 = 1_000;
 /// An export chunk is sent once it holds this many bytes (well under gRPC's 4 MiB limit).
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// The path refused writes are audited under.
+const RECORD_METHOD: &str = "/clio_connect.audit.v1.AuditService/Record";
+
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct Api {
+    /// Where refused calls are recorded (as ACCESS_DENIED events of the platform tenant).
+    pub denials: Arc<AppendDenials>,
     pub pool: PgPool,
     pub appender: Appender,
     pub keys: Arc<TrustedKeys>,
@@ -78,6 +85,55 @@ fn chunk(data: Vec<u8>) -> Result<api::ExportChunk, Status> {
 }
 
 impl Api {
+    /// Whether `caller`'s writer grant covers every event of a `Record`: its source and
+    /// kind, and its tenant when the credential is limited to tenants. The first event it
+    /// does not cover is named in the refusal.
+    fn authorize_writer(&self, caller: &Caller, bodies: &[EventBody]) -> Result<(), AuditError> {
+        let grant = self.config.writer_grant(&caller.name);
+        for (i, body) in bodies.iter().enumerate() {
+            let refuse = |name: &str, problem: String| AuditError::Forbidden {
+                field: format!("events[{i}].{name}"),
+                problem,
+            };
+            let Some(grant) = grant else {
+                // About the credential, not an event: producers keep their events and
+                // retry until the grant is configured.
+                return Err(AuditError::Forbidden {
+                    field: "events".into(),
+                    problem: format!("caller {:?} has no writer grant at audit-svc", caller.name),
+                });
+            };
+            if !caller.may_access_tenant(&body.tenant) {
+                return Err(refuse(
+                    "tenant",
+                    format!(
+                        "caller {:?} may not write tenant {:?}",
+                        caller.name, body.tenant
+                    ),
+                ));
+            }
+            if !grant.sources.contains(&body.source) {
+                return Err(refuse(
+                    "source",
+                    format!(
+                        "caller {:?} may not write as source {:?}",
+                        caller.name, body.source
+                    ),
+                ));
+            }
+            if !grant.allows(&body.source, &body.kind) {
+                return Err(refuse(
+                    "kind",
+                    format!(
+                        "caller {:?} may not record {} events",
+                        caller.name, body.kind
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The export of a tenant's range: header, events, checkpoints.
     async fn export_lines(
         &self,
@@ -160,11 +216,25 @@ impl AuditService for Api {
             )
             .into());
         }
-        let bodies = events
+        let mut bodies = events
             .iter()
             .enumerate()
             .map(|(i, e)| validation::event(&format!("events[{i}]"), e))
             .collect::<Result<Vec<_>, _>>()?;
+        let caller = Caller::of(&request)?;
+        if let Err(refusal) = self.authorize_writer(caller, &bodies) {
+            // Refused like a call the caller-auth layer refuses, and audited the same way.
+            self.denials.denied(Denial {
+                method: RECORD_METHOD.to_owned(),
+                caller: Some(caller.name.clone()),
+                code: tonic::Code::PermissionDenied,
+                reason: refusal.to_string(),
+            });
+            return Err(refusal.into());
+        }
+        for body in &mut bodies {
+            body.writer.clone_from(&caller.name);
+        }
         let appended = self.appender.append(&bodies).await?;
         Ok(Response::new(api::RecordResponse {
             events: appended.events.iter().map(|e| e.to_wire()).collect(),
@@ -372,7 +442,8 @@ impl ComplianceService for Api {
         let limit_minutes =
             i64::try_from(self.config.reports.offboarding_limit_minutes).unwrap_or(i64::MAX);
         let limit = chrono::Duration::try_minutes(limit_minutes).unwrap_or(chrono::Duration::MAX);
-        let entries = reports::offboarding(&self.pool, &tenant, range, limit).await?;
+        let entries =
+            reports::offboarding(&self.pool, &tenant, range, limit, self.clock.now()).await?;
         Ok(Response::new(api::OffboardingReportResponse { entries }))
     }
 

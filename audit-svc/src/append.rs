@@ -150,7 +150,7 @@ impl Appender {
         let mut duplicates = 0u32;
         for (id, stored) in &existing {
             let i = first_index[id];
-            if stored.body != bodies[i] {
+            if !same_fact(&stored.body, &bodies[i]) {
                 return Err(AuditError::Conflict {
                     field: format!("events[{i}].event_id"),
                     problem: format!(
@@ -278,6 +278,19 @@ impl Appender {
     }
 }
 
+/// Whether a stored event and a new one are the same fact. An event stored before writers
+/// were recorded has none, so its redelivery by a producer matches it whoever sends it.
+fn same_fact(stored: &EventBody, new: &EventBody) -> bool {
+    if stored.writer.is_empty() && !new.writer.is_empty() {
+        let unwritten = EventBody {
+            writer: String::new(),
+            ..new.clone()
+        };
+        return *stored == unwritten;
+    }
+    stored == new
+}
+
 /// Stored events with these ids.
 async fn stored_events(
     tx: &mut Transaction<'_, Postgres>,
@@ -316,16 +329,16 @@ pub async fn insert_events(
         "INSERT INTO {table} (tenant, sequence, event_id, kind, actor_kind, actor_id, \
              subject_kind, subject_id, connection_id, app_id, principal, clio_user_id, \
              clio_account_id, job_id, region, scopes, risk_tier, reason, source, occurred_at, \
-             recorded_at, payload, prev_hash, hash) \
+             recorded_at, payload, prev_hash, hash, writer) \
          SELECT t, s, id, k, ak, ai, sk, si, ci, ap, pr, cu, ca, j, rg, \
-             string_to_array(sc, ','), rt, re, so, oa, ra, pl::jsonb, ph, h \
+             string_to_array(sc, ','), rt, re, so, oa, ra, pl::jsonb, ph, h, w \
          FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
              $19::text[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], \
-             $24::text[]) \
+             $24::text[], $25::text[]) \
              AS u(t, s, id, k, ak, ai, sk, si, ci, ap, pr, cu, ca, j, rg, sc, rt, re, so, oa, \
-             ra, pl, ph, h)"
+             ra, pl, ph, h, w)"
     ))
     .bind(column(|r| r.body.tenant.clone()))
     .bind(sequences)
@@ -352,6 +365,7 @@ pub async fn insert_events(
     .bind(column(|r| r.body.payload.clone()))
     .bind(column(|r| r.prev_hash.clone()))
     .bind(column(|r| r.hash.clone()))
+    .bind(column(|r| r.body.writer.clone()))
     .execute(&mut **tx)
     .await?;
     Ok(())

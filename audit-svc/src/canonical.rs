@@ -26,6 +26,9 @@
 //!   Postgres `jsonb`.
 //! - `recorded_at` and `sequence` are included: moving an event in time or in the chain
 //!   breaks its hash, not only its neighbours' links.
+//! - `writer`, the credential that recorded the event, is the last key (after `"v"`) and is
+//!   present only when set: events stored before writers were recorded have none, so their
+//!   bytes, and hashes, are unchanged (the version stays 1).
 //!
 //! The chain: `hash = hex(SHA-256(prev_hash ‖ canonical bytes))`, where `prev_hash` is the
 //! previous event's `hash` as 64 lower-case hex ASCII characters, and the first event of a

@@ -6,6 +6,12 @@
 //! is the stored hash (the caller computes it, see [`Link::content_hash`]); and, where a checkpoint was signed at this sequence, its signature
 //! and that its head hash is this event's hash. The first failure is reported with the
 //! event's id and why: edited, missing (deleted), reordered, or a bad checkpoint.
+//!
+//! Checkpoints can also come from a witness outside the database
+//! ([`ChainVerifier::with_witness`], the `witness` module): those were copied when they
+//! were signed, so they still hold the original heads after someone with database rights
+//! rewrote events, `chain_heads` and the `checkpoints` rows, and let the service sign the
+//! rewritten head again.
 
 use std::collections::BTreeMap;
 
@@ -70,6 +76,8 @@ pub struct Broken {
 pub struct Verdict {
     pub events_checked: u64,
     pub checkpoints_checked: u64,
+    /// Checkpoints from a witness that were compared with the chain.
+    pub witnessed_checked: u64,
     pub first_broken: Option<Broken>,
     /// The hash of the last event that verified.
     pub head_hash: String,
@@ -91,8 +99,14 @@ pub struct ChainVerifier<'k> {
     /// `None`: anchor on the first event's `prev_hash` (a range export).
     prev_hash: Option<String>,
     checkpoints: BTreeMap<u64, Checkpoint>,
+    /// From a witness; several may share a sequence (copies from several replicas).
+    witnessed: BTreeMap<u64, Vec<Checkpoint>>,
+    /// Whether witnessed checkpoints beyond the last event mean events are missing (the
+    /// whole chain is checked), or only that this range ends before them (an export).
+    witness_bounds_tail: bool,
     events_checked: u64,
     checkpoints_checked: u64,
+    witnessed_checked: u64,
     broken: Option<Broken>,
     unlinked: Option<UnlinkedPrev>,
     last_event_id: String,
@@ -111,12 +125,37 @@ impl<'k> ChainVerifier<'k> {
             next_sequence: first_sequence.max(1),
             prev_hash,
             checkpoints: checkpoints.into_iter().map(|c| (c.sequence, c)).collect(),
+            witnessed: BTreeMap::new(),
+            witness_bounds_tail: false,
             events_checked: 0,
             checkpoints_checked: 0,
+            witnessed_checked: 0,
             broken: None,
             unlinked: None,
             last_event_id: String::new(),
         }
+    }
+
+    /// Also checks `witnessed` checkpoints (those of this tenant; earlier sequences than
+    /// the range's first are ignored): each must be validly signed and over the hash of the
+    /// event at its sequence. With `bounds_tail`, one beyond the last event means the events
+    /// up to it are missing.
+    #[must_use]
+    pub fn with_witness(
+        mut self,
+        witnessed: impl IntoIterator<Item = Checkpoint>,
+        bounds_tail: bool,
+    ) -> Self {
+        for checkpoint in witnessed {
+            if checkpoint.sequence >= self.next_sequence {
+                self.witnessed
+                    .entry(checkpoint.sequence)
+                    .or_default()
+                    .push(checkpoint);
+            }
+        }
+        self.witness_bounds_tail = bounds_tail;
+        self
     }
 
     /// True while more events can change the verdict.
@@ -201,6 +240,34 @@ impl<'k> ChainVerifier<'k> {
                 );
             }
         }
+        for checkpoint in self.witnessed.remove(&link.sequence).unwrap_or_default() {
+            self.witnessed_checked += 1;
+            if let Err(problem) = self.keys.verify(
+                &checkpoint.key_id,
+                &checkpoint.message(),
+                &checkpoint.signature,
+            ) {
+                return self.fail(
+                    &link,
+                    format!(
+                        "bad witnessed checkpoint signature at sequence {}: {problem}",
+                        link.sequence
+                    ),
+                );
+            }
+            if checkpoint.head_hash != link.hash {
+                return self.fail(
+                    &link,
+                    format!(
+                        "witnessed checkpoint at sequence {} (signed at {}) signed another head \
+                         hash {}: history rewritten after it was witnessed",
+                        link.sequence,
+                        crate::canonical::format_time(&checkpoint.signed_at),
+                        checkpoint.head_hash
+                    ),
+                );
+            }
+        }
         self.events_checked += 1;
         self.prev_hash = Some(link.hash.to_owned());
         self.next_sequence += 1;
@@ -223,17 +290,27 @@ impl<'k> ChainVerifier<'k> {
         if self.broken.is_none() {
             let last = self.next_sequence - 1;
             let beyond = self.checkpoints.range(last + 1..).next().map(|(s, _)| *s);
-            let missing_to = match (beyond, expected_last) {
-                (Some(signed), _) => Some(signed),
-                (None, Some(expected)) if expected > last => Some(expected),
+            let witnessed_beyond = self
+                .witnessed
+                .range(last + 1..)
+                .next_back()
+                .map(|(s, _)| *s)
+                .filter(|_| self.witness_bounds_tail);
+            let missing_to = match (beyond, witnessed_beyond, expected_last) {
+                (Some(signed), _, _) => Some((signed, "")),
+                (None, Some(witnessed), _) => Some((
+                    witnessed,
+                    " (the witness holds a checkpoint at the last of them)",
+                )),
+                (None, None, Some(expected)) if expected > last => Some((expected, "")),
                 _ => None,
             };
-            if let Some(end) = missing_to {
+            if let Some((end, witness_note)) = missing_to {
                 self.broken = Some(Broken {
                     sequence: last + 1,
                     event_id: self.last_event_id.clone(),
                     reason: format!(
-                        "missing events: sequences {} to {end} are absent after the last stored event (deleted)",
+                        "missing events: sequences {} to {end} are absent after the last stored event (deleted){witness_note}",
                         last + 1
                     ),
                 });
@@ -242,6 +319,7 @@ impl<'k> ChainVerifier<'k> {
         Verdict {
             events_checked: self.events_checked,
             checkpoints_checked: self.checkpoints_checked,
+            witnessed_checked: self.witnessed_checked,
             first_broken: self.broken,
             head_hash: self.prev_hash.unwrap_or_default(),
         }
@@ -349,6 +427,81 @@ mod tests {
             .first_broken
             .unwrap();
         assert!(broken.reason.starts_with("missing events"), "{broken:?}");
+    }
+
+    #[test]
+    fn a_witnessed_checkpoint_over_the_old_head_names_a_rewrite_the_database_hides() {
+        // The database's own checkpoints were replaced by one over the rewritten chain
+        // (here: none at all); the witness kept the original head at sequence 2.
+        let original = chain(3);
+        let signer = Signer::from_seed(&[3; 32]);
+        let mut keys = TrustedKeys::default();
+        keys.add(signer.public_key());
+        let mut witnessed = Checkpoint {
+            tenant: "t".into(),
+            sequence: 2,
+            head_hash: original.hashes[1].clone(),
+            signed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            key_id: signer.key_id().into(),
+            signature: String::new(),
+        };
+        witnessed.signature = signer.sign(&witnessed.message());
+
+        let verify = |c: &Chain, witness: Vec<Checkpoint>, bounds_tail: bool, n: usize| {
+            let mut v = ChainVerifier::new(&keys, 1, Some(GENESIS_HASH.into()), vec![])
+                .with_witness(witness, bounds_tail);
+            for i in 0..n {
+                v.push(Link {
+                    sequence: i as u64 + 1,
+                    event_id: &c.ids[i],
+                    content_hash: &Link::content_hash_of(&c.prev[i], &c.bodies[i]),
+                    prev_hash: &c.prev[i],
+                    hash: &c.hashes[i],
+                });
+            }
+            v.finish(None)
+        };
+        let intact = verify(
+            &original,
+            vec![witnessed.clone(), witnessed.clone()],
+            true,
+            3,
+        );
+        assert_eq!(intact.first_broken, None);
+        assert_eq!(intact.witnessed_checked, 2);
+
+        // A consistent chain with other contents from sequence 2 on.
+        let mut rewritten = chain(3);
+        rewritten.bodies[1] = b"{\"n\":20}".to_vec();
+        for i in 1..3 {
+            rewritten.prev[i] = rewritten.hashes[i - 1].clone();
+            rewritten.hashes[i] = chain_hash(&rewritten.prev[i], &rewritten.bodies[i]);
+        }
+        assert_eq!(verify(&rewritten, vec![], true, 3).first_broken, None);
+        let broken = verify(&rewritten, vec![witnessed.clone()], true, 3)
+            .first_broken
+            .unwrap();
+        assert_eq!((broken.sequence, broken.event_id.as_str()), (2, "e2"));
+        assert!(
+            broken
+                .reason
+                .starts_with("witnessed checkpoint at sequence 2 (signed at "),
+            "{broken:?}"
+        );
+
+        // The tail cut off before the witnessed head: missing, when the whole chain is
+        // checked; an export that ends earlier is only shorter.
+        let cut = verify(&original, vec![witnessed.clone()], true, 1)
+            .first_broken
+            .unwrap();
+        assert!(
+            cut.reason.starts_with("missing events: sequences 2 to 2"),
+            "{cut:?}"
+        );
+        assert_eq!(
+            verify(&original, vec![witnessed], false, 1).first_broken,
+            None
+        );
     }
 
     #[test]

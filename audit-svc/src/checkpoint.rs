@@ -2,7 +2,10 @@
 //! past its last checkpoint, and by a periodic task for heads that moved less than that.
 //!
 //! A checkpoint is what makes a rewritten history detectable: an attacker with database
-//! access can recompute every hash after an edit, but cannot sign the new head.
+//! access can recompute every hash after an edit, but cannot sign the new head. Because
+//! such an attacker can also delete checkpoint rows and let the service sign the rewritten
+//! head, every checkpoint is also copied outside the database when it commits (the
+//! `witness` module).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use service_runtime::CancellationToken;
 use service_runtime::clock::SharedClock;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::append::{lock_tenants, read_heads};
+use crate::append::{NOTIFY_CHANNEL, lock_tenants, read_heads};
 use crate::canonical::checkpoint_message;
 use crate::error::AuditError;
 use crate::signing::Signer;
@@ -79,6 +82,13 @@ pub async fn checkpoint_moved_heads(
                 now,
             )
             .await?;
+            // Wakes the witness task (and watchers, who find no new event) on commit, as
+            // an append does.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(&tenants[0])
+                .execute(&mut *tx)
+                .await?;
             signed += 1;
         }
         tx.commit().await?;

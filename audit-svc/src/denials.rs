@@ -9,6 +9,9 @@ use tokio::sync::mpsc;
 use crate::append::Appender;
 use crate::validation;
 
+/// `source` and `writer` of the denials this service records itself.
+pub const SOURCE: &str = "audit-svc";
+
 /// How many denials may wait to be appended before new ones are only logged.
 const DENIAL_QUEUE: usize = 1_024;
 
@@ -21,10 +24,16 @@ impl AppendDenials {
         let (queue, mut receiver) = mpsc::channel::<Denial>(DENIAL_QUEUE);
         tokio::spawn(async move {
             while let Some(denial) = receiver.recv().await {
-                let mut event = audit_outbox::denial_event(&denial, &tenant, clock.now());
+                let mut event = audit_outbox::denial_event(&denial, SOURCE, &tenant, clock.now());
                 event.event_id = uuid::Uuid::now_v7().to_string();
+                // The same fitting the producers' outboxes do: a refused call with a 10 KB
+                // method path is still recorded (its path as a digest), never dropped.
+                audit_outbox::fit_to_limits(&mut event);
                 let appended = match validation::event("denial", &event) {
-                    Ok(body) => appender.append(&[body]).await.map(|_| ()),
+                    Ok(mut body) => {
+                        body.writer = SOURCE.to_owned();
+                        appender.append(&[body]).await.map(|_| ())
+                    }
                     Err(error) => Err(error),
                 };
                 if let Err(error) = appended {

@@ -9,6 +9,10 @@ pub enum AuditError {
     Invalid { field: String, problem: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller may not do this (a writer recording what its grant does not cover); the
+    /// message names the field (`events[3].kind: ...`).
+    #[error("{field}: {problem}")]
+    Forbidden { field: String, problem: String },
     /// An event id already stored with different content: an idempotency key reused for
     /// another fact is a producer bug, so it is refused rather than silently ignored.
     #[error("{field}: {problem}")]
@@ -38,6 +42,7 @@ impl From<AuditError> for Status {
         match &error {
             AuditError::Invalid { .. } => Status::invalid_argument(error.to_string()),
             AuditError::NotFound(_) => Status::not_found(error.to_string()),
+            AuditError::Forbidden { .. } => Status::permission_denied(error.to_string()),
             AuditError::Conflict { .. } => Status::already_exists(error.to_string()),
             AuditError::Contended => Status::aborted(error.to_string()),
             AuditError::Database(inner) => {

@@ -45,6 +45,11 @@ pub struct EventBody {
     pub occurred_at: DateTime<Utc>,
     /// Canonical JSON text of an object.
     pub payload: String,
+    /// The authenticated credential that wrote the event (the verified caller of `Record`
+    /// or of the ComplianceService call; `audit-svc` for the service's own denials).
+    /// Empty only in events stored before writers were recorded: the canonical form then
+    /// has no `writer` key, so they keep their hashes.
+    pub writer: String,
 }
 
 /// A stored event: the body plus its place in the tenant's chain.
@@ -95,6 +100,9 @@ impl EventRecord {
             })
             .str("tenant", &body.tenant)
             .uint("v", u64::from(CANONICAL_VERSION));
+        if !body.writer.is_empty() {
+            object.str("writer", &body.writer);
+        }
         object.end();
     }
 
@@ -147,6 +155,7 @@ impl EventRecord {
             sequence: self.sequence,
             hash: self.hash.clone(),
             prev_hash: self.prev_hash.clone(),
+            writer: body.writer.clone(),
         }
     }
 }
@@ -244,6 +253,7 @@ mod tests {
                 source: "auth-svc".into(),
                 occurred_at: DateTime::from_timestamp(1_700_000_000, 5_000).unwrap_or_default(),
                 payload: r#"{"a":[1,"x"],"b":{"c":null}}"#.into(),
+                writer: String::new(),
             },
             sequence: 42,
             recorded_at: DateTime::from_timestamp(1_700_000_001, 0).unwrap_or_default(),
@@ -262,6 +272,22 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(r#""tenant":"firm \"a\"","v":1}"#), "{text}");
+    }
+
+    #[test]
+    fn the_writer_is_hashed_when_set_and_absent_from_older_events() {
+        let old = sample();
+        let mut written = sample();
+        written.body.writer = "auth_writer".into();
+        let text = String::from_utf8(written.canonical_bytes()).unwrap();
+        assert_eq!(canonical_text(&text).unwrap(), text);
+        assert!(text.ends_with(r#""v":1,"writer":"auth_writer"}"#), "{text}");
+        let old_text = String::from_utf8(old.canonical_bytes()).unwrap();
+        assert!(!old_text.contains("writer"), "{old_text}");
+        assert_ne!(
+            old.expected_hash(crate::canonical::GENESIS_HASH),
+            written.expected_hash(crate::canonical::GENESIS_HASH)
+        );
     }
 
     #[test]

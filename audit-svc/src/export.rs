@@ -129,11 +129,35 @@ fn line_type(text: &str) -> Option<&str> {
     rest.split_once('"').map(|(kind, _)| kind)
 }
 
+/// Reads a checkpoint line (of an export, or of a witness file).
+pub fn parse_checkpoint_line(line: &str) -> Result<Checkpoint, serde_json::Error> {
+    let c: CheckpointLine = serde_json::from_str(line)?;
+    Ok(Checkpoint {
+        tenant: c.tenant,
+        sequence: c.sequence,
+        head_hash: c.head_hash,
+        signed_at: c.signed_at,
+        key_id: c.key_id,
+        signature: c.signature,
+    })
+}
+
 /// Verifies an export read twice from `open` (checkpoints first, then events), so a file
 /// of any size is checked in constant memory.
 pub fn verify_export<R: BufRead>(
+    open: impl FnMut() -> std::io::Result<R>,
+    keys: &TrustedKeys,
+) -> Result<(String, Verdict), ExportFileError> {
+    verify_export_witnessed(open, keys, Vec::new())
+}
+
+/// [`verify_export`], also against checkpoints from a witness (any tenant's; those of the
+/// export's tenant and range are checked). The export is a snapshot, so a witnessed
+/// checkpoint after its last event is not evidence of anything missing.
+pub fn verify_export_witnessed<R: BufRead>(
     mut open: impl FnMut() -> std::io::Result<R>,
     keys: &TrustedKeys,
+    witnessed: Vec<Checkpoint>,
 ) -> Result<(String, Verdict), ExportFileError> {
     let mut header: Option<Header> = None;
     let mut checkpoints = Vec::new();
@@ -175,7 +199,11 @@ pub fn verify_export<R: BufRead>(
     }
     let first = header.from_sequence.max(1);
     let anchor = (first == 1).then(|| crate::canonical::GENESIS_HASH.to_owned());
-    let mut verifier = ChainVerifier::new(keys, first, anchor, checkpoints);
+    let witnessed = witnessed.into_iter().filter(|c| {
+        c.tenant == header.tenant && (header.to_sequence == 0 || c.sequence <= header.to_sequence)
+    });
+    let mut verifier =
+        ChainVerifier::new(keys, first, anchor, checkpoints).with_witness(witnessed, false);
     for (n, line) in open()?.lines().enumerate() {
         let line = line?;
         if line_type(&line) != Some("event") {

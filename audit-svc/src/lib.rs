@@ -23,6 +23,7 @@ pub mod store;
 pub mod validation;
 pub mod verify;
 pub mod watch;
+pub mod witness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,8 +151,15 @@ pub async fn run_with_clock(
     let mut keys = TrustedKeys::parse(&config.signing.trusted_public_keys)?;
     keys.add(signer.public_key());
 
-    // Also rebuilds the projections if they cannot be trusted (store::connect).
-    let pool = store::connect(&config.service.database).await?;
+    // A configured witness that cannot be written stops start-up.
+    let witness = match &config.checkpoints.witness_file {
+        Some(path) => Some(Arc::new(witness::Witness::open(path.clone()).await?)),
+        None => None,
+    };
+
+    // Migrates with the migration login and rebuilds the projections if they cannot be
+    // trusted, then opens the service login's pool (store::open).
+    let pool = store::open(&config).await?;
 
     // Background work stops when the service does, whichever way `run` ends.
     let tasks = shutdown.child_token();
@@ -164,6 +172,15 @@ pub async fn run_with_clock(
         Duration::from_millis(config.checkpoints.interval_ms),
         tasks.clone(),
     ));
+    if let Some(witness) = witness {
+        tokio::spawn(witness::run(
+            witness,
+            pool.clone(),
+            notifier.subscribe(),
+            Duration::from_millis(config.checkpoints.interval_ms),
+            tasks.clone(),
+        ));
+    }
 
     let appender = Appender {
         pool: pool.clone(),
@@ -171,13 +188,14 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         checkpoint_every: config.checkpoints.every_events,
     };
-    let denials = denials::AppendDenials::start(
+    let denials = Arc::new(denials::AppendDenials::start(
         appender.clone(),
         config.platform_tenant.clone(),
         clock.clone(),
-    );
+    ));
     let config = Arc::new(config);
     let api = Api {
+        denials: denials.clone(),
         pool: pool.clone(),
         appender,
         keys: Arc::new(keys),
@@ -199,7 +217,7 @@ pub async fn run_with_clock(
         ],
         checks,
         metrics: Metrics::new("audit_svc"),
-        denials: Some(Arc::new(denials)),
+        denials: Some(denials),
     };
     serve(&config.service, parts, listener, shutdown).await?;
     pool.close().await;

@@ -233,17 +233,97 @@ pub async fn zombies(
     Ok(found.into_iter().map(|(_, zombie)| zombie).collect())
 }
 
-/// Per offboarding in `range`: how long revoking took, what failed, what is still live.
+/// One revocation of a connection as its events tell it: CONNECTION_REVOKED, then any
+/// REVOCATION_RETRIED that followed it.
+#[derive(Debug, Clone)]
+struct RevocationTrail {
+    revoked_at: DateTime<Utc>,
+    outcome: String,
+    detail: String,
+    /// When Clio confirmed the grant is dead (`payload.clio_confirmed_at`, or the event's
+    /// time for events recorded before producers sent it).
+    confirmed_at: Option<DateTime<Utc>>,
+    attempts: u32,
+}
+
+/// Whether an outcome means Clio holds no live grant any more.
+fn clio_confirmed(outcome: &str) -> bool {
+    matches!(outcome, "revoked" | "already_invalid" | "nothing_to_revoke")
+}
+
+fn payload_time(payload: &serde_json::Value, key: &str) -> Option<DateTime<Utc>> {
+    payload
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn payload_text(payload: &serde_json::Value, key: &str) -> String {
+    payload
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every revocation trail of the tenant's connections, in chain order.
+async fn revocation_trails(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<HashMap<String, Vec<RevocationTrail>>, AuditError> {
+    let rows: Vec<(String, String, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT kind, COALESCE(NULLIF(connection_id, ''), \
+                CASE WHEN subject_kind = 'connection' THEN subject_id END, ''), \
+                occurred_at, payload \
+         FROM events WHERE tenant = $1 AND kind IN ('connection_revoked', 'revocation_retried') \
+         ORDER BY sequence",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    let mut trails: HashMap<String, Vec<RevocationTrail>> = HashMap::new();
+    for (kind, connection, at, payload) in rows {
+        let outcome = payload_text(&payload, "clio_outcome");
+        let attempts = payload
+            .get("attempts")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        let confirmed_at = clio_confirmed(&outcome)
+            .then(|| payload_time(&payload, "clio_confirmed_at").unwrap_or(at));
+        let list = trails.entry(connection).or_default();
+        if kind == "connection_revoked" {
+            list.push(RevocationTrail {
+                revoked_at: at,
+                outcome,
+                detail: payload_text(&payload, "detail"),
+                confirmed_at,
+                attempts: attempts.unwrap_or(1),
+            });
+        } else if let Some(last) = list.last_mut() {
+            last.attempts = attempts.unwrap_or(last.attempts + 1).max(last.attempts);
+            last.detail = payload_text(&payload, "detail");
+            last.confirmed_at = last.confirmed_at.or(confirmed_at);
+            last.outcome = outcome;
+        }
+    }
+    Ok(trails)
+}
+
+/// Per offboarding in `range`: from the person's departure to Clio's confirmed
+/// deauthorization of every connection, what failed, what is still open or live.
 pub async fn offboarding(
     pool: &PgPool,
     tenant: &str,
     range: Bounds,
     limit: Duration,
+    now: DateTime<Utc>,
 ) -> Result<Vec<api::OffboardingEntry>, AuditError> {
-    let offboardings: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT principal, offboarded_at FROM proj_offboardings WHERE tenant = $1 \
-         AND ($2::timestamptz IS NULL OR offboarded_at >= $2) \
-         AND ($3::timestamptz IS NULL OR offboarded_at < $3) ORDER BY offboarded_at, sequence",
+    let offboardings: Vec<(String, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT o.principal, o.offboarded_at, e.payload FROM proj_offboardings o \
+         JOIN events e ON e.tenant = o.tenant AND e.sequence = o.sequence WHERE o.tenant = $1 \
+         AND ($2::timestamptz IS NULL OR o.offboarded_at >= $2) \
+         AND ($3::timestamptz IS NULL OR o.offboarded_at < $3) ORDER BY o.offboarded_at, o.sequence",
     )
     .bind(tenant)
     .bind(range.0)
@@ -251,56 +331,146 @@ pub async fn offboarding(
     .fetch_all(pool)
     .await?;
     let connections = connections(pool, tenant).await?;
+    let trails = revocation_trails(pool, tenant).await?;
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(offboardings
         .into_iter()
-        .map(|(principal, offboarded_at)| {
-            let theirs: Vec<&ConnectionRow> = connections
-                .iter()
-                .filter(|c| c.principal == principal)
-                .collect();
-            let revoked: Vec<&&ConnectionRow> = theirs
-                .iter()
-                .filter(|c| c.revoked_at.is_some_and(|at| at >= offboarded_at))
-                .collect();
-            let last = revoked.iter().filter_map(|c| c.revoked_at).max();
-            let failed = revoked
-                .iter()
-                .filter(|c| {
-                    c.clio_outcome
-                        .as_deref()
-                        .is_some_and(clio_revocation_failed)
+        .map(|(principal, offboarded_at, payload)| {
+            let departed_at = payload_time(&payload, "departed_at").unwrap_or(offboarded_at);
+            // The connections the run names (with the outcome it saw), then any other
+            // connection of the person still live.
+            let mut named: Vec<(String, String, String)> = payload
+                .get("connections")
+                .and_then(serde_json::Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .map(|c| {
+                            (
+                                payload_text(c, "connection_id"),
+                                payload_text(c, "clio_outcome"),
+                                payload_text(c, "detail"),
+                            )
+                        })
+                        .collect()
                 })
-                .count();
-            let live: Vec<String> = theirs
+                .unwrap_or_default();
+            for id in payload
+                .get("connection_ids")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+            {
+                if !named.iter().any(|(c, _, _)| c == id) {
+                    named.push((id.to_owned(), String::new(), String::new()));
+                }
+            }
+            let live: Vec<String> = connections
                 .iter()
-                .filter(|c| c.is_live())
+                .filter(|c| c.principal == principal && c.is_live())
                 .map(|c| c.connection_id.clone())
                 .collect();
-            let took = last.map(|at| at - offboarded_at).unwrap_or_default();
+            for id in &live {
+                if !named.iter().any(|(c, _, _)| c == id) {
+                    named.push((id.clone(), "live".into(), "not revoked".into()));
+                }
+            }
+            named.sort();
+            let rows: Vec<api::OffboardedConnection> = named
+                .into_iter()
+                .map(|(id, seen, seen_detail)| {
+                    // The revocation this offboarding caused: the first one at or after it.
+                    let trail = trails.get(&id).and_then(|list| {
+                        list.iter().find(|t| t.revoked_at >= offboarded_at).cloned()
+                    });
+                    match trail {
+                        Some(t) if !live.contains(&id) => api::OffboardedConnection {
+                            connection_id: id,
+                            clio_outcome: t.outcome,
+                            revoked_at: Some(timestamp(t.revoked_at)),
+                            clio_confirmed_at: t.confirmed_at.map(timestamp),
+                            deauthorize_retries: t.attempts.saturating_sub(1),
+                            detail: t.detail,
+                        },
+                        _ => api::OffboardedConnection {
+                            clio_outcome: if live.contains(&id) && seen != "error" {
+                                "live".into()
+                            } else {
+                                seen
+                            },
+                            connection_id: id,
+                            revoked_at: None,
+                            clio_confirmed_at: None,
+                            deauthorize_retries: 0,
+                            detail: seen_detail,
+                        },
+                    }
+                })
+                .collect();
+            let confirmed: Vec<DateTime<Utc>> = rows
+                .iter()
+                .filter_map(|c| c.clio_confirmed_at.as_ref())
+                .filter_map(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                .collect();
+            let open = confirmed.len() < rows.len();
+            let revoked_times: Vec<DateTime<Utc>> = rows
+                .iter()
+                .filter_map(|c| c.revoked_at.as_ref())
+                .filter_map(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                .collect();
+            let last_revocation = revoked_times.iter().max().copied();
+            let last_confirmation = (!open).then(|| confirmed.iter().max().copied()).flatten();
+            let unconfirmed_at_clio = rows
+                .iter()
+                .filter(|c| c.revoked_at.is_some() && c.clio_confirmed_at.is_none())
+                .count();
+            let gave_up = rows.iter().filter(|c| c.clio_outcome == "gave_up").count();
+            let errors = rows.iter().filter(|c| c.clio_outcome == "error").count();
+            let retries: u32 = rows.iter().map(|c| c.deauthorize_retries).sum();
+            let took = last_confirmation.unwrap_or(now) - departed_at;
             let mut reasons = Vec::new();
-            if took > limit {
-                reasons.push(format!(
-                    "last revocation {} minutes after offboarding (limit {})",
+            match last_confirmation {
+                Some(_) if took > limit => reasons.push(format!(
+                    "Clio confirmed the last deauthorization {} minutes after departure (limit {})",
                     took.num_minutes(),
                     limit.num_minutes()
-                ));
+                )),
+                None if open && took > limit => reasons.push(format!(
+                    "{} minutes since departure and {} connection(s) not confirmed by Clio (limit {})",
+                    took.num_minutes(),
+                    rows.len() - confirmed.len(),
+                    limit.num_minutes()
+                )),
+                _ => {}
             }
-            if failed > 0 {
-                reasons.push(format!("{failed} revocation(s) failed at Clio"));
+            if gave_up > 0 {
+                reasons.push(format!("{gave_up} deauthorization(s) given up at Clio"));
+            }
+            if errors > 0 {
+                reasons.push(format!(
+                    "{errors} revocation(s) failed in clio-connect (partial offboarding)"
+                ));
             }
             if !live.is_empty() {
                 reasons.push(format!("{} connection(s) still live", live.len()));
             }
+            let to_revocation = last_revocation.map(|at| at - departed_at).unwrap_or_default();
             api::OffboardingEntry {
                 principal,
                 offboarded_at: Some(timestamp(offboarded_at)),
-                last_revocation_at: last.map(timestamp),
-                seconds_to_last_revocation: u64::try_from(took.num_seconds()).unwrap_or(0),
-                connections_revoked: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
-                revocations_failed_at_clio: u32::try_from(failed).unwrap_or(u32::MAX),
+                last_revocation_at: last_revocation.map(timestamp),
+                seconds_to_last_revocation: u64::try_from(to_revocation.num_seconds()).unwrap_or(0),
+                connections_revoked: n(revoked_times.len()),
+                revocations_failed_at_clio: n(unconfirmed_at_clio),
                 flagged: !reasons.is_empty(),
                 flag_reasons: reasons,
                 live_connection_ids: live,
+                departed_at: Some(timestamp(departed_at)),
+                last_clio_confirmation_at: last_confirmation.map(timestamp),
+                seconds_to_clio_confirmation: u64::try_from(took.num_seconds()).unwrap_or(0),
+                open,
+                deauthorize_retries: retries,
+                connections: rows,
             }
         })
         .collect())

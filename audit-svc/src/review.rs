@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use proto::audit::v1 as api;
+use proto::audit_limits::{MAX_ID_BYTES, MAX_TEXT_BYTES};
 use proto::common::v1 as pb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -191,6 +192,8 @@ fn own_event(
         source: SOURCE.to_owned(),
         occurred_at: now.trunc_subsecs(6),
         payload: canonical_value(payload),
+        // The caller of the ComplianceService call; set by the caller of this function.
+        writer: String::new(),
     }
 }
 
@@ -224,6 +227,10 @@ pub async fn generate(
         &serde_json::json!({ "review_id": id.to_string(), "year": year, "quarter": quarter }),
         appender.clock.now(),
     );
+    let event = EventBody {
+        writer: caller.to_owned(),
+        ..event
+    };
     appender.append(std::slice::from_ref(&event)).await?;
     // A concurrent generation of the same quarter may have won; its review is the one.
     let id = existing().await?.unwrap_or(id);
@@ -253,10 +260,13 @@ pub async fn attest(
     if request.reviewer.trim().is_empty() {
         return Err(AuditError::invalid("reviewer", "must not be empty"));
     }
-    if request.reviewer.len() > 256 {
-        return Err(AuditError::invalid("reviewer", "longer than 256 bytes"));
+    if request.reviewer.len() > MAX_ID_BYTES {
+        return Err(AuditError::invalid(
+            "reviewer",
+            format!("longer than {MAX_ID_BYTES} bytes"),
+        ));
     }
-    if request.note.len() > 4 * 1024 || request.note.contains('\0') {
+    if request.note.len() > MAX_TEXT_BYTES || request.note.contains('\0') {
         return Err(AuditError::invalid(
             "note",
             "longer than 4 KiB or contains NUL",
@@ -286,6 +296,10 @@ pub async fn attest(
         }),
         appender.clock.now(),
     );
+    let event = EventBody {
+        writer: caller.to_owned(),
+        ..event
+    };
     appender.append(std::slice::from_ref(&event)).await?;
     let item = items(&appender.pool, id, Some(&request.connection_id))
         .await?

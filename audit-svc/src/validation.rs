@@ -10,34 +10,23 @@ use crate::canonical::canonical_value;
 use crate::error::AuditError;
 use crate::event::{EventBody, Refs, actor_kind_name, kind_name, region_name, subject_kind_name};
 
-/// At most this many events per `Record`.
-pub const MAX_EVENTS_PER_RECORD: usize = 1_000;
-/// Largest `payload_json`, in bytes.
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-/// Largest identifier (tenant, ids, source).
-const MAX_ID_BYTES: usize = 256;
-/// Largest free text (reason).
-const MAX_TEXT_BYTES: usize = 4 * 1024;
+pub use proto::audit_limits::{MAX_EVENTS_PER_RECORD, MAX_PAYLOAD_BYTES};
+use proto::audit_limits::{MAX_ID_BYTES, MAX_TEXT_BYTES, required_id_problem, text_problem};
 
-/// A string field: no NUL (Postgres text cannot hold one), bounded.
+/// A string field: no NUL (Postgres text cannot hold one), bounded (the limits are
+/// `proto::audit_limits`, which producers' outboxes fit events to).
 fn text(field: &str, value: &str, max: usize) -> Result<String, AuditError> {
-    if value.len() > max {
-        return Err(AuditError::invalid(
-            field,
-            format!("longer than {max} bytes"),
-        ));
+    match text_problem(value, max) {
+        Some(problem) => Err(AuditError::invalid(field, problem)),
+        None => Ok(value.to_owned()),
     }
-    if value.contains('\0') {
-        return Err(AuditError::invalid(field, "contains a NUL character"));
-    }
-    Ok(value.to_owned())
 }
 
 fn required(field: &str, value: &str) -> Result<String, AuditError> {
-    if value.trim().is_empty() {
-        return Err(AuditError::invalid(field, "must not be empty"));
+    match required_id_problem(value) {
+        Some(problem) => Err(AuditError::invalid(field, problem)),
+        None => Ok(value.to_owned()),
     }
-    text(field, value, MAX_ID_BYTES)
 }
 
 /// A wire time, truncated to the microseconds Postgres keeps.
@@ -194,6 +183,8 @@ pub fn event(at: &str, wire: &pb::AuditEvent) -> Result<EventBody, AuditError> {
         source: text(&field("source"), &wire.source, MAX_ID_BYTES)?,
         occurred_at,
         payload: payload(&field("payload_json"), &wire.payload_json)?,
+        // Set from the authenticated caller, never from the request.
+        writer: String::new(),
     })
 }
 

@@ -7,6 +7,8 @@
 //! verifier takes the results back in sequence order and checks the links. An event's
 //! content hash depends only on its own row, so the parallel stage changes no verdict.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
@@ -77,6 +79,58 @@ pub async fn verify_tenant(
     from: u64,
     to: u64,
 ) -> Result<Verdict, AuditError> {
+    verify_tenant_witnessed(pool, keys, tenant, from, to, Vec::new()).await
+}
+
+/// Verifies every tenant's whole chain against the witness (`audit-svc verify --witness`):
+/// the database's own checkpoints, and the `witnessed` ones, copied outside the database
+/// when they were signed. `tenants`: those to check; `None`, every tenant the database
+/// has a chain head for or the witness names. In tenant order.
+pub async fn verify_witnessed(
+    pool: &PgPool,
+    keys: &TrustedKeys,
+    witnessed: Vec<Checkpoint>,
+    tenants: Option<Vec<String>>,
+) -> Result<Vec<(String, Verdict)>, AuditError> {
+    let mut by_tenant: BTreeMap<String, Vec<Checkpoint>> = BTreeMap::new();
+    for checkpoint in witnessed {
+        by_tenant
+            .entry(checkpoint.tenant.clone())
+            .or_default()
+            .push(checkpoint);
+    }
+    let tenants: BTreeSet<String> = match tenants {
+        Some(tenants) => tenants.into_iter().collect(),
+        None => {
+            let stored: Vec<String> = sqlx::query_scalar("SELECT tenant FROM chain_heads")
+                .fetch_all(pool)
+                .await?;
+            stored
+                .into_iter()
+                .chain(by_tenant.keys().cloned())
+                .collect()
+        }
+    };
+    let mut verdicts = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let witnessed = by_tenant.remove(&tenant).unwrap_or_default();
+        let verdict = verify_tenant_witnessed(pool, keys, &tenant, 1, 0, witnessed).await?;
+        verdicts.push((tenant, verdict));
+    }
+    Ok(verdicts)
+}
+
+/// [`verify_tenant`], also against checkpoints from a witness (`witnessed`, this
+/// tenant's). Witnessed checkpoints beyond `to` are ignored; with `to` 0 one beyond the
+/// last stored event means events are missing.
+pub async fn verify_tenant_witnessed(
+    pool: &PgPool,
+    keys: &TrustedKeys,
+    tenant: &str,
+    from: u64,
+    to: u64,
+    witnessed: Vec<Checkpoint>,
+) -> Result<Verdict, AuditError> {
     let from = from.max(1);
     if to != 0 && to < from {
         return Err(AuditError::invalid("to_sequence", "before from_sequence"));
@@ -119,7 +173,11 @@ pub async fn verify_tenant(
                 .map_err(|e| AuditError::Internal(format!("verify worker: {e}")))?
         })
         .buffered(workers);
-    let mut verifier = ChainVerifier::new(keys, from, prev_hash, checkpoints);
+    let witnessed = witnessed
+        .into_iter()
+        .filter(|c| c.tenant == tenant && (to == 0 || c.sequence <= to));
+    let mut verifier =
+        ChainVerifier::new(keys, from, prev_hash, checkpoints).with_witness(witnessed, true);
     while let Some(batch) = prepared.try_next().await? {
         for event in &batch {
             verifier.push(Link {

@@ -193,6 +193,15 @@ impl AuthService for Api {
                 .collect(),
             started_at: Some(timestamp(done.started_at)),
             completed_at: Some(timestamp(done.completed_at)),
+            departed_at: Some(timestamp(done.departed_at)),
+            failures: done
+                .failures
+                .into_iter()
+                .map(|(id, error)| pb::OffboardFailure {
+                    connection_id: id.to_string(),
+                    error,
+                })
+                .collect(),
         }))
     }
 

@@ -98,37 +98,3 @@ impl EventBuilder {
     }
 }
 
-/// What an event about a connection needs, kept to build the event later (aggregated
-/// usage is recorded after the window closes).
-#[derive(Clone)]
-pub struct EventTemplate {
-    tenant: String,
-    actor: Actor,
-    subject: Subject,
-    refs: EventRefs,
-    scopes: ScopeSet,
-}
-
-impl EventTemplate {
-    pub fn of(connection: &crate::connections::Connection, actor: Actor) -> Self {
-        EventTemplate {
-            tenant: connection.tenant.clone(),
-            actor,
-            subject: subject_of(subject::Kind::Connection, connection.id),
-            refs: connection.refs(),
-            scopes: connection.granted.clone(),
-        }
-    }
-
-    pub fn build(&self, kind: EventKind, at: DateTime<Utc>) -> EventBuilder {
-        EventBuilder::new(
-            kind,
-            &self.tenant,
-            self.actor.clone(),
-            self.subject.clone(),
-            at,
-        )
-        .refs(self.refs.clone())
-        .scopes(&self.scopes)
-    }
-}

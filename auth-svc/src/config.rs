@@ -114,6 +114,14 @@ impl Validate for Config {
         positive("refresh.interval_ms", self.refresh.interval_ms)?;
         positive("refresh.attempts", u64::from(self.refresh.attempts))?;
         positive(
+            "refresh.failure_backoff_secs",
+            self.refresh.failure_backoff_secs,
+        )?;
+        positive(
+            "refresh.max_failure_backoff_secs",
+            self.refresh.max_failure_backoff_secs,
+        )?;
+        positive(
             "revocation.retry_interval_ms",
             self.revocation.retry_interval_ms,
         )?;
@@ -281,6 +289,15 @@ pub struct RefreshConfig {
     /// Attempts per refresh when Clio fails transiently (5xx, timeouts).
     pub attempts: u32,
     pub backoff_ms: u64,
+    /// After a failed refresh the proactive refresher leaves the connection alone this
+    /// long, doubling per consecutive failure...
+    pub failure_backoff_secs: u64,
+    /// ...up to this.
+    pub max_failure_backoff_secs: u64,
+    /// Test-only fault point (never read from files or the environment): see
+    /// [`crate::refresh::CrashPoint`].
+    #[serde(skip)]
+    pub crash_after_store: crate::refresh::CrashPoint,
 }
 
 impl Default for RefreshConfig {
@@ -292,6 +309,9 @@ impl Default for RefreshConfig {
             interval_ms: 30_000,
             attempts: 3,
             backoff_ms: 250,
+            failure_backoff_secs: 60,
+            max_failure_backoff_secs: 3_600,
+            crash_after_store: crate::refresh::CrashPoint::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use service_runtime::clock::SharedClock;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::refresh::RefreshFlights;
 use crate::token_vault::TokenVault;
 use crate::usage::UsageRecorder;
 
@@ -21,6 +22,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub outbox: audit_outbox::Waker,
     pub usage: UsageRecorder,
+    /// Refreshes in flight in this process, one per connection.
+    pub refreshes: RefreshFlights,
 }
 
 impl Context {

@@ -111,6 +111,9 @@ async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
     );
     let credentials = app.credentials(&ctx.vault)?;
     let (outcome, detail) = deauthorize_at_clio(ctx, region, &credentials, &mut tokens).await;
+    // When Clio's answer came: the offboarding report's clock stops at a confirmation.
+    let answered_at = ctx.now();
+    let confirmed_at = outcome.is_final().then_some(answered_at);
     let attempts = pending.attempts + 1;
     let gave_up = !outcome.is_final()
         && attempts >= i32::try_from(ctx.config.revocation.max_attempts).unwrap_or(i32::MAX);
@@ -146,21 +149,26 @@ async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
             &pending.revoked_by,
             &pending.revocation_reason,
             pending.revoked_at,
-            outcome,
-            &detail,
+            (outcome, &detail),
+            confirmed_at,
+            u32::try_from(attempts).unwrap_or(0),
         );
         audit_outbox::enqueue(&mut tx, event).await?;
     } else if outcome.is_final() || gave_up {
         let reported = if gave_up { "gave_up" } else { outcome.as_str() };
+        let mut payload = serde_json::json!({
+            "clio_outcome": reported,
+            "attempts": attempts,
+            "detail": detail,
+            "revoked_at": pending.revoked_at.to_rfc3339(),
+        });
+        if let Some(at) = confirmed_at {
+            payload["clio_confirmed_at"] = serde_json::Value::String(at.to_rfc3339());
+        }
         let event = connection
-            .event(EventKind::RevocationRetried, system_actor(), now)
+            .event(EventKind::RevocationRetried, system_actor(), answered_at)
             .reason(&pending.revocation_reason)
-            .payload(serde_json::json!({
-                "clio_outcome": reported,
-                "attempts": attempts,
-                "detail": detail,
-                "revoked_at": pending.revoked_at.to_rfc3339(),
-            }))
+            .payload(payload)
             .build();
         audit_outbox::enqueue(&mut tx, event).await?;
     }

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use service_runtime::Caller;
 
 use crate::audit_events::{service_actor, timestamp};
+use proto::common::v1::EventKind;
 use crate::connections;
 use crate::context::Context;
 use crate::domain::{ConnectionId, required_text};
@@ -67,11 +68,12 @@ pub async fn lease(
     request: LeaseRequest,
 ) -> Result<pb::LeaseAccessTokenResponse, AuthError> {
     let connection = connections::get(ctx, request.connection).await?;
-    refresh::require_usable(&connection)?;
+    if let Err(refused) = refresh::require_usable(&connection) {
+        return Err(deny(ctx, caller, &connection, &request, "connection_not_usable", refused).await);
+    }
     if let Some(missing) = connection.granted.first_missing(&request.required) {
-        return Err(AuthError::PermissionDenied(format!(
-            "grant lacks scope {missing}"
-        )));
+        let refused = AuthError::PermissionDenied(format!("grant lacks scope {missing}"));
+        return Err(deny(ctx, caller, &connection, &request, "scope_not_granted", refused).await);
     }
     let now = ctx.now();
     let min_remaining = lease_min_remaining(ctx, connection.token_lifetime_secs);
@@ -105,8 +107,10 @@ pub async fn lease(
     };
     let ttl = Duration::seconds(i64::try_from(ctx.config.leases.ttl_secs).unwrap_or(300));
     let expires_at = fresh.expires_at.min(now + ttl);
+    // Recorded before the token leaves, so no use goes unreported (even after a crash).
     ctx.usage
-        .record(&connection, &caller.name, &request.purpose, now);
+        .record(&ctx.pool, &connection, &caller.name, &request.purpose, now)
+        .await?;
     Ok(pb::LeaseAccessTokenResponse {
         lease_id: uuid::Uuid::now_v7().to_string(),
         access_token: fresh.access_token.expose_secret().to_owned(),
@@ -116,4 +120,42 @@ pub async fn lease(
         clio_account_id: connection.clio_account_id.clone(),
         granted_scopes: connection.granted.to_wire(),
     })
+}
+
+/// Records a refused lease as ACCESS_DENIED in the connection's tenant (through the
+/// outbox) and returns the refusal. A failure to record it is logged; the caller still
+/// gets the refusal.
+async fn deny(
+    ctx: &Context,
+    caller: &Caller,
+    connection: &connections::Connection,
+    request: &LeaseRequest,
+    refused: &str,
+    error: AuthError,
+) -> AuthError {
+    let event = connection
+        .event(EventKind::AccessDenied, service_actor(&caller.name), ctx.now())
+        .reason(&error.to_string())
+        .payload(serde_json::json!({
+            "refused": refused,
+            "method": "LeaseAccessToken",
+            "purpose": request.purpose,
+            "required_scopes": request.required.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }))
+        .build();
+    let recorded = async {
+        let mut tx = ctx.pool.begin().await?;
+        audit_outbox::enqueue(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok::<(), AuthError>(())
+    }
+    .await;
+    match recorded {
+        Ok(()) => ctx.events_committed(),
+        Err(record_error) => {
+            tracing::warn!(error = %record_error, "cannot record a refused lease");
+        }
+    }
+    tracing::warn!(refused, reason = %error, "lease refused");
+    error
 }

@@ -98,6 +98,8 @@ pub fn access_policy() -> AccessPolicy {
         .allow(AUTH_AUTH_SERVICE, "RotateEncryptionKey", &[Role::Operator])
         // The web flow's callback: the single-use state authorizes it, not a credential.
         .public(callback::CALLBACK_PATH)
+        // Counts of pending and quarantined audit events, nothing else (like /metrics).
+        .public(audit_outbox::HEALTH_PATH)
 }
 
 /// What tests may swap: the clock every expiry is judged by.
@@ -137,7 +139,8 @@ pub async fn run_with(
     let tasks = shutdown.child_token();
     let mut handles = Vec::new();
 
-    let relay = Relay::from_config(pool.clone(), &config.audit)?;
+    let metrics = Metrics::new("auth_svc");
+    let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
     if let Some(relay) = relay {
         handles.push(tokio::spawn(relay.run(tasks.clone())));
@@ -152,6 +155,7 @@ pub async fn run_with(
         config: config.clone(),
         outbox: waker.clone(),
         usage: UsageRecorder::default(),
+        refreshes: refresh::RefreshFlights::default(),
     };
     handles.push(tokio::spawn(refresh::run_proactive(
         ctx.clone(),
@@ -174,6 +178,7 @@ pub async fn run_with(
 
     let denials = OutboxDenials::start(
         pool.clone(),
+        audit_events::SOURCE,
         config.audit.platform_tenant.clone(),
         Some(waker),
         options.clock,
@@ -182,11 +187,11 @@ pub async fn run_with(
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![Arc::new(PostgresCheck(pool.clone()))];
     let parts = ServerParts {
         routes,
-        http: callback::router(ctx),
+        http: callback::router(ctx).merge(audit_outbox::health_router(pool.clone())),
         policy: access_policy(),
         health_services: vec![AUTH_AUTH_SERVICE.to_owned()],
         checks,
-        metrics: Metrics::new("auth_svc"),
+        metrics,
         denials: Some(Arc::new(denials)),
     };
     let served = serve(&config.service, parts, listener, shutdown).await;

@@ -1,19 +1,31 @@
-//! Refreshing access tokens: one refresh per connection at a time across all replicas.
+//! Refreshing access tokens: one refresh per connection at a time across all replicas,
+//! without holding a row lock or a pooled connection while Clio answers.
 //!
-//! A refresh locks the connection row (`SELECT ... FOR UPDATE`), then checks again whether
-//! it is still needed: whoever waited on the lock finds the token someone else just
-//! refreshed and uses it, so a crowd of leases of an expired token makes one call to Clio.
+//! A refresh *claims* the connection in Postgres (`refresh_claim`, valid until
+//! `refresh_claimed_until` on the database's clock, long enough for every attempt), then
+//! calls Clio with no transaction open, then writes the new tokens in their own commit the
+//! moment Clio returns them (which also releases the claim). Whoever finds the refresh
+//! claimed by someone else polls the row until the token changes and uses the new one, so
+//! a crowd of leases of an expired token makes one call to Clio. Inside one process the
+//! leases of one connection queue on an in-memory single flight first, so only one of
+//! them polls Postgres. A claim left by a crashed replica expires on its own.
+//!
 //! `invalid_grant` means the grant is gone (revoked at Clio): the connection needs the
 //! person to reconnect and its dead tokens are dropped. Transient failures are retried a
-//! bounded number of times under the lock and leave the connection as it was.
+//! bounded number of times and leave the connection as it was, apart from a persisted,
+//! exponentially growing time before the proactive refresher tries it again.
 
-use std::time::Duration as StdDuration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
-use clio_api::ClioError;
-use proto::common::v1::{Actor, EventKind};
+use clio_api::{ClioError, TokenGrant};
+use proto::common::v1::{Actor, AuditEvent, EventKind};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::apps;
 use crate::audit_events::system_actor;
@@ -23,15 +35,20 @@ use crate::context::Context;
 use crate::domain::{ConnectionId, ConnectionStatus};
 use crate::error::AuthError;
 
-/// Longest wait between attempts, whatever Clio's Retry-After says: the row stays locked.
+/// Longest wait between attempts, whatever Clio's Retry-After says.
 const MAX_RETRY_WAIT: StdDuration = StdDuration::from_secs(5);
+/// How often a refresh claimed by another replica is looked at again.
+const CLAIM_POLL: StdDuration = StdDuration::from_millis(50);
+/// Attempts at writing tokens Clio returned when the database fails transiently: a
+/// rotated refresh token that is not written is lost, and with it the connection.
+const STORE_ATTEMPTS: u32 = 5;
 
-/// When a refresh is needed, decided again once the row is locked.
+/// When a refresh is needed, decided again once the refresh is claimed.
 #[derive(Debug, Clone, Copy)]
 pub enum Due {
     /// The token expires at or before `by` (a lease needs some time left), unless the
-    /// token changed since `seen_version`: a lease that waited on the lock uses the token
-    /// the first one refreshed, even when Clio hands out tokens shorter-lived than `by`.
+    /// token changed since `seen_version`: a lease that waited for another refresh uses
+    /// the token it produced, even when Clio hands out tokens shorter-lived than `by`.
     ExpiresBy {
         by: DateTime<Utc>,
         seen_version: i64,
@@ -50,12 +67,147 @@ impl Due {
             Due::Forced { .. } => "forced",
         }
     }
+
+    /// Whether `connection` (as just read) still needs refreshing.
+    fn needed(self, ctx: &Context, connection: &Connection) -> bool {
+        let now = ctx.now();
+        let expires_at = connection.access_expires_at.unwrap_or(now);
+        match self {
+            Due::ExpiresBy { by, seen_version } => {
+                (connection.token_version == seen_version && expires_at <= by) || expires_at <= now
+            }
+            Due::WithinMargin => expires_at - margin(ctx, connection.token_lifetime_secs) <= now,
+            Due::Forced { seen_version } => connection.token_version == seen_version,
+        }
+    }
 }
 
 /// A usable access token.
 pub struct Fresh {
     pub access_token: SecretString,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The in-process half of single flight: the refreshes of one connection queue here, so
+/// only one task per process claims, calls Clio or polls Postgres for a connection at a
+/// time, and those that queued behind a refresh Clio failed share its failure instead of
+/// each calling Clio again. Holds no database connection.
+#[derive(Clone, Default)]
+pub struct RefreshFlights {
+    lanes: Arc<Mutex<HashMap<Uuid, Arc<Lane>>>>,
+}
+
+type Lane = tokio::sync::Mutex<Option<(Instant, SharedFailure)>>;
+
+/// This task's turn at refreshing one connection; the next one queued goes on drop.
+struct Flight {
+    flights: RefreshFlights,
+    id: Uuid,
+    entered: Instant,
+    turn: Option<tokio::sync::OwnedMutexGuard<Option<(Instant, SharedFailure)>>>,
+}
+
+impl RefreshFlights {
+    async fn enter(&self, id: ConnectionId) -> Flight {
+        let entered = Instant::now();
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.0)
+            .or_default()
+            .clone();
+        Flight {
+            flights: self.clone(),
+            id: id.0,
+            entered,
+            turn: Some(lane.lock_owned().await),
+        }
+    }
+}
+
+impl Flight {
+    /// How the refresh that finished while this task queued failed at Clio, if it did.
+    fn failure_while_queued(&self) -> Option<AuthError> {
+        match self.turn.as_deref() {
+            Some(Some((at, failure))) if *at >= self.entered => Some(failure.to_error()),
+            _ => None,
+        }
+    }
+
+    fn record(&mut self, error: &AuthError) {
+        if let (Some(turn), Some(failure)) = (self.turn.as_mut(), SharedFailure::of(error)) {
+            **turn = Some((Instant::now(), failure));
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.turn.take();
+        let mut lanes = self
+            .flights
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Only the map holds it: nobody is queued, so the entry goes.
+        if lanes
+            .get(&self.id)
+            .is_some_and(|lane| Arc::strong_count(lane) == 1)
+        {
+            lanes.remove(&self.id);
+        }
+    }
+}
+
+/// A Clio failure every refresh queued behind it gets too.
+#[derive(Clone)]
+enum SharedFailure {
+    Unavailable(String),
+    Refused(String),
+}
+
+impl SharedFailure {
+    fn of(error: &AuthError) -> Option<SharedFailure> {
+        match error {
+            AuthError::ClioUnavailable(message) => Some(SharedFailure::Unavailable(message.clone())),
+            AuthError::FailedPrecondition(message) => Some(SharedFailure::Refused(message.clone())),
+            _ => None,
+        }
+    }
+
+    fn to_error(&self) -> AuthError {
+        match self {
+            SharedFailure::Unavailable(message) => AuthError::ClioUnavailable(message.clone()),
+            SharedFailure::Refused(message) => AuthError::FailedPrecondition(message.clone()),
+        }
+    }
+}
+
+/// A test-only fault point: armed, the next refresh stops dead right after the tokens
+/// Clio returned are stored, as if the process had crashed there (no claim released, no
+/// answer to the caller). Not configurable from files or the environment.
+#[derive(Clone, Default)]
+pub struct CrashPoint(Arc<AtomicBool>);
+
+impl CrashPoint {
+    pub fn arm(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn fire(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for CrashPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.load(Ordering::Relaxed) {
+            "CrashPoint(armed)"
+        } else {
+            "CrashPoint"
+        })
+    }
 }
 
 /// The proactive margin: a share of the token's lifetime, capped.
@@ -96,7 +248,17 @@ pub fn current(ctx: &Context, connection: &Connection) -> Result<Fresh, AuthErro
     })
 }
 
-/// Refreshes `id` if still `due` once its row is locked; returns the usable token.
+/// How long a claim holds: every attempt's connect and request timeouts and the waits
+/// between them, with room to write the answer. A replica that dies mid-refresh blocks
+/// the connection's refresh for at most this long.
+fn claim_hold_secs(ctx: &Context) -> f64 {
+    let clio = &ctx.config.clio;
+    let per_attempt = StdDuration::from_millis(clio.connect_timeout_ms + clio.request_timeout_ms)
+        + MAX_RETRY_WAIT;
+    (per_attempt * ctx.config.refresh.attempts.max(1)).as_secs_f64() + 10.0
+}
+
+/// Refreshes `id` if still `due` once the refresh is claimed; returns the usable token.
 #[tracing::instrument(skip_all, fields(connection_id = %id, trigger = due.as_str()))]
 pub async fn refresh_if_due(
     ctx: &Context,
@@ -104,30 +266,91 @@ pub async fn refresh_if_due(
     due: Due,
     actor: Actor,
 ) -> Result<Fresh, AuthError> {
-    let mut tx = ctx.pool.begin().await?;
-    let connection = connections::load(&mut tx, id, true).await?;
-    require_usable(&connection)?;
-    let now = ctx.now();
-    let expires_at = connection.access_expires_at.unwrap_or(now);
-    let needed = match due {
-        Due::ExpiresBy { by, seen_version } => {
-            (connection.token_version == seen_version && expires_at <= by) || expires_at <= now
-        }
-        Due::WithinMargin => expires_at - margin(ctx, connection.token_lifetime_secs) <= now,
-        Due::Forced { seen_version } => connection.token_version == seen_version,
-    };
-    if !needed {
-        // Someone refreshed while we waited for the lock.
-        let fresh = current(ctx, &connection)?;
-        tx.commit().await?;
-        return Ok(fresh);
+    let mut flight = ctx.refreshes.enter(id).await;
+    if let Some(error) = flight.failure_while_queued() {
+        return Err(error);
     }
-    let app = apps::load(&mut tx, connection.app_id, false).await?;
-    let credentials = app.credentials(&ctx.vault)?;
+    let claim = Uuid::now_v7();
+    let connection = loop {
+        let connection = connections::get(ctx, id).await?;
+        require_usable(&connection)?;
+        if !due.needed(ctx, &connection) {
+            // Someone refreshed while we waited.
+            return current(ctx, &connection);
+        }
+        if try_claim(ctx, &connection, claim).await? {
+            break connection;
+        }
+        // Another replica is refreshing it (or the token just changed): look again soon,
+        // holding nothing meanwhile.
+        tokio::time::sleep(CLAIM_POLL).await;
+    };
+    let error = match refresh_claimed(ctx, &connection, claim, due, actor).await {
+        Ok(fresh) => return Ok(fresh),
+        Err(Failed::ClaimSettled(error)) => error,
+        Err(Failed::ClaimHeld(error)) => {
+            if let Err(release) = release_after_failure(ctx, &connection, claim, &error).await {
+                tracing::warn!(error = %release, "cannot release the refresh claim; it expires on its own");
+            }
+            error
+        }
+    };
+    flight.record(&error);
+    Err(error)
+}
+
+/// Takes the refresh of `connection` if nobody holds it and the token is still the one
+/// read.
+async fn try_claim(ctx: &Context, connection: &Connection, claim: Uuid) -> Result<bool, AuthError> {
+    let claimed = sqlx::query(
+        "UPDATE connections SET refresh_claim = $2, \
+         refresh_claimed_until = clock_timestamp() + make_interval(secs => $3) \
+         WHERE connection_id = $1 AND status = 'active' AND token_version = $4 \
+         AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp())",
+    )
+    .bind(connection.id.0)
+    .bind(claim)
+    .bind(claim_hold_secs(ctx))
+    .bind(connection.token_version)
+    .execute(&ctx.pool)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// How a claimed refresh failed: with the claim still ours to release (and the failure
+/// to count), or already settled (written, dropped with the grant, or "crashed").
+enum Failed {
+    ClaimHeld(AuthError),
+    ClaimSettled(AuthError),
+}
+
+impl From<AuthError> for Failed {
+    fn from(error: AuthError) -> Self {
+        Failed::ClaimHeld(error)
+    }
+}
+
+/// The refresh once claimed: nothing is held while Clio answers.
+async fn refresh_claimed(
+    ctx: &Context,
+    connection: &Connection,
+    claim: Uuid,
+    due: Due,
+    actor: Actor,
+) -> Result<Fresh, Failed> {
+    let id = connection.id;
+    let credentials = {
+        let mut conn = ctx.pool.acquire().await.map_err(AuthError::from)?;
+        let app = apps::load(&mut conn, connection.app_id, false).await?;
+        app.credentials(&ctx.vault)?
+    };
     let refresh_ct = connection.refresh_token_ct.as_deref().ok_or_else(|| {
         AuthError::Internal(format!("active connection {id} has no refresh token"))
     })?;
-    let refresh_token = ctx.vault.open(refresh_ct, &refresh_binding(id))?;
+    let refresh_token = ctx
+        .vault
+        .open(refresh_ct, &refresh_binding(id))
+        .map_err(AuthError::from)?;
 
     let mut attempt = 1;
     let outcome = loop {
@@ -150,19 +373,44 @@ pub async fn refresh_if_due(
     let grant = match outcome {
         Ok(grant) => grant,
         Err(ClioError::InvalidGrant { description }) => {
-            mark_needs_reconnect(ctx, tx, &connection, &description, actor).await?;
-            return Err(AuthError::FailedPrecondition(format!(
+            mark_needs_reconnect(ctx, connection, claim, &description, actor).await?;
+            return Err(Failed::ClaimSettled(AuthError::FailedPrecondition(format!(
                 "connection {id} needs the person to reconnect: Clio refused the refresh token (invalid_grant)"
-            )));
+            ))));
         }
         Err(error) => {
             if matches!(error, ClioError::InvalidClient { .. }) {
-                tracing::error!(%error, app_id = %app.id, "Clio refused the app's client credentials on refresh");
+                tracing::error!(%error, app_id = %connection.app_id, "Clio refused the app's client credentials on refresh");
             }
-            return Err(clio_failure("token refresh", error));
+            return Err(Failed::ClaimHeld(clio_failure("token refresh", error)));
         }
     };
 
+    // Clio has answered: if it rotated the refresh token, the stored one is dead from now
+    // on, so the new tokens are written before anything else can fail.
+    let fresh = store_tokens(ctx, connection, claim, &grant, due, actor).await?;
+    if ctx.config.refresh.crash_after_store.fire() {
+        return Err(Failed::ClaimSettled(AuthError::Internal(
+            "injected crash right after the refreshed tokens were stored".into(),
+        )));
+    }
+    ctx.events_committed();
+    Ok(fresh)
+}
+
+/// Writes what Clio returned, with its TOKEN_REFRESHED event, in one short commit that
+/// also releases the claim and clears any failure backoff. Retried on database failures;
+/// an event the outbox refuses never costs the tokens (they are then written alone).
+async fn store_tokens(
+    ctx: &Context,
+    connection: &Connection,
+    claim: Uuid,
+    grant: &TokenGrant,
+    due: Due,
+    actor: Actor,
+) -> Result<Fresh, AuthError> {
+    let id = connection.id;
+    let now = ctx.now();
     let lifetime = grant
         .expires_in
         .and_then(|d| i64::try_from(d.as_secs()).ok())
@@ -175,22 +423,6 @@ pub async fn refresh_if_due(
         .as_ref()
         .map(|token| ctx.vault.seal(token, &refresh_binding(id)))
         .transpose()?;
-    sqlx::query(
-        "UPDATE connections SET access_token_ct = $2, access_token_key_id = $3, \
-         refresh_token_ct = COALESCE($4, refresh_token_ct), refresh_token_key_id = COALESCE($5, refresh_token_key_id), \
-         access_expires_at = $6, token_lifetime_secs = $7, token_version = token_version + 1, refreshed_at = $8 \
-         WHERE connection_id = $1",
-    )
-    .bind(id.0)
-    .bind(&access.ciphertext)
-    .bind(&access.key_id)
-    .bind(rotated.as_ref().map(|s| s.ciphertext.clone()))
-    .bind(rotated.as_ref().map(|s| s.key_id.clone()))
-    .bind(new_expiry)
-    .bind(lifetime)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     let event = connection
         .event(EventKind::TokenRefreshed, actor, now)
         .payload(serde_json::json!({
@@ -200,46 +432,173 @@ pub async fn refresh_if_due(
             "refresh_token_rotated": rotated.is_some(),
         }))
         .build();
-    audit_outbox::enqueue(&mut tx, event).await?;
-    tx.commit().await?;
-    ctx.events_committed();
+
+    let mut with_event = Some(event);
+    let mut attempt = 1;
+    let written = loop {
+        let write = async {
+            let mut tx = ctx.pool.begin().await?;
+            // Only over the token this refresh started from: a reconnect or revocation
+            // meanwhile wins, and tokens never come back to a revoked connection.
+            let updated = sqlx::query(
+                "UPDATE connections SET access_token_ct = $2, access_token_key_id = $3, \
+                 refresh_token_ct = COALESCE($4, refresh_token_ct), refresh_token_key_id = COALESCE($5, refresh_token_key_id), \
+                 access_expires_at = $6, token_lifetime_secs = $7, token_version = token_version + 1, refreshed_at = $8, \
+                 refresh_claim = NULL, refresh_claimed_until = NULL, refresh_failures = 0, \
+                 next_refresh_attempt_at = NULL, last_refresh_error = NULL \
+                 WHERE connection_id = $1 AND status = 'active' AND token_version = $9",
+            )
+            .bind(id.0)
+            .bind(&access.ciphertext)
+            .bind(&access.key_id)
+            .bind(rotated.as_ref().map(|s| s.ciphertext.clone()))
+            .bind(rotated.as_ref().map(|s| s.key_id.clone()))
+            .bind(new_expiry)
+            .bind(lifetime)
+            .bind(now)
+            .bind(connection.token_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1
+                && let Some(event) = with_event.clone()
+            {
+                audit_outbox::enqueue(&mut tx, event).await?;
+            }
+            tx.commit().await?;
+            Ok::<u64, AuthError>(updated)
+        }
+        .await;
+        match write {
+            Ok(updated) => break updated,
+            Err(AuthError::Outbox(error)) if with_event.is_some() => {
+                tracing::error!(%error, "the outbox refused the TOKEN_REFRESHED event; storing the tokens without it");
+                with_event = None;
+            }
+            Err(error) if attempt < STORE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "cannot store the refreshed tokens yet; retrying");
+                tokio::time::sleep(StdDuration::from_millis(100) * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                tracing::error!(%error, rotated = rotated.is_some(), "refreshed tokens could not be stored");
+                return Err(error);
+            }
+        }
+    };
+    if written == 0 {
+        // Reconnected, revoked or marked while Clio answered: what is stored now wins.
+        tracing::info!("connection changed during the refresh; its answer is not stored");
+        release_claim(ctx, id, claim).await?;
+        let now_stored = connections::get(ctx, id).await?;
+        require_usable(&now_stored)?;
+        return current(ctx, &now_stored);
+    }
     tracing::info!(
         expires_in_secs = lifetime,
         rotated = rotated.is_some(),
         "access token refreshed"
     );
     Ok(Fresh {
-        access_token: grant.access_token,
+        access_token: grant.access_token.clone(),
         expires_at: new_expiry,
     })
 }
 
+/// Gives the claim back after a failed refresh and sets when the proactive refresher may
+/// try again: `failure_backoff_secs` doubling per consecutive failure, capped.
+async fn release_after_failure(
+    ctx: &Context,
+    connection: &Connection,
+    claim: Uuid,
+    error: &AuthError,
+) -> Result<(), AuthError> {
+    let refresh = &ctx.config.refresh;
+    sqlx::query(
+        "UPDATE connections SET refresh_claim = NULL, refresh_claimed_until = NULL, \
+         refresh_failures = refresh_failures + 1, \
+         next_refresh_attempt_at = $3 + make_interval(secs => LEAST($4 * power(2, LEAST(refresh_failures, 30)), $5)), \
+         last_refresh_error = $6 \
+         WHERE connection_id = $1 AND refresh_claim = $2",
+    )
+    .bind(connection.id.0)
+    .bind(claim)
+    .bind(ctx.now())
+    .bind(refresh.failure_backoff_secs as f64)
+    .bind(refresh.max_failure_backoff_secs as f64)
+    .bind(failure_kind(error))
+    .execute(&ctx.pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives the claim back without counting a failure.
+async fn release_claim(ctx: &Context, id: ConnectionId, claim: Uuid) -> Result<(), AuthError> {
+    sqlx::query(
+        "UPDATE connections SET refresh_claim = NULL, refresh_claimed_until = NULL \
+         WHERE connection_id = $1 AND refresh_claim = $2",
+    )
+    .bind(id.0)
+    .bind(claim)
+    .execute(&ctx.pool)
+    .await?;
+    Ok(())
+}
+
+/// What went wrong, in words that never carry a secret (no Clio body, no token).
+fn failure_kind(error: &AuthError) -> &'static str {
+    match error {
+        AuthError::ClioUnavailable(_) => "clio unavailable",
+        AuthError::FailedPrecondition(_) => "clio refused the refresh",
+        AuthError::Vault(_) => "stored secret does not decrypt",
+        AuthError::Database(_) => "database",
+        AuthError::Outbox(_) => "audit outbox",
+        AuthError::InvalidArgument { .. }
+        | AuthError::NotFound(_)
+        | AuthError::PermissionDenied(_)
+        | AuthError::AlreadyExists(_)
+        | AuthError::Internal(_) => "internal",
+    }
+}
+
 async fn mark_needs_reconnect(
     ctx: &Context,
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     connection: &Connection,
+    claim: Uuid,
     description: &str,
     actor: Actor,
 ) -> Result<(), AuthError> {
     let now = ctx.now();
-    // The grant is dead at Clio: its tokens are worthless, so they are not kept.
-    sqlx::query(
-        "UPDATE connections SET status = 'needs_reconnect', access_token_ct = NULL, access_token_key_id = NULL, \
-         refresh_token_ct = NULL, refresh_token_key_id = NULL, token_version = token_version + 1 \
-         WHERE connection_id = $1",
-    )
-    .bind(connection.id.0)
-    .execute(&mut *tx)
-    .await?;
-    let event = connection
+    let event: AuditEvent = connection
         .event(EventKind::ConnectionNeedsReconnect, actor, now)
         .reason("Clio refused the refresh token (invalid_grant)")
         .payload(serde_json::json!({ "clio_error": "invalid_grant", "detail": description }))
         .build();
-    audit_outbox::enqueue(&mut tx, event).await?;
+    let mut tx = ctx.pool.begin().await?;
+    // The grant is dead at Clio: its tokens are worthless, so they are not kept. Only if
+    // the refresh token refused is still the stored one (a reconnect meanwhile wins).
+    let marked = sqlx::query(
+        "UPDATE connections SET status = 'needs_reconnect', access_token_ct = NULL, access_token_key_id = NULL, \
+         refresh_token_ct = NULL, refresh_token_key_id = NULL, token_version = token_version + 1, \
+         refresh_claim = NULL, refresh_claimed_until = NULL \
+         WHERE connection_id = $1 AND status = 'active' AND token_version = $2",
+    )
+    .bind(connection.id.0)
+    .bind(connection.token_version)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if marked == 1 {
+        audit_outbox::enqueue(&mut tx, event).await?;
+    }
     tx.commit().await?;
-    ctx.events_committed();
-    tracing::warn!(connection_id = %connection.id, "connection needs reconnecting: refresh token refused");
+    if marked == 0 {
+        release_claim(ctx, connection.id, claim).await?;
+    }
+    if marked == 1 {
+        ctx.events_committed();
+        tracing::warn!(connection_id = %connection.id, "connection needs reconnecting: refresh token refused");
+    }
     Ok(())
 }
 
@@ -260,13 +619,18 @@ pub async fn run_proactive(ctx: Context, shutdown: CancellationToken) {
     }
 }
 
-/// One pass: every active connection inside its margin.
+/// One pass: active connections inside their margin whose backoff (after failed
+/// refreshes) has run out, those that have not been failing first, then the earliest to
+/// expire. A failed refresh pushes its connection's next attempt out, so failing
+/// connections cannot take every pass.
 pub async fn proactive_pass(ctx: &Context) -> Result<usize, AuthError> {
     let now = ctx.now();
     let due: Vec<(uuid::Uuid,)> = sqlx::query_as(
         "SELECT connection_id FROM connections WHERE status = 'active' \
          AND access_expires_at - make_interval(secs => LEAST(COALESCE(token_lifetime_secs, 3600) * $2, $3)) <= $1 \
-         ORDER BY access_expires_at LIMIT $4",
+         AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= $1) \
+         AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp()) \
+         ORDER BY refresh_failures, access_expires_at LIMIT $4",
     )
     .bind(now)
     .bind(ctx.config.refresh.margin_ratio)
@@ -278,7 +642,7 @@ pub async fn proactive_pass(ctx: &Context) -> Result<usize, AuthError> {
     for (id,) in due {
         match refresh_if_due(ctx, ConnectionId(id), Due::WithinMargin, system_actor()).await {
             Ok(_) => refreshed += 1,
-            // Already logged where it was decided; the next pass tries again.
+            // Already logged where it was decided; its backoff says when it is tried again.
             Err(error) => tracing::warn!(connection_id = %id, %error, "proactive refresh failed"),
         }
     }

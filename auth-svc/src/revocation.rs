@@ -251,15 +251,26 @@ pub async fn keep_for_retry(
     Ok(())
 }
 
-/// The CONNECTION_REVOKED event.
+/// The CONNECTION_REVOKED event. `clio_confirmed_at` is when Clio's answer that the grant
+/// is dead came (the offboarding report's clock stops there), unset while Clio has not
+/// confirmed; `attempts` counts the deauthorize attempts so far.
 pub fn revoked_event(
     connection: &Connection,
     revoked_by: &str,
     reason: &str,
     revoked_at: DateTime<Utc>,
-    outcome: ClioOutcome,
-    detail: &str,
+    (outcome, detail): (ClioOutcome, &str),
+    clio_confirmed_at: Option<DateTime<Utc>>,
+    attempts: u32,
 ) -> proto::common::v1::AuditEvent {
+    let mut payload = serde_json::json!({
+        "clio_outcome": outcome.as_str(),
+        "detail": detail,
+        "attempts": attempts,
+    });
+    if let Some(at) = clio_confirmed_at {
+        payload["clio_confirmed_at"] = serde_json::Value::String(at.to_rfc3339());
+    }
     connection
         .event(
             EventKind::ConnectionRevoked,
@@ -267,7 +278,7 @@ pub fn revoked_event(
             revoked_at,
         )
         .reason(reason)
-        .payload(serde_json::json!({ "clio_outcome": outcome.as_str(), "detail": detail }))
+        .payload(payload)
         .build()
 }
 
@@ -307,13 +318,15 @@ pub async fn revoke_connection(
 
     let Some(access_ct) = &connection.access_token_ct else {
         let detail = "no token was held";
+        // Nothing is held, so nothing can be live at Clio: confirmed at once.
         let event = revoked_event(
             &connection,
             actor,
             reason,
             now,
-            ClioOutcome::NothingToRevoke,
-            detail,
+            (ClioOutcome::NothingToRevoke, detail),
+            Some(now),
+            0,
         );
         audit_outbox::enqueue(&mut tx, event).await?;
         tx.commit().await?;
@@ -363,6 +376,7 @@ pub async fn revoke_connection(
     let credentials = app.credentials(&ctx.vault)?;
     let (outcome, detail) =
         deauthorize_at_clio(ctx, connection.region, &credentials, &mut tokens).await;
+    let answered_at = ctx.now();
     if outcome == ClioOutcome::FailedRetrying {
         tracing::warn!(detail = %detail, "Clio deauthorize failed; will retry");
     }
@@ -391,7 +405,16 @@ pub async fn revoke_connection(
             .execute(&mut *tx)
             .await?;
         }
-        let event = revoked_event(&connection, actor, reason, now, outcome, &detail);
+        let confirmed_at = outcome.is_final().then_some(answered_at);
+        let event = revoked_event(
+            &connection,
+            actor,
+            reason,
+            now,
+            (outcome, &detail),
+            confirmed_at,
+            1,
+        );
         audit_outbox::enqueue(&mut tx, event).await?;
     }
     tx.commit().await?;
@@ -404,22 +427,36 @@ pub async fn revoke_connection(
     })
 }
 
-/// Revokes many connections at once (bounded concurrency); every one is attempted.
+/// Revokes many connections at once (bounded concurrency); every one is attempted, and
+/// each one's outcome (or error) is returned, in connection order.
+async fn revoke_each(
+    ctx: &Context,
+    actor: &str,
+    ids: Vec<ConnectionId>,
+    reason: &str,
+) -> Vec<(ConnectionId, Result<Revocation, AuthError>)> {
+    let concurrency = ctx.config.revocation.concurrency.max(1);
+    let mut outcomes: Vec<(ConnectionId, Result<Revocation, AuthError>)> =
+        futures_util::stream::iter(ids)
+            .map(|id| async move { (id, revoke_connection(ctx, actor, id, reason).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    outcomes.sort_by_key(|(id, _)| *id);
+    outcomes
+}
+
+/// Revokes many connections; the first error fails the whole (after every one is tried).
 async fn revoke_all(
     ctx: &Context,
     actor: &str,
     ids: Vec<ConnectionId>,
     reason: &str,
 ) -> Result<Vec<Revocation>, AuthError> {
-    let concurrency = ctx.config.revocation.concurrency.max(1);
-    let outcomes: Vec<Result<Revocation, AuthError>> = futures_util::stream::iter(ids)
-        .map(|id| revoke_connection(ctx, actor, id, reason))
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let outcomes = revoke_each(ctx, actor, ids, reason).await;
     let mut results = Vec::with_capacity(outcomes.len());
     let mut first_error = None;
-    for outcome in outcomes {
+    for (_, outcome) in outcomes {
         match outcome {
             Ok(result) => results.push(result),
             Err(error) => {
@@ -439,6 +476,37 @@ pub struct OffboardRequest {
     pub principal: Principal,
     pub tenant: Option<Tenant>,
     pub reason: String,
+    /// When the person left; `None` is "now". Checked against the clock by [`offboard`].
+    pub departed_at: Option<DateTime<Utc>>,
+}
+
+/// How far ahead of the service's clock a departure may be (clock skew between callers).
+const DEPARTURE_SKEW: Duration = Duration::minutes(1);
+/// How long ago a departure may be: older is a typo (a wrong year), not an offboarding.
+const DEPARTURE_MAX_AGE: Duration = Duration::days(365);
+
+/// The departure time, checked against `now`.
+fn departure(requested: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<DateTime<Utc>, AuthError> {
+    let Some(at) = requested else {
+        return Ok(now);
+    };
+    if at > now + DEPARTURE_SKEW {
+        return Err(AuthError::invalid(
+            "departed_at",
+            format!("{} is in the future", at.to_rfc3339()),
+        ));
+    }
+    if at < now - DEPARTURE_MAX_AGE {
+        return Err(AuthError::invalid(
+            "departed_at",
+            format!(
+                "{} is more than {} days ago",
+                at.to_rfc3339(),
+                DEPARTURE_MAX_AGE.num_days()
+            ),
+        ));
+    }
+    Ok(at.min(now))
 }
 
 impl TryFrom<pb::OffboardUserRequest> for OffboardRequest {
@@ -452,18 +520,32 @@ impl TryFrom<pb::OffboardUserRequest> for OffboardRequest {
                 raw => Some(Tenant::parse("tenant", raw)?),
             },
             reason: required_text("reason", &request.reason, 2_000)?,
+            departed_at: request
+                .departed_at
+                .map(|t| {
+                    u32::try_from(t.nanos)
+                        .ok()
+                        .and_then(|nanos| DateTime::<Utc>::from_timestamp(t.seconds, nanos))
+                        .ok_or_else(|| AuthError::invalid("departed_at", "not a valid time"))
+                })
+                .transpose()?,
         })
     }
 }
 
 pub struct Offboarded {
     pub results: Vec<Revocation>,
+    /// Connections whose revocation failed here, with the error (the run was partial).
+    pub failures: Vec<(ConnectionId, String)>,
+    pub departed_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
 }
 
 /// Revokes every live connection of a person, across apps and regions, and records the
-/// offboarding (one USER_OFFBOARDED per tenant involved).
+/// offboarding (one USER_OFFBOARDED per tenant involved) with each connection's outcome,
+/// also when some revocations failed here: a partial run is recorded as such, and the
+/// offboarding report keeps it open until Clio confirmed every connection.
 #[tracing::instrument(skip_all, fields(actor = %caller.name))]
 pub async fn offboard(
     ctx: &Context,
@@ -471,6 +553,7 @@ pub async fn offboard(
     request: OffboardRequest,
 ) -> Result<Offboarded, AuthError> {
     let started_at = ctx.now();
+    let departed_at = departure(request.departed_at, started_at)?;
     let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
         "SELECT connection_id, tenant FROM connections WHERE principal = $1 AND ($2::text IS NULL OR tenant = $2) \
          AND status <> 'revoked' ORDER BY connection_id",
@@ -491,18 +574,46 @@ pub async fn offboard(
         );
     }
     let ids = rows.iter().map(|(id, _)| ConnectionId(*id)).collect();
-    let results = revoke_all(ctx, &caller.name, ids, &request.reason).await?;
+    let outcomes = revoke_each(ctx, &caller.name, ids, &request.reason).await;
     let completed_at = ctx.now();
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut failures = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(revocation) => results.push(revocation),
+            Err(error) => {
+                tracing::warn!(connection_id = %id, %error, "revocation failed during offboarding");
+                failures.push((id, error.to_string()));
+            }
+        }
+    }
     let mut tx = ctx.pool.begin().await?;
     for tenant in &tenants {
-        let in_tenant: Vec<&Revocation> = results
+        let of_tenant =
+            |id: &ConnectionId| rows.iter().any(|(row, t)| *row == id.0 && t == tenant);
+        let in_tenant: Vec<&Revocation> =
+            results.iter().filter(|r| of_tenant(&r.connection)).collect();
+        let failed_here: Vec<&(ConnectionId, String)> =
+            failures.iter().filter(|(id, _)| of_tenant(id)).collect();
+        let count = |o: ClioOutcome| in_tenant.iter().filter(|r| r.outcome == o).count();
+        let mut connections: Vec<serde_json::Value> = in_tenant
             .iter()
-            .filter(|r| {
-                rows.iter()
-                    .any(|(id, t)| *id == r.connection.0 && t == tenant)
+            .map(|r| {
+                serde_json::json!({
+                    "connection_id": r.connection.to_string(),
+                    "clio_outcome": r.outcome.as_str(),
+                    "detail": r.detail,
+                    "revoked_at": r.revoked_at.to_rfc3339(),
+                })
             })
             .collect();
-        let count = |o: ClioOutcome| in_tenant.iter().filter(|r| r.outcome == o).count();
+        connections.extend(failed_here.iter().map(|(id, error)| {
+            serde_json::json!({
+                "connection_id": id.to_string(),
+                "clio_outcome": "error",
+                "detail": error,
+            })
+        }));
         let event = EventBuilder::new(
             EventKind::UserOffboarded,
             tenant,
@@ -518,11 +629,15 @@ pub async fn offboard(
         .payload(serde_json::json!({
             "connections_revoked": in_tenant.len(),
             "connection_ids": in_tenant.iter().map(|r| r.connection.to_string()).collect::<Vec<_>>(),
+            "connections": connections,
+            "partial": !failed_here.is_empty(),
+            "departed_at": departed_at.to_rfc3339(),
             "clio_outcomes": {
                 "revoked": count(ClioOutcome::Revoked),
                 "already_invalid": count(ClioOutcome::AlreadyInvalid),
                 "failed_retrying": count(ClioOutcome::FailedRetrying),
                 "nothing_to_revoke": count(ClioOutcome::NothingToRevoke),
+                "error": failed_here.len(),
             },
             "started_at": started_at.to_rfc3339(),
             "completed_at": completed_at.to_rfc3339(),
@@ -532,9 +647,15 @@ pub async fn offboard(
     }
     tx.commit().await?;
     ctx.events_committed();
-    tracing::info!(connections = results.len(), "person offboarded");
+    tracing::info!(
+        connections = results.len(),
+        failed = failures.len(),
+        "person offboarded"
+    );
     Ok(Offboarded {
         results,
+        failures,
+        departed_at,
         started_at,
         completed_at,
     })

@@ -1,96 +1,107 @@
-//! Lease usage, aggregated: leases only touch memory; a flusher writes each connection's
-//! last-used time and one TOKEN_LEASED event per connection and caller per window, so a
-//! busy importer does not write a row or an audit event per lease.
+//! Lease usage, aggregated and durable: each lease adds to a `lease_usage` row (one per
+//! connection and caller) before the token is handed out, so a crash loses no use; a
+//! flusher turns the rows into one TOKEN_LEASED event per connection and caller per
+//! window, moves the connections' last-used times and deletes the rows, all in one
+//! transaction, so a busy importer does not write an audit event per lease and each use is
+//! reported exactly once.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use proto::common::v1::{AuditEvent, EventKind};
+use proto::common::v1::EventKind;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::audit_events::service_actor;
-use crate::connections::Connection;
+use crate::connections::{self, Connection};
+use crate::domain::ConnectionId;
 use crate::error::AuthError;
 
 /// Distinct purposes kept per window (a job id each); beyond this only the count grows.
-const MAX_PURPOSES: usize = 20;
-
-struct Usage {
-    event: crate::audit_events::EventTemplate,
-    count: u64,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
-    purposes: BTreeSet<String>,
-}
+const MAX_PURPOSES: i32 = 20;
 
 #[derive(Clone, Default)]
-pub struct UsageRecorder {
-    window: Arc<Mutex<HashMap<(Uuid, String), Usage>>>,
+pub struct UsageRecorder;
+
+#[derive(sqlx::FromRow)]
+struct Usage {
+    connection_id: Uuid,
+    caller: String,
+    lease_count: i64,
+    first_used_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    purposes: Vec<String>,
 }
 
 impl UsageRecorder {
-    pub fn record(&self, connection: &Connection, caller: &str, purpose: &str, at: DateTime<Utc>) {
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let usage = window
-            .entry((connection.id.0, caller.to_owned()))
-            .or_insert_with(|| Usage {
-                event: crate::audit_events::EventTemplate::of(connection, service_actor(caller)),
-                count: 0,
-                first: at,
-                last: at,
-                purposes: BTreeSet::new(),
-            });
-        usage.count += 1;
-        usage.first = usage.first.min(at);
-        usage.last = usage.last.max(at);
-        if usage.purposes.len() < MAX_PURPOSES {
-            usage.purposes.insert(purpose.to_owned());
-        }
+    /// Adds one lease to the connection's and caller's row (committed before it returns).
+    pub async fn record(
+        &self,
+        pool: &PgPool,
+        connection: &Connection,
+        caller: &str,
+        purpose: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        sqlx::query(
+            "INSERT INTO lease_usage AS u (connection_id, caller, lease_count, first_used_at, \
+             last_used_at, purposes) VALUES ($1, $2, 1, $3, $3, ARRAY[$4]) \
+             ON CONFLICT (connection_id, caller) DO UPDATE SET \
+             lease_count = u.lease_count + 1, \
+             first_used_at = LEAST(u.first_used_at, EXCLUDED.first_used_at), \
+             last_used_at = GREATEST(u.last_used_at, EXCLUDED.last_used_at), \
+             purposes = CASE WHEN $4 = ANY(u.purposes) OR cardinality(u.purposes) >= $5 \
+                        THEN u.purposes ELSE u.purposes || $4 END",
+        )
+        .bind(connection.id.0)
+        .bind(caller)
+        .bind(at)
+        .bind(purpose)
+        .bind(MAX_PURPOSES)
+        .execute(pool)
+        .await?;
+        Ok(())
     }
 
-    fn take(&self) -> HashMap<(Uuid, String), Usage> {
-        std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Puts back a window that could not be written, merged with what came since.
-    fn restore(&self, failed: HashMap<(Uuid, String), Usage>) {
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, old) in failed {
-            match window.get_mut(&key) {
-                Some(newer) => {
-                    newer.count += old.count;
-                    newer.first = newer.first.min(old.first);
-                    newer.last = newer.last.max(old.last);
-                    for purpose in old.purposes {
-                        if newer.purposes.len() < MAX_PURPOSES {
-                            newer.purposes.insert(purpose);
-                        }
-                    }
-                }
-                None => {
-                    window.insert(key, old);
-                }
-            }
-        }
-    }
-
-    /// Writes the current window: last-used times and one event per connection and caller.
+    /// Writes the usage gathered so far: last-used times and one event per connection and
+    /// caller. Returns how many events were enqueued.
     pub async fn flush(&self, pool: &PgPool) -> Result<usize, AuthError> {
-        let window = self.take();
-        if window.is_empty() {
+        let mut tx = pool.begin().await?;
+        let mut rows: Vec<Usage> = sqlx::query_as(
+            "DELETE FROM lease_usage RETURNING connection_id, caller, lease_count, \
+             first_used_at, last_used_at, purposes",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
             return Ok(0);
         }
-        match write(pool, &window).await {
-            Ok(()) => Ok(window.len()),
-            Err(error) => {
-                self.restore(window);
-                Err(error)
-            }
+        rows.sort_by(|a, b| (a.connection_id, &a.caller).cmp(&(b.connection_id, &b.caller)));
+        sqlx::query(
+            "UPDATE connections c SET last_used_at = GREATEST(COALESCE(c.last_used_at, u.at), u.at) \
+             FROM (SELECT id, max(at) AS at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+                   GROUP BY id) AS u WHERE c.connection_id = u.id",
+        )
+        .bind(rows.iter().map(|r| r.connection_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_used_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        for usage in &rows {
+            let connection = connections::load(&mut tx, ConnectionId(usage.connection_id), false).await?;
+            let event = connection
+                .event(EventKind::TokenLeased, service_actor(&usage.caller), usage.last_used_at)
+                .payload(serde_json::json!({
+                    "lease_count": usage.lease_count,
+                    "first_used_at": usage.first_used_at.to_rfc3339(),
+                    "last_used_at": usage.last_used_at.to_rfc3339(),
+                    "purposes": usage.purposes,
+                }))
+                .build();
+            audit_outbox::enqueue(&mut tx, event).await?;
         }
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
     /// Flushes every `interval` until shutdown, then once more.
@@ -118,43 +129,4 @@ impl UsageRecorder {
             }
         }
     }
-}
-
-async fn write(pool: &PgPool, window: &HashMap<(Uuid, String), Usage>) -> Result<(), AuthError> {
-    let mut last_used: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-    for ((connection, _), usage) in window {
-        let entry = last_used.entry(*connection).or_insert(usage.last);
-        *entry = (*entry).max(usage.last);
-    }
-    let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = last_used.into_iter().unzip();
-    let mut events: Vec<AuditEvent> = window
-        .values()
-        .map(|usage| {
-            usage
-                .event
-                .build(EventKind::TokenLeased, usage.last)
-                .payload(serde_json::json!({
-                    "lease_count": usage.count,
-                    "first_used_at": usage.first.to_rfc3339(),
-                    "last_used_at": usage.last.to_rfc3339(),
-                    "purposes": usage.purposes,
-                }))
-                .build()
-        })
-        .collect();
-    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE connections c SET last_used_at = GREATEST(COALESCE(c.last_used_at, u.at), u.at) \
-         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE c.connection_id = u.id",
-    )
-    .bind(&ids)
-    .bind(&times)
-    .execute(&mut *tx)
-    .await?;
-    for event in events {
-        audit_outbox::enqueue(&mut tx, event).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }

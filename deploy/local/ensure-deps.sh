@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and RabbitMQ are installed, running and ready, and that the three
-# service databases exist. Idempotent: on a machine where everything runs it only checks.
+# service databases exist, clio_audit with its two logins (audit-svc/README.md, "Database
+# logins"). Idempotent: on a machine where everything runs it only checks.
 #
 # Installs with apt-get when missing (needs root), starts what is stopped, waits until each
 # answers. Local development and CI only: it sets trust auth for 127.0.0.1 on a fresh
@@ -11,6 +12,11 @@ PGHOST=127.0.0.1
 PGPORT=5432
 PGUSER=postgres
 DATABASES=(clio_auth clio_import clio_audit)
+# audit-svc: the owner login runs the migrations; the service login owns nothing and works
+# as audit_appender (NOINHERIT: it can do nothing without SET ROLE audit_appender).
+AUDIT_DB=clio_audit
+AUDIT_OWNER=clio_audit_owner
+AUDIT_SERVICE=clio_audit_service
 
 log() { printf 'ensure-deps: %s\n' "$*" >&2; }
 
@@ -42,6 +48,45 @@ wait_for() { # description, seconds, command...
 }
 
 pg_query() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "$1"; }
+pg_query_in() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$1" -v ON_ERROR_STOP=1 -tAc "$2"; }
+
+ensure_role() { # name, attributes
+  if [ "$(pg_query "SELECT 1 FROM pg_roles WHERE rolname = '$1'")" != "1" ]; then
+    log "creating role $1 ($2)"
+    pg_query "CREATE ROLE $1 $2" >/dev/null
+  fi
+}
+
+# The audit database's logins, as a database administrator sets them up once (locally
+# without passwords: the local stack uses trust auth). A clio_audit made before the logins
+# were separated (everything owned by postgres) is handed to the owner login.
+ensure_audit_logins() {
+  ensure_role audit_appender NOLOGIN
+  ensure_role "$AUDIT_OWNER" LOGIN
+  ensure_role "$AUDIT_SERVICE" "LOGIN NOINHERIT"
+  # The owner is a member so migration 0002 finds nothing to grant; the service login
+  # needs it to SET ROLE audit_appender.
+  pg_query "GRANT audit_appender TO $AUDIT_OWNER" >/dev/null 2>&1 || true
+  pg_query "GRANT audit_appender TO $AUDIT_SERVICE" >/dev/null 2>&1 || true
+  if [ "$(pg_query "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$AUDIT_DB'")" != "$AUDIT_OWNER" ]; then
+    log "handing database $AUDIT_DB and its objects to $AUDIT_OWNER"
+    pg_query "ALTER DATABASE $AUDIT_DB OWNER TO $AUDIT_OWNER" >/dev/null
+    pg_query_in "$AUDIT_DB" "DO \$\$
+      DECLARE o record;
+      BEGIN
+        FOR o IN SELECT c.oid::regclass AS name FROM pg_class c
+                 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+                   AND pg_get_userbyid(c.relowner) <> '$AUDIT_OWNER' LOOP
+          EXECUTE format('ALTER TABLE %s OWNER TO $AUDIT_OWNER', o.name);
+        END LOOP;
+        FOR o IN SELECT p.oid::regprocedure AS name FROM pg_proc p
+                 WHERE p.pronamespace = 'public'::regnamespace
+                   AND pg_get_userbyid(p.proowner) <> '$AUDIT_OWNER' LOOP
+          EXECUTE format('ALTER FUNCTION %s OWNER TO $AUDIT_OWNER', o.name);
+        END LOOP;
+      END \$\$" >/dev/null
+  fi
+}
 
 ensure_postgres() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -70,6 +115,7 @@ ensure_postgres() {
       pg_query "CREATE DATABASE $db" >/dev/null
     fi
   done
+  ensure_audit_logins
 }
 
 ensure_rabbitmq() {

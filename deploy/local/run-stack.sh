@@ -67,6 +67,9 @@ up() {
   start import-svc "$BIN/import-svc" --config "$CONFIG/import-svc.toml"
   wait_port import-svc 50052
   log "stack is up: auth 127.0.0.1:50051, import :50052, audit :50053, Clio simulator (US) :18000"
+  # audit-svc migrated as clio_audit_owner and runs as clio_audit_service (ensure-deps.sh);
+  # its signed checkpoints are copied to the witness file outside Postgres.
+  log "audit log check: $BIN/audit-svc verify --witness .stack/audit-witness.jsonl --config $CONFIG/audit-svc.toml"
 }
 
 case "${1:-up}" in

@@ -1,4 +1,9 @@
 //! The `ImportService` gRPC handlers.
+//!
+//! Every string a caller sends is checked before it is used (the rules of
+//! [`spec`]: no NUL or control character, a length limit), and refused as
+//! `INVALID_ARGUMENT` naming the field. Postgres refusing a value (SQLSTATE class 22) is
+//! the caller's data, not an outage: `INVALID_ARGUMENT` too, never `UNAVAILABLE`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,10 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::access::{self, Refusals};
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::job::body::CONTENT_TYPE_PROTOBUF;
-use crate::job::spec::{self, timestamp};
+use crate::job::page_records::is_data_error;
+use crate::job::spec::{
+    self, MAX_FREE_TEXT_CHARS, MAX_ID_CHARS, MAX_RESOURCE_CHARS, check_free_text, check_text,
+    quoted, timestamp,
+};
 use crate::job::store::{self, JobFilter, JobStatus};
+use crate::leases::{LeaseError, Leases};
 use crate::queue::publisher::{Outgoing, PublishError, Publisher};
 use crate::queue::topology::{JOB_ROUTING_KEY, Topology};
 use crate::records::{self, RecordQuery};
@@ -37,19 +48,36 @@ enum ApiError {
     #[error("the job queue is unavailable: {0}")]
     QueueUnavailable(#[from] PublishError),
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// Postgres refused a value of the request (SQLSTATE class 22).
+    #[error("the request holds a value the database cannot store")]
+    BadData(sqlx::Error),
     /// Only a bug builds an event the outbox refuses.
     #[error("cannot record the audit event: {0}")]
     Audit(String),
+    /// auth-svc could not say whose the connection is (a tenant-limited caller's submit).
+    #[error("auth-svc is unavailable: {0}")]
+    AuthUnavailable(String),
+    /// Already audited; the answer to send.
+    #[error("{}", .0.message())]
+    Refused(Status),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_data_error(&error) {
+            ApiError::BadData(error)
+        } else {
+            ApiError::Database(error)
+        }
+    }
 }
 
 impl From<RecordError> for ApiError {
     fn from(error: RecordError) -> Self {
         match error {
-            RecordError::Database(inner) => ApiError::Database(inner),
-            RecordError::Outbox(audit_outbox::OutboxError::Database(inner)) => {
-                ApiError::Database(inner)
-            }
+            RecordError::Database(inner) => inner.into(),
+            RecordError::Outbox(audit_outbox::OutboxError::Database(inner)) => inner.into(),
             RecordError::Outbox(other) => ApiError::Audit(other.to_string()),
         }
     }
@@ -81,6 +109,15 @@ impl From<ApiError> for Status {
                 tracing::error!(error = %inner, "database error in import api");
                 Status::unavailable("database unavailable")
             }
+            ApiError::AuthUnavailable(_) => {
+                tracing::warn!(%error, "submit failed");
+                Status::unavailable(error.to_string())
+            }
+            ApiError::Refused(status) => status.clone(),
+            ApiError::BadData(inner) => {
+                tracing::warn!(error = %inner, "database refused a value of a request");
+                Status::invalid_argument(error.to_string())
+            }
         }
     }
 }
@@ -92,17 +129,31 @@ pub struct Api {
     pub topology: Topology,
     pub shutdown: CancellationToken,
     pub audit: Auditor,
+    /// auth-svc, for the tenant of a connection a tenant-limited caller submits for.
+    pub leases: Leases,
+    pub refusals: Refusals,
+}
+
+/// A one-line string of the request, checked by the job rules ([`check_text`]).
+fn checked<'a>(field: &str, text: &'a str, max_chars: usize) -> Result<&'a str, ApiError> {
+    check_text(text, max_chars).map_err(|problem| ApiError::invalid(field, problem))?;
+    Ok(text)
 }
 
 fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text.trim())
-        .map_err(|_| ApiError::invalid("job_id", format!("{text:?} is not a UUID")))
+    let text = checked("job_id", text.trim(), MAX_ID_CHARS)?;
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::invalid("job_id", format!("{} is not a UUID", quoted(text))))
 }
 
 fn parse_resource(text: &str) -> Result<Resource, ApiError> {
-    text.parse()
+    checked("resource", text, MAX_RESOURCE_CHARS)?
+        .parse()
         .map_err(|e| ApiError::invalid("resource", format!("{e}")))
 }
+
+/// Page tokens are ours (a time and a job id, or a Clio id), so they are short.
+const MAX_PAGE_TOKEN_CHARS: usize = 256;
 
 fn to_datetime(
     ts: Option<prost_types::Timestamp>,
@@ -157,6 +208,7 @@ impl Api {
 
     async fn submit(
         &self,
+        caller: &Caller,
         request: pb::SubmitJobRequest,
     ) -> Result<pb::SubmitJobResponse, ApiError> {
         let wire = request
@@ -164,7 +216,12 @@ impl Api {
             .ok_or_else(|| ApiError::invalid("job", "must be set"))?;
         let spec = spec::validate(wire, true)
             .map_err(|e| ApiError::invalid(format!("job.{}", e.field), e.problem))?;
+        let tenant = self.submit_tenant(caller, &spec.connection_id).await?;
         let created = store::insert_queued(&self.pool, &spec).await?;
+        if created {
+            store::record_submitter(&self.pool, spec.job_id, &caller.name, tenant.as_deref())
+                .await?;
+        }
         let body = prost::Message::encode_to_vec(&spec.to_wire());
         let job_id = spec.job_id.to_string();
         let published = self
@@ -185,6 +242,65 @@ impl Api {
         }
         tracing::info!(job_id = %spec.job_id, connection_id = %spec.connection_id, "job submitted");
         Ok(pb::SubmitJobResponse { job_id })
+    }
+
+    /// For a caller limited to tenants, the tenant of the connection it submits for,
+    /// refused (and audited) when it is not one of them. Unlimited callers need no lookup.
+    async fn submit_tenant(
+        &self,
+        caller: &Caller,
+        connection_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        if caller.tenants.is_none() {
+            return Ok(None);
+        }
+        let refuse =
+            |reason: String| ApiError::Refused(self.refusals.refuse(caller, "SubmitJob", reason));
+        match self.leases.connection(connection_id).await {
+            Ok(connection) if caller.may_access_tenant(&connection.tenant) => {
+                Ok(Some(connection.tenant))
+            }
+            Ok(connection) => Err(refuse(format!(
+                "connection {connection_id:?} belongs to tenant {:?}, outside this caller's tenants",
+                connection.tenant
+            ))),
+            Err(LeaseError::Unavailable(reason)) => Err(ApiError::AuthUnavailable(reason)),
+            Err(LeaseError::Refused(reason) | LeaseError::Unusable(reason)) => {
+                Err(refuse(format!(
+                    "connection {connection_id:?} cannot be checked against this caller's tenants: {reason}"
+                )))
+            }
+        }
+    }
+
+    /// The job, if `caller` may see it (refusals audited as calls of `method`).
+    async fn visible_job(
+        &self,
+        caller: &Caller,
+        method: &str,
+        job_id: Uuid,
+    ) -> Result<store::JobRow, ApiError> {
+        let row = store::get(&self.pool, job_id)
+            .await?
+            .ok_or(ApiError::JobNotFound(job_id))?;
+        access::may_see_job(caller, &row)
+            .map_err(|reason| ApiError::Refused(self.refusals.refuse(caller, method, reason)))?;
+        Ok(row)
+    }
+
+    /// Refuses (audited) a tenant-limited reader an account of another tenant.
+    async fn check_account(
+        &self,
+        caller: &Caller,
+        method: &str,
+        account: &str,
+    ) -> Result<(), ApiError> {
+        if caller.tenants.is_none() {
+            return Ok(());
+        }
+        let tenants = store::account_tenants(&self.pool, account).await?;
+        access::may_read_account(caller, account, &tenants)
+            .map_err(|reason| ApiError::Refused(self.refusals.refuse(caller, method, reason)))
     }
 
     /// After a failed publish: a row this call stored would otherwise stay `queued` with
@@ -208,8 +324,11 @@ impl Api {
 
     async fn list_jobs(
         &self,
+        caller: &Caller,
         request: pb::ListJobsRequest,
     ) -> Result<pb::ListJobsResponse, ApiError> {
+        checked("connection_id", &request.connection_id, MAX_ID_CHARS)?;
+        checked("page_token", &request.page_token, MAX_PAGE_TOKEN_CHARS)?;
         let before = if request.page_token.is_empty() {
             None
         } else {
@@ -236,6 +355,7 @@ impl Api {
             status,
             before,
             limit,
+            visible_to: access::job_visibility(caller),
         };
         let rows = store::list(&self.pool, &filter).await?;
         let next_page_token = match rows.last() {
@@ -266,6 +386,7 @@ impl Api {
         updated_since: Option<prost_types::Timestamp>,
         include_deleted: bool,
     ) -> Result<RecordQuery, ApiError> {
+        checked("clio_account_id", account.trim(), MAX_ID_CHARS)?;
         if account.trim().is_empty() {
             return Err(ApiError::invalid("clio_account_id", "must not be empty"));
         }
@@ -301,7 +422,10 @@ impl ImportService for Api {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        Ok(Response::new(self.submit(request.into_inner()).await?))
+        let caller = Caller::of(&request)?.clone();
+        Ok(Response::new(
+            self.submit(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn get_job(
@@ -309,6 +433,8 @@ impl ImportService for Api {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
+        self.visible_job(Caller::of(&request)?, "GetJob", job_id)
+            .await?;
         Ok(Response::new(self.job_view(job_id).await?))
     }
 
@@ -316,8 +442,9 @@ impl ImportService for Api {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         Ok(Response::new(
-            Api::list_jobs(self, request.into_inner()).await?,
+            Api::list_jobs(self, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -326,8 +453,14 @@ impl ImportService for Api {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
-        let caller = Caller::of(&request)?.name.clone();
+        let verified = Caller::of(&request)?;
         let reason = request.get_ref().reason.clone();
+        check_free_text(&reason, MAX_FREE_TEXT_CHARS)
+            .map_err(|problem| ApiError::invalid("reason", problem))?;
+        let row = self.visible_job(verified, "CancelJob", job_id).await?;
+        access::may_cancel(verified, &row)
+            .map_err(|why| ApiError::Refused(self.refusals.refuse(verified, "CancelJob", why)))?;
+        let caller = verified.name.clone();
         self.cancel(job_id, &reason, &caller).await?;
         tracing::info!(%job_id, %reason, %caller, "job cancel requested");
         Ok(Response::new(self.job_view(job_id).await?))
@@ -338,6 +471,8 @@ impl ImportService for Api {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<BoxStream<pb::JobProgress>>, Status> {
         let job_id = parse_job_id(&request.get_ref().job_id)?;
+        self.visible_job(Caller::of(&request)?, "WatchJob", job_id)
+            .await?;
         let (row, first) = self.job_row_and_view(job_id).await?;
         let api = self.clone();
         // Waits before the watch began are not news.
@@ -349,6 +484,7 @@ impl ImportService for Api {
         &self,
         request: Request<pb::ListRecordsRequest>,
     ) -> Result<Response<pb::ListRecordsResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let request = request.into_inner();
         let mut query = Api::record_query(
             &request.clio_account_id,
@@ -356,12 +492,15 @@ impl ImportService for Api {
             request.updated_since,
             request.include_deleted,
         )?;
+        self.check_account(&caller, "ListRecords", &query.account_id)
+            .await?;
         query.limit = page_size(request.page_size);
+        checked("page_token", &request.page_token, MAX_PAGE_TOKEN_CHARS)?;
         query.after_id = Some(request.page_token).filter(|t| !t.is_empty());
         let rows = records::list(&self.pool, &query)
             .await
             .map_err(|e| match e {
-                records::RecordError::Database(e) => ApiError::Database(e),
+                records::RecordError::Database(e) => ApiError::from(e),
                 records::RecordError::MissingId { .. } => {
                     ApiError::invalid("page_token", "bad token")
                 }
@@ -386,6 +525,7 @@ impl ImportService for Api {
         &self,
         request: Request<pb::ExportRecordsRequest>,
     ) -> Result<Response<BoxStream<pb::Record>>, Status> {
+        let caller = Caller::of(&request)?.clone();
         let request = request.into_inner();
         let mut query = Api::record_query(
             &request.clio_account_id,
@@ -393,6 +533,8 @@ impl ImportService for Api {
             request.updated_since,
             request.include_deleted,
         )?;
+        self.check_account(&caller, "ExportRecords", &query.account_id)
+            .await?;
         query.limit = 1_000;
         let pool = self.pool.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -401,10 +543,14 @@ impl ImportService for Api {
                 let rows = match records::list(&pool, &query).await {
                     Ok(rows) => rows,
                     Err(error) => {
-                        tracing::error!(%error, "export failed");
-                        let _ = tx
-                            .send(Err(Status::unavailable("database unavailable")))
-                            .await;
+                        let status = match error {
+                            records::RecordError::Database(e) => ApiError::from(e).into(),
+                            records::RecordError::MissingId { .. } => {
+                                tracing::error!(%error, "export failed");
+                                Status::internal("export failed")
+                            }
+                        };
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
@@ -463,6 +609,12 @@ fn async_stream(
             }
             tokio::select! {
                 () = api.shutdown.cancelled() => return,
+                // The client left: stop polling now, not at the next update that fails
+                // to send (a stalled job has none).
+                () = tx.closed() => {
+                    tracing::debug!(%job_id, "watch ended: the client left");
+                    return;
+                }
                 () = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
             let row = match store::get(&api.pool, job_id).await {

@@ -109,6 +109,9 @@ pub struct JobContext {
     /// The connection's firm, once auth-svc told us.
     tenant: Option<String>,
     requested_by: String,
+    /// The verified caller that submitted the job through SubmitJob: the actor of its
+    /// events (`requested_by` is then who it acted for).
+    submitted_by: Option<String>,
     refs: EventRefs,
     scopes: ScopeSet,
 }
@@ -121,6 +124,7 @@ impl JobContext {
             subject_id: spec.job_id.to_string(),
             tenant: None,
             requested_by: spec.requested_by.clone(),
+            submitted_by: None,
             refs: EventRefs {
                 connection_id: spec.connection_id.clone(),
                 job_id: spec.job_id.to_string(),
@@ -143,6 +147,7 @@ impl JobContext {
             subject_id: row.job_id.to_string(),
             tenant: None,
             requested_by: row.requested_by.clone(),
+            submitted_by: None,
             refs: EventRefs {
                 connection_id: row.connection_id.clone(),
                 job_id: row.job_id.to_string(),
@@ -154,25 +159,31 @@ impl JobContext {
         context
     }
 
-    /// A message refused before it became a valid job: whatever could be read of it.
+    /// A message refused before it became a valid job: whatever could be read of it. The
+    /// values are unchecked (they may be why it was refused), so they are kept only
+    /// printable and short: they are stored with the refusal.
     pub fn of_rejected_message(
         job_id: Option<Uuid>,
         connection_id: &str,
         requested_by: &str,
         message_id: Option<&str>,
     ) -> Self {
+        use crate::job::spec::{MAX_ID_CHARS, MAX_REQUESTED_BY_CHARS, printable};
         let subject_id = match (job_id, message_id) {
             (Some(job_id), _) => job_id.to_string(),
-            (None, Some(message_id)) if !message_id.trim().is_empty() => message_id.to_owned(),
+            (None, Some(message_id)) if !message_id.trim().is_empty() => {
+                printable(message_id, MAX_ID_CHARS)
+            }
             (None, _) => UNIDENTIFIED.to_owned(),
         };
         JobContext {
             job_id,
             subject_id,
             tenant: None,
-            requested_by: requested_by.trim().to_owned(),
+            requested_by: printable(requested_by.trim(), MAX_REQUESTED_BY_CHARS),
+            submitted_by: None,
             refs: EventRefs {
-                connection_id: connection_id.to_owned(),
+                connection_id: printable(connection_id.trim(), MAX_ID_CHARS),
                 job_id: job_id.map(|j| j.to_string()).unwrap_or_default(),
                 ..EventRefs::default()
             },
@@ -182,6 +193,9 @@ impl JobContext {
 
     /// What an earlier attempt stored on the job (tenant, region, account).
     pub fn learn_stored(&mut self, row: &JobRow) {
+        if let Some(submitter) = row.submitted_by.as_deref().filter(|s| !s.is_empty()) {
+            self.submitted_by = Some(submitter.to_owned());
+        }
         if let Some(tenant) = row.tenant.as_deref().filter(|t| !t.is_empty()) {
             self.tenant = Some(tenant.to_owned());
         }
@@ -214,6 +228,13 @@ impl JobContext {
     }
 
     fn actor(&self) -> Actor {
+        if let Some(submitter) = &self.submitted_by {
+            return Actor {
+                kind: actor::Kind::Service as i32,
+                id: submitter.clone(),
+            };
+        }
+        // From the queue: the producer's own word is all there is.
         let (kind, id) = if self.requested_by.is_empty() {
             (actor::Kind::System, SOURCE)
         } else if self.requested_by.contains('@') {
@@ -225,6 +246,20 @@ impl JobContext {
             kind: kind as i32,
             id: id.to_owned(),
         }
+    }
+
+    /// A verified submitter acts for `requested_by`; the payload says for whom.
+    fn with_on_behalf_of(&self, mut payload: Value) -> Value {
+        if self.submitted_by.is_some()
+            && !self.requested_by.is_empty()
+            && let Value::Object(map) = &mut payload
+        {
+            map.insert(
+                "on_behalf_of".into(),
+                Value::String(self.requested_by.clone()),
+            );
+        }
+        payload
     }
 
     fn event(
@@ -253,7 +288,7 @@ impl JobContext {
                 proto::common::v1::RiskTier::from(self.scopes.risk_tier()) as i32
             },
             reason: reason.to_owned(),
-            payload_json: payload.to_string(),
+            payload_json: self.with_on_behalf_of(payload).to_string(),
             source: SOURCE.to_owned(),
             // The outbox assigns the id (UUID v7) and the time.
             ..AuditEvent::default()

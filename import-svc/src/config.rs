@@ -71,6 +71,12 @@ pub struct AmqpConfig {
     pub delivery_limit: u32,
     /// Delay before reconnecting after the broker goes away.
     pub reconnect_delay_ms: u64,
+    /// Delay tiers (one retry queue each) a job waits out while a dependency (auth-svc,
+    /// Postgres, audit-svc) is down: the n-th retry waits the n-th delay, the last one
+    /// repeats until `importer.max_outage_secs`. Retries never spend the delivery limit.
+    pub retry_delays_ms: Vec<u64>,
+    /// How long a publish waits for the broker's confirm before it counts as failed.
+    pub confirm_timeout_ms: u64,
 }
 
 impl Default for AmqpConfig {
@@ -81,6 +87,8 @@ impl Default for AmqpConfig {
             prefetch: 4,
             delivery_limit: 5,
             reconnect_delay_ms: 1_000,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 300_000],
+            confirm_timeout_ms: 10_000,
         }
     }
 }
@@ -107,6 +115,28 @@ impl AmqpConfig {
                 "must be greater than 0",
             ));
         }
+        if self.retry_delays_ms.is_empty() {
+            return Err(ConfigError::invalid(
+                "amqp.retry_delays_ms",
+                "must list at least one delay",
+            ));
+        }
+        if let Some(bad) = self
+            .retry_delays_ms
+            .iter()
+            .find(|d| **d == 0 || **d > i32::MAX as u64)
+        {
+            return Err(ConfigError::invalid(
+                "amqp.retry_delays_ms",
+                format!("{bad} is not between 1 and {} ms", i32::MAX),
+            ));
+        }
+        if self.confirm_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.confirm_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
         Ok(())
     }
 
@@ -122,6 +152,9 @@ impl std::fmt::Debug for AmqpConfig {
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
+            .field("reconnect_delay_ms", &self.reconnect_delay_ms)
+            .field("retry_delays_ms", &self.retry_delays_ms)
+            .field("confirm_timeout_ms", &self.confirm_timeout_ms)
             .finish()
     }
 }
@@ -180,6 +213,22 @@ pub struct ImporterConfig {
     /// Overlap subtracted from the high-water mark of an incremental import, to catch
     /// records updated in the same second as the last one seen.
     pub incremental_overlap_secs: i64,
+    /// How long a job keeps waiting out a dependency outage (through the retry queues)
+    /// before it fails, visibly, with the last reason.
+    pub max_outage_secs: u64,
+    /// How often the reconciler looks for jobs left non-final with nothing working on them.
+    pub reconcile_interval_ms: u64,
+    /// A queued or running job untouched this long, not locked by a worker and not waiting
+    /// in a retry queue, has lost its message: the reconciler publishes it again.
+    pub reconcile_after_secs: u64,
+    /// Re-publications of one job before the reconciler gives up and dead-letters it.
+    pub reconcile_max_republish: u32,
+    /// Largest Clio record (its JSON text, in bytes) the importer stores; a larger one is
+    /// skipped and listed in `skipped_records`, and the rest of its page is stored.
+    pub max_record_bytes: usize,
+    /// Largest Clio response body read for one page; a larger one fails the job (the body
+    /// is read in chunks and never buffered past this).
+    pub max_page_bytes: u64,
 }
 
 impl Default for ImporterConfig {
@@ -192,6 +241,12 @@ impl Default for ImporterConfig {
             backoff_base_ms: 200,
             rate_limit_reserve: 0,
             incremental_overlap_secs: 1,
+            max_outage_secs: 3_600,
+            reconcile_interval_ms: 60_000,
+            reconcile_after_secs: 600,
+            reconcile_max_republish: 3,
+            max_record_bytes: 1 << 20,
+            max_page_bytes: 32 << 20,
         }
     }
 }
@@ -215,6 +270,27 @@ impl ImporterConfig {
                 "importer.max_page_attempts",
                 "must be greater than 0",
             ));
+        }
+        if self.max_record_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "importer.max_record_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_page_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "importer.max_page_bytes",
+                "must be greater than 0",
+            ));
+        }
+        for (key, value) in [
+            ("importer.max_outage_secs", self.max_outage_secs),
+            ("importer.reconcile_interval_ms", self.reconcile_interval_ms),
+            ("importer.reconcile_after_secs", self.reconcile_after_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
         }
         Ok(())
     }

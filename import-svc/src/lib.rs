@@ -8,6 +8,7 @@
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod clio;
@@ -95,18 +96,27 @@ pub async fn run_with_clock(
     let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
     // The relay outlives the consumer: jobs settling during shutdown still write events.
     let relay_stop = CancellationToken::new();
-    let relay = Relay::from_config(pool.clone(), &config.audit)?;
+    let metrics = Metrics::new("import_svc");
+    let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
     let audit = audit::Auditor::new(&config.audit.platform_tenant, waker.clone());
-    let denials = OutboxDenials::start(
-        pool.clone(),
-        config.audit.platform_tenant.clone(),
-        Some(waker),
-        clock.clone(),
-    );
+    let denials: Arc<dyn service_runtime::caller_auth::DenialSink> =
+        Arc::new(OutboxDenials::start(
+            pool.clone(),
+            audit::SOURCE,
+            config.audit.platform_tenant.clone(),
+            Some(waker),
+            clock.clone(),
+        ));
+    let leases = leases::Leases::new(&config.auth.endpoint, &config.auth.token)?;
     let relay_task = relay.map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
-    let topology = queue::topology::Topology::new(&config.amqp.prefix);
-    let publisher = Arc::new(queue::publisher::Publisher::default());
+    let topology = queue::topology::Topology::with_retry_delays(
+        &config.amqp.prefix,
+        &config.amqp.retry_delays_ms,
+    );
+    let publisher = Arc::new(queue::publisher::Publisher::new(Duration::from_millis(
+        config.amqp.confirm_timeout_ms,
+    )));
     let events = Arc::new(events::Events::new(
         publisher.clone(),
         topology.events_exchange.clone(),
@@ -115,7 +125,7 @@ pub async fn run_with_clock(
         pool: pool.clone(),
         fetcher: clio::fetch::Fetcher::new(config.importer.clone())?,
         gates: clio::rate_gate::RateGates::default(),
-        leases: leases::Leases::new(&config.auth.endpoint, &config.auth.token)?,
+        leases: leases.clone(),
         events: events.clone(),
         clock: clock.clone(),
         config: config.importer.clone(),
@@ -127,17 +137,27 @@ pub async fn run_with_clock(
         topology: topology.clone(),
         runner,
         publisher: publisher.clone(),
-        events,
+        events: events.clone(),
         pool: pool.clone(),
         audit: audit.clone(),
         max_concurrent_jobs: config.importer.max_concurrent_jobs,
         shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
+        max_outage: Duration::from_secs(config.importer.max_outage_secs),
         connected: connected.clone(),
+    };
+    let reconciler = queue::reconciler::Reconciler {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        topology: topology.clone(),
+        events,
+        audit: audit.clone(),
+        config: config.importer.clone(),
     };
 
     // The consumer and the purger stop with the service but finish their own draining.
     let workers = CancellationToken::new();
     let consumer_task = tokio::spawn(consumer.run(workers.clone()));
+    let reconciler_task = tokio::spawn(reconciler.run(workers.clone()));
     let retention_task = tokio::spawn(retention::run(
         pool.clone(),
         config.retention.clone(),
@@ -151,6 +171,8 @@ pub async fn run_with_clock(
         topology,
         shutdown: shutdown.clone(),
         audit,
+        leases,
+        refusals: access::Refusals(denials.clone()),
     };
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![
         Arc::new(PostgresCheck(pool.clone())),
@@ -158,18 +180,20 @@ pub async fn run_with_clock(
     ];
     let parts = ServerParts {
         routes: Routes::new(ImportServiceServer::new(api)),
-        http: axum::Router::new(),
-        policy: access_policy(),
+        http: audit_outbox::health_router(pool.clone()),
+        // Counts of pending and quarantined audit events, nothing else (like /metrics).
+        policy: access_policy().public(audit_outbox::HEALTH_PATH),
         health_services: vec![IMPORT_IMPORT_SERVICE.to_owned()],
         checks,
-        metrics: Metrics::new("import_svc"),
-        denials: Some(Arc::new(denials)),
+        metrics,
+        denials: Some(denials),
     };
     let served = serve(&config.service, parts, listener, shutdown.clone()).await;
     // gRPC has stopped taking calls; now stop taking jobs and hand in-flight ones back.
     workers.cancel();
     let _ = consumer_task.await;
     let _ = retention_task.await;
+    let _ = reconciler_task.await;
     relay_stop.cancel();
     if let Some(relay_task) = relay_task {
         let _ = relay_task.await;

@@ -157,7 +157,8 @@ pub async fn upsert_page(
     // `changed` reads the table as it was before this statement (every part of one
     // statement sees the same snapshot), so it counts the records this page actually adds
     // or changes: re-reading an unchanged record (an incremental job's overlap, a resumed
-    // page) touches its row (seen_in_job) but is not a write.
+    // page) touches its row (seen_by) but is not a write. Seeing a record, whatever its
+    // version, records that Clio still returns it to this connection (deletion detection).
     let sql = format!(
         "WITH u AS (
              SELECT * FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[])
@@ -171,10 +172,11 @@ pub async fn upsert_page(
                     AND ({t}.updated_at IS NULL OR u.updated_at IS NULL OR u.updated_at >= {t}.updated_at))
          ),
          stored AS (
-             INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at)
-             SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL FROM u
+             INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at, seen_by)
+             SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL, {SEEN_NOW} FROM u
              ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET
                  seen_in_job = EXCLUDED.seen_in_job,
+                 seen_by = {t}.seen_by || EXCLUDED.seen_by,
                  deleted_at = NULL,
                  connection_id = EXCLUDED.connection_id,
                  etag = CASE WHEN {newer} THEN EXCLUDED.etag ELSE {t}.etag END,
@@ -208,7 +210,14 @@ pub async fn upsert_page(
     })
 }
 
-/// Marks records as seen by `job_id` from a page listing only ids (deletion reconcile).
+/// The `seen_by` entry a page's transaction writes for the connection (`$2`): the
+/// database's time, so every replica and every sweep compare times from one clock.
+const SEEN_NOW: &str = "jsonb_build_object($2::text, now())";
+
+/// Records that Clio still returns these records (a page listing only ids, in an
+/// incremental job's deletion sweep) to the target's connection. Records stored as deleted
+/// are left alone: an id listing says nothing of their content, and the next full or
+/// incremental read restores them.
 pub async fn mark_seen(
     tx: &mut Transaction<'_, Postgres>,
     target: &Target<'_>,
@@ -221,39 +230,55 @@ pub async fn mark_seen(
         .collect::<Result<Vec<_>, _>>()?;
     let t = table(target.resource);
     let sql = format!(
-        "UPDATE {t} SET seen_in_job = $3 WHERE clio_account_id = $1 AND clio_id = ANY($2::{ty}[])",
+        "UPDATE {t} SET seen_by = seen_by || {SEEN_NOW}
+         WHERE clio_account_id = $1 AND clio_id = ANY($3::{ty}[]) AND deleted_at IS NULL",
         ty = id_type(target.resource)
     );
-    let query = sqlx::query(&sql).bind(target.account_id);
+    let query = sqlx::query(&sql)
+        .bind(target.account_id)
+        .bind(target.connection_id);
     let query = match collect_ids(target.resource, ids) {
         Ids::Int(ids) => query.bind(ids),
         Ids::Text(ids) => query.bind(ids),
     };
-    Ok(query
-        .bind(target.job_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
+    Ok(query.execute(&mut **tx).await?.rows_affected())
 }
 
-/// After a complete listing: every live record of the account the job did not see is gone
-/// from Clio. Returns how many were marked deleted.
+/// After a complete listing through the target's connection that began at
+/// `listing_started` (database time): the records this connection had seen before then
+/// and did not see again are no longer returned to it, so it stops vouching for them. A
+/// record is marked deleted when no connection vouches for it any more; one another
+/// connection still sees (an overlapping sync, a user who sees more) stays live, and
+/// records this connection never saw are not touched. Returns how many records this call
+/// marked deleted (exact under concurrent sweeps: each row is decided on its latest
+/// version, under its row lock).
 pub async fn mark_unseen_deleted(
     tx: &mut Transaction<'_, Postgres>,
     target: &Target<'_>,
+    listing_started: DateTime<Utc>,
 ) -> Result<u64, RecordError> {
     let t = table(target.resource);
+    // Live rows only: a deleted row is seen by no one (a read that sees it again revives
+    // it and adds its connection).
     let sql = format!(
-        "UPDATE {t} SET deleted_at = $3
-         WHERE clio_account_id = $1 AND deleted_at IS NULL AND seen_in_job IS DISTINCT FROM $2"
+        "WITH swept AS (
+             UPDATE {t} SET
+                 seen_by = seen_by - $2::text,
+                 deleted_at = CASE WHEN seen_by - $2::text = '{{}}'::jsonb THEN $4::timestamptz END
+             WHERE clio_account_id = $1 AND deleted_at IS NULL
+               AND seen_by ? $2::text AND (seen_by ->> $2::text)::timestamptz < $3
+             RETURNING deleted_at
+         )
+         SELECT count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM swept"
     );
-    let result = sqlx::query(&sql)
+    let deleted: i64 = sqlx::query_scalar(&sql)
         .bind(target.account_id)
-        .bind(target.job_id)
+        .bind(target.connection_id)
+        .bind(listing_started)
         .bind(target.now)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-    Ok(result.rows_affected())
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 /// Deletes records stored before `cutoff` (retention). Returns how many.

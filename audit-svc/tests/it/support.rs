@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use audit_svc::Config;
+use audit_svc::config::WriterGrant;
 use chrono::{DateTime, Utc};
 use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -63,11 +64,42 @@ pub fn config(database: &TestDatabase, setup: &Setup) -> Config {
     config.checkpoints.every_events = setup.checkpoint_every;
     config.checkpoints.interval_ms = setup.checkpoint_interval_ms;
     config.watch.poll_interval_ms = 200;
+    config.writers = test_writers();
     config
+}
+
+/// The writer grants of the tests: `audit_writer` records every kind a writer may (review
+/// kinds are recorded only through ComplianceService) as source `test`; `auth_writer` and
+/// `import_writer` hold auth-svc's and import-svc's grants.
+pub fn test_writers() -> Vec<WriterGrant> {
+    let every_kind = (1..)
+        .map_while(|k| pb::EventKind::try_from(k).ok())
+        .filter(|k| {
+            !matches!(
+                k,
+                pb::EventKind::ReviewGenerated | pb::EventKind::ReviewAttested
+            )
+        })
+        .map(audit_svc::event::kind_name)
+        .collect();
+    vec![
+        WriterGrant {
+            caller: "audit_writer".into(),
+            sources: vec!["test".into()],
+            kinds: every_kind,
+        },
+        WriterGrant::auth_svc("auth_writer"),
+        WriterGrant::import_svc("import_writer"),
+    ]
 }
 
 pub async fn start(database: &TestDatabase, setup: Setup) -> RunningAudit {
     let config = config(database, &setup);
+    start_configured(config, setup).await
+}
+
+/// [`start`] with a config the test changed (from [`config`]); `setup` gives the clock.
+pub async fn start_configured(config: Config, setup: Setup) -> RunningAudit {
     let clock: SharedClock = match setup.clock {
         Some(clock) => std::sync::Arc::new(clock),
         None => service_runtime::clock::system_clock(),

@@ -30,7 +30,7 @@ impl AuditService for AuditLog {
         let authorized = request
             .metadata()
             .get("authorization")
-            .is_some_and(|v| v == format!("Bearer {}", harness::token_of("audit_writer")).as_str());
+            .is_some_and(|v| v == format!("Bearer {}", harness::token_of("auth_writer")).as_str());
         if !authorized {
             return Err(tonic::Status::unauthenticated("not an audit writer"));
         }
@@ -74,7 +74,7 @@ async fn stack_with_waiting_events(endpoint: String) -> (Stack, Vec<AuditEvent>)
     let setup = Setup {
         tweak: Box::new(move |config| {
             config.audit.endpoint = endpoint;
-            config.audit.token = Some(SecretString::from(harness::token_of("audit_writer")));
+            config.audit.token = Some(SecretString::from(harness::token_of("auth_writer")));
             config.audit.poll_interval_ms = 50;
             config.audit.max_backoff_ms = 200;
             config.audit.request_timeout_ms = 1_000;
@@ -155,6 +155,7 @@ async fn the_real_audit_svc_records_the_outbox_once_it_starts() {
             shutdown_grace_ms: 2_000,
             ..Default::default()
         },
+        writers: vec![audit_svc::config::WriterGrant::auth_svc("auth_writer")],
         ..Default::default()
     };
     config.service.database.url = audit_db.secret_url();

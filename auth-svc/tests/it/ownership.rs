@@ -148,6 +148,7 @@ fn two_connectors() -> Setup {
                 name: "other-connector".into(),
                 token: SecretString::from(OTHER_CONNECTOR),
                 roles: vec![Role::Connector],
+                tenants: None,
             });
         }),
         ..Setup::default()

@@ -173,6 +173,7 @@ async fn malformed_requests_are_refused_naming_the_field() {
         principal: principal.into(),
         reason: reason.into(),
         tenant: String::new(),
+        departed_at: None,
     };
     let revoke = |connection_id: &str, reason: &str| pb::RevokeConnectionRequest {
         connection_id: connection_id.into(),

@@ -299,6 +299,7 @@ impl Stack {
                     principal: principal.into(),
                     reason: "left the firm".into(),
                     tenant: String::new(),
+                    departed_at: None,
                 },
                 &harness::token_of("operator"),
             ))

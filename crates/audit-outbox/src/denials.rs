@@ -4,6 +4,7 @@
 //! ([`OutboxDenials`]); audit-svc appends the same [`denial_event`] to its own log.
 
 use chrono::{DateTime, Utc};
+use proto::audit_limits::MAX_TEXT_BYTES;
 use proto::common::v1::{Actor, AuditEvent, EventKind, Subject, actor, subject};
 use service_runtime::caller_auth::{Denial, DenialSink};
 use service_runtime::clock::SharedClock;
@@ -15,9 +16,11 @@ use crate::Waker;
 /// How many denials may wait to be written before new ones are only logged.
 const DENIAL_QUEUE: usize = 1_024;
 
-/// The ACCESS_DENIED event of one refused call: the caller (or `unauthenticated`) as the
-/// actor, the RPC as the subject, the refusal as the reason.
-pub fn denial_event(denial: &Denial, tenant: &str, at: DateTime<Utc>) -> AuditEvent {
+/// The ACCESS_DENIED event of one refused call, recorded by the service `source`: the
+/// caller (or `unauthenticated`) as the actor, the RPC as the subject, the refusal as the
+/// reason. The path is whatever the caller sent; [`crate::fit_to_limits`] (which
+/// [`crate::enqueue`] applies) makes a hostile one storable.
+pub fn denial_event(denial: &Denial, source: &str, tenant: &str, at: DateTime<Utc>) -> AuditEvent {
     let caller = denial
         .caller
         .clone()
@@ -40,10 +43,11 @@ pub fn denial_event(denial: &Denial, tenant: &str, at: DateTime<Utc>) -> AuditEv
             nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
         }),
         payload_json: serde_json::json!({
-            "method": denial.method,
+            "method": crate::fit::fit_text(&denial.method, MAX_TEXT_BYTES),
             "code": format!("{:?}", denial.code),
         })
         .to_string(),
+        source: source.to_owned(),
         ..AuditEvent::default()
     }
 }
@@ -56,8 +60,10 @@ pub struct OutboxDenials {
 }
 
 impl OutboxDenials {
+    /// Records the denials of the service `source` (`auth-svc`) as events of `tenant`.
     pub fn start(
         pool: PgPool,
+        source: &'static str,
         tenant: String,
         waker: Option<Waker>,
         clock: SharedClock,
@@ -65,7 +71,7 @@ impl OutboxDenials {
         let (queue, mut receiver) = mpsc::channel::<Denial>(DENIAL_QUEUE);
         tokio::spawn(async move {
             while let Some(denial) = receiver.recv().await {
-                let event = denial_event(&denial, &tenant, clock.now());
+                let event = denial_event(&denial, source, &tenant, clock.now());
                 let written = async {
                     let mut tx = pool.begin().await?;
                     crate::enqueue(&mut tx, event).await?;

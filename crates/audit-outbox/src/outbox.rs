@@ -22,7 +22,10 @@ pub enum OutboxError {
 /// Adds `event` to the outbox as part of `tx`; it is delivered only if `tx` commits.
 ///
 /// An empty `event_id` gets a fresh UUID (v7, so ids sort by time); an unset
-/// `occurred_at` gets now. Returns the event id.
+/// `occurred_at` gets now; strings and payload are fitted to audit-svc's limits
+/// ([`crate::fit_to_limits`]). A missing tenant or kind is a bug of the producer and
+/// refused (anything else audit-svc still refuses is quarantined by the relay). Returns
+/// the event id.
 ///
 /// Call it as the last statement before commit: from here to the commit the transaction
 /// holds the outbox's ordering lock, and every other producer's enqueue waits for it.
@@ -53,6 +56,17 @@ pub async fn enqueue(
             field: "kind",
             problem: "must be a known event kind".into(),
         })?;
+    // Whatever a caller put in its strings, audit-svc must accept the stored event: a
+    // refused one would hold up every event behind it.
+    let fitted = crate::fit::fit_to_limits(&mut event);
+    if !fitted.is_empty() {
+        tracing::warn!(
+            event_id = %event_id,
+            kind = kind.as_str_name(),
+            fields = ?fitted,
+            "audit event fitted to audit-svc's limits"
+        );
+    }
     if event.occurred_at.is_none() {
         event.occurred_at = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
     }

@@ -8,14 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
 use proto::audit::v1::RecordRequest;
 use proto::audit::v1::audit_service_client::AuditServiceClient;
+use proto::audit_limits::MAX_RECORD_BYTES;
 use proto::common::v1::AuditEvent;
 use rand::Rng;
 use secrecy::SecretString;
 use service_runtime::caller_auth::BearerToken;
-use sqlx::PgPool;
+use service_runtime::metrics::Metrics;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -26,7 +29,9 @@ use crate::config::OutboxConfig;
 /// Only one relay delivers at a time.
 const RELAY_LOCK: i64 = 0x6175_6469_745f_726c; // "audit_rl"
 /// audit-svc accepts at most this many events per `Record`.
-pub const MAX_BATCH: u32 = 1_000;
+pub const MAX_BATCH: u32 = proto::audit_limits::MAX_EVENTS_PER_RECORD as u32;
+/// What an event adds to a `RecordRequest` beyond its own encoding (field tag and length).
+const PER_EVENT_OVERHEAD: usize = 8;
 /// Consecutive failures after which the relay logs at ERROR (someone must look).
 const FAILURES_BEFORE_ERROR: u32 = 10;
 
@@ -76,6 +81,64 @@ pub enum RelayError {
     Rejected(tonic::Status),
 }
 
+/// What to do about audit-svc's refusal of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Not about the events (audit-svc or its database down, a timeout, the credential
+    /// unknown or without a grant): keep them and retry with backoff.
+    Transient,
+    /// audit-svc named this event of the batch as one it will never accept.
+    Event(usize),
+    /// Refused as a whole for what it holds, naming no event: try the events one by one.
+    Batch,
+}
+
+/// The index `i` of a refusal naming `events[i]` (audit-svc's messages start with the field).
+fn event_index(message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("events[")?;
+    let end = rest.find(']')?;
+    rest[..end].parse().ok()
+}
+
+fn classify(status: &tonic::Status, batch_len: usize) -> Refusal {
+    use tonic::Code;
+    let about_content = matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::FailedPrecondition
+    );
+    if !about_content {
+        return Refusal::Transient;
+    }
+    if let Some(i) = event_index(status.message()).filter(|i| *i < batch_len) {
+        return Refusal::Event(i);
+    }
+    match status.code() {
+        // Too many events or bytes for one request, or a refusal that does not say which
+        // event: each event on its own tells.
+        Code::InvalidArgument | Code::OutOfRange if batch_len > 1 => Refusal::Batch,
+        Code::InvalidArgument | Code::OutOfRange => Refusal::Event(0),
+        // A PERMISSION_DENIED naming no event is about the credential, not the events.
+        _ => Refusal::Transient,
+    }
+}
+
+/// The outbox's gauges in the producer's `/metrics`.
+#[derive(Clone, Default)]
+struct OutboxGauges {
+    pending: Gauge,
+    quarantined: Gauge,
+}
+
+/// One outbox row as the relay reads it.
+struct Row {
+    seq: i64,
+    event: AuditEvent,
+}
+
 /// Wakes the relay now instead of at its next poll (call after committing events).
 #[derive(Clone, Default)]
 pub struct Waker(Arc<Notify>);
@@ -93,6 +156,7 @@ pub struct Relay {
     client: Client,
     config: RelayConfig,
     waker: Waker,
+    gauges: Option<OutboxGauges>,
 }
 
 impl Relay {
@@ -115,6 +179,7 @@ impl Relay {
             client,
             config,
             waker: Waker::default(),
+            gauges: None,
         })
     }
 
@@ -132,6 +197,37 @@ impl Relay {
         self.waker.clone()
     }
 
+    /// Exports `audit_outbox_pending` and `audit_outbox_quarantined` (under the registry's
+    /// prefix) in `metrics`, refreshed as the relay works.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Relay {
+        let gauges = OutboxGauges::default();
+        metrics.register(
+            "audit_outbox_pending",
+            "Audit events not yet accepted by audit-svc",
+            gauges.pending.clone(),
+        );
+        metrics.register(
+            "audit_outbox_quarantined",
+            "Audit events audit-svc refused as invalid, kept in audit_outbox_quarantine",
+            gauges.quarantined.clone(),
+        );
+        self.gauges = Some(gauges);
+        self
+    }
+
+    async fn refresh_gauges(&self) {
+        let Some(gauges) = &self.gauges else {
+            return;
+        };
+        match crate::health::health(&self.pool).await {
+            Ok(state) => {
+                gauges.pending.set(state.pending);
+                gauges.quarantined.set(state.quarantined);
+            }
+            Err(error) => tracing::debug!(%error, "cannot refresh the outbox gauges"),
+        }
+    }
+
     /// Delivers until `shutdown`. Failures back off exponentially (with jitter) up to
     /// `max_backoff` and are retried for as long as the process runs.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -140,16 +236,15 @@ impl Relay {
         let mut last_prune = tokio::time::Instant::now();
         loop {
             match self.deliver_batch().await {
-                Ok(Delivery::Delivered(count)) => {
+                Ok(Delivery::Delivered(_) | Delivery::Sorted { .. }) => {
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "audit-svc accepts events again");
                     }
                     failures = 0;
                     backoff = self.config.min_backoff;
-                    if count == self.config.batch_size as usize {
-                        // More may be waiting: go on without sleeping.
-                        continue;
-                    }
+                    // More may be waiting (a batch is also cut by bytes): go on without
+                    // sleeping until nothing is left.
+                    continue;
                 }
                 Ok(Delivery::Idle) | Ok(Delivery::OtherRelayActive) => {
                     failures = 0;
@@ -171,6 +266,7 @@ impl Relay {
                     continue;
                 }
             }
+            self.refresh_gauges().await;
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = tokio::time::Instant::now();
                 if let Err(error) = self.prune().await {
@@ -186,6 +282,13 @@ impl Relay {
     }
 
     /// Delivers the oldest pending batch, if this relay holds the delivery lock.
+    ///
+    /// A batch holds at most `batch_size` events and [`MAX_RECORD_BYTES`] encoded bytes
+    /// (always at least one event). If audit-svc refuses one of its events as invalid (it
+    /// names `events[i]`), that event moves to `audit_outbox_quarantine` with the refusal
+    /// and the rest go in the next attempt; a refusal of the whole batch naming no event is
+    /// sorted out by sending the events one by one. Anything else (audit-svc down, a
+    /// timeout, a credential problem) leaves every event pending and is an error.
     pub async fn deliver_batch(&self) -> Result<Delivery, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -195,36 +298,123 @@ impl Relay {
         if !leader {
             return Ok(Delivery::OtherRelayActive);
         }
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT seq, event FROM audit_outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(i64::from(self.config.batch_size))
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
+        if stored.is_empty() {
             return Ok(Delivery::Idle);
         }
-        let mut events = Vec::with_capacity(rows.len());
-        let mut seqs = Vec::with_capacity(rows.len());
-        for (seq, bytes) in rows {
-            let event = AuditEvent::decode(bytes.as_slice())
-                .map_err(|source| RelayError::Corrupt { seq, source })?;
-            events.push(event);
-            seqs.push(seq);
+        let mut rows = Vec::with_capacity(stored.len());
+        let mut bytes = 0;
+        for (seq, encoded) in stored {
+            bytes += encoded.len() + PER_EVENT_OVERHEAD;
+            if !rows.is_empty() && bytes > MAX_RECORD_BYTES {
+                break;
+            }
+            match AuditEvent::decode(encoded.as_slice()) {
+                Ok(event) => rows.push(Row { seq, event }),
+                Err(source) => {
+                    // Stored by something other than `enqueue`: it can never be sent.
+                    let error = RelayError::Corrupt { seq, source };
+                    quarantine(&mut tx, seq, "corrupt", &error.to_string()).await?;
+                    tx.commit().await?;
+                    tracing::error!(%error, "audit event quarantined");
+                    return Ok(Delivery::Sorted {
+                        delivered: 0,
+                        quarantined: 1,
+                    });
+                }
+            }
         }
-        let count = events.len();
+        let events: Vec<AuditEvent> = rows.iter().map(|r| r.event.clone()).collect();
+        let outcome = match self.send(events).await {
+            Ok(()) => {
+                mark_delivered(&mut tx, &rows).await?;
+                Delivery::Delivered(rows.len())
+            }
+            Err(status) => match classify(&status, rows.len()) {
+                Refusal::Transient => return Err(RelayError::Rejected(status)),
+                Refusal::Event(i) => {
+                    self.quarantine_refused(&mut tx, &rows[i], &status).await?;
+                    Delivery::Sorted {
+                        delivered: 0,
+                        quarantined: 1,
+                    }
+                }
+                Refusal::Batch => self.one_by_one(&mut tx, &rows).await?,
+            },
+        };
+        tx.commit().await?;
+        match outcome {
+            Delivery::Delivered(count) => {
+                tracing::debug!(count, first_seq = rows[0].seq, "delivered audit events");
+            }
+            Delivery::Sorted { .. } => self.refresh_gauges().await,
+            Delivery::Idle | Delivery::OtherRelayActive => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn send(&self, events: Vec<AuditEvent>) -> Result<(), tonic::Status> {
         self.client
             .clone()
             .record(RecordRequest { events })
             .await
-            .map_err(RelayError::Rejected)?;
-        sqlx::query("UPDATE audit_outbox SET delivered_at = now() WHERE seq = ANY($1)")
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        tracing::debug!(count, first_seq = seqs.first(), "delivered audit events");
-        Ok(Delivery::Delivered(count))
+            .map(|_| ())
+    }
+
+    /// Each of `rows` on its own, after audit-svc refused them together without naming
+    /// one. Stops at the first transient failure, keeping what was already settled.
+    async fn one_by_one(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &[Row],
+    ) -> Result<Delivery, RelayError> {
+        let (mut delivered, mut quarantined) = (0, 0);
+        for row in rows {
+            match self.send(vec![row.event.clone()]).await {
+                Ok(()) => {
+                    mark_delivered(tx, std::slice::from_ref(row)).await?;
+                    delivered += 1;
+                }
+                Err(status) => match classify(&status, 1) {
+                    Refusal::Event(_) | Refusal::Batch => {
+                        self.quarantine_refused(tx, row, &status).await?;
+                        quarantined += 1;
+                    }
+                    Refusal::Transient if delivered + quarantined == 0 => {
+                        return Err(RelayError::Rejected(status));
+                    }
+                    Refusal::Transient => break,
+                },
+            }
+        }
+        Ok(Delivery::Sorted {
+            delivered,
+            quarantined,
+        })
+    }
+
+    async fn quarantine_refused(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        row: &Row,
+        status: &tonic::Status,
+    ) -> Result<(), RelayError> {
+        let code = format!("{:?}", status.code());
+        quarantine(tx, row.seq, &code, status.message()).await?;
+        // Someone must look: the event is kept, but audit-svc does not have it.
+        tracing::error!(
+            seq = row.seq,
+            event_id = %row.event.event_id,
+            code = %code,
+            reason = %status.message(),
+            "audit-svc refused an audit event; it is quarantined and the others go on"
+        );
+        Ok(())
     }
 
     async fn prune(&self) -> Result<(), sqlx::Error> {
@@ -238,12 +428,126 @@ impl Relay {
     }
 }
 
+async fn mark_delivered(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Row],
+) -> Result<(), sqlx::Error> {
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    sqlx::query("UPDATE audit_outbox SET delivered_at = now() WHERE seq = ANY($1)")
+        .bind(&seqs)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Moves the outbox row `seq` to the quarantine with audit-svc's answer.
+async fn quarantine(
+    tx: &mut Transaction<'_, Postgres>,
+    seq: i64,
+    code: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH moved AS (DELETE FROM audit_outbox WHERE seq = $1 \
+             RETURNING seq, event_id, kind, tenant, event, enqueued_at) \
+         INSERT INTO audit_outbox_quarantine \
+             (seq, event_id, kind, tenant, event, enqueued_at, code, reason) \
+         SELECT seq, event_id, kind, tenant, event, enqueued_at, $2, $3 FROM moved",
+    )
+    .bind(seq)
+    .bind(code)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Events waiting in the quarantine (see [`crate::QUARANTINE_SQL`]).
+pub async fn quarantined_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM audit_outbox_quarantine")
+        .fetch_one(pool)
+        .await
+}
+
 /// What one delivery attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// A batch accepted.
     Delivered(usize),
+    /// audit-svc refused events as invalid: `quarantined` of them moved to the quarantine,
+    /// `delivered` others accepted on the way.
+    Sorted {
+        delivered: usize,
+        quarantined: usize,
+    },
     /// Nothing pending.
     Idle,
     /// Another relay holds the delivery lock.
     OtherRelayActive,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn refusals_naming_an_event_quarantine_it_and_others_are_retried() {
+        let named = |code, message: &str| classify(&Status::new(code, message), 5);
+        assert_eq!(
+            named(
+                Code::InvalidArgument,
+                "events[3].subject.id: longer than 256 bytes"
+            ),
+            Refusal::Event(3)
+        );
+        assert_eq!(
+            named(
+                Code::PermissionDenied,
+                "events[1].kind: caller \"x\" may not record ..."
+            ),
+            Refusal::Event(1)
+        );
+        assert_eq!(
+            named(Code::AlreadyExists, "events[0].event_id: already recorded"),
+            Refusal::Event(0)
+        );
+        // An index beyond the batch names nothing in it.
+        assert_eq!(
+            named(Code::InvalidArgument, "events[9].tenant: x"),
+            Refusal::Batch
+        );
+        assert_eq!(
+            named(Code::OutOfRange, "decoded message too large"),
+            Refusal::Batch
+        );
+        assert_eq!(
+            classify(
+                &Status::invalid_argument("events: at most 1000 per call"),
+                1
+            ),
+            Refusal::Event(0)
+        );
+        for (code, message) in [
+            (Code::Unavailable, "events[0].tenant: looks like an index"),
+            (Code::DeadlineExceeded, ""),
+            (Code::Unauthenticated, "unknown credential"),
+            (Code::PermissionDenied, "caller \"x\" may not call Record"),
+            (
+                Code::PermissionDenied,
+                "events: caller \"x\" has no writer grant",
+            ),
+            (Code::Internal, "internal error"),
+            (
+                Code::Aborted,
+                "concurrent appends collided; retry the request",
+            ),
+        ] {
+            assert_eq!(
+                named(code, message),
+                Refusal::Transient,
+                "{code:?} {message}"
+            );
+        }
+    }
 }

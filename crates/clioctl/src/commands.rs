@@ -182,6 +182,7 @@ pub async fn offboard(clients: &Clients, principal: &str, reason: &str) -> anyho
             principal: principal.to_owned(),
             reason: reason.to_owned(),
             tenant: String::new(),
+            departed_at: None,
         })
         .await?
         .into_inner();

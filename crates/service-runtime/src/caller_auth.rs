@@ -63,11 +63,20 @@ impl Role {
 pub struct Caller {
     pub name: String,
     pub roles: Vec<Role>,
+    /// The tenants this caller is limited to; `None`: every tenant.
+    pub tenants: Option<Vec<String>>,
 }
 
 impl Caller {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Whether this caller may touch the data of `tenant`.
+    pub fn may_access_tenant(&self, tenant: &str) -> bool {
+        self.tenants
+            .as_ref()
+            .is_none_or(|tenants| tenants.iter().any(|t| t == tenant))
     }
 
     /// The caller of a tonic request, put there by [`CallerAuthLayer`].
@@ -84,6 +93,7 @@ impl fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("name", &self.name)
             .field("roles", &self.roles)
+            .field("tenants", &self.tenants)
             .finish()
     }
 }
@@ -300,6 +310,7 @@ impl CallerAuthLayer {
                 caller: Caller {
                     name: c.name.clone(),
                     roles: c.roles.clone(),
+                    tenants: c.tenants.clone(),
                 },
             })
             .collect();

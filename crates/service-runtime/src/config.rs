@@ -212,6 +212,14 @@ impl Validate for ServiceConfig {
                     "must not be empty",
                 ));
             }
+            if let Some(tenants) = &caller.tenants
+                && (tenants.is_empty() || tenants.iter().any(|t| t.trim().is_empty()))
+            {
+                return Err(ConfigError::invalid(
+                    format!("callers[{i}].tenants"),
+                    "must list at least one non-empty tenant (leave it out for every tenant)",
+                ));
+            }
         }
         if let Some(tls) = &self.tls {
             for (field, path) in [
@@ -315,6 +323,9 @@ pub struct CallerCredential {
     pub name: String,
     pub token: SecretString,
     pub roles: Vec<Role>,
+    /// The firms (tenants) whose data this caller may touch; absent means every tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for CallerCredential {
@@ -323,6 +334,7 @@ impl std::fmt::Debug for CallerCredential {
             .field("name", &self.name)
             .field("token", &"[REDACTED]")
             .field("roles", &self.roles)
+            .field("tenants", &self.tenants)
             .finish()
     }
 }

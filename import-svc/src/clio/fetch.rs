@@ -5,17 +5,28 @@
 //! returned to the caller, which re-leases the token once. A `next` link pointing at any
 //! host other than the connection's region is refused: a token is only ever sent to its
 //! own region.
+//!
+//! Clio's answers are input we do not control. Redirects are not followed (a 3xx fails
+//! the job, naming the status), a body is read in chunks up to `importer.max_page_bytes`
+//! and no further, and each record of a page is checked on its own
+//! ([`super::record_check`]): one Postgres cannot hold is skipped with its reason while the
+//! rest of the page is stored. Clio's error messages are shortened and escaped before they
+//! become a job's failure reason.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::rate_gate::RateGate;
+use super::record_check::{self, PageText, SkippedRecord};
 use crate::config::ImporterConfig;
+use crate::job::spec::printable;
 
 /// The Clio API version this importer is written against.
 pub const API_VERSION: &str = "4.0.13";
@@ -24,6 +35,9 @@ pub const API_VERSION: &str = "4.0.13";
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// 429s in a row before the job gives up (a storm that never ends).
 const MAX_RATE_LIMITED: u32 = 50;
+/// Most of an error answer read for its message, and most of the message kept.
+const MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
+const MAX_ERROR_MESSAGE_CHARS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -39,6 +53,10 @@ pub enum FetchError {
     Malformed(String),
     #[error("refusing to send the token to {0}: not the connection's region")]
     ForeignHost(String),
+    #[error(
+        "Clio's answer is larger than importer.max_page_bytes ({limit} bytes); not read further"
+    )]
+    TooLarge { limit: u64 },
     #[error("cancelled")]
     Cancelled,
 }
@@ -46,15 +64,22 @@ pub enum FetchError {
 /// One page of records.
 #[derive(Debug)]
 pub struct Page {
+    /// The records to store, in Clio's order.
     pub records: Vec<serde_json::Value>,
+    /// The records left out of `records`, and why ([`record_check`]).
+    pub skipped: Vec<SkippedRecord>,
     pub next: Option<Url>,
     /// Clio's count of all records for the query, when it gives one.
     pub total: Option<u64>,
+    /// Clio's clock when it answered (the `Date` header), when it sent one.
+    pub server_date: Option<DateTime<Utc>>,
 }
 
+/// A page with each record still raw text, so one bad record does not sink the page.
 #[derive(Deserialize)]
-struct Envelope {
-    data: Vec<serde_json::Value>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
     #[serde(default)]
     meta: Option<Meta>,
 }
@@ -89,6 +114,9 @@ impl Fetcher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .connect_timeout(Duration::from_secs(10))
+            // Clio does not redirect API calls; following one would send the token (same
+            // origin) or the request (any origin) somewhere the region check never saw.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Fetcher { http, config })
     }
@@ -130,6 +158,7 @@ impl Fetcher {
                 Err(error) => describe_transport_error(&error),
                 Ok(response) => {
                     let headers = response.headers();
+                    let server_date = header_date(headers);
                     gate.observe(
                         header_u64(headers, "x-ratelimit-remaining").map(clamp_u32),
                         header_u64(headers, "x-ratelimit-reset"),
@@ -137,9 +166,13 @@ impl Fetcher {
                     let status = response.status().as_u16();
                     match status {
                         200 => {
-                            let bytes = match response.bytes().await {
+                            let limit = self.config.max_page_bytes;
+                            let bytes = match read_body(response, limit).await {
                                 Ok(bytes) => bytes,
-                                Err(error) => {
+                                Err(BodyError::TooLarge) => {
+                                    return Err(FetchError::TooLarge { limit });
+                                }
+                                Err(BodyError::Transport(error)) => {
                                     attempts += 1;
                                     self.retry_or_fail(
                                         attempts,
@@ -151,7 +184,12 @@ impl Fetcher {
                                     continue;
                                 }
                             };
-                            return parse_page(&bytes);
+                            return parse_page(&bytes, self.config.max_record_bytes).map(|page| {
+                                Page {
+                                    server_date,
+                                    ..page
+                                }
+                            });
                         }
                         429 => {
                             rate_limited += 1;
@@ -171,6 +209,20 @@ impl Fetcher {
                             );
                             gate.block_for(retry_after).await;
                             continue;
+                        }
+                        300..=399 => {
+                            let location = response
+                                .headers()
+                                .get(reqwest::header::LOCATION)
+                                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                                .unwrap_or_default();
+                            return Err(FetchError::Rejected {
+                                status,
+                                message: format!(
+                                    "redirect to {:?} not followed",
+                                    printable(&location, 200)
+                                ),
+                            });
                         }
                         401 => return Err(FetchError::Unauthorized),
                         403 => return Err(FetchError::Forbidden(error_message(response).await)),
@@ -222,9 +274,49 @@ fn backoff(base_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(jittered).min(MAX_WAIT)
 }
 
-fn parse_page(bytes: &[u8]) -> Result<Page, FetchError> {
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body, chunk by chunk, refusing it as soon as it passes `limit` bytes.
+async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let expected = response.content_length().unwrap_or(0).min(limit);
+    let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX) > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A page: the envelope strictly, each record on its own ([`record_check`]).
+fn parse_page(bytes: &[u8], max_record_bytes: usize) -> Result<Page, FetchError> {
+    let page_text = PageText::new(bytes);
     let envelope: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| FetchError::Malformed(e.to_string()))?;
+        serde_json::from_str(&page_text.text).map_err(|e| FetchError::Malformed(e.to_string()))?;
+    let mut records = Vec::with_capacity(envelope.data.len());
+    let mut skipped = Vec::new();
+    for raw in envelope.data {
+        let text = raw.get();
+        if page_text.has_replacement(text) {
+            skipped.push(SkippedRecord::new(None, "holds bytes that are not UTF-8"));
+            continue;
+        }
+        match record_check::check(text, max_record_bytes) {
+            Ok(record) => records.push(record),
+            Err(skip) => skipped.push(skip),
+        }
+    }
     let meta = envelope.meta;
     let next = match meta
         .as_ref()
@@ -237,24 +329,32 @@ fn parse_page(bytes: &[u8]) -> Result<Page, FetchError> {
         }
     };
     Ok(Page {
-        records: envelope.data,
+        records,
+        skipped,
         next,
         total: meta.and_then(|m| m.records),
+        server_date: None,
     })
 }
 
-/// Clio's error message, without echoing anything we sent.
+/// Clio's error message, without echoing anything we sent; read only in part, and
+/// printable (it becomes the job's failure reason).
 async fn error_message(response: reqwest::Response) -> String {
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let body = read_body(response, MAX_ERROR_BODY_BYTES)
+        .await
+        .unwrap_or_default();
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let message = parsed.as_ref().and_then(|v| {
         v.pointer("/error/message")
             .or_else(|| v.pointer("/error_description"))
             .or_else(|| v.pointer("/error"))
             .and_then(|m| m.as_str().map(str::to_owned))
     });
-    message.unwrap_or_else(|| status.to_string())
+    printable(
+        &message.unwrap_or_else(|| status.to_string()),
+        MAX_ERROR_MESSAGE_CHARS,
+    )
 }
 
 fn describe_transport_error(error: &reqwest::Error) -> String {
@@ -275,6 +375,14 @@ fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// An HTTP-date header (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn header_date(headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>> {
+    let text = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(text.trim())
+        .ok()
+        .map(|t| t.to_utc())
+}
+
 fn clamp_u32(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
@@ -292,12 +400,47 @@ mod tests {
 
     #[test]
     fn pages_parse_with_and_without_next() {
-        let page = parse_page(br#"{"data":[{"id":1}],"meta":{"paging":{"next":"http://h/x?page_token=a"},"records":7}}"#).unwrap();
+        let page = parse_page(br#"{"data":[{"id":1}],"meta":{"paging":{"next":"http://h/x?page_token=a"},"records":7}}"#, MAX).unwrap();
         assert_eq!(page.records.len(), 1);
         assert_eq!(page.total, Some(7));
         assert!(page.next.is_some());
-        let last = parse_page(br#"{"data":[],"meta":{"paging":{}}}"#).unwrap();
+        let last = parse_page(br#"{"data":[],"meta":{"paging":{}}}"#, MAX).unwrap();
         assert!(last.next.is_none());
-        assert!(parse_page(br#"{"data":{"id":1}}"#).is_err());
+        assert!(parse_page(br#"{"data":{"id":1}}"#, MAX).is_err());
+    }
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn hostile_records_are_skipped_and_the_rest_of_the_page_kept() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let mut body = format!(
+            r#"{{"data":[{{"id":1,"name":"good"}},{{"id":2,"name":"a\u0000b"}},{{"id":3,"name":"\ud800"}},{{"id":4,"x":{deep}}},{{"id":5,"big":"{}"}},{{"id":6,"name":"bad:?"}},{{"id":7,"name":"also good \ud83d\ude00"}}],"meta":{{"paging":{{}}}}}}"#,
+            "x".repeat(2_000)
+        )
+        .into_bytes();
+        // A byte that is not UTF-8 in record 6.
+        let at = body.windows(5).position(|w| w == b"bad:?").unwrap() + 4;
+        body[at] = 0xff;
+        let page = parse_page(&body, 1_000).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|r| r["id"].clone()).collect();
+        assert_eq!(ids, [1, 7]);
+        assert_eq!(page.records[1]["name"], "also good 😀");
+        let skipped: Vec<_> = page
+            .skipped
+            .iter()
+            .map(|s| (s.id_text(), s.reason.clone()))
+            .collect();
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+        let reason_of = |i: usize| &skipped[i].1;
+        assert_eq!(skipped[0].0.as_deref(), Some("2"));
+        assert!(reason_of(0).contains("NUL"), "{skipped:?}");
+        assert_eq!(skipped[1].0.as_deref(), Some("3"));
+        assert!(reason_of(1).contains("hex escape"), "{skipped:?}");
+        assert_eq!(skipped[2].0.as_deref(), Some("4"));
+        assert!(reason_of(2).contains("recursion limit"), "{skipped:?}");
+        assert_eq!(skipped[3].0.as_deref(), Some("5"));
+        assert!(reason_of(3).contains("max_record_bytes"), "{skipped:?}");
+        assert!(reason_of(4).contains("not UTF-8"), "{skipped:?}");
     }
 }

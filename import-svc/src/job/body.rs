@@ -1,4 +1,10 @@
 //! Decoding a queue message body: protobuf `ImportJob`, or JSON with the same field names.
+//!
+//! Decoding only checks the shape; what the strings hold is checked by
+//! [`super::spec::validate`]. A decode error may quote the body (serde names an unknown
+//! key), so it goes through [`InvalidJob::new`], which escapes and shortens it. Invalid
+//! UTF-8 in a protobuf string is a decode error naming the field (prost reports
+//! `ImportJob.requested_by: invalid string value`).
 
 use std::collections::BTreeMap;
 
@@ -132,6 +138,37 @@ mod tests {
         assert_eq!(from_json.mode, pb::ImportMode::Incremental as i32);
         // Sniffed without a content type.
         assert_eq!(decode(json, None).unwrap(), from_json);
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_with_a_printable_reason() {
+        // A NUL and an escape sequence in an unknown key, quoted back by serde.
+        let err = decode(
+            b"{\"job_id\":\"x\",\"evil\\u0000\\u001b[2J\":1}",
+            Some(CONTENT_TYPE_JSON),
+        )
+        .unwrap_err();
+        let reason = err.to_string();
+        assert!(reason.contains("unknown field"), "{reason}");
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+
+        // Invalid UTF-8 in a protobuf string field: a decode error that names the field.
+        let mut body = prost::Message::encode_to_vec(&pb::ImportJob {
+            job_id: "0193a0c4-6d1e-7cc0-8000-000000000001".into(),
+            requested_by: "ab".into(),
+            ..Default::default()
+        });
+        let at = body.len() - 2;
+        body[at] = 0xff;
+        let err = decode(&body, Some(CONTENT_TYPE_PROTOBUF)).unwrap_err();
+        assert_eq!(err.field, "body");
+        assert!(err.problem.contains("requested_by"), "{err}");
+        assert!(err.problem.contains("UTF-8"), "{err}");
+
+        // A huge unknown key is cut short.
+        let key = "k".repeat(100_000);
+        let err = decode(format!("{{\"{key}\":1}}").as_bytes(), None).unwrap_err();
+        assert!(err.to_string().len() < 2_000);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! page through Clio and commit every page's records together with the checkpoint.
 //!
 //! A job can stop anywhere (crash, shutdown, lost channel) and run again from its last
-//! committed page. Deletions are found by listing: a full sync marks every record it did not
-//! see as deleted; an incremental one lists ids after fetching the changes.
+//! committed page. Deletions are found by listing: a full sync, or an incremental one's id
+//! listing after it fetched the changes, ends by sweeping what its connection did not see
+//! since the listing began ([`records::mark_unseen_deleted`]). The connection's next
+//! incremental starts at Clio's time when this sync began (the first page's `Date`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::page_records;
 use super::spec::{JobSpec, Mode};
 use super::store::{self, CheckpointDelta, ResourceRow};
 use crate::audit::{self, Auditor, JobContext, RecordError};
@@ -71,8 +74,16 @@ impl WaitObserver for Waits {
 struct Stop(Outcome);
 
 impl From<sqlx::Error> for Stop {
+    /// Postgres being unreachable is worth waiting out; Postgres refusing a value (SQLSTATE
+    /// class 22) is not, and would be refused on every retry.
     fn from(error: sqlx::Error) -> Self {
-        Stop(Outcome::Retry(format!("database: {error}")))
+        if page_records::is_data_error(&error) {
+            Stop(Outcome::Failed(format!(
+                "Postgres refused the data: {error}"
+            )))
+        } else {
+            Stop(Outcome::Retry(format!("database: {error}")))
+        }
     }
 }
 
@@ -215,6 +226,14 @@ impl Runner {
                 self.expect_total(run, resource).await?;
             }
             let since = self.since(spec, resource).await?;
+            let sweeps = spec.mode == Mode::Full && listing_all;
+            let sweep_started = if sweeps {
+                self.sweep_start(run, resource, &row).await?
+            } else {
+                None
+            };
+            // Only the listing's first page says when it began (a resumed job kept it).
+            let mut first_page = row.next_url.is_none();
             let mut url = match &row.next_url {
                 Some(next) => parse_url(next)?,
                 None => self.first_url(&run.lease.api_base, resource, spec, since, false)?,
@@ -222,6 +241,8 @@ impl Runner {
             loop {
                 let page = self.fetch(run, &url).await?;
                 let last = page.next.is_none();
+                let clio_started_at = if first_page { page.server_date } else { None };
+                first_page = false;
                 // After the last page: a full, unfiltered listing has seen every record, so
                 // the rest are deleted; an incremental one lists ids next to find deletions.
                 let next_phase = match (last, spec.mode, listing_all) {
@@ -231,21 +252,26 @@ impl Runner {
                 };
                 let mut tx = self.pool.begin().await?;
                 let target = self.target(run, resource);
-                let upserted = records::upsert_page(&mut tx, &target, &page.records).await?;
-                let deleted = if last && spec.mode == Mode::Full && listing_all {
-                    records::mark_unseen_deleted(&mut tx, &target).await?
-                } else {
-                    0
+                let upserted =
+                    page_records::store_page(&mut tx, &target, &page.records, &page.skipped)
+                        .await?
+                        .upserted;
+                let deleted = match sweep_started {
+                    Some(started) if last => {
+                        records::mark_unseen_deleted(&mut tx, &target, started).await?
+                    }
+                    _ => 0,
                 };
                 let delta = CheckpointDelta {
                     phase: next_phase,
                     next_url: page.next.as_ref().map(Url::as_str),
                     pages: 1,
-                    fetched: len_i64(page.records.len()),
+                    fetched: len_i64(page.records.len() + page.skipped.len()),
                     written: i64::try_from(upserted.rows).unwrap_or(i64::MAX),
                     deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
                     total: page.total.and_then(|t| i64::try_from(t).ok()),
                     max_updated_at: upserted.max_updated_at,
+                    clio_started_at,
                 };
                 self.commit_page(tx, run, resource, &delta).await?;
                 row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
@@ -266,6 +292,7 @@ impl Runner {
             row.next_url = None;
         }
         if row.phase == "reconcile" {
+            let sweep_started = self.sweep_start(run, resource, &row).await?;
             let mut url = match &row.next_url {
                 Some(next) => parse_url(next)?,
                 None => self.first_url(&run.lease.api_base, resource, spec, None, true)?,
@@ -276,10 +303,11 @@ impl Runner {
                 let mut tx = self.pool.begin().await?;
                 let target = self.target(run, resource);
                 records::mark_seen(&mut tx, &target, &page.records).await?;
-                let deleted = if last {
-                    records::mark_unseen_deleted(&mut tx, &target).await?
-                } else {
-                    0
+                let deleted = match sweep_started {
+                    Some(started) if last => {
+                        records::mark_unseen_deleted(&mut tx, &target, started).await?
+                    }
+                    _ => 0,
                 };
                 let delta = CheckpointDelta {
                     phase: if last { "done" } else { "reconcile" },
@@ -300,7 +328,9 @@ impl Runner {
     }
 
     /// Commits a page: its records (already in `tx`), the checkpoint, the waits, and — on
-    /// the resource's last page — the connection's new high-water mark.
+    /// the resource's last page — the connection's new high-water mark: Clio's time when
+    /// the listing began (so an edit to a page already read is picked up next time), or
+    /// without a `Date` from Clio the newest `updated_at` seen.
     async fn commit_page(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -320,13 +350,7 @@ impl Runner {
             .await?;
         }
         if delta.phase == "done" {
-            let mark: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT max_updated_at FROM job_resources WHERE job_id = $1 AND resource = $2",
-            )
-            .bind(run.spec.job_id)
-            .bind(resource.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+            let mark = store::finished_listing_mark(&mut *tx, run.spec.job_id, resource).await?;
             if let Some(mark) = mark
                 && run.spec.filters.is_empty()
             {
@@ -384,7 +408,8 @@ impl Runner {
                     | FetchError::Rejected { .. }
                     | FetchError::Exhausted { .. }
                     | FetchError::Malformed(_)
-                    | FetchError::ForeignHost(_)),
+                    | FetchError::ForeignHost(_)
+                    | FetchError::TooLarge { .. }),
                 ) => {
                     return Err(Stop(Outcome::Failed(error.to_string())));
                 }
@@ -426,6 +451,30 @@ impl Runner {
         Ok(())
     }
 
+    /// When the listing that ends in a deletion sweep began: recorded now if it starts
+    /// now (before its first request to Clio), else as the checkpoint kept it. `None` for a
+    /// listing resumed from a checkpoint that predates the record (a job in flight across
+    /// the upgrade): without its start no sweep is safe, so that listing deletes nothing.
+    async fn sweep_start(
+        &self,
+        run: &Run<'_>,
+        resource: Resource,
+        row: &ResourceRow,
+    ) -> Result<Option<DateTime<Utc>>, Stop> {
+        if row.next_url.is_none() {
+            return Ok(Some(
+                store::start_sweep(&self.pool, run.spec.job_id, resource).await?,
+            ));
+        }
+        if row.sweep_started_at.is_none() {
+            tracing::info!(
+                resource = resource.as_str(),
+                "resumed listing has no recorded start; it will not mark deletions"
+            );
+        }
+        Ok(row.sweep_started_at)
+    }
+
     /// Clio's lists carry no total, so a full, unfiltered sync expects as many records as
     /// the account had live after the previous one: that is what WatchJob's ETA is based
     /// on. A first sync (nothing stored yet) and incremental or filtered jobs have no
@@ -453,7 +502,9 @@ impl Runner {
     }
 
     /// Where an incremental job starts: the job's own `updated_since`, else the connection's
-    /// high-water mark less a small overlap; a full job (or a first sync) reads everything.
+    /// high-water mark (Clio's time when the previous sync began) less a small overlap
+    /// (`importer.incremental_overlap_secs`: clock granularity and Clio's own commit lag);
+    /// a full job (or a first sync) reads everything.
     async fn since(
         &self,
         spec: &JobSpec,

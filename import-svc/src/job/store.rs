@@ -100,6 +100,8 @@ pub struct JobRow {
     pub region: Option<i32>,
     pub cancel_reason: Option<String>,
     pub cancelled_by: Option<String>,
+    /// The verified caller that submitted it through SubmitJob (`None`: from the queue).
+    pub submitted_by: Option<String>,
 }
 
 impl JobRow {
@@ -117,13 +119,20 @@ pub struct ResourceRow {
     pub records_fetched: i64,
     pub records_written: i64,
     pub records_deleted: i64,
+    /// Records left out because Postgres cannot hold them (listed in `skipped_records`).
+    pub records_skipped: i64,
     pub records_total: Option<i64>,
     pub max_updated_at: Option<DateTime<Utc>>,
+    /// When the listing whose end sweeps deletions began (database time): a full sync's
+    /// fetch, an incremental one's id listing.
+    pub sweep_started_at: Option<DateTime<Utc>>,
+    /// Clio's `Date` on the first page of the fetch: where the next incremental starts.
+    pub clio_started_at: Option<DateTime<Utc>>,
 }
 
 const JOB_COLUMNS: &str = "job_id, connection_id, clio_account_id, resources, mode, updated_since, requested_by, status,
     failure_reason, attempts, cancel_requested, rate_limit_wait_ms, created_at, started_at, finished_at, changed_at,
-    tenant, region, cancel_reason, cancelled_by";
+    tenant, region, cancel_reason, cancelled_by, submitted_by";
 
 /// Stores a job as queued unless it exists already (a redelivered or resubmitted id).
 /// Returns whether this call created it.
@@ -151,6 +160,39 @@ pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<bo
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Records the verified caller that submitted a job this call created, and the tenant
+/// of its connection when the caller's limits required looking it up.
+pub async fn record_submitter(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    caller: &str,
+    tenant: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET submitted_by = $2, tenant = coalesce($3, tenant)
+         WHERE job_id = $1 AND submitted_by IS NULL",
+    )
+    .bind(job_id)
+    .bind(caller)
+    .bind(tenant)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The tenants the jobs of a Clio account ran for (its firm; normally one).
+pub async fn account_tenants(
+    db: impl PgExecutor<'_>,
+    account_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT tenant FROM jobs WHERE clio_account_id = $1 AND tenant IS NOT NULL",
+    )
+    .bind(account_id)
+    .fetch_all(db)
+    .await
+}
+
 /// Forgets a job that was stored but never reached the queue, so that the caller's retry
 /// (same job id) stores and runs it afresh. A job a consumer has already taken (the
 /// publish failed only to confirm) is left alone. Returns whether it was removed.
@@ -165,13 +207,14 @@ pub async fn remove_unqueued(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<bo
 }
 
 /// Records a refused job (when its id could be read), keeping what else is known.
+/// Returns whether this call ended the job (false: it had already ended).
 pub async fn record_dead_lettered(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
     connection_id: &str,
     reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let ended = sqlx::query(
         "INSERT INTO jobs (job_id, connection_id, resources, mode, status, failure_reason, finished_at)
          VALUES ($1, $2, '{}', 'full', 'dead_lettered', $3, now())
          ON CONFLICT (job_id) DO UPDATE SET status = 'dead_lettered', failure_reason = $3,
@@ -183,7 +226,7 @@ pub async fn record_dead_lettered(
     .bind(reason)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(ended.rows_affected() == 1)
 }
 
 /// Ends a queued job whose cancel was requested before it ran; returns it if it did.
@@ -209,7 +252,7 @@ pub async fn claim(
     job_id: Uuid,
 ) -> Result<Option<JobRow>, sqlx::Error> {
     let sql = format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, next_attempt_at = NULL,
              started_at = coalesce(started_at, now()), changed_at = now()
          WHERE job_id = $1 AND status IN ('queued', 'running')
          RETURNING {JOB_COLUMNS}"
@@ -375,7 +418,7 @@ pub async fn resource_rows(
 ) -> Result<Vec<ResourceRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT resource, phase, next_url, pages, records_fetched, records_written, records_deleted,
-                records_total, max_updated_at
+                records_skipped, records_total, max_updated_at, sweep_started_at, clio_started_at
          FROM job_resources WHERE job_id = $1 ORDER BY resource",
     )
     .bind(job_id)
@@ -394,6 +437,9 @@ pub struct CheckpointDelta<'a> {
     pub deleted: i64,
     pub total: Option<i64>,
     pub max_updated_at: Option<DateTime<Utc>>,
+    /// Clio's `Date` on the fetch's first page (only that page sets it; the first one
+    /// committed is kept).
+    pub clio_started_at: Option<DateTime<Utc>>,
 }
 
 pub async fn save_checkpoint(
@@ -407,7 +453,8 @@ pub async fn save_checkpoint(
              pages = pages + $5, records_fetched = records_fetched + $6,
              records_written = records_written + $7, records_deleted = records_deleted + $8,
              records_total = coalesce($9, records_total),
-             max_updated_at = greatest(max_updated_at, $10)
+             max_updated_at = greatest(max_updated_at, $10),
+             clio_started_at = coalesce(clio_started_at, $11)
          WHERE job_id = $1 AND resource = $2",
     )
     .bind(job_id)
@@ -420,6 +467,7 @@ pub async fn save_checkpoint(
     .bind(delta.deleted)
     .bind(delta.total)
     .bind(delta.max_updated_at)
+    .bind(delta.clio_started_at)
     .execute(&mut **tx)
     .await?;
     sqlx::query("UPDATE jobs SET changed_at = now() WHERE job_id = $1")
@@ -427,6 +475,42 @@ pub async fn save_checkpoint(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Starts (or, resumed, keeps) the listing whose end sweeps a resource's deletions;
+/// returns when it began, in database time (the clock of the records' `seen_by`). Call it
+/// before the listing's first request to Clio.
+pub async fn start_sweep(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    resource: Resource,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE job_resources SET sweep_started_at = coalesce(sweep_started_at, now())
+         WHERE job_id = $1 AND resource = $2 RETURNING sweep_started_at",
+    )
+    .bind(job_id)
+    .bind(resource.as_str())
+    .fetch_one(db)
+    .await
+}
+
+/// Where the connection's next incremental import starts, as a job that just finished
+/// listing a resource leaves it: Clio's time when the listing began, or (when Clio sent no
+/// `Date`) the newest `updated_at` the job saw.
+pub async fn finished_listing_mark(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    resource: Resource,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(clio_started_at, max_updated_at) FROM job_resources
+         WHERE job_id = $1 AND resource = $2",
+    )
+    .bind(job_id)
+    .bind(resource.as_str())
+    .fetch_one(db)
+    .await
 }
 
 pub async fn high_water(
@@ -489,6 +573,8 @@ pub struct JobFilter {
     /// Jobs created before this one (cursor: the last job id of the previous page).
     pub before: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
+    /// For a caller limited to tenants: only jobs of those tenants, or that it submitted.
+    pub visible_to: Option<(Vec<String>, String)>,
 }
 
 pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<JobRow>, sqlx::Error> {
@@ -497,6 +583,7 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job
          WHERE ($1::text IS NULL OR connection_id = $1)
            AND ($2::text IS NULL OR status = $2)
            AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4))
+           AND ($6::text[] IS NULL OR tenant = ANY($6) OR submitted_by = $7)
          ORDER BY created_at DESC, job_id DESC
          LIMIT $5"
     );
@@ -506,6 +593,8 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job
         .bind(filter.before.map(|b| b.0))
         .bind(filter.before.map(|b| b.1))
         .bind(filter.limit)
+        .bind(filter.visible_to.as_ref().map(|v| v.0.clone()))
+        .bind(filter.visible_to.as_ref().map(|v| v.1.clone()))
         .fetch_all(db)
         .await
 }
@@ -527,6 +616,7 @@ pub fn to_wire(job: &JobRow, resources: &[ResourceRow]) -> pb::Job {
                 records_fetched: r.records_fetched.max(0) as u64,
                 records_written: r.records_written.max(0) as u64,
                 records_deleted: r.records_deleted.max(0) as u64,
+                records_skipped: r.records_skipped.max(0) as u64,
                 done: r.phase == "done",
             })
             .collect(),
@@ -538,4 +628,127 @@ pub fn to_wire(job: &JobRow, resources: &[ResourceRow]) -> pb::Job {
         finished_at: ts(job.finished_at),
         clio_account_id: job.clio_account_id.clone().unwrap_or_default(),
     }
+}
+
+/// Notes that the job's message waits in a retry tier until `delay_ms` from now: the job
+/// shows as queued with its reason, and the reconciler leaves it alone until then.
+pub async fn schedule_retry(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    delay_ms: u64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', retries = retries + 1, last_retry_reason = $3,
+             next_attempt_at = now() + make_interval(secs => $2::double precision / 1000),
+             changed_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(job_id)
+    .bind(i64::try_from(delay_ms).unwrap_or(i64::MAX))
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A non-final job nobody has touched for a while (reconciler candidates).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StaleJob {
+    pub job_id: Uuid,
+    pub status: String,
+    pub republished: i32,
+}
+
+/// Jobs queued or running, untouched for `after_secs`, and not waiting in a retry tier.
+pub async fn stale_jobs(
+    db: impl PgExecutor<'_>,
+    after_secs: u64,
+    limit: i64,
+) -> Result<Vec<StaleJob>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job_id, status, republished FROM jobs
+         WHERE status IN ('queued', 'running')
+           AND changed_at < now() - make_interval(secs => $1::double precision)
+           AND (next_attempt_at IS NULL
+                OR next_attempt_at < now() - make_interval(secs => $1::double precision))
+         ORDER BY changed_at LIMIT $2",
+    )
+    .bind(i64::try_from(after_secs).unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The advisory lock a consumer holds on a job while it works on it (any replica).
+pub const JOB_LOCK_SQL: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
+pub const JOB_UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtextextended($1, 0))";
+
+/// Whether some consumer holds the job's lock now (it is working on the job).
+pub async fn is_worked_on(pool: &PgPool, job_id: Uuid) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let key = job_id.to_string();
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .fetch_one(&mut *conn)
+        .await?;
+    if free {
+        sqlx::query(JOB_UNLOCK_SQL)
+            .bind(&key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(!free)
+}
+
+/// The stored job as the wire message its producer sent (for publishing it again).
+pub async fn stored_job(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+) -> Result<Option<pb::ImportJob>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        connection_id: String,
+        resources: Vec<String>,
+        mode: String,
+        updated_since: Option<DateTime<Utc>>,
+        filters: serde_json::Value,
+        fields: serde_json::Value,
+        requested_by: String,
+    }
+    let row: Option<Stored> = sqlx::query_as(
+        "SELECT connection_id, resources, mode, updated_since, filters, fields, requested_by
+         FROM jobs WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| pb::ImportJob {
+        job_id: job_id.to_string(),
+        connection_id: row.connection_id,
+        resources: row.resources,
+        mode: Mode::parse(&row.mode).map_or(pb::ImportMode::Full, Mode::to_wire) as i32,
+        updated_since: row.updated_since.map(super::spec::timestamp),
+        filters: serde_json::from_value(row.filters).unwrap_or_default(),
+        fields: serde_json::from_value::<std::collections::BTreeMap<String, Vec<String>>>(
+            row.fields,
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(resource, fields)| pb::ResourceFields { resource, fields })
+        .collect(),
+        requested_by: row.requested_by,
+    }))
+}
+
+/// Counts a re-publication by the reconciler (and restarts its staleness clock).
+pub async fn mark_republished(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET republished = republished + 1, next_attempt_at = NULL, changed_at = now()
+         WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -1,11 +1,17 @@
 //! The job consumer: one AMQP session at a time, rebuilt whenever it breaks.
 //!
 //! A delivery is acknowledged only after its effect is committed (job finished, failed,
-//! cancelled, or dead-lettered with confirm). Redelivery is normal and harmless: a finished
-//! job id is acked without running again, and an interrupted one resumes from its
-//! checkpoint. An `ack` that lapin reports as not sent (dead channel) and a consumer stream
-//! that simply ends are both treated as a broken session: everything in flight stops and
-//! the consumer reconnects.
+//! cancelled, dead-lettered with confirm, or parked in a retry tier with confirm).
+//! Redelivery is normal and harmless: a finished job id is acked without running again,
+//! and an interrupted one resumes from its checkpoint. The quorum queue's delivery limit
+//! is kept for poison messages: a job that cannot run *now* (a dependency is down) or is
+//! stopped by a graceful shutdown is published again and acked, never handed back (see
+//! [`super::retry`]). An `ack` that lapin reports as not sent (dead channel) and a
+//! consumer stream that simply ends are both treated as a broken session: everything in
+//! flight stops and the consumer reconnects.
+//!
+//! The same session consumes the dead-letter ledger ([`super::ledger`]), so a message the
+//! broker dead-letters (delivery limit, TTL, policy) ends its job visibly too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +31,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::ledger;
 use super::publisher::{Outgoing, Publisher};
+use super::retry::{self, Plan};
 use super::topology::{JOB_ROUTING_KEY, Topology};
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::AmqpConfig;
@@ -37,6 +45,12 @@ use crate::job::store::{self, JobStatus};
 
 /// Header carrying why import-svc dead-lettered a message.
 pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
+/// Set on every message import-svc dead-letters itself (it records those as it rejects them).
+pub const REJECTED_BY_HEADER: &str = "x-rejected-by";
+/// Set on a job message the reconciler published again.
+pub const REPUBLISHED_BY_HEADER: &str = "x-republished-by";
+/// This service's name in those headers.
+pub const SERVICE_NAME: &str = "import-svc";
 
 /// The session cannot go on (ack not delivered, channel gone): reconnect.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +68,8 @@ pub struct Consumer {
     pub audit: Auditor,
     pub max_concurrent_jobs: usize,
     pub shutdown_grace: Duration,
+    /// How long one dependency outage may delay a job before it fails.
+    pub max_outage: Duration,
     /// True while a session consumes; drives gRPC health.
     pub connected: Arc<AtomicBool>,
 }
@@ -116,6 +132,18 @@ impl Consumer {
                 FieldTable::default(),
             )
             .await?;
+        let ledger_tag = format!("import-svc-ledger-{}", Uuid::new_v4().simple());
+        let mut dead_letters = channel
+            .basic_consume(
+                self.topology.dead_letter_ledger.as_str().into(),
+                ledger_tag.as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: false,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
         self.connected.store(true, Ordering::SeqCst);
         tracing::info!(queue = %self.topology.jobs_queue, "consuming import jobs");
 
@@ -132,7 +160,7 @@ impl Consumer {
                             permit = slots.clone().acquire_owned() => permit?,
                             () = shutdown.cancelled() => {
                                 // Not started: give it back now.
-                                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                                let _ = self.hand_back(&delivery).await;
                                 break Ok(());
                             }
                         };
@@ -147,6 +175,17 @@ impl Consumer {
                     Some(Err(error)) => break Err(anyhow::anyhow!("consumer error: {error}")),
                     None => break Err(anyhow::anyhow!("consumer stream ended")),
                 },
+                next = dead_letters.next() => match next {
+                    // One at a time, in the session's own task: the ledger is small work
+                    // and must never wait behind a job slot.
+                    Some(Ok(delivery)) => {
+                        if let Err(broken) = self.account_dead_letter(&delivery).await {
+                            break Err(broken.into());
+                        }
+                    }
+                    Some(Err(error)) => break Err(anyhow::anyhow!("ledger consumer error: {error}")),
+                    None => break Err(anyhow::anyhow!("ledger consumer stream ended")),
+                },
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     match joined {
                         Ok(Ok(())) => {}
@@ -158,9 +197,11 @@ impl Consumer {
         };
 
         // Stop intake first, then let in-flight jobs checkpoint and hand their messages back.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        for tag in [&tag, &ledger_tag] {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
         in_flight_stop.cancel();
         let drained = tokio::time::timeout(self.shutdown_grace, async {
             while let Some(joined) = tasks.join_next().await {
@@ -224,8 +265,9 @@ impl Consumer {
         match self.run_exclusively(&delivery, &spec, stop).await {
             Ok(settled) => settled,
             Err(error) => {
-                tracing::warn!(job_id = %spec.job_id, %error, "database unavailable; handing the job back");
-                nack(&delivery, true).await
+                let job = JobContext::of_spec(&spec);
+                self.retry_later(&delivery, &job, &format!("database unavailable: {error}"))
+                    .await
             }
         }
     }
@@ -251,10 +293,10 @@ impl Consumer {
         lock.close_on_drop();
         let key = spec.job_id.to_string();
         tokio::select! {
-            locked = sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut *lock) => { locked?; }
+            locked = sqlx::query(store::JOB_LOCK_SQL).bind(&key).execute(&mut *lock) => { locked?; }
             () = stop.cancelled() => {
                 // Never started: hand the message back without touching the job.
-                return Ok(nack(delivery, true).await);
+                return Ok(self.hand_back(delivery).await);
             }
         }
         let mut job = JobContext::of_spec(spec);
@@ -269,7 +311,7 @@ impl Consumer {
         let settled = self.settle(delivery, spec, &job, outcome).await;
         // Only now may another delivery of this job look at it. If the unlock fails the
         // connection is closed on drop, which releases the lock all the same.
-        if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        if let Err(error) = sqlx::query(store::JOB_UNLOCK_SQL)
             .bind(&key)
             .execute(&mut *lock)
             .await
@@ -326,28 +368,202 @@ impl Consumer {
             }
             Some(Outcome::Interrupted) => {
                 let _ = store::requeue(&self.pool, job_id).await;
-                return nack(delivery, true).await;
+                return self.hand_back(delivery).await;
             }
             Some(Outcome::Retry(reason)) => {
-                tracing::warn!(%job_id, %reason, "job cannot run now; it will be retried");
-                let _ = store::requeue(&self.pool, job_id).await;
-                // Hold the message a moment: an immediate requeue would burn through the
-                // delivery limit while the dependency is still down.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                return nack(delivery, true).await;
+                return self.retry_later(delivery, job, &reason).await;
             }
         };
-        if let Some(reason) = &reason {
+        self.end(delivery, job, status, reason.as_deref(), event)
+            .await
+    }
+
+    /// Records the job's end and its audit event, publishes its job event, then acks. If
+    /// the end cannot be recorded (Postgres down) the message waits in a retry tier.
+    async fn end(
+        &self,
+        delivery: &Delivery,
+        job: &JobContext,
+        status: JobStatus,
+        reason: Option<&str>,
+        event: EventKind,
+    ) -> Result<(), SessionBroken> {
+        let Some(job_id) = job.job_id else {
+            return ack(delivery).await;
+        };
+        if let Some(reason) = reason {
             tracing::warn!(%job_id, %reason, "job failed");
         } else {
             tracing::info!(%job_id, status = status.as_str(), "job ended");
         }
-        if let Err(error) = self.finish(job, status, reason.as_deref()).await {
-            tracing::warn!(%job_id, %error, "cannot record the job's end; handing it back");
-            return nack(delivery, true).await;
+        if let Err(error) = self.finish(job, status, reason).await {
+            return self
+                .retry_later(
+                    delivery,
+                    job,
+                    &format!("cannot record the job's end: {error}"),
+                )
+                .await;
         }
         self.events.job(event, job_id, &self.pool).await;
         ack(delivery).await
+    }
+
+    /// A job that cannot run now: park its message in a retry tier (confirmed), note the
+    /// wait on the job, then ack. The delivery limit is never spent on an outage. After
+    /// `max_outage` of one outage the job fails with the reason.
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        job: &JobContext,
+        reason: &str,
+    ) -> Result<(), SessionBroken> {
+        let headers = delivery.properties.headers().as_ref();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let plan = retry::plan(
+            retry::RetryState::of(headers),
+            now_ms,
+            &self.topology.retry_delays_ms,
+            self.max_outage,
+        );
+        let job_id = job.job_id.map(|j| j.to_string()).unwrap_or_default();
+        let (delay_ms, state) = match plan {
+            Plan::Wait { delay_ms, state } => (delay_ms, state),
+            Plan::GiveUp { outage } => {
+                let reason = format!(
+                    "gave up after a dependency was unavailable for {}s \
+                     (importer.max_outage_secs {}): {reason}",
+                    outage.as_secs(),
+                    self.max_outage.as_secs()
+                );
+                tracing::warn!(%job_id, %reason, "job failed");
+                if let Err(error) = self.finish(job, JobStatus::Failed, Some(&reason)).await {
+                    // Down for longer than the whole outage budget: only the broker can
+                    // hold the job now (the ledger records it if it is dead-lettered).
+                    tracing::error!(%job_id, %error, "cannot record the job's failure; requeueing it");
+                    return nack(delivery, true).await;
+                }
+                if let Some(job_id) = job.job_id {
+                    self.events.job(EventKind::Failed, job_id, &self.pool).await;
+                }
+                return ack(delivery).await;
+            }
+        };
+        tracing::warn!(%job_id, %reason, attempt = state.attempt, delay_ms, "job cannot run now; parking it in a retry queue");
+        let published = self
+            .publisher
+            .publish(Outgoing {
+                exchange: &self.topology.retry_exchange,
+                routing_key: &Topology::retry_routing_key(delay_ms),
+                body: &delivery.data,
+                content_type: &content_type_of(delivery),
+                message_id: message_id_of(delivery).as_deref(),
+                headers: state.headers(headers, reason),
+                mandatory: true,
+            })
+            .await;
+        if let Err(error) = published {
+            // The broker is the one failing: handing back is all that is left.
+            tracing::warn!(%job_id, %error, "cannot park the job in a retry queue; requeueing it");
+            return nack(delivery, true).await;
+        }
+        if let Some(job_id) = job.job_id
+            && let Err(error) = store::schedule_retry(&self.pool, job_id, delay_ms, reason).await
+        {
+            // The message is parked; the job row catches up when it runs again.
+            tracing::debug!(%job_id, %error, "cannot note the retry on the job");
+        }
+        ack(delivery).await
+    }
+
+    /// Gives a job that was stopped (not failed) back to the queue without spending the
+    /// delivery limit: a confirmed copy goes to the jobs exchange and the original is
+    /// acked, so rolling restarts never dead-letter a long job. If the copy cannot be
+    /// published the original is handed back the ordinary way.
+    async fn hand_back(&self, delivery: &Delivery) -> Result<(), SessionBroken> {
+        let published = self
+            .publisher
+            .publish(Outgoing {
+                exchange: &self.topology.jobs_exchange,
+                routing_key: JOB_ROUTING_KEY,
+                body: &delivery.data,
+                content_type: &content_type_of(delivery),
+                message_id: message_id_of(delivery).as_deref(),
+                headers: delivery.properties.headers().clone().unwrap_or_default(),
+                mandatory: true,
+            })
+            .await;
+        match published {
+            Ok(()) => ack(delivery).await,
+            Err(_) => nack(delivery, true).await,
+        }
+    }
+
+    /// Accounts for one message of the dead-letter ledger: a dead letter import-svc did
+    /// not make itself (delivery limit, TTL, a policy) ends its job as dead-lettered, with
+    /// the broker's reason, an audit event and a job event. Never handed back for its
+    /// content: only a database failure retries it.
+    async fn account_dead_letter(&self, delivery: &Delivery) -> Result<(), SessionBroken> {
+        let Some(dead) = ledger::describe(delivery) else {
+            // Rejected by import-svc, which recorded it before acking.
+            return ack(delivery).await;
+        };
+        match self.record_broker_dead_letter(&dead).await {
+            Ok(ended) => {
+                tracing::warn!(job_id = dead.job_id.map(|j| j.to_string()).unwrap_or_default(), reason = %dead.reason, "the broker dead-lettered a job message");
+                if let (Some(job_id), true) = (dead.job_id, ended) {
+                    self.events
+                        .job(EventKind::DeadLettered, job_id, &self.pool)
+                        .await;
+                }
+                ack(delivery).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record a dead letter yet; it stays in the ledger");
+                // A database outage: wait a moment so the ledger does not spin.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                nack(delivery, true).await
+            }
+        }
+    }
+
+    /// Returns whether the job was ended by this record.
+    async fn record_broker_dead_letter(
+        &self,
+        dead: &ledger::DeadLetter,
+    ) -> Result<bool, RecordError> {
+        let mut tx = self.pool.begin().await?;
+        let (job, ended) = match dead.job_id {
+            Some(job_id) => {
+                let ended = store::record_dead_lettered(
+                    &mut *tx,
+                    job_id,
+                    &dead.connection_id,
+                    &dead.reason,
+                )
+                .await?;
+                let job = match store::get(&mut *tx, job_id).await? {
+                    Some(row) => JobContext::of_row(&row),
+                    None => dead.context(),
+                };
+                (job, ended)
+            }
+            None => (dead.context(), true),
+        };
+        if ended {
+            self.audit
+                .enqueue(
+                    &mut tx,
+                    &job,
+                    proto::common::v1::EventKind::ImportDeadLettered,
+                    &dead.reason,
+                    dead.payload(),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        self.audit.committed();
+        Ok(ended)
     }
 
     /// Ends the job and records its audit event, in one transaction.
@@ -388,8 +604,8 @@ impl Consumer {
             AMQPValue::LongString(LongString::from(reason)),
         );
         headers.insert(
-            "x-rejected-by".into(),
-            AMQPValue::LongString(LongString::from("import-svc")),
+            REJECTED_BY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(SERVICE_NAME)),
         );
         headers.insert(
             "x-original-exchange".into(),
@@ -472,6 +688,23 @@ impl Consumer {
         self.audit.committed();
         Ok(())
     }
+}
+
+fn content_type_of(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+fn message_id_of(delivery: &Delivery) -> Option<String> {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
 }
 
 async fn ack(delivery: &Delivery) -> Result<(), SessionBroken> {

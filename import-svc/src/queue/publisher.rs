@@ -1,5 +1,8 @@
 //! Publishing with publisher confirms: a publish returns only once the broker has the
-//! message (routed and stored), or fails.
+//! message (routed and stored), or fails — also when no confirm comes in time, so a broker
+//! that stops answering never holds a job (or an RPC) for ever.
+
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
@@ -14,6 +17,8 @@ pub enum PublishError {
     Unroutable(String),
     #[error("not connected to the broker")]
     NotConnected,
+    #[error("the broker did not confirm the message within {0:?}")]
+    ConfirmTimeout(Duration),
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
 }
@@ -34,12 +39,22 @@ pub struct Outgoing<'a> {
 }
 
 /// A confirm-mode channel, replaced when the connection is.
-#[derive(Default)]
 pub struct Publisher {
     channel: Mutex<Option<Channel>>,
+    /// For passive declares (queue depths), never for publishing.
+    probe: Mutex<Option<Channel>>,
+    confirm_timeout: Duration,
 }
 
 impl Publisher {
+    pub fn new(confirm_timeout: Duration) -> Self {
+        Publisher {
+            channel: Mutex::new(None),
+            probe: Mutex::new(None),
+            confirm_timeout,
+        }
+    }
+
     /// Opens a fresh confirm channel on `connection` (after every reconnect).
     pub async fn attach(&self, connection: &Connection) -> lapin::Result<()> {
         let channel = connection.create_channel().await?;
@@ -47,11 +62,13 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         *self.channel.lock().await = Some(channel);
+        *self.probe.lock().await = Some(connection.create_channel().await?);
         Ok(())
     }
 
     pub async fn detach(&self) {
         *self.channel.lock().await = None;
+        *self.probe.lock().await = None;
     }
 
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), PublishError> {
@@ -68,19 +85,24 @@ impl Publisher {
         if let Some(id) = message.message_id {
             properties = properties.with_message_id(id.into());
         }
-        let confirmation = channel
-            .basic_publish(
-                message.exchange.into(),
-                message.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: message.mandatory,
-                    ..Default::default()
-                },
-                message.body,
-                properties,
-            )
-            .await?
-            .await?;
+        let publish = async {
+            channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: message.mandatory,
+                        ..Default::default()
+                    },
+                    message.body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = tokio::time::timeout(self.confirm_timeout, publish)
+            .await
+            .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => {
@@ -90,5 +112,29 @@ impl Publisher {
             // confirm_select was called on this channel, so this means it was replaced.
             Confirmation::NotRequested => Err(PublishError::NotConnected),
         }
+    }
+}
+
+impl Publisher {
+    /// Messages ready (not delivered) in `queue`, by a passive declare on the probe
+    /// channel (kept apart: a failed passive declare closes the channel it ran on).
+    pub async fn ready_count(&self, queue: &str) -> Result<u32, PublishError> {
+        let probe = self
+            .probe
+            .lock()
+            .await
+            .clone()
+            .ok_or(PublishError::NotConnected)?;
+        let declared = probe
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(declared.message_count())
     }
 }

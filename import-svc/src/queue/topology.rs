@@ -3,10 +3,16 @@
 //!
 //! ```text
 //! <p>import (direct) --import.job--> <p>import.jobs (quorum, delivery limit, DLX)
-//!                                        | rejected by us (with x-rejection-reason) or
-//!                                        | over the delivery limit (broker)
+//!      ^                                 |  a dependency is down: republished (confirmed)
+//!      |                                 v  to a delay tier, then acked
+//!      |  TTL over: dead-lettered   <p>import.retry (direct) --<n>ms--> <p>import.retry.<n>ms
+//!      +--- back with key import.job -------------------------------- (quorum, TTL n ms)
+//!
+//!   <p>import.jobs: rejected by us (x-rejection-reason) or over the delivery limit (broker)
 //!                                        v
-//!                               <p>import.dlx (fanout) --> <p>import.jobs.dead (quorum)
+//!      <p>import.dlx (fanout) --> <p>import.jobs.dead (quorum): kept for operators
+//!                             --> <p>import.dead.ledger (quorum): import-svc records every
+//!                                 dead letter on its job (status, audit event, job event)
 //! <p>import.events (topic): job.started / job.progress / job.completed / job.failed / ...
 //! ```
 
@@ -15,6 +21,8 @@ use std::collections::BTreeMap;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+
+use crate::config::AmqpConfig;
 
 /// Routing key of job messages on the jobs exchange.
 pub const JOB_ROUTING_KEY: &str = "import.job";
@@ -26,6 +34,13 @@ pub struct Topology {
     pub jobs_queue: String,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    /// Bound to the dead-letter exchange beside `dead_letter_queue`; import-svc consumes it
+    /// so that every dead letter, whoever made it, ends its job visibly.
+    pub dead_letter_ledger: String,
+    /// Where a job waiting out a dependency outage is parked, one queue per delay tier.
+    pub retry_exchange: String,
+    /// Delay tiers in milliseconds (`amqp.retry_delays_ms`), shortest first.
+    pub retry_delays_ms: Vec<u64>,
     pub events_exchange: String,
 }
 
@@ -111,14 +126,56 @@ pub struct BindingSpec {
 }
 
 impl Topology {
+    /// The names for `prefix`, with the default retry tiers.
     pub fn new(prefix: &str) -> Self {
+        Topology::with_retry_delays(prefix, &AmqpConfig::default().retry_delays_ms)
+    }
+
+    /// The names for `prefix` and the configured retry tiers.
+    pub fn with_retry_delays(prefix: &str, retry_delays_ms: &[u64]) -> Self {
+        let mut retry_delays_ms = retry_delays_ms.to_vec();
+        retry_delays_ms.sort_unstable();
+        retry_delays_ms.dedup();
         Topology {
             jobs_exchange: format!("{prefix}import"),
             jobs_queue: format!("{prefix}import.jobs"),
             dead_letter_exchange: format!("{prefix}import.dlx"),
             dead_letter_queue: format!("{prefix}import.jobs.dead"),
+            dead_letter_ledger: format!("{prefix}import.dead.ledger"),
+            retry_exchange: format!("{prefix}import.retry"),
+            retry_delays_ms,
             events_exchange: format!("{prefix}import.events"),
         }
+    }
+
+    /// The routing key (on `retry_exchange`) of the tier that waits `delay_ms`.
+    pub fn retry_routing_key(delay_ms: u64) -> String {
+        format!("{delay_ms}ms")
+    }
+
+    /// The queue of the tier that waits `delay_ms`.
+    pub fn retry_queue(&self, delay_ms: u64) -> String {
+        format!(
+            "{}.{}",
+            self.retry_exchange,
+            Self::retry_routing_key(delay_ms)
+        )
+    }
+
+    /// Every queue, for tests that clean up after themselves.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut queues = vec![
+            self.jobs_queue.clone(),
+            self.dead_letter_queue.clone(),
+            self.dead_letter_ledger.clone(),
+        ];
+        queues.extend(self.retry_delays_ms.iter().map(|d| self.retry_queue(*d)));
+        queues
+    }
+
+    /// Every exchange, for tests that clean up after themselves.
+    pub fn all_exchanges(&self) -> Vec<String> {
+        self.exchanges().into_iter().map(|e| e.name).collect()
     }
 
     /// The exchanges [`Topology::declare`] declares. Durable: the topology survives a
@@ -133,6 +190,8 @@ impl Topology {
             durable(&self.jobs_exchange, ExchangeType::Direct),
             // Fanout: every dead letter lands in the one dead-letter queue whatever its key.
             durable(&self.dead_letter_exchange, ExchangeType::Fanout),
+            // Direct: one routing key per delay tier.
+            durable(&self.retry_exchange, ExchangeType::Direct),
             // Topic: downstream teams bind to the events they care about (job.completed,
             // job.*).
             durable(&self.events_exchange, ExchangeType::Topic),
@@ -158,7 +217,7 @@ impl Topology {
             QueueArgument::text("at-least-once"),
         );
         jobs_args.insert("x-overflow", QueueArgument::text("reject-publish"));
-        vec![
+        let mut queues = vec![
             QueueSpec {
                 name: self.jobs_queue.clone(),
                 durable: true,
@@ -169,12 +228,45 @@ impl Topology {
                 durable: true,
                 arguments: quorum(),
             },
-        ]
+            QueueSpec {
+                name: self.dead_letter_ledger.clone(),
+                durable: true,
+                arguments: quorum(),
+            },
+        ];
+        for delay_ms in &self.retry_delays_ms {
+            let mut args = quorum();
+            // The whole tier waits the same time, so expiry at the head is expiry in order.
+            args.insert(
+                "x-message-ttl",
+                QueueArgument::Int(i32::try_from(*delay_ms).unwrap_or(i32::MAX)),
+            );
+            // Expired: back to the jobs queue, the same way a producer's message arrives.
+            args.insert(
+                "x-dead-letter-exchange",
+                QueueArgument::text(&self.jobs_exchange),
+            );
+            args.insert(
+                "x-dead-letter-routing-key",
+                QueueArgument::text(JOB_ROUTING_KEY),
+            );
+            args.insert(
+                "x-dead-letter-strategy",
+                QueueArgument::text("at-least-once"),
+            );
+            args.insert("x-overflow", QueueArgument::text("reject-publish"));
+            queues.push(QueueSpec {
+                name: self.retry_queue(*delay_ms),
+                durable: true,
+                arguments: args,
+            });
+        }
+        queues
     }
 
     /// The bindings [`Topology::declare`] makes.
     pub fn bindings(&self) -> Vec<BindingSpec> {
-        vec![
+        let mut bindings = vec![
             BindingSpec {
                 exchange: self.jobs_exchange.clone(),
                 queue: self.jobs_queue.clone(),
@@ -186,7 +278,18 @@ impl Topology {
                 queue: self.dead_letter_queue.clone(),
                 routing_key: String::new(),
             },
-        ]
+            BindingSpec {
+                exchange: self.dead_letter_exchange.clone(),
+                queue: self.dead_letter_ledger.clone(),
+                routing_key: String::new(),
+            },
+        ];
+        bindings.extend(self.retry_delays_ms.iter().map(|delay_ms| BindingSpec {
+            exchange: self.retry_exchange.clone(),
+            queue: self.retry_queue(*delay_ms),
+            routing_key: Self::retry_routing_key(*delay_ms),
+        }));
+        bindings
     }
 
     /// Declares everything; idempotent, so every replica does it at start.
@@ -241,14 +344,16 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::config::AmqpConfig;
 
     const DEFINITIONS: &str = include_str!("../../../deploy/rabbitmq/definitions.json");
 
     /// The file describes the topology as declared with the default config.
     fn declared() -> (Topology, u32) {
         let amqp = AmqpConfig::default();
-        (Topology::new(&amqp.prefix), amqp.delivery_limit)
+        (
+            Topology::with_retry_delays(&amqp.prefix, &amqp.retry_delays_ms),
+            amqp.delivery_limit,
+        )
     }
 
     fn definitions() -> Value {

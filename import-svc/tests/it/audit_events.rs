@@ -164,11 +164,14 @@ async fn a_cancelled_job_is_audited_as_failed_with_the_cancel_reason() {
         cancelled.tenant, PLATFORM_TENANT,
         "the firm was never learnt"
     );
+    // The verified credential that submitted it is the actor; it acted for nightly-sync.
     let actor = cancelled.actor.clone().unwrap();
     assert_eq!(
         (actor.kind(), actor.id.as_str()),
-        (actor::Kind::Service, "nightly-sync")
+        (actor::Kind::Service, "job_submitter")
     );
+    let payload: serde_json::Value = serde_json::from_str(&cancelled.payload_json).unwrap();
+    assert_eq!(payload["on_behalf_of"], "nightly-sync");
     let mut scopes: Vec<(String, i32)> = cancelled
         .scopes
         .iter()
@@ -232,6 +235,7 @@ async fn the_relay_delivers_events_to_audit_svc() {
     let audit_task = tokio::spawn(audit_svc::run(
         audit_svc::Config {
             service,
+            writers: vec![audit_svc::config::WriterGrant::import_svc("import_writer")],
             ..Default::default()
         },
         listener,
@@ -241,7 +245,7 @@ async fn the_relay_delivers_events_to_audit_svc() {
     let import = start(
         "audit-relay",
         Setup {
-            audit: Some((format!("http://{audit_address}"), token_of("audit_writer"))),
+            audit: Some((format!("http://{audit_address}"), token_of("import_writer"))),
             ..Setup::default()
         },
     )

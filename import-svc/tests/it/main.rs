@@ -5,7 +5,11 @@
 mod audit_events;
 mod broker_outage;
 mod dead_letters;
+mod deletions;
+mod hung_broker;
 mod list_jobs;
 mod records;
+mod skipped_records;
 mod submit;
 mod support;
+mod watch;

@@ -36,6 +36,8 @@ pub struct Setup {
     /// audit-svc's address and import-svc's credential there; `None`: no relay runs and
     /// events stay in the outbox.
     pub audit: Option<(String, String)>,
+    /// Any other change to the config before the service starts.
+    pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
 }
 
 impl Default for Setup {
@@ -46,6 +48,7 @@ impl Default for Setup {
             auth_endpoint: "http://127.0.0.1:1".into(),
             auth_token: String::new(),
             audit: None,
+            tweak: Box::new(|_| {}),
         }
     }
 }
@@ -54,13 +57,11 @@ pub async fn start(test: &str, setup: Setup) -> RunningImport {
     let database = TestDatabase::create().await;
     let mut broker = TestBroker::connect(test).await;
     let topology = Topology::new(&broker.prefix);
+    let queues = topology.all_queues();
+    let exchanges = topology.all_exchanges();
     broker.track(
-        &[&topology.jobs_queue, &topology.dead_letter_queue],
-        &[
-            &topology.jobs_exchange,
-            &topology.dead_letter_exchange,
-            &topology.events_exchange,
-        ],
+        &queues.iter().map(String::as_str).collect::<Vec<_>>(),
+        &exchanges.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let mut config = Config {
         service: ServiceConfig {
@@ -84,6 +85,7 @@ pub async fn start(test: &str, setup: Setup) -> RunningImport {
         config.audit.token = Some(SecretString::from(token));
         config.audit.poll_interval_ms = 100;
     }
+    (setup.tweak)(&mut config);
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -41,6 +41,10 @@ pub enum Fault {
     /// Revoke the grant of the token that makes the `calls`-th authenticated API call
     /// from now; that call is the first one answered `401 invalid_token`.
     RevokeAfter { calls: u32 },
+    /// Answer the next `count` calls (all when unset) with the redirect `status` (301,
+    /// 302, 307, 308) and `Location` the request's own path and query: a client that
+    /// follows redirects gets the page on its next request, one that does not gets the 3xx.
+    Redirect { status: u16, count: Option<u32> },
 }
 
 /// What to do to one request.
@@ -58,6 +62,8 @@ pub(crate) enum Outcome {
     Storm {
         retry_after_secs: u64,
     },
+    /// A redirect with this status to the request's own URL.
+    Redirect(u16),
 }
 
 #[derive(Debug)]
@@ -94,7 +100,9 @@ impl FaultSet {
 
     pub(crate) fn add(&self, fault: Fault) {
         let remaining = match &fault {
-            Fault::Status { count, .. } | Fault::Latency { count, .. } => *count,
+            Fault::Status { count, .. }
+            | Fault::Latency { count, .. }
+            | Fault::Redirect { count, .. } => *count,
             Fault::Drop { count } | Fault::RateLimitStorm { count } => Some(*count),
             Fault::RevokeAfter { .. } => Some(1),
             Fault::RateLimitStormFor { .. } => None,
@@ -147,7 +155,7 @@ impl FaultSet {
                         && fraction.is_none_or(|f| self.chance(f))
                 }
                 Fault::Latency { .. } => path.starts_with(API_PREFIX),
-                Fault::Drop { .. } | Fault::RateLimitStorm { .. } => {
+                Fault::Drop { .. } | Fault::RateLimitStorm { .. } | Fault::Redirect { .. } => {
                     plan.outcome.is_none() && path.starts_with(API_PREFIX)
                 }
                 Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => false,
@@ -162,6 +170,7 @@ impl FaultSet {
                     plan.delay = Some(total);
                 }
                 Fault::Drop { .. } => plan.outcome = Some(Outcome::Drop),
+                Fault::Redirect { status, .. } => plan.outcome = Some(Outcome::Redirect(*status)),
                 Fault::RateLimitStorm { .. } => {
                     plan.outcome = Some(Outcome::Storm {
                         retry_after_secs: 1,

@@ -1,6 +1,6 @@
 //! Everything one region owns, and what all regions share.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::apps::AppSpec;
@@ -50,6 +50,9 @@ pub(crate) struct RegionState {
     pub(crate) data: Dataset,
     pub(crate) faults: FaultSet,
     pub(crate) limiter: Arc<RateLimiter>,
+    /// Records a user may not see (by user key and resource: record keys), as Clio hides
+    /// restricted matters and contacts from users without access to them.
+    hidden: RwLock<HashMap<(i64, Resource), BTreeSet<i64>>>,
 }
 
 /// Builds the shared state and one state per configured region.
@@ -78,6 +81,7 @@ pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
                 data: Dataset::new(config.seed, *region, config.dataset),
                 faults: FaultSet::new(config.seed ^ region.index()),
                 limiter,
+                hidden: RwLock::default(),
             })
         })
         .collect();
@@ -108,6 +112,27 @@ impl RegionState {
             .into_iter()
             .flatten()
             .find(|key| self.data.get(Resource::Users, *key).is_some())
+    }
+
+    /// From now on, listings show `user_key` none of `keys` of `resource` (replacing what
+    /// was hidden from that user before; empty shows everything again).
+    pub(crate) fn hide(&self, user_key: i64, resource: Resource, keys: BTreeSet<i64>) {
+        let mut hidden = self.hidden.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.is_empty() {
+            hidden.remove(&(user_key, resource));
+        } else {
+            hidden.insert((user_key, resource), keys);
+        }
+    }
+
+    /// The keys of `resource` hidden from `user_key`.
+    pub(crate) fn hidden_from(&self, user_key: i64, resource: Resource) -> BTreeSet<i64> {
+        self.hidden
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(user_key, resource))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The grant behind an access token, applying a pending `revoke_after` fault.

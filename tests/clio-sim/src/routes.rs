@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -81,6 +81,19 @@ async fn apply_faults(
             (status, axum::Json(body)).into_response()
         }
         Some(Outcome::Storm { retry_after_secs }) => rate_limit_storm(&state, retry_after_secs),
+        Some(Outcome::Redirect(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+            let location = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let mut response = status.into_response();
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
     }
 }
 

@@ -143,7 +143,8 @@ impl ClioSim {
             host: url.trim_start_matches("http://"),
             path,
         };
-        page_body(state, resource, &params, &origin).map_err(|error| anyhow::anyhow!("{error:?}"))
+        page_body(state, resource, &params, &origin, &Default::default())
+            .map_err(|error| anyhow::anyhow!("{error:?}"))
     }
 
     /// Stops accepting, closes open connections and waits (briefly) for them to end.

@@ -53,6 +53,7 @@ async fn import(pages: u64, rate_limit: Option<RateLimit>) -> (f64, u64, u64, u6
                 ..SimConfig::default()
             },
             import: Box::new(|config| config.importer.rate_limit_reserve = 0),
+            ..StackSetup::default()
         },
     )
     .await;

@@ -154,6 +154,30 @@ impl TestBroker {
             .expect("publish confirm");
     }
 
+    /// Takes one message from `queue` and hands it back (`nack` with requeue), as a
+    /// consumer that crashed on it would: on a quorum queue this counts toward its
+    /// delivery limit. Returns whether there was a message.
+    pub async fn bounce(&self, queue: &str) -> bool {
+        let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+        else {
+            return false;
+        };
+        message
+            .delivery
+            .acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("nack");
+        true
+    }
+
     /// Takes one message from `queue` if there is one.
     pub async fn get(&self, queue: &str) -> Option<AmqpMessage> {
         let message = self

@@ -1,4 +1,5 @@
-//! Service credentials for tests: one caller per role, plus one with no useful role.
+//! Service credentials for tests: one caller per role, a second job submitter, and callers
+//! limited to the tenant `firm-2` (the stacks connect people of `firm-1`).
 
 use secrecy::SecretString;
 use service_runtime::Role;
@@ -9,25 +10,37 @@ pub struct TestCaller {
     pub name: &'static str,
     pub token: String,
     pub roles: Vec<Role>,
+    /// `None`: every tenant.
+    pub tenants: Option<Vec<&'static str>>,
 }
 
-/// A caller per role (`operator`, `compliance`, ...) and `nobody` (data_reader only).
+/// A caller per role (`operator`, `compliance`, ...), `other_submitter` (a second job
+/// submitter), `firm2_submitter` and `firm2_reader`, limited to tenant `firm-2`, and the
+/// audit writers of auth-svc and import-svc (`auth_writer`, `import_writer`), which
+/// audit-svc test configs grant their service's sources and kinds.
 pub fn test_callers() -> Vec<TestCaller> {
-    let roles = [
-        ("operator", Role::Operator),
-        ("compliance", Role::Compliance),
-        ("connector", Role::Connector),
-        ("import", Role::Import),
-        ("audit_writer", Role::AuditWriter),
-        ("job_submitter", Role::JobSubmitter),
-        ("data_reader", Role::DataReader),
+    let firm2 = || Some(vec!["firm-2"]);
+    let callers = [
+        ("operator", Role::Operator, None),
+        ("compliance", Role::Compliance, None),
+        ("connector", Role::Connector, None),
+        ("import", Role::Import, None),
+        ("audit_writer", Role::AuditWriter, None),
+        ("job_submitter", Role::JobSubmitter, None),
+        ("data_reader", Role::DataReader, None),
+        ("other_submitter", Role::JobSubmitter, None),
+        ("firm2_submitter", Role::JobSubmitter, firm2()),
+        ("firm2_reader", Role::DataReader, firm2()),
+        ("auth_writer", Role::AuditWriter, None),
+        ("import_writer", Role::AuditWriter, None),
     ];
-    roles
+    callers
         .into_iter()
-        .map(|(name, role)| TestCaller {
+        .map(|(name, role, tenants)| TestCaller {
             name,
             token: format!("test-credential-{name}-0123456789"),
             roles: vec![role],
+            tenants,
         })
         .collect()
 }
@@ -49,6 +62,9 @@ pub fn caller_config() -> Vec<CallerCredential> {
             name: c.name.to_owned(),
             token: SecretString::from(c.token),
             roles: c.roles,
+            tenants: c
+                .tenants
+                .map(|t| t.into_iter().map(str::to_owned).collect()),
         })
         .collect()
 }

@@ -35,6 +35,26 @@ impl TestDatabase {
         SecretString::from(self.url.clone())
     }
 
+    /// The server's address, for putting a [`crate::TcpProxy`] in front of it.
+    pub fn server_address(&self) -> std::net::SocketAddr {
+        let url = url::Url::parse(&self.url).expect("database URL");
+        let host = url.host_str().expect("database host");
+        let port = url.port().unwrap_or(5432);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .expect("resolve database host")
+            .next()
+            .expect("database address")
+    }
+
+    /// The same database reached through `proxy`.
+    pub fn secret_url_via(&self, proxy: std::net::SocketAddr) -> SecretString {
+        let mut url = url::Url::parse(&self.url).expect("database URL");
+        url.set_host(Some(&proxy.ip().to_string()))
+            .expect("proxy host");
+        url.set_port(Some(proxy.port())).expect("proxy port");
+        SecretString::from(url.to_string())
+    }
+
     /// A connection for raw inspection of what a service stored.
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url)

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 pub struct TcpProxy {
     pub address: SocketAddr,
     up: Arc<AtomicBool>,
+    /// True while the proxy holds connections open but forwards nothing (a hung peer).
+    stalled: watch::Sender<bool>,
     /// Bumped on every cut so live connections close.
     generation: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
@@ -23,8 +25,10 @@ impl TcpProxy {
         let address = listener.local_addr().expect("proxy address");
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
+        let (stalled, _) = watch::channel(false);
         let accept_up = up.clone();
         let accept_generation = generation.clone();
+        let accept_stalled = stalled.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
@@ -32,6 +36,7 @@ impl TcpProxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let mut stall = accept_stalled.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -39,6 +44,13 @@ impl TcpProxy {
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        stalled = async { stall.wait_for(|stalled| *stalled).await.is_ok() } => {
+                            if !stalled {
+                                return;
+                            }
+                            // Hung: both sockets stay open and silent until a cut.
+                            let _ = cut.changed().await;
+                        }
                         _ = cut.changed() => {}
                     }
                 });
@@ -47,6 +59,7 @@ impl TcpProxy {
         TcpProxy {
             address,
             up,
+            stalled,
             generation,
             task,
         }
@@ -60,6 +73,12 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding on every open connection while keeping it open: the peer looks
+    /// alive and answers nothing (a hung broker or database). Ended by [`TcpProxy::cut`].
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 }
 

@@ -2,7 +2,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_outbox::{Delivery, Relay, RelayConfig, SCHEMA_SQL, enqueue, pending_count};
+use audit_outbox::{
+    Delivery, QUARANTINE_SQL, Relay, RelayConfig, SCHEMA_SQL, enqueue, pending_count,
+};
 use harness::{TcpProxy, TestDatabase, poll_until};
 use proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use proto::audit::v1::{RecordRequest, RecordResponse};
@@ -61,10 +63,11 @@ async fn start_recorder() -> (Recorder, SocketAddr) {
     (recorder, address)
 }
 
-async fn outbox_database() -> (TestDatabase, PgPool) {
+pub async fn outbox_database() -> (TestDatabase, PgPool) {
     let database = TestDatabase::create().await;
     let pool = PgPool::connect(&database.url).await.unwrap();
     sqlx::raw_sql(SCHEMA_SQL).execute(&pool).await.unwrap();
+    sqlx::raw_sql(QUARANTINE_SQL).execute(&pool).await.unwrap();
     (database, pool)
 }
 

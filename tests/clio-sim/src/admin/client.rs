@@ -192,6 +192,22 @@ impl AdminClient {
         Ok(answer["data"].clone())
     }
 
+    /// From now on list pages show `text` verbatim in place of the record (whatever
+    /// `fields` asks for): JSON no `Value` can hold, such as a lone surrogate (`"\ud800"`)
+    /// or nesting deeper than 128 levels. The text should keep the record's `id`.
+    pub async fn set_raw_record(
+        &self,
+        region: Region,
+        resource: Resource,
+        id: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let url = self.url(region, &format!("/records/{resource}/{id}/raw"))?;
+        self.send(self.http.put(url).body(text.to_owned()))
+            .await
+            .map(drop)
+    }
+
     pub async fn delete_record(
         &self,
         region: Region,
@@ -200,6 +216,22 @@ impl AdminClient {
     ) -> anyhow::Result<()> {
         let url = self.url(region, &format!("/records/{resource}/{id}"))?;
         self.send(self.http.delete(url)).await.map(drop)
+    }
+
+    /// From now on, `user_id`'s listings of `resource` leave out the records `ids` (as Clio
+    /// does with records restricted from a user); replaces what was hidden from that user,
+    /// and an empty list shows everything again.
+    pub async fn hide_records(
+        &self,
+        region: Region,
+        user_id: i64,
+        resource: Resource,
+        ids: &[&str],
+    ) -> anyhow::Result<()> {
+        let body = json!({"user_id": user_id, "resource": resource, "hidden_ids": ids});
+        self.send(self.http.post(self.url(region, "/visibility")?).json(&body))
+            .await
+            .map(drop)
     }
 
     /// Live records of a resource right now.

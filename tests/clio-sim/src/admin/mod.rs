@@ -7,10 +7,10 @@ mod client;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,10 +37,14 @@ pub(crate) fn routes() -> Router<Arc<RegionState>> {
         .route("/rate-limits/reset", post(reset_rate_limits))
         .route("/records/{resource}", post(create_record))
         .route("/records/{resource}/count", get(count))
+        .route("/visibility", post(hide_records))
         .route(
             "/records/{resource}/{id}",
             get(read_record).patch(update_record).delete(delete_record),
         )
+        .route("/records/{resource}/{id}/raw", put(set_raw_record))
+        // Tests store multi-megabyte records (hostile data); axum's default is 2 MB.
+        .layer(DefaultBodyLimit::max(64 << 20))
 }
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -218,6 +222,54 @@ async fn update_record(
     {
         Some(record) => Json(json!({"data": record})).into_response(),
         None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct HideRequest {
+    user_id: i64,
+    resource: String,
+    hidden_ids: Vec<Value>,
+}
+
+/// Hides records from one user's listings (replacing what was hidden from them before).
+async fn hide_records(State(state): Shared, Json(request): Json<HideRequest>) -> Response {
+    let resource = match resource_of(&request.resource) {
+        Ok(resource) => resource,
+        Err(error) => return error.into_response(),
+    };
+    let Some(user_key) = state.resolve_user(request.user_id) else {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("no user {}", request.user_id),
+        );
+    };
+    let mut keys = std::collections::BTreeSet::new();
+    for id in &request.hidden_ids {
+        match RecordId::from(id).key() {
+            Some(key) => keys.insert(key),
+            None => {
+                return admin_error(StatusCode::BAD_REQUEST, format!("{id} is not a record id"));
+            }
+        };
+    }
+    state.hide(user_key, resource, keys);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Serves `text` verbatim in list pages in place of the record: hostile JSON (a lone
+/// surrogate, nesting deeper than a parser allows) that no `Value` can hold.
+async fn set_raw_record(
+    State(state): Shared,
+    Path((resource, id)): Path<(String, String)>,
+    text: String,
+) -> Response {
+    match record_target(&resource, &id) {
+        Ok((resource, key)) if state.data.set_raw(resource, key, &text) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok((resource, _)) => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
+        Err(error) => error.into_response(),
     }
 }
 

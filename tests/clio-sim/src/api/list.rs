@@ -1,6 +1,9 @@
 //! `GET /api/v4/{resource}`: filtered, projected pages in id order, with cursor paging
 //! (`meta.paging.next` carrying an opaque `page_token`) or capped offset paging.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -100,14 +103,16 @@ impl Origin<'_> {
     }
 }
 
-/// One page of `resource`.
+/// One page of `resource`, as the user `viewer` sees it.
 pub(crate) fn list(
     state: &RegionState,
     resource: Resource,
     params: &Params,
     origin: &Origin<'_>,
+    viewer: i64,
 ) -> Result<Response, ApiError> {
-    let bytes = page_body(state, resource, params, origin)?;
+    let hidden = state.hidden_from(viewer, resource);
+    let bytes = page_body(state, resource, params, origin, &hidden)?;
     let content_type = [(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -115,12 +120,13 @@ pub(crate) fn list(
     Ok((StatusCode::OK, content_type, bytes).into_response())
 }
 
-/// The serialised `{"data": [...], "meta": {...}}` of one page.
+/// The serialised `{"data": [...], "meta": {...}}` of one page, without the `hidden` keys.
 pub(crate) fn page_body(
     state: &RegionState,
     resource: Resource,
     params: &Params,
     origin: &Origin<'_>,
+    hidden: &BTreeSet<i64>,
 ) -> Result<Vec<u8>, ApiError> {
     let fields = Fields::parse(resource, params.get("fields"))?;
     let limit = parse_limit(resource, params)?;
@@ -133,12 +139,14 @@ pub(crate) fn page_body(
     let stop_after = filter.last_key();
     let capacity = usize::try_from(limit).unwrap_or(200);
     let mut page = Vec::with_capacity(capacity);
+    // Positions in `page` whose record is a raw text (`Dataset::set_raw`).
+    let mut raw: Vec<(usize, Arc<str>)> = Vec::new();
     let (mut more, mut last_key) = (false, None);
     state.data.scan(resource, after, |key, record| {
         if stop_after.is_some_and(|last| key > last) {
             return false;
         }
-        if !filter.matches(key, &record) {
+        if hidden.contains(&key) || !filter.matches(key, &record) {
             return true;
         }
         if skip > 0 {
@@ -150,7 +158,13 @@ pub(crate) fn page_body(
             return false;
         }
         last_key = Some(key);
-        page.push(fields.project(&record));
+        match state.data.raw(resource, key) {
+            Some(text) => {
+                raw.push((page.len(), text));
+                page.push(Value::Null);
+            }
+            None => page.push(fields.project(&record)),
+        }
         true
     });
     let mut paging_meta = Map::new();
@@ -174,8 +188,29 @@ pub(crate) fn page_body(
         }
         _ => {}
     }
+    if !raw.is_empty() {
+        return Ok(with_raw_records(&page, &raw, &Value::Object(paging_meta)));
+    }
     let body = json!({"data": page, "meta": {"paging": paging_meta}});
     Ok(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// A page whose records at the `raw` positions are raw texts, written as they are.
+fn with_raw_records(page: &[Value], raw: &[(usize, Arc<str>)], paging: &Value) -> Vec<u8> {
+    let mut body = br#"{"data":["#.to_vec();
+    for (index, record) in page.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        match raw.iter().find(|(at, _)| *at == index) {
+            Some((_, text)) => body.extend_from_slice(text.as_bytes()),
+            None => body.extend(serde_json::to_vec(record).unwrap_or_default()),
+        }
+    }
+    body.extend_from_slice(br#"],"meta":{"paging":"#);
+    body.extend(serde_json::to_vec(paging).unwrap_or_default());
+    body.extend_from_slice(b"}}");
+    body
 }
 
 #[cfg(test)]

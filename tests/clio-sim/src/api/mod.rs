@@ -79,13 +79,25 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Clio's clock when the request arrived (before any page delay): a client may take it
+    // as the moment its listing began.
+    let date = http_date(state.shared.clock.now());
     let version = match api_version(&headers) {
         Ok(version) => version,
         Err(gone) => return gone.into_response(),
     };
     let mut response = authenticated(&state, &method, &uri, &headers, &body).await;
     response.headers_mut().insert("x-api-version", version);
+    if let Ok(date) = HeaderValue::from_str(&date) {
+        // Set here, hyper leaves it alone (it would stamp the real time otherwise).
+        response.headers_mut().insert(header::DATE, date);
+    }
     response
+}
+
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`) of the simulated clock.
+fn http_date(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
 async fn authenticated(
@@ -192,7 +204,7 @@ async fn endpoint(
                 host,
                 path: uri.path(),
             };
-            list::list(state, resource, &params, &origin)
+            list::list(state, resource, &params, &origin, bearer.user_key)
         }
         (Method::GET, ApiRoute::Record(resource, id)) => {
             require(state, bearer, resource, Access::Read)?;

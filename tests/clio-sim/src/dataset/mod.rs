@@ -8,7 +8,7 @@ mod generate;
 mod rng;
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -33,6 +33,9 @@ pub(crate) struct Dataset {
     seed: u64,
     overlays: [RwLock<Overlay>; 5],
     edits: AtomicU64,
+    /// Raw JSON texts served verbatim in list pages instead of the record with that key
+    /// (admin `PUT /__sim/records/{resource}/{id}/raw`): hostile data no `Value` can hold.
+    raw: RwLock<HashMap<(usize, i64), Arc<str>>>,
 }
 
 /// Why an admin or API edit could not be applied.
@@ -58,6 +61,7 @@ impl Dataset {
             seed,
             overlays: Default::default(),
             edits: AtomicU64::new(0),
+            raw: RwLock::default(),
         }
     }
 
@@ -328,11 +332,38 @@ impl Dataset {
         Value::Object(fields)
     }
 
+    /// From now on list pages show `text` (any JSON text, served as is, whatever `fields`
+    /// asks for) in place of the record with this key; false if there is no such record.
+    /// Filters and paging still see the record itself.
+    pub(crate) fn set_raw(&self, resource: Resource, key: i64, text: &str) -> bool {
+        if self.get(resource, key).is_none() {
+            return false;
+        }
+        self.raw
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((resource.slot(), key), Arc::from(text));
+        true
+    }
+
+    /// The raw text set for this record, if any.
+    pub(crate) fn raw(&self, resource: Resource, key: i64) -> Option<Arc<str>> {
+        let raw = self.raw.read().unwrap_or_else(PoisonError::into_inner);
+        if raw.is_empty() {
+            return None;
+        }
+        raw.get(&(resource.slot(), key)).cloned()
+    }
+
     /// Marks a record deleted; false if it did not exist.
     pub(crate) fn delete(&self, resource: Resource, key: i64) -> bool {
         if self.get(resource, key).is_none() {
             return false;
         }
+        self.raw
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(resource.slot(), key));
         let mut overlay = self.overlay_mut(resource);
         if self.generated_index(resource, key).is_some() {
             overlay.insert(key, None);

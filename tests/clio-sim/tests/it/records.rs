@@ -246,3 +246,66 @@ async fn admin_edits_show_up_in_the_api_and_in_updated_since() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn api_answers_carry_the_simulated_clock_as_their_date() {
+    let (sim, base, t) = us_connected().await;
+    let date_of = |answer: &Answer| {
+        let text = answer.header("date").unwrap().to_owned();
+        chrono::DateTime::parse_from_rfc2822(&text)
+            .unwrap()
+            .to_utc()
+    };
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let now = date_of(&get(&base, &t.access, "/api/v4/contacts.json?limit=1").await);
+    assert!(now >= before && now <= chrono::Utc::now(), "{now}");
+    sim.admin()
+        .advance_clock(std::time::Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    let later = date_of(&get(&base, &t.access, "/api/v4/contacts.json?limit=1").await);
+    assert!(
+        later >= now + chrono::TimeDelta::seconds(3_600),
+        "{now} then {later}"
+    );
+}
+
+#[tokio::test]
+async fn records_hidden_from_a_user_are_left_out_of_their_listings_only() {
+    let sim = start().await;
+    let base = sim.base_url(Region::Us);
+    let first = connect(&sim, Region::Us, &["contacts:read"]).await;
+    let second = connect_as(&sim, Region::Us, &app(&["contacts:read"]), 2).await;
+    let ids = |records: &[serde_json::Value]| -> Vec<i64> {
+        records.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    let (all, _) = all_pages(&base, &first.access, "/api/v4/contacts.json?limit=7").await;
+    let all = ids(&all);
+    let hidden = [all[0].to_string(), all[8].to_string()];
+    sim.admin()
+        .hide_records(
+            Region::Us,
+            2,
+            Resource::Contacts,
+            &[hidden[0].as_str(), hidden[1].as_str()],
+        )
+        .await
+        .unwrap();
+
+    let (seen, _) = all_pages(&base, &second.access, "/api/v4/contacts.json?limit=7").await;
+    let expected: Vec<i64> = all
+        .iter()
+        .copied()
+        .filter(|id| *id != all[0] && *id != all[8])
+        .collect();
+    assert_eq!(ids(&seen), expected);
+    let (still_all, _) = all_pages(&base, &first.access, "/api/v4/contacts.json?limit=7").await;
+    assert_eq!(ids(&still_all), all, "other users see everything");
+
+    sim.admin()
+        .hide_records(Region::Us, 2, Resource::Contacts, &[])
+        .await
+        .unwrap();
+    let (seen, _) = all_pages(&base, &second.access, "/api/v4/contacts.json?limit=7").await;
+    assert_eq!(ids(&seen), all);
+}

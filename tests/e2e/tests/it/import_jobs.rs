@@ -13,7 +13,7 @@ use crate::stack::{Stack, StackSetup, full_job};
 
 const PERSON: &str = "alice@firm.example";
 
-fn sim_with(dataset: DatasetSize) -> SimConfig {
+pub(crate) fn sim_with(dataset: DatasetSize) -> SimConfig {
     SimConfig {
         regions: vec![Region::Us],
         dataset,
@@ -22,7 +22,7 @@ fn sim_with(dataset: DatasetSize) -> SimConfig {
     }
 }
 
-fn contacts_only(count: u64) -> DatasetSize {
+pub(crate) fn contacts_only(count: u64) -> DatasetSize {
     DatasetSize {
         contacts: count,
         ..DatasetSize::default()
@@ -54,7 +54,7 @@ async fn run_to_completion(stack: &Stack, job: import::ImportJob) -> import::Job
     done
 }
 
-fn assert_completed(job: &import::Job) {
+pub(crate) fn assert_completed(job: &import::Job) {
     assert_eq!(
         job.status,
         import::JobStatus::Completed as i32,
@@ -65,7 +65,7 @@ fn assert_completed(job: &import::Job) {
 }
 
 /// Requests the simulator answered for `endpoint` (all tokens).
-async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
+pub(crate) async fn api_calls(stack: &Stack, endpoint: &str) -> u64 {
     let calls = stack.sim.admin().calls().await.unwrap();
     calls
         .api
@@ -135,7 +135,7 @@ async fn a_full_import_lands_exactly_and_the_same_job_id_runs_once() {
 }
 
 /// Audit events of `kind` about job `job_id` in import-svc's outbox (delivered or not).
-async fn outbox_events(stack: &Stack, job_id: &str, kind: EventKind) -> usize {
+pub(crate) async fn outbox_events(stack: &Stack, job_id: &str, kind: EventKind) -> usize {
     let mut db = stack.import_database.connect().await;
     let events: Vec<Vec<u8>> = sqlx::query_scalar("SELECT event FROM audit_outbox")
         .fetch_all(&mut db)
@@ -322,6 +322,7 @@ async fn clio_calls_that_time_out_are_retried_with_backoff() {
         StackSetup {
             sim: sim_with(contacts_only(1_000)),
             import: Box::new(|config| config.importer.request_timeout_ms = 300),
+            ..StackSetup::default()
         },
     )
     .await;
@@ -499,6 +500,7 @@ async fn a_broker_restart_mid_job_loses_and_duplicates_nothing() {
             import: Box::new(move |config| {
                 config.amqp.url = secrecy::SecretString::from(proxied);
             }),
+            ..StackSetup::default()
         },
     )
     .await;
@@ -584,6 +586,7 @@ async fn a_rate_limited_import_never_exceeds_the_limit_or_sees_a_429() {
                 ..sim_with(contacts_only(8_000))
             },
             import: Box::new(|config| config.importer.rate_limit_reserve = 0),
+            ..StackSetup::default()
         },
     )
     .await;
@@ -636,7 +639,7 @@ async fn a_rate_limited_import_never_exceeds_the_limit_or_sees_a_429() {
 }
 
 /// Waits until the job has committed `pages` pages.
-async fn wait_for_pages(stack: &Stack, job_id: &str, pages: u64) {
+pub(crate) async fn wait_for_pages(stack: &Stack, job_id: &str, pages: u64) {
     poll_until(
         &format!("{pages} pages of job {job_id}"),
         Duration::from_secs(30),
@@ -851,6 +854,7 @@ async fn the_consumer_holds_no_more_jobs_than_its_prefetch() {
         StackSetup {
             sim,
             import: Box::new(|config| config.amqp.prefetch = 2),
+            ..StackSetup::default()
         },
     )
     .await;

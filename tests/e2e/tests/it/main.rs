@@ -2,11 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_delivery;
 mod denials;
 mod foundation;
+mod hostile_data;
 mod import_jobs;
 mod import_results;
+mod job_access;
+mod outages;
 mod process;
 mod services;
 mod stack;
+mod sync_integrity;
 mod tls;

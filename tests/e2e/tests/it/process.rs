@@ -23,8 +23,12 @@ impl ImportProcess {
                     .iter()
                     .map(|r| format!("{:?}", r.as_str()))
                     .collect();
+                let tenants = c
+                    .tenants
+                    .map(|t| format!(", tenants = {t:?}"))
+                    .unwrap_or_default();
                 format!(
-                    "{{ name = {:?}, token = {:?}, roles = [{}] }}",
+                    "{{ name = {:?}, token = {:?}, roles = [{}]{tenants} }}",
                     c.name,
                     c.token,
                     roles.join(", ")

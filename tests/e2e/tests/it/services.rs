@@ -78,6 +78,16 @@ pub fn test_service_config(database_url: SecretString) -> ServiceConfig {
     service
 }
 
+/// audit-svc's writer grants for the test credentials of auth-svc (`auth_writer`) and
+/// import-svc (`import_writer`), the ones the stacks configure them with.
+pub fn test_writers() -> Vec<audit_svc::config::WriterGrant> {
+    use audit_svc::config::WriterGrant;
+    vec![
+        WriterGrant::auth_svc("auth_writer"),
+        WriterGrant::import_svc("import_writer"),
+    ]
+}
+
 pub async fn start(kind: Service) -> Running {
     let database = TestDatabase::create().await;
     start_with_database_url(kind, database, None).await
@@ -129,6 +139,7 @@ pub async fn start_with_config(
         Service::Audit => {
             let config = audit_svc::Config {
                 service,
+                writers: test_writers(),
                 ..Default::default()
             };
             tokio::spawn(audit_svc::run(config, listener, token))

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
 use harness::{
-    ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until, token_of,
-    with_bearer,
+    ServingStatus, TcpProxy, TestBroker, TestDatabase, channel, health_status, poll_until,
+    token_of, with_bearer,
 };
 use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -25,7 +25,7 @@ use service_runtime::clock::{ManualClock, SharedClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::services::test_service_config;
+use crate::services::{test_service_config, test_writers};
 
 /// The credential auth-svc's test caller `import` presents; import-svc uses it.
 fn import_token() -> String {
@@ -85,6 +85,14 @@ pub struct StackSetup {
     pub sim: SimConfig,
     /// Overrides of import-svc's config (rate-limit reserve, concurrency, ...).
     pub import: Box<dyn FnOnce(&mut import_svc::Config) + Send>,
+    /// import-svc reaches auth-svc through a proxy the test can cut ([`Stack::auth_proxy`]).
+    pub auth_proxy: bool,
+    /// import-svc reaches its database through a proxy the test can cut
+    /// ([`Stack::import_db_proxy`]).
+    pub import_db_proxy: bool,
+    /// import-svc delivers audit events through a proxy the test can cut
+    /// ([`Stack::audit_proxy`]).
+    pub audit_proxy: bool,
 }
 
 impl Default for StackSetup {
@@ -96,6 +104,9 @@ impl Default for StackSetup {
                 ..SimConfig::default()
             },
             import: Box::new(|_| {}),
+            auth_proxy: false,
+            import_db_proxy: false,
+            audit_proxy: false,
         }
     }
 }
@@ -109,6 +120,12 @@ pub struct Stack {
     pub import_config: import_svc::Config,
     /// import-svc's clock (retention); starts at the wall-clock time.
     pub import_clock: ManualClock,
+    /// Between import-svc and auth-svc, when the setup asked for it.
+    pub auth_proxy: Option<TcpProxy>,
+    /// Between import-svc and its database, when the setup asked for it.
+    pub import_db_proxy: Option<TcpProxy>,
+    /// Between import-svc and audit-svc, when the setup asked for it.
+    pub audit_proxy: Option<TcpProxy>,
     import: Option<Task>,
     auth: Task,
     audit: Task,
@@ -121,6 +138,7 @@ impl Stack {
         let audit_db = TestDatabase::create().await;
         let audit_config = audit_svc::Config {
             service: test_service_config(audit_db.secret_url()),
+            writers: test_writers(),
             ..Default::default()
         };
         let audit = Task::start(audit_db, |listener, shutdown| {
@@ -136,29 +154,50 @@ impl Stack {
         .await;
 
         let mut broker = TestBroker::connect(test).await;
-        let topology = Topology::new(&broker.prefix);
-        broker.track(
-            &[&topology.jobs_queue, &topology.dead_letter_queue],
-            &[
-                &topology.jobs_exchange,
-                &topology.dead_letter_exchange,
-                &topology.events_exchange,
-            ],
-        );
         let import_database = TestDatabase::create().await;
+        let import_db_proxy = match setup.import_db_proxy {
+            true => Some(TcpProxy::start(import_database.server_address()).await),
+            false => None,
+        };
+        let import_db_url = match &import_db_proxy {
+            Some(proxy) => import_database.secret_url_via(proxy.address),
+            None => import_database.secret_url(),
+        };
+        let auth_proxy = match setup.auth_proxy {
+            true => Some(TcpProxy::start(auth.address).await),
+            false => None,
+        };
+        let audit_proxy = match setup.audit_proxy {
+            true => Some(TcpProxy::start(audit.address).await),
+            false => None,
+        };
         let mut import_config = import_svc::Config {
-            service: test_service_config(import_database.secret_url()),
+            service: test_service_config(import_db_url),
             ..Default::default()
         };
         import_config.amqp.url = SecretString::from(harness::amqp_url());
         import_config.amqp.prefix = broker.prefix.clone();
         import_config.amqp.reconnect_delay_ms = 200;
-        import_config.auth.endpoint = format!("http://{}", auth.address);
+        import_config.auth.endpoint = format!(
+            "http://{}",
+            auth_proxy.as_ref().map_or(auth.address, |p| p.address)
+        );
         import_config.auth.token = SecretString::from(import_token());
         import_config.importer.backoff_base_ms = 20;
-        import_config.audit.endpoint = format!("http://{}", audit.address);
-        import_config.audit.token = Some(SecretString::from(token_of("audit_writer")));
+        import_config.audit.endpoint = format!(
+            "http://{}",
+            audit_proxy.as_ref().map_or(audit.address, |p| p.address)
+        );
+        import_config.audit.token = Some(SecretString::from(token_of("import_writer")));
         (setup.import)(&mut import_config);
+        let topology =
+            Topology::with_retry_delays(&broker.prefix, &import_config.amqp.retry_delays_ms);
+        let queues = topology.all_queues();
+        let exchanges = topology.all_exchanges();
+        broker.track(
+            &queues.iter().map(String::as_str).collect::<Vec<_>>(),
+            &exchanges.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
 
         let mut stack = Stack {
             sim,
@@ -167,6 +206,9 @@ impl Stack {
             import_database,
             import_config,
             import_clock: ManualClock::default(),
+            auth_proxy,
+            import_db_proxy,
+            audit_proxy,
             import: None,
             auth,
             audit,
@@ -210,6 +252,10 @@ impl Stack {
 
     pub async fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
         AuthServiceClient::new(channel(self.auth.address).await)
+    }
+
+    pub fn auth_address(&self) -> SocketAddr {
+        self.auth.address
     }
 
     pub async fn audit(&self) -> AuditServiceClient<tonic::transport::Channel> {
@@ -505,6 +551,6 @@ fn auth_config(sim: &ClioSim, database: SecretString, audit: SocketAddr) -> auth
     config.active_key_id = "k1".into();
     config.clio.regions.us = sim.base_url(Region::Us);
     config.audit.endpoint = format!("http://{audit}");
-    config.audit.token = Some(SecretString::from(token_of("audit_writer")));
+    config.audit.token = Some(SecretString::from(token_of("auth_writer")));
     config
 }
