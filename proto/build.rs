@@ -4,6 +4,15 @@
 
 use std::path::PathBuf;
 
+/// Messages with a field holding a token, code, state or client secret. Keep in step with
+/// `src/redacted_debug.rs`.
+const SECRET_BEARING: [&str; 4] = [
+    ".clio_connect.auth.v1.RegisterAppRequest",
+    ".clio_connect.auth.v1.StartAuthorizationResponse",
+    ".clio_connect.auth.v1.CompleteAuthorizationRequest",
+    ".clio_connect.auth.v1.LeaseAccessTokenResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
     let files = [
@@ -27,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // RPCs a service has not built yet answer UNIMPLEMENTED instead of failing to
         // compile, so the contracts can land before every handler.
         .generate_default_stubs(true)
+        // Messages carrying a secret get a hand-written, redacting `Debug`
+        // (src/redacted_debug.rs) instead of the derived one, which prints every field.
+        .skip_debug(SECRET_BEARING)
         .compile_fds(descriptors)?;
 
     println!("cargo:rerun-if-changed=proto");

@@ -39,6 +39,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// The path refused writes are audited under.
 const RECORD_METHOD: &str = "/clio_connect.audit.v1.AuditService/Record";
+const ATTEST_REVIEW_METHOD: &str = "/clio_connect.audit.v1.ComplianceService/AttestReview";
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -494,11 +495,22 @@ impl ComplianceService for Api {
         &self,
         request: Request<api::AttestReviewRequest>,
     ) -> Result<Response<api::ReviewItem>, Status> {
-        // The authenticated credential, recorded beside the reviewer the request names.
+        // The reviewer is the authenticated credential.
         let caller = Caller::of(&request)?.name.clone();
-        Ok(Response::new(
-            review::attest(&self.appender, request.get_ref(), &caller).await?,
-        ))
+        match review::attest(&self.appender, request.get_ref(), &caller).await {
+            Ok(item) => Ok(Response::new(item)),
+            Err(review::Refused::Error(error)) => Err(error.into()),
+            Err(review::Refused::SelfAttestation(reason)) => {
+                // Refused like a call the caller-auth layer refuses, and audited the same way.
+                self.denials.denied(Denial {
+                    method: ATTEST_REVIEW_METHOD.to_owned(),
+                    caller: Some(caller),
+                    code: tonic::Code::PermissionDenied,
+                    reason: reason.clone(),
+                });
+                Err(Status::permission_denied(reason))
+            }
+        }
     }
 
     async fn export_quarterly_review(

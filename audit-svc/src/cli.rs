@@ -33,7 +33,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use service_runtime::config::load;
+use service_runtime::entrypoint::ConfigArg;
 
 use crate::chain::{Checkpoint, Verdict};
 use crate::config::{Config, ENV_PREFIX};
@@ -43,79 +45,117 @@ use crate::signing::{Signer, TrustedKeys, public_key_from_base64};
 use crate::verify::verify_witnessed;
 use crate::witness::read_witness;
 
-const USAGE: &str = "usage: audit-svc verify --file <export.jsonl> --public-key <base64> \
-[--public-key <base64> ...] [--witness <witness.jsonl> ...]
-       audit-svc verify --witness <witness.jsonl> [--witness ...] [--config <file.toml>] \
-[--tenant <tenant> ...] [--public-key <base64> ...]";
-
-struct Arguments {
-    /// An export to check; `None`: the database.
-    file: Option<PathBuf>,
-    keys: TrustedKeys,
-    given_keys: usize,
-    witnesses: Vec<PathBuf>,
-    config: Option<PathBuf>,
-    tenants: Vec<String>,
+/// The binary's command line: the service (no subcommand) or one subcommand.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "audit-svc",
+    version,
+    about = "audit-svc: the clio-connect audit log (a gRPC service without a subcommand)",
+    after_help = "Without a subcommand: serves until SIGTERM or ctrl-c. Exit codes: 0 \
+stopped; 1 a runtime failure; 2 the command line or the configuration was refused.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The service's configuration (no subcommand).
+    #[command(flatten)]
+    pub service: ConfigArg,
 }
 
-fn parse(args: &[String]) -> Result<Arguments, String> {
-    let mut file = None;
-    let mut keys = TrustedKeys::default();
-    let mut given_keys = 0;
-    let mut witnesses = Vec::new();
-    let mut config = None;
-    let mut tenants = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_owned())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name {
-            "--file" => file = Some(PathBuf::from(value()?)),
-            "--witness" => witnesses.push(PathBuf::from(value()?)),
-            "--config" => config = Some(PathBuf::from(value()?)),
-            "--tenant" => tenants.push(value()?),
-            "--public-key" => {
-                let text = value()?;
-                let key = public_key_from_base64(&text)
-                    .ok_or_else(|| "--public-key: not a base64 Ed25519 public key".to_owned())?;
-                keys.add(key);
-                given_keys += 1;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+impl Cli {
+    /// Parses `args` (the binary's name first). `Err` is clap's answer to print and exit with:
+    /// help or version (exit code 0), or a refused command line (2).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        service_runtime::entrypoint::parse_with(
+            <Self as clap::CommandFactory>::command(),
+            ENV_PREFIX,
+            args,
+        )
     }
-    match &file {
-        None if witnesses.is_empty() => {
-            return Err(
-                "--file (an export) or --witness (to check the database) is required".into(),
-            );
-        }
-        Some(_) if given_keys == 0 => {
-            return Err(
-                "--public-key is required (the key checkpoints must be signed with)".into(),
-            );
-        }
-        Some(_) if config.is_some() || !tenants.is_empty() => {
-            return Err("--config and --tenant check the database: leave out --file".into());
-        }
-        _ => {}
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check an export offline (--file), or the database against witness files
+    ///
+    /// With --file: the export alone, no database and no trust in its header's keys. Without:
+    /// the database (the service's configuration, as the service login) against the witness
+    /// files. Exit codes: 0 verified; 1 a chain is broken (the first broken event of each
+    /// broken tenant is printed); 2 the command line, a file, the configuration or the
+    /// database could not be used.
+    Verify(VerifyArgs),
+    /// Migrate as the migration login (before the service starts)
+    ///
+    /// With the service's configuration and database.migration_url (else
+    /// service.database.url): runs the migrations and rebuilds the projections if they cannot
+    /// be trusted, as the service does at start-up unless database.migrate_at_start is false.
+    /// Exit codes: 0 done; 1 the database failed; 2 the command line or the configuration was
+    /// refused.
+    Migrate(ConfigArg),
+    /// Rebuild the compliance projections from the log
+    ///
+    /// Migrates (as the migration login), recreates dropped projection tables and rebuilds
+    /// every projection, whether or not it looked stale. Exit codes: 0 rebuilt; 1 the
+    /// database failed; 2 the command line or the configuration was refused.
+    RebuildProjections(ConfigArg),
+}
+
+/// Runs a subcommand to completion.
+pub fn run_command(command: Command) -> ExitCode {
+    match command {
+        Command::Verify(arguments) => verify_command(arguments),
+        Command::Migrate(arguments) => migrate_command(&arguments),
+        Command::RebuildProjections(arguments) => rebuild_projections_command(&arguments),
     }
-    Ok(Arguments {
-        file,
-        keys,
-        given_keys,
-        witnesses,
-        config,
-        tenants,
-    })
+}
+
+/// `audit-svc verify`'s arguments: an export to check, or witness files to check the
+/// database against.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["file", "witness"]).multiple(true)))]
+pub struct VerifyArgs {
+    /// An export (JSON lines) to check offline, with no database; needs --public-key
+    #[arg(
+        long,
+        value_name = "EXPORT.JSONL",
+        requires = "public_key",
+        conflicts_with_all = ["config", "tenant"]
+    )]
+    file: Option<PathBuf>,
+    /// A public key (base64 Ed25519) checkpoints may be signed with; repeat for retired keys.
+    /// Required with --file (the header's own keys are not trusted); for the database the
+    /// configuration's keys unless given
+    #[arg(long = "public-key", value_name = "BASE64", value_parser = parse_public_key)]
+    public_key: Vec<VerifyingKey>,
+    /// A witness file of checkpoints (repeatable): with --file, the checkpoints of its range;
+    /// without, the database's chains are checked against them
+    #[arg(long, value_name = "WITNESS.JSONL")]
+    witness: Vec<PathBuf>,
+    /// The service's configuration, to check the database
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A tenant to check in the database (repeatable); default every tenant
+    #[arg(long, value_name = "TENANT")]
+    tenant: Vec<String>,
+}
+
+fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    public_key_from_base64(text).ok_or_else(|| "not a base64 Ed25519 public key".to_owned())
+}
+
+impl VerifyArgs {
+    fn trusted_keys(&self) -> TrustedKeys {
+        let mut keys = TrustedKeys::default();
+        for key in &self.public_key {
+            keys.add(*key);
+        }
+        keys
+    }
 }
 
 /// Every checkpoint of the witness files, in order.
@@ -169,12 +209,9 @@ pub async fn verify_database(
     Ok(verdicts?)
 }
 
-fn verify_database_command(arguments: Arguments) -> ExitCode {
-    let prepared = read_witnesses(&arguments.witnesses).and_then(|witnessed| {
-        let file = arguments
-            .config
-            .clone()
-            .or_else(|| std::env::var_os(format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from));
+fn verify_database_command(arguments: VerifyArgs) -> ExitCode {
+    let prepared = read_witnesses(&arguments.witness).and_then(|witnessed| {
+        let file = arguments.config.file(ENV_PREFIX);
         let config = load::<Config>(ENV_PREFIX, file.as_deref()).map_err(|e| e.to_string())?;
         Ok((config, witnessed))
     });
@@ -185,8 +222,8 @@ fn verify_database_command(arguments: Arguments) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let keys = (arguments.given_keys > 0).then_some(arguments.keys);
-    let tenants = (!arguments.tenants.is_empty()).then_some(arguments.tenants);
+    let keys = (!arguments.public_key.is_empty()).then(|| arguments.trusted_keys());
+    let tenants = (!arguments.tenant.is_empty()).then_some(arguments.tenant);
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,23 +252,12 @@ fn verify_database_command(arguments: Arguments) -> ExitCode {
     }
 }
 
-/// Runs the subcommand with the arguments after `verify`.
-pub fn verify_command(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let arguments = match parse(args) {
-        Ok(arguments) => arguments,
-        Err(problem) => {
-            eprintln!("audit-svc verify: {problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+/// Runs `audit-svc verify`.
+fn verify_command(arguments: VerifyArgs) -> ExitCode {
     let Some(file) = arguments.file.clone() else {
         return verify_database_command(arguments);
     };
-    let witnessed = match read_witnesses(&arguments.witnesses) {
+    let witnessed = match read_witnesses(&arguments.witness) {
         Ok(witnessed) => witnessed,
         Err(problem) => {
             eprintln!("audit-svc verify: {problem}");
@@ -239,7 +265,7 @@ pub fn verify_command(args: &[String]) -> ExitCode {
         }
     };
     let open = || File::open(&file).map(BufReader::new);
-    match verify_export_witnessed(open, &arguments.keys, witnessed) {
+    match verify_export_witnessed(open, &arguments.trusted_keys(), witnessed) {
         Err(error) => {
             eprintln!("audit-svc verify: {}: {error}", file.display());
             ExitCode::from(2)
@@ -255,22 +281,12 @@ pub fn verify_command(args: &[String]) -> ExitCode {
     }
 }
 
-const MIGRATE_USAGE: &str = "usage: audit-svc migrate [--config <file.toml>] (the service's \
-configuration: also AUDIT_SVC_CONFIG, and AUDIT_SVC_* variables; migrates with \
-database.migration_url when set)";
-
-/// Runs the subcommand with the arguments after `migrate`.
-pub fn migrate_command(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{MIGRATE_USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let config = match config_file(args)
-        .and_then(|file| load::<Config>(ENV_PREFIX, file.as_deref()).map_err(|e| e.to_string()))
-    {
+/// Runs `audit-svc migrate`.
+fn migrate_command(arguments: &ConfigArg) -> ExitCode {
+    let config = match load::<Config>(ENV_PREFIX, arguments.file(ENV_PREFIX).as_deref()) {
         Ok(config) => config,
         Err(problem) => {
-            eprintln!("audit-svc migrate: {problem}\n{MIGRATE_USAGE}");
+            eprintln!("audit-svc migrate: {problem}");
             return ExitCode::from(2);
         }
     };
@@ -304,39 +320,13 @@ pub fn migrate_command(args: &[String]) -> ExitCode {
     }
 }
 
-const REBUILD_USAGE: &str = "usage: audit-svc rebuild-projections [--config <file.toml>] \
-(the service's configuration: also AUDIT_SVC_CONFIG, and AUDIT_SVC_* variables)";
-
-/// The `--config` file, if given; as for the service, `AUDIT_SVC_CONFIG` otherwise.
-fn config_file(args: &[String]) -> Result<Option<PathBuf>, String> {
-    let mut file = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if let Some(path) = arg.strip_prefix("--config=") {
-            file = Some(PathBuf::from(path));
-        } else if arg == "--config" {
-            let path = args.next().ok_or("--config needs a value")?;
-            file = Some(PathBuf::from(path));
-        } else {
-            return Err(format!("unknown argument {arg:?}"));
-        }
-    }
-    Ok(file.or_else(|| std::env::var_os(format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from)))
-}
-
-/// Runs the subcommand with the arguments after `rebuild-projections`.
-pub fn rebuild_projections_command(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{REBUILD_USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let config = match config_file(args).and_then(|file| {
-        // The same layers and checks as the service, so a refusal names the same field.
-        load::<Config>(ENV_PREFIX, file.as_deref()).map_err(|e| e.to_string())
-    }) {
+/// Runs `audit-svc rebuild-projections`.
+fn rebuild_projections_command(arguments: &ConfigArg) -> ExitCode {
+    // The same layers and checks as the service, so a refusal names the same field.
+    let config = match load::<Config>(ENV_PREFIX, arguments.file(ENV_PREFIX).as_deref()) {
         Ok(config) => config,
         Err(problem) => {
-            eprintln!("audit-svc rebuild-projections: {problem}\n{REBUILD_USAGE}");
+            eprintln!("audit-svc rebuild-projections: {problem}");
             return ExitCode::from(2);
         }
     };
@@ -383,4 +373,140 @@ fn rebuilt_summary(rebuilt: &Rebuilt, took: Duration) -> String {
         rebuilt.tenants,
         took.as_millis()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use base64::Engine;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_args([&["audit-svc"], args].concat())
+    }
+
+    fn key() -> String {
+        let key = Signer::from_seed(&[7; 32]).public_key();
+        base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+    }
+
+    fn verify(args: &[&str]) -> Result<VerifyArgs, clap::Error> {
+        match parse(&[&["verify"], args].concat())?.command {
+            Some(Command::Verify(arguments)) => Ok(arguments),
+            other => panic!("not verify: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_subcommand_is_the_service_with_its_config_file() {
+        let cli = parse(&["--config", "audit.toml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.service.config, Some(PathBuf::from("audit.toml")));
+    }
+
+    #[test]
+    fn verify_takes_an_export_its_keys_and_witnesses() {
+        let key = key();
+        let arguments = verify(&[
+            "--file=export.jsonl",
+            "--public-key",
+            &key,
+            "--public-key",
+            &key,
+            "--witness",
+            "a.jsonl",
+            "--witness",
+            "b.jsonl",
+        ])
+        .unwrap();
+        assert_eq!(arguments.file, Some(PathBuf::from("export.jsonl")));
+        assert_eq!(arguments.public_key.len(), 2);
+        assert_eq!(arguments.witness, ["a.jsonl", "b.jsonl"].map(PathBuf::from));
+
+        let arguments = verify(&[
+            "--witness",
+            "a.jsonl",
+            "--config",
+            "audit.toml",
+            "--tenant",
+            "firm-a",
+            "--tenant",
+            "firm-b",
+        ])
+        .unwrap();
+        assert_eq!(arguments.file, None);
+        assert!(arguments.public_key.is_empty());
+        assert_eq!(arguments.config.config, Some(PathBuf::from("audit.toml")));
+        assert_eq!(arguments.tenant, ["firm-a", "firm-b"]);
+    }
+
+    #[test]
+    fn verify_refuses_what_it_cannot_check_with_exit_code_2() {
+        let key = key();
+        for args in [
+            &[][..],
+            &["--file", "export.jsonl"],
+            &["--file", "export.jsonl", "--public-key", "not-a-key"],
+            &[
+                "--file",
+                "x",
+                "--public-key",
+                &key,
+                "--config",
+                "audit.toml",
+            ],
+            &["--file", "x", "--public-key", &key, "--tenant", "firm-a"],
+            &["--witness"],
+            &["--witness", "a.jsonl", "--bogus"],
+        ] {
+            let error = verify(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn migrate_and_rebuild_take_only_a_config_file() {
+        for name in ["migrate", "rebuild-projections"] {
+            let command = parse(&[name, "--config", "audit.toml"]).unwrap().command;
+            let config = match command {
+                Some(Command::Migrate(config) | Command::RebuildProjections(config)) => config,
+                other => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(config.config, Some(PathBuf::from("audit.toml")));
+            assert_eq!(parse(&[name, "--file", "x"]).unwrap_err().exit_code(), 2);
+        }
+        // A service option before a subcommand would be silently ignored: refused.
+        let error = parse(&["--config", "audit.toml", "migrate"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{error}");
+    }
+
+    #[test]
+    fn help_lists_the_subcommands_and_the_variable() {
+        let help = parse(&["--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        let text = help.to_string();
+        for expected in [
+            "verify",
+            "migrate",
+            "rebuild-projections",
+            "--config <FILE>",
+            "AUDIT_SVC_CONFIG",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+        let help = parse(&["verify", "--help"]).unwrap_err().to_string();
+        for expected in [
+            "--file",
+            "--public-key",
+            "--witness",
+            "--tenant",
+            "AUDIT_SVC_CONFIG",
+        ] {
+            assert!(help.contains(expected), "{expected}: {help}");
+        }
+        assert_eq!(parse(&["--bogus"]).unwrap_err().exit_code(), 2);
+    }
 }

@@ -365,6 +365,18 @@ pub async fn offboarding(
                     named.push((id.to_owned(), String::new(), String::new()));
                 }
             }
+            // Events from before producers listed the connections: the person's connections
+            // revoked at or after the offboarding.
+            if payload.get("connections").is_none() && payload.get("connection_ids").is_none() {
+                for c in connections.iter().filter(|c| c.principal == principal) {
+                    let revoked_since = trails.get(&c.connection_id).is_some_and(|list| {
+                        list.iter().any(|t| t.revoked_at >= offboarded_at)
+                    });
+                    if revoked_since {
+                        named.push((c.connection_id.clone(), String::new(), String::new()));
+                    }
+                }
+            }
             let live: Vec<String> = connections
                 .iter()
                 .filter(|c| c.principal == principal && c.is_live())

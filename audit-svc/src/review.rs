@@ -27,6 +27,7 @@ struct ReviewRow {
     year: i32,
     quarter: i32,
     generated_at: DateTime<Utc>,
+    generated_by: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,9 +46,20 @@ struct ItemRow {
     reviewer: Option<String>,
     note: Option<String>,
     decided_at: Option<DateTime<Utc>>,
+    /// When the connection's revocation was recorded (now, not at generation).
+    connection_revoked_at: Option<DateTime<Utc>>,
 }
 
 impl ItemRow {
+    /// A "revoke" decision is an action, open until the connection's revocation arrives.
+    fn action(&self) -> (api::ReviewActionStatus, Option<DateTime<Utc>>) {
+        match (self.decision.as_deref(), self.connection_revoked_at) {
+            (Some("revoke"), Some(at)) => (api::ReviewActionStatus::Done, Some(at)),
+            (Some("revoke"), None) => (api::ReviewActionStatus::Open, None),
+            _ => (api::ReviewActionStatus::None, None),
+        }
+    }
+
     fn to_wire(&self, review: &ReviewRow) -> api::ReviewItem {
         let connection = ConnectionRow {
             tenant: review.tenant.clone(),
@@ -72,6 +84,8 @@ impl ItemRow {
             reviewer: self.reviewer.clone().unwrap_or_default(),
             note: self.note.clone().unwrap_or_default(),
             decided_at: self.decided_at.map(timestamp),
+            action: self.action().0 as i32,
+            action_done_at: self.action().1.map(timestamp),
         }
     }
 }
@@ -115,7 +129,8 @@ pub fn review_id(field: &str, text: &str) -> Result<Uuid, AuditError> {
 
 async fn find_review(pool: &PgPool, id: Uuid) -> Result<ReviewRow, AuditError> {
     sqlx::query_as(
-        "SELECT review_id, tenant, year, quarter, generated_at FROM proj_reviews WHERE review_id = $1",
+        "SELECT review_id, tenant, year, quarter, generated_at, generated_by FROM proj_reviews \
+         WHERE review_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -129,10 +144,13 @@ async fn items(
     connection: Option<&str>,
 ) -> Result<Vec<ItemRow>, AuditError> {
     Ok(sqlx::query_as(
-        "SELECT connection_id, app_id, principal, clio_user_id, clio_account_id, region, scopes, \
-         granted_at, last_used_at, grant_age_days, decision, reviewer, note, decided_at \
-         FROM proj_review_items WHERE review_id = $1 AND ($2::text IS NULL OR connection_id = $2) \
-         ORDER BY connection_id",
+        "SELECT i.connection_id, i.app_id, i.principal, i.clio_user_id, i.clio_account_id, \
+         i.region, i.scopes, i.granted_at, i.last_used_at, i.grant_age_days, i.decision, \
+         i.reviewer, i.note, i.decided_at, c.revoked_at AS connection_revoked_at \
+         FROM proj_review_items i JOIN proj_reviews r ON r.review_id = i.review_id \
+         LEFT JOIN proj_connections c ON c.tenant = r.tenant AND c.connection_id = i.connection_id \
+         WHERE i.review_id = $1 AND ($2::text IS NULL OR i.connection_id = $2) \
+         ORDER BY i.connection_id",
     )
     .bind(id)
     .bind(connection)
@@ -149,6 +167,10 @@ pub async fn get(
     let review = find_review(pool, id).await?;
     let all = items(pool, id, None).await?;
     let unreviewed = all.iter().filter(|i| i.decision.is_none()).count();
+    let open_actions = all
+        .iter()
+        .filter(|i| i.action().0 == api::ReviewActionStatus::Open)
+        .count();
     Ok(api::QuarterlyReview {
         review_id: review.review_id.to_string(),
         tenant: review.tenant.clone(),
@@ -161,6 +183,8 @@ pub async fn get(
             .map(|i| i.to_wire(&review))
             .collect(),
         unreviewed: u32::try_from(unreviewed).unwrap_or(u32::MAX),
+        open_actions: u32::try_from(open_actions).unwrap_or(u32::MAX),
+        generated_by: review.generated_by.clone(),
     })
 }
 
@@ -237,42 +261,58 @@ pub async fn generate(
     get(&appender.pool, id, false).await
 }
 
+/// Why an attestation is refused before anything is recorded.
+#[derive(Debug)]
+pub enum Refused {
+    /// The credential that generated the review may not attest it (separation of duties).
+    SelfAttestation(String),
+    Error(AuditError),
+}
+
+impl From<AuditError> for Refused {
+    fn from(error: AuditError) -> Self {
+        Refused::Error(error)
+    }
+}
+
+impl From<sqlx::Error> for Refused {
+    fn from(error: sqlx::Error) -> Self {
+        Refused::Error(error.into())
+    }
+}
+
 /// Records a reviewer's decision on one item and returns the item.
 ///
-/// The reviewer is whoever the request names: a dashboard service calls on behalf of the
-/// person deciding, so the name cannot come from the credential. A name in a request is
-/// only a claim, though, so the event also carries `recorded_by`, the authenticated
-/// `caller` that made the claim (as `GenerateQuarterlyReview` records its caller as the
-/// actor): an attestation under someone else's name still shows which credential wrote it.
+/// The reviewer is the authenticated `caller`, never a name in the request (a name there
+/// is only a claim, and is ignored). The credential that generated the review may not
+/// attest it: generating and approving one's own access review is no review. A "revoke"
+/// decision is an action the review shows as open until the connection's revocation
+/// arrives in the log.
 pub async fn attest(
     appender: &Appender,
     request: &api::AttestReviewRequest,
     caller: &str,
-) -> Result<api::ReviewItem, AuditError> {
+) -> Result<api::ReviewItem, Refused> {
     let id = review_id("review_id", &request.review_id)?;
     if request.connection_id.trim().is_empty() {
-        return Err(AuditError::invalid("connection_id", "must not be empty"));
+        return Err(AuditError::invalid("connection_id", "must not be empty").into());
     }
     let decision = api::ReviewDecision::try_from(request.decision)
         .ok()
         .and_then(decision_name)
         .ok_or_else(|| AuditError::invalid("decision", "must be KEEP or REVOKE"))?;
-    if request.reviewer.trim().is_empty() {
-        return Err(AuditError::invalid("reviewer", "must not be empty"));
-    }
-    if request.reviewer.len() > MAX_ID_BYTES {
-        return Err(AuditError::invalid(
-            "reviewer",
-            format!("longer than {MAX_ID_BYTES} bytes"),
-        ));
+    if caller.len() > MAX_ID_BYTES {
+        return Err(AuditError::Internal("caller name longer than an actor id".into()).into());
     }
     if request.note.len() > MAX_TEXT_BYTES || request.note.contains('\0') {
-        return Err(AuditError::invalid(
-            "note",
-            "longer than 4 KiB or contains NUL",
-        ));
+        return Err(AuditError::invalid("note", "longer than 4 KiB or contains NUL").into());
     }
     let review = find_review(&appender.pool, id).await?;
+    if review.generated_by == caller {
+        return Err(Refused::SelfAttestation(format!(
+            "caller {caller} generated review {id} and may not attest it"
+        )));
+    }
     if items(&appender.pool, id, Some(&request.connection_id))
         .await?
         .is_empty()
@@ -280,12 +320,13 @@ pub async fn attest(
         return Err(AuditError::NotFound(format!(
             "connection {} in review {id}",
             request.connection_id
-        )));
+        ))
+        .into());
     }
     let event = own_event(
         &review.tenant,
         pb::EventKind::ReviewAttested,
-        (pb::actor::Kind::Person, &request.reviewer),
+        (pb::actor::Kind::Person, caller),
         id,
         &request.connection_id,
         &serde_json::json!({

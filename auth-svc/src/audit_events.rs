@@ -97,4 +97,3 @@ impl EventBuilder {
         self.0
     }
 }
-

@@ -1,4 +1,5 @@
-//! The web flow's HTTP callback: `GET /oauth/callback?code=...&state=...` (or
+//! The web flow's HTTP pages: the start link (`GET /connect/start?state=...`, see
+//! [`crate::browser_binding`]) and the callback `GET /oauth/callback?code=...&state=...` (or
 //! `?error=access_denied&state=...` when the person declined). Served without a service
 //! credential: the single-use state is what authorizes the request, and it carries the
 //! principal and app, so nothing in the query is trusted beyond the code. Only web-mode
@@ -6,12 +7,13 @@
 //! completes only through CompleteAuthorization.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::browser_binding;
 use crate::connect::{self, Answer, Completer};
 use crate::context::Context;
 use crate::error::AuthError;
@@ -28,11 +30,16 @@ struct CallbackQuery {
 pub fn router(ctx: Context) -> axum::Router {
     axum::Router::new()
         .route(CALLBACK_PATH, get(callback))
+        .route(browser_binding::START_PATH, get(browser_binding::start))
         .with_state(ctx)
 }
 
 #[tracing::instrument(skip_all)]
-async fn callback(State(ctx): State<Context>, Query(query): Query<CallbackQuery>) -> Response {
+async fn callback(
+    State(ctx): State<Context>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
     let Some(state) = query.state.filter(|s| !s.is_empty()) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -52,7 +59,8 @@ async fn callback(State(ctx): State<Context>, Query(query): Query<CallbackQuery>
         }
     };
     let denied = matches!(answer, Answer::Denied(_));
-    match connect::complete(&ctx, &state, Completer::Callback, answer).await {
+    let cookie = browser_binding::presented(&headers, &state);
+    match connect::complete(&ctx, &state, Completer::Browser(cookie.as_deref()), answer).await {
         Ok(connection) => page(
             StatusCode::OK,
             "Connected",
@@ -69,6 +77,7 @@ async fn callback(State(ctx): State<Context>, Query(query): Query<CallbackQuery>
         Err(error) => {
             let status = match error.code() {
                 tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
                 tonic::Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };
@@ -79,7 +88,7 @@ async fn callback(State(ctx): State<Context>, Query(query): Query<CallbackQuery>
     }
 }
 
-fn page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p>{}</p></body></html>",

@@ -18,7 +18,9 @@
 //! `Config::default()` is a local-development config without keys or an audit credential;
 //! [`Validate`] refuses it, so the binary never starts like that (see `run`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use audit_outbox::OutboxConfig;
@@ -28,6 +30,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use service_runtime::config::{ConfigError, ServiceConfig, Validate, http_base_url, positive};
 use service_runtime::entrypoint::HasServiceConfig;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -199,8 +202,8 @@ impl std::fmt::Debug for KeyConfig {
 pub const MAX_KEY_ID_LEN: usize = 32;
 
 impl KeyConfig {
-    /// The 32 key bytes. `index` places errors (`keys[1].key`).
-    pub fn material(&self, index: usize) -> Result<[u8; 32], ConfigError> {
+    /// The 32 key bytes, wiped when dropped. `index` places errors (`keys[1].key`).
+    pub fn material(&self, index: usize) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
         if self.id.is_empty()
             || self.id.len() > MAX_KEY_ID_LEN
             || !self
@@ -214,13 +217,17 @@ impl KeyConfig {
             ));
         }
         let (field, text) = match (&self.key, &self.key_file) {
-            (Some(key), None) => (format!("keys[{index}].key"), key.expose_secret().to_owned()),
+            (Some(key), None) => (
+                format!("keys[{index}].key"),
+                Zeroizing::new(key.expose_secret().to_owned()),
+            ),
             (None, Some(path)) => {
                 let field = format!("keys[{index}].key_file");
+                private_file(&field, path)?;
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::invalid(&field, format!("cannot read {}: {e}", path.display()))
                 })?;
-                (field, text)
+                (field, Zeroizing::new(text))
             }
             _ => {
                 return Err(ConfigError::invalid(
@@ -230,16 +237,49 @@ impl KeyConfig {
             }
         };
         // The decode error never echoes the key text.
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| ConfigError::invalid(&field, "not valid base64"))?;
-        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            ConfigError::invalid(
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| ConfigError::invalid(&field, "not valid base64"))?,
+        );
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != key.len() {
+            return Err(ConfigError::invalid(
                 &field,
                 format!("must decode to 32 bytes, not {}", bytes.len()),
-            )
-        })
+            ));
+        }
+        key.copy_from_slice(&bytes);
+        Ok(key)
     }
+}
+
+/// A key file must be readable by its owner only: a data key that group or others can read
+/// is as good as published. Checked on the file itself (a symlink is followed, as a secret
+/// mount's is).
+#[cfg(unix)]
+fn private_file(field: &str, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| ConfigError::invalid(field, format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "{} has mode {mode:04o}: a key file must not be accessible to group or others (chmod 600)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_file(_field: &str, _path: &Path) -> Result<(), ConfigError> {
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,9 +335,9 @@ pub struct RefreshConfig {
     /// ...up to this.
     pub max_failure_backoff_secs: u64,
     /// Test-only fault point (never read from files or the environment): see
-    /// [`crate::refresh::CrashPoint`].
+    /// [`CrashPoint`].
     #[serde(skip)]
-    pub crash_after_store: crate::refresh::CrashPoint,
+    pub crash_after_store: CrashPoint,
 }
 
 impl Default for RefreshConfig {
@@ -311,8 +351,36 @@ impl Default for RefreshConfig {
             backoff_ms: 250,
             failure_backoff_secs: 60,
             max_failure_backoff_secs: 3_600,
-            crash_after_store: crate::refresh::CrashPoint::default(),
+            crash_after_store: CrashPoint::default(),
         }
+    }
+}
+
+/// A test-only fault point: armed, the next refresh stops dead right after Clio answered
+/// and its tokens were stored, as if the process had crashed there (the caller gets an
+/// internal error instead of the token, and nothing after the store runs). Not
+/// configurable from files or the environment.
+#[derive(Clone, Default)]
+pub struct CrashPoint(Arc<AtomicBool>);
+
+impl CrashPoint {
+    pub fn arm(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Disarms it; true when it was armed.
+    pub fn fire(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for CrashPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.load(Ordering::Relaxed) {
+            "CrashPoint(armed)"
+        } else {
+            "CrashPoint"
+        })
     }
 }
 

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::apps::{self, App};
 use crate::audit_events::{EventBuilder, person_actor, service_actor, subject_of};
+use crate::browser_binding;
 use crate::connections::{self, Connection, access_binding, refresh_binding};
 use crate::context::Context;
 use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus, Mode, Principal};
@@ -82,7 +83,7 @@ pub struct Started {
     pub mode: Mode,
 }
 
-fn state_hash(state: &str) -> Vec<u8> {
+pub(crate) fn state_hash(state: &str) -> Vec<u8> {
     Sha256::digest(state.as_bytes()).to_vec()
 }
 
@@ -168,12 +169,38 @@ pub async fn start(
             pkce: pkce.as_ref(),
         })
         .map_err(|e| AuthError::Internal(format!("authorize URL: {e}")))?;
+    // The web flow sends the person through auth-svc's start page first, which binds the
+    // flow to their browser (see `browser_binding`); it keeps Clio's URL, less the state.
+    let url = match request.mode {
+        Mode::OutOfBand => url,
+        Mode::Web => {
+            sqlx::query("UPDATE authorization_states SET clio_authorize_url = $2 WHERE id = $1")
+                .bind(id)
+                .bind(without_state(&url)?)
+                .execute(&ctx.pool)
+                .await?;
+            browser_binding::start_link(ctx, &state)
+        }
+    };
     Ok(Started {
         authorization_url: url,
         state: SecretString::from(state),
         expires_at,
         mode: request.mode,
     })
+}
+
+/// Clio's authorize URL with its `state` parameter taken out (states are never stored).
+fn without_state(url: &str) -> Result<String, AuthError> {
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| AuthError::Internal(format!("authorize URL: {e}")))?;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(name, _)| name != "state")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(kept);
+    Ok(parsed.into())
 }
 
 /// PKCE verifiers of authorizations nobody completed are useless once expired: they are
@@ -246,8 +273,9 @@ struct ConsumedState {
 /// Who is completing an authorization.
 #[derive(Debug, Clone, Copy)]
 pub enum Completer<'a> {
-    /// The web callback: Clio redirected the person's browser, no service credential.
-    Callback,
+    /// The web callback: Clio redirected the person's browser, no service credential;
+    /// with the flow's browser cookie if the browser sent one.
+    Browser(Option<&'a str>),
     /// CompleteAuthorization, by the service credential of this name.
     Caller(&'a str),
 }
@@ -264,9 +292,18 @@ async fn consume_state(
     }
     let hash = state_hash(state.trim());
     let now = ctx.now();
-    let (caller, mode) = match completer {
-        Completer::Callback => (None, Some(Mode::Web.as_str())),
-        Completer::Caller(name) => (Some(name), None),
+    let (caller, mode, binding) = match completer {
+        // No cookie binds to nothing: an empty hash matches no state.
+        Completer::Browser(cookie) => (
+            None,
+            Some(Mode::Web.as_str()),
+            Some(
+                cookie
+                    .map(browser_binding::binding_hash)
+                    .unwrap_or_default(),
+            ),
+        ),
+        Completer::Caller(name) => (Some(name), None, None),
     };
     // The PKCE verifier leaves the table as the state is used: it is needed once.
     let consumed: Option<ConsumedState> = sqlx::query_as(
@@ -274,6 +311,7 @@ async fn consume_state(
          FROM (SELECT id, pkce_verifier_ct FROM authorization_states WHERE state_hash = $1 FOR UPDATE) old \
          WHERE s.id = old.id AND s.used_at IS NULL AND s.expires_at > $2 \
          AND ($3::text IS NULL OR s.started_by = $3) AND ($4::text IS NULL OR s.mode = $4) \
+         AND ($5::bytea IS NULL OR s.browser_binding_hash = $5) \
          RETURNING s.id, s.app_id, s.principal, s.mode, s.redirect_uri, s.scopes_version, \
          s.reconnect_connection_id, old.pkce_verifier_ct",
     )
@@ -281,6 +319,7 @@ async fn consume_state(
     .bind(now)
     .bind(caller)
     .bind(mode)
+    .bind(binding)
     .fetch_optional(&ctx.pool)
     .await?;
     match consumed {
@@ -298,6 +337,8 @@ struct UnusableState {
     mode: String,
     started_by: Option<String>,
     used_at: Option<DateTime<Utc>>,
+    browser_binding_hash: Option<Vec<u8>>,
+    expires_at: DateTime<Utc>,
 }
 
 /// Why `consume_state` found nothing to consume. The completer's binding is judged first,
@@ -309,7 +350,8 @@ async fn why_not_consumed(
     now: DateTime<Utc>,
 ) -> Result<AuthError, AuthError> {
     let seen: Option<UnusableState> = sqlx::query_as(
-        "SELECT s.app_id, a.tenant, s.principal, s.mode, s.started_by, s.used_at \
+        "SELECT s.app_id, a.tenant, s.principal, s.mode, s.started_by, s.used_at, \
+         s.browser_binding_hash, s.expires_at \
          FROM authorization_states s JOIN app_registrations a ON a.app_id = s.app_id \
          WHERE s.state_hash = $1",
     )
@@ -320,11 +362,19 @@ async fn why_not_consumed(
         return Ok(AuthError::invalid("state", "unknown"));
     };
     match completer {
-        Completer::Callback if seen.mode != Mode::Web.as_str() => {
+        Completer::Browser(_) if seen.mode != Mode::Web.as_str() => {
             return Ok(AuthError::FailedPrecondition(
                 "this authorization was started out of band; paste the code where it was started"
                     .into(),
             ));
+        }
+        Completer::Browser(cookie)
+            if seen.used_at.is_none()
+                && seen.expires_at > now
+                && seen.browser_binding_hash.as_deref()
+                    != cookie.map(browser_binding::binding_hash).as_deref() =>
+        {
+            return refuse_other_browser(ctx, &seen, now).await;
         }
         Completer::Caller(name) if seen.started_by.as_deref() != Some(name) => {
             return refuse_other_caller(ctx, &seen, name, now).await;
@@ -382,6 +432,45 @@ async fn refuse_other_caller(
     tx.commit().await?;
     ctx.events_committed();
     tracing::warn!(app_id = %seen.app_id, caller, "refused a completion by a caller that did not start it");
+    Ok(AuthError::PermissionDenied(reason))
+}
+
+/// A web callback from a browser that did not open this authorization's start link (or
+/// a link nobody opened): refused and recorded as ACCESS_DENIED in the app's tenant. The
+/// state stays usable, so the person's own browser can still complete it.
+async fn refuse_other_browser(
+    ctx: &Context,
+    seen: &UnusableState,
+    now: DateTime<Utc>,
+) -> Result<AuthError, AuthError> {
+    let reason = "this browser did not open the authorization's start link; finish the \
+                  connection in the browser where it was started"
+        .to_owned();
+    let event = EventBuilder::new(
+        EventKind::AccessDenied,
+        &seen.tenant,
+        person_actor(&seen.principal),
+        subject_of(subject::Kind::Person, &seen.principal),
+        now,
+    )
+    .refs(EventRefs {
+        app_id: seen.app_id.to_string(),
+        principal: seen.principal.clone(),
+        ..EventRefs::default()
+    })
+    .reason(&reason)
+    .payload(serde_json::json!({
+        "refused": "callback_from_another_browser",
+        "method": "web callback",
+        "mode": seen.mode,
+        "start_link_opened": seen.browser_binding_hash.is_some(),
+    }))
+    .build();
+    let mut tx = ctx.pool.begin().await?;
+    audit_outbox::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    tracing::warn!(app_id = %seen.app_id, "refused a web callback from a browser the flow is not bound to");
     Ok(AuthError::PermissionDenied(reason))
 }
 

@@ -9,6 +9,7 @@ use service_runtime::clock::SharedClock;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::key_rotation::RotationMetrics;
 use crate::refresh::RefreshFlights;
 use crate::token_vault::TokenVault;
 use crate::usage::UsageRecorder;
@@ -24,6 +25,7 @@ pub struct Context {
     pub usage: UsageRecorder,
     /// Refreshes in flight in this process, one per connection.
     pub refreshes: RefreshFlights,
+    pub rotation: RotationMetrics,
 }
 
 impl Context {

@@ -8,16 +8,18 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use proto::common::v1::{EventKind, EventRefs, subject};
 use service_runtime::Caller;
+use service_runtime::metrics::Metrics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::audit_events::{EventBuilder, service_actor, subject_of};
+use crate::audit_events::{EventBuilder, service_actor, subject_of, system_actor};
 use crate::context::Context;
 use crate::error::AuthError;
-use crate::token_vault::{Binding, TokenVault};
+use crate::token_vault::{Binding, TokenVault, VaultError};
 
 /// A column holding ciphertexts, and where its key id and row id are.
 struct SecretColumn {
@@ -63,6 +65,25 @@ const SECRET_COLUMNS: [SecretColumn; 6] = [
 
 /// Rows re-encrypted per transaction.
 const BATCH: i64 = 100;
+/// What a rotation reports to `/metrics`.
+#[derive(Clone, Default)]
+pub struct RotationMetrics {
+    /// Stored secrets found undecryptable and set aside.
+    pub undecryptable: Counter,
+}
+
+impl RotationMetrics {
+    pub fn registered(metrics: &Metrics) -> RotationMetrics {
+        let rotation = RotationMetrics::default();
+        metrics.register(
+            "key_rotation_undecryptable_secrets",
+            "Stored secrets a key rotation could not decrypt and set aside (see undecryptable_secrets)",
+            rotation.undecryptable.clone(),
+        );
+        rotation
+    }
+}
+
 /// How often a replica picks up another replica's rotation and re-encrypts stragglers.
 const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -107,22 +128,25 @@ async fn sync_active(pool: &PgPool, vault: &TokenVault) -> Result<(), AuthError>
     Ok(())
 }
 
-/// Secrets not yet under the active key.
+/// Secrets not yet under the active key, leaving out those set aside as undecryptable.
 pub async fn pending(pool: &PgPool, active: &str) -> Result<u64, AuthError> {
     let mut total: i64 = 0;
     for column in &SECRET_COLUMNS {
-        let sql = format!(
-            "SELECT count(*) FROM {table} WHERE {name}_key_id IS NOT NULL AND {name}_key_id <> $1",
-            name = column.name,
-            table = column.table
-        );
-        let count: i64 = sqlx::query_scalar(&sql)
-            .bind(active)
-            .fetch_one(pool)
-            .await?;
-        total += count;
+        total += pending_in(pool, column, active).await?;
     }
     Ok(u64::try_from(total).unwrap_or(0))
+}
+
+/// `WHERE` conditions: a secret of `column` not under key `$1` and not set aside.
+fn not_yet_rotated(column: &SecretColumn) -> String {
+    format!(
+        "{name}_key_id IS NOT NULL AND {name}_key_id <> $1 AND NOT EXISTS (\
+         SELECT 1 FROM undecryptable_secrets u WHERE u.table_name = '{table}' \
+         AND u.column_name = '{name}' AND u.row_id = {table}.{id} AND u.key_id = {table}.{name}_key_id)",
+        name = column.name,
+        table = column.table,
+        id = column.id_column
+    )
 }
 
 #[tracing::instrument(skip_all, fields(new_key_id = %new_key_id, actor = %caller.name))]
@@ -178,17 +202,18 @@ pub async fn rotate(
 }
 
 /// Re-encrypts every secret not under the active key. Rows locked by someone else are
-/// skipped and retried a few times, then left for the next sync.
+/// skipped and retried a few times, then left for the next sync. Secrets that do not
+/// decrypt are set aside and reported (see [`set_aside`]); the rest still rotate.
 pub async fn reencrypt_all(ctx: &Context) -> Result<u64, AuthError> {
     let mut total = 0;
     for round in 0..20 {
         let mut skipped_any = false;
         for column in &SECRET_COLUMNS {
             loop {
-                let (done, remaining_locked) = reencrypt_batch(ctx, column).await?;
-                total += done;
-                if done == 0 {
-                    skipped_any |= remaining_locked;
+                let batch = reencrypt_batch(ctx, column).await?;
+                total += batch.done;
+                if batch.done == 0 && batch.set_aside == 0 {
+                    skipped_any |= batch.remaining_locked;
                     break;
                 }
             }
@@ -201,19 +226,29 @@ pub async fn reencrypt_all(ctx: &Context) -> Result<u64, AuthError> {
     Ok(total)
 }
 
-/// One batch of one column: returns how many rows were re-encrypted, and whether rows
-/// remain that were skipped because they were locked.
-async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<(u64, bool), AuthError> {
+/// What one batch did.
+struct Batch {
+    /// Re-encrypted under the active key.
+    done: u64,
+    /// Found undecryptable and set aside.
+    set_aside: u64,
+    /// Rows remain that were skipped because someone else held them.
+    remaining_locked: bool,
+}
+
+/// One batch of one column, in one transaction.
+async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<Batch, AuthError> {
     let active = ctx.vault.active_key_id();
     let mut tx = ctx.pool.begin().await?;
     let select = format!(
-        "SELECT {id}, {name}_ct FROM {table} WHERE {name}_key_id IS NOT NULL AND {name}_key_id <> $1 \
+        "SELECT {id}, {name}_ct, {name}_key_id FROM {table} WHERE {pending} \
          LIMIT $2 FOR UPDATE SKIP LOCKED",
         id = column.id_column,
         name = column.name,
-        table = column.table
+        table = column.table,
+        pending = not_yet_rotated(column),
     );
-    let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(&select)
+    let rows: Vec<(Uuid, Vec<u8>, String)> = sqlx::query_as(&select)
         .bind(&active)
         .bind(BATCH)
         .fetch_all(&mut *tx)
@@ -221,7 +256,11 @@ async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<(u64, b
     if rows.is_empty() {
         tx.commit().await?;
         let remaining = pending_in(&ctx.pool, column, &active).await? > 0;
-        return Ok((0, remaining));
+        return Ok(Batch {
+            done: 0,
+            set_aside: 0,
+            remaining_locked: remaining,
+        });
     }
     let update = format!(
         "UPDATE {table} SET {name}_ct = $2, {name}_key_id = $3 WHERE {id} = $1",
@@ -230,27 +269,112 @@ async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<(u64, b
         table = column.table
     );
     let mut done = 0;
-    for (id, ciphertext) in rows {
+    let mut undecryptable = Vec::new();
+    for (id, ciphertext, key_id) in rows {
         let binding = Binding::new(column.table, column.name, id);
-        if let Some(sealed) = ctx.vault.reseal(&ciphertext, &binding)? {
-            sqlx::query(&update)
-                .bind(id)
-                .bind(&sealed.ciphertext)
-                .bind(&sealed.key_id)
-                .execute(&mut *tx)
-                .await?;
-            done += 1;
+        match ctx.vault.reseal(&ciphertext, &binding) {
+            Ok(Some(sealed)) => {
+                sqlx::query(&update)
+                    .bind(id)
+                    .bind(&sealed.ciphertext)
+                    .bind(&sealed.key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                done += 1;
+            }
+            Ok(None) => {}
+            Err(VaultError::Encrypt) => return Err(VaultError::Encrypt.into()),
+            Err(
+                problem @ (VaultError::Undecryptable
+                | VaultError::Malformed
+                | VaultError::UnknownKey(_)),
+            ) => undecryptable.push((id, key_id, problem)),
         }
     }
+    let set_aside = set_aside(ctx, &mut tx, column, &active, undecryptable).await?;
     tx.commit().await?;
-    Ok((done, false))
+    if set_aside > 0 {
+        ctx.events_committed();
+    }
+    Ok(Batch {
+        done,
+        set_aside,
+        remaining_locked: false,
+    })
+}
+
+/// Sets aside secrets that do not decrypt, so the rotation finishes the rest: each is
+/// recorded in `undecryptable_secrets` (which later batches skip), counted in the
+/// `key_rotation_undecryptable_secrets` metric and listed in an audit event (kind
+/// ENCRYPTION_KEY_ROTATED, `outcome` "undecryptable_secrets_skipped"). An operator
+/// decides what to do with them: a connection whose token is lost needs reconnecting.
+async fn set_aside(
+    ctx: &Context,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    column: &SecretColumn,
+    active: &str,
+    found: Vec<(Uuid, String, VaultError)>,
+) -> Result<u64, AuthError> {
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let now = ctx.now();
+    let mut listed = Vec::new();
+    for (id, key_id, problem) in &found {
+        tracing::error!(
+            table = column.table,
+            column = column.name,
+            row_id = %id,
+            key_id = %key_id,
+            %problem,
+            "a stored secret does not decrypt; key rotation skips it"
+        );
+        sqlx::query(
+            "INSERT INTO undecryptable_secrets (table_name, column_name, row_id, key_id, problem, found_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(column.table)
+        .bind(column.name)
+        .bind(id)
+        .bind(key_id)
+        .bind(problem.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        listed.push(serde_json::json!({
+            "table": column.table,
+            "column": column.name,
+            "row_id": id.to_string(),
+            "key_id": key_id,
+            "problem": problem.to_string(),
+        }));
+    }
+    let event = EventBuilder::new(
+        EventKind::EncryptionKeyRotated,
+        &ctx.config.audit.platform_tenant,
+        system_actor(),
+        subject_of(subject::Kind::EncryptionKey, active),
+        now,
+    )
+    .refs(EventRefs::default())
+    .reason("stored secrets that do not decrypt were skipped by the re-encryption")
+    .payload(serde_json::json!({
+        "outcome": "undecryptable_secrets_skipped",
+        "new_key_id": active,
+        "skipped": listed,
+    }))
+    .build();
+    audit_outbox::enqueue(tx, event).await?;
+    let count = found.len() as u64;
+    ctx.rotation.undecryptable.inc_by(count);
+    Ok(count)
 }
 
 async fn pending_in(pool: &PgPool, column: &SecretColumn, active: &str) -> Result<i64, AuthError> {
     let sql = format!(
-        "SELECT count(*) FROM {table} WHERE {name}_key_id IS NOT NULL AND {name}_key_id <> $1",
-        name = column.name,
-        table = column.table
+        "SELECT count(*) FROM {table} WHERE {pending}",
+        table = column.table,
+        pending = not_yet_rotated(column),
     );
     Ok(sqlx::query_scalar(&sql)
         .bind(active)

@@ -9,12 +9,12 @@ use secrecy::ExposeSecret;
 use service_runtime::Caller;
 
 use crate::audit_events::{service_actor, timestamp};
-use proto::common::v1::EventKind;
 use crate::connections;
 use crate::context::Context;
 use crate::domain::{ConnectionId, required_text};
 use crate::error::AuthError;
 use crate::refresh::{self, Due};
+use proto::common::v1::EventKind;
 
 /// A validated `LeaseAccessTokenRequest`.
 pub struct LeaseRequest {
@@ -69,11 +69,27 @@ pub async fn lease(
 ) -> Result<pb::LeaseAccessTokenResponse, AuthError> {
     let connection = connections::get(ctx, request.connection).await?;
     if let Err(refused) = refresh::require_usable(&connection) {
-        return Err(deny(ctx, caller, &connection, &request, "connection_not_usable", refused).await);
+        return Err(deny(
+            ctx,
+            caller,
+            &connection,
+            &request,
+            "connection_not_usable",
+            refused,
+        )
+        .await);
     }
     if let Some(missing) = connection.granted.first_missing(&request.required) {
         let refused = AuthError::PermissionDenied(format!("grant lacks scope {missing}"));
-        return Err(deny(ctx, caller, &connection, &request, "scope_not_granted", refused).await);
+        return Err(deny(
+            ctx,
+            caller,
+            &connection,
+            &request,
+            "scope_not_granted",
+            refused,
+        )
+        .await);
     }
     let now = ctx.now();
     let min_remaining = lease_min_remaining(ctx, connection.token_lifetime_secs);
@@ -134,7 +150,11 @@ async fn deny(
     error: AuthError,
 ) -> AuthError {
     let event = connection
-        .event(EventKind::AccessDenied, service_actor(&caller.name), ctx.now())
+        .event(
+            EventKind::AccessDenied,
+            service_actor(&caller.name),
+            ctx.now(),
+        )
         .reason(&error.to_string())
         .payload(serde_json::json!({
             "refused": refused,

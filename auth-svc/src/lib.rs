@@ -9,6 +9,7 @@ pub mod token_vault;
 mod api;
 mod apps;
 mod audit_events;
+mod browser_binding;
 mod callback;
 mod connect;
 mod connections;
@@ -98,6 +99,7 @@ pub fn access_policy() -> AccessPolicy {
         .allow(AUTH_AUTH_SERVICE, "RotateEncryptionKey", &[Role::Operator])
         // The web flow's callback: the single-use state authorizes it, not a credential.
         .public(callback::CALLBACK_PATH)
+        .public(browser_binding::START_PATH)
         // Counts of pending and quarantined audit events, nothing else (like /metrics).
         .public(audit_outbox::HEALTH_PATH)
 }
@@ -154,8 +156,9 @@ pub async fn run_with(
         clock: options.clock.clone(),
         config: config.clone(),
         outbox: waker.clone(),
-        usage: UsageRecorder::default(),
+        usage: UsageRecorder,
         refreshes: refresh::RefreshFlights::default(),
+        rotation: key_rotation::RotationMetrics::registered(&metrics),
     };
     handles.push(tokio::spawn(refresh::run_proactive(
         ctx.clone(),

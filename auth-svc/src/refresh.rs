@@ -16,7 +16,6 @@
 //! exponentially growing time before the proactive refresher tries it again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -170,7 +169,9 @@ enum SharedFailure {
 impl SharedFailure {
     fn of(error: &AuthError) -> Option<SharedFailure> {
         match error {
-            AuthError::ClioUnavailable(message) => Some(SharedFailure::Unavailable(message.clone())),
+            AuthError::ClioUnavailable(message) => {
+                Some(SharedFailure::Unavailable(message.clone()))
+            }
             AuthError::FailedPrecondition(message) => Some(SharedFailure::Refused(message.clone())),
             _ => None,
         }
@@ -181,32 +182,6 @@ impl SharedFailure {
             SharedFailure::Unavailable(message) => AuthError::ClioUnavailable(message.clone()),
             SharedFailure::Refused(message) => AuthError::FailedPrecondition(message.clone()),
         }
-    }
-}
-
-/// A test-only fault point: armed, the next refresh stops dead right after the tokens
-/// Clio returned are stored, as if the process had crashed there (no claim released, no
-/// answer to the caller). Not configurable from files or the environment.
-#[derive(Clone, Default)]
-pub struct CrashPoint(Arc<AtomicBool>);
-
-impl CrashPoint {
-    pub fn arm(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn fire(&self) -> bool {
-        self.0.swap(false, Ordering::SeqCst)
-    }
-}
-
-impl std::fmt::Debug for CrashPoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.load(Ordering::Relaxed) {
-            "CrashPoint(armed)"
-        } else {
-            "CrashPoint"
-        })
     }
 }
 
@@ -374,9 +349,11 @@ async fn refresh_claimed(
         Ok(grant) => grant,
         Err(ClioError::InvalidGrant { description }) => {
             mark_needs_reconnect(ctx, connection, claim, &description, actor).await?;
-            return Err(Failed::ClaimSettled(AuthError::FailedPrecondition(format!(
-                "connection {id} needs the person to reconnect: Clio refused the refresh token (invalid_grant)"
-            ))));
+            return Err(Failed::ClaimSettled(AuthError::FailedPrecondition(
+                format!(
+                    "connection {id} needs the person to reconnect: Clio refused the refresh token (invalid_grant)"
+                ),
+            )));
         }
         Err(error) => {
             if matches!(error, ClioError::InvalidClient { .. }) {

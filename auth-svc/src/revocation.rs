@@ -486,7 +486,10 @@ const DEPARTURE_SKEW: Duration = Duration::minutes(1);
 const DEPARTURE_MAX_AGE: Duration = Duration::days(365);
 
 /// The departure time, checked against `now`.
-fn departure(requested: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<DateTime<Utc>, AuthError> {
+fn departure(
+    requested: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AuthError> {
     let Some(at) = requested else {
         return Ok(now);
     };
@@ -589,10 +592,11 @@ pub async fn offboard(
     }
     let mut tx = ctx.pool.begin().await?;
     for tenant in &tenants {
-        let of_tenant =
-            |id: &ConnectionId| rows.iter().any(|(row, t)| *row == id.0 && t == tenant);
-        let in_tenant: Vec<&Revocation> =
-            results.iter().filter(|r| of_tenant(&r.connection)).collect();
+        let of_tenant = |id: &ConnectionId| rows.iter().any(|(row, t)| *row == id.0 && t == tenant);
+        let in_tenant: Vec<&Revocation> = results
+            .iter()
+            .filter(|r| of_tenant(&r.connection))
+            .collect();
         let failed_here: Vec<&(ConnectionId, String)> =
             failures.iter().filter(|(id, _)| of_tenant(id)).collect();
         let count = |o: ClioOutcome| in_tenant.iter().filter(|r| r.outcome == o).count();

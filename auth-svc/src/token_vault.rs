@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::RwLock;
 
+use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
 
@@ -76,11 +78,16 @@ impl fmt::Debug for TokenVault {
 }
 
 impl TokenVault {
-    pub fn new(keys: Vec<(String, [u8; 32])>, active: &str) -> Result<TokenVault, VaultError> {
+    /// A vault of `keys` (id, material), sealing under `active`. The material is wiped when
+    /// the vault has taken it; the ciphers wipe their key schedules when dropped.
+    pub fn new(
+        keys: Vec<(String, Zeroizing<[u8; 32]>)>,
+        active: &str,
+    ) -> Result<TokenVault, VaultError> {
         let keys: HashMap<String, Aes256Gcm> = keys
             .into_iter()
-            .map(|(id, bytes)| (id, Aes256Gcm::new(&bytes.into())))
-            .collect();
+            .map(|(id, bytes)| cipher(&bytes).map(|cipher| (id, cipher)))
+            .collect::<Result<_, _>>()?;
         if !keys.contains_key(active) {
             return Err(VaultError::UnknownKey(active.to_owned()));
         }
@@ -93,11 +100,12 @@ impl TokenVault {
     /// A vault with one random key that exists only in this process: for a development
     /// config without keys. Secrets sealed with it are unreadable after a restart.
     pub fn ephemeral() -> TokenVault {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(bytes.as_mut_slice());
         let id = "ephemeral".to_owned();
+        let cipher = Aes256Gcm::new(GenericArray::from_slice(bytes.as_slice()));
         TokenVault {
-            keys: HashMap::from([(id.clone(), Aes256Gcm::new(&bytes.into()))]),
+            keys: HashMap::from([(id.clone(), cipher)]),
             active: RwLock::new(id),
         }
     }
@@ -173,9 +181,13 @@ impl TokenVault {
                 },
             )
             .map_err(|_| VaultError::Undecryptable)?;
+        // Not UTF-8: the plaintext is wiped on the way out all the same.
         String::from_utf8(plain)
             .map(SecretString::from)
-            .map_err(|_| VaultError::Malformed)
+            .map_err(|e| {
+                drop(Zeroizing::new(e.into_bytes()));
+                VaultError::Malformed
+            })
     }
 
     /// Re-seals under the active key (rotation). `None` when already under it.
@@ -191,6 +203,11 @@ impl TokenVault {
         let secret = self.open(ciphertext, binding)?;
         self.seal(&secret, binding).map(Some)
     }
+}
+
+/// A cipher keyed from `bytes` in place (no copy of the key is left behind).
+fn cipher(bytes: &[u8; 32]) -> Result<Aes256Gcm, VaultError> {
+    Aes256Gcm::new_from_slice(bytes).map_err(|_| VaultError::Encrypt)
 }
 
 fn split_key_id(ciphertext: &[u8]) -> Result<(&str, &[u8]), VaultError> {
@@ -209,7 +226,14 @@ mod tests {
     use super::*;
 
     fn vault() -> TokenVault {
-        TokenVault::new(vec![("k1".into(), [1; 32]), ("k2".into(), [2; 32])], "k1").unwrap()
+        TokenVault::new(
+            vec![
+                ("k1".into(), Zeroizing::new([1; 32])),
+                ("k2".into(), Zeroizing::new([2; 32])),
+            ],
+            "k1",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -267,7 +291,7 @@ mod tests {
             vault.set_active("k9"),
             Err(VaultError::UnknownKey("k9".into()))
         );
-        let other = TokenVault::new(vec![("k3".into(), [3; 32])], "k3").unwrap();
+        let other = TokenVault::new(vec![("k3".into(), Zeroizing::new([3; 32]))], "k3").unwrap();
         let binding = Binding::new("t", "c", 1);
         let sealed = other.seal(&SecretString::from("x"), &binding).unwrap();
         assert_eq!(

@@ -88,9 +88,14 @@ impl UsageRecorder {
         .execute(&mut *tx)
         .await?;
         for usage in &rows {
-            let connection = connections::load(&mut tx, ConnectionId(usage.connection_id), false).await?;
+            let connection =
+                connections::load(&mut tx, ConnectionId(usage.connection_id), false).await?;
             let event = connection
-                .event(EventKind::TokenLeased, service_actor(&usage.caller), usage.last_used_at)
+                .event(
+                    EventKind::TokenLeased,
+                    service_actor(&usage.caller),
+                    usage.last_used_at,
+                )
                 .payload(serde_json::json!({
                     "lease_count": usage.lease_count,
                     "first_used_at": usage.first_used_at.to_rfc3339(),

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and RabbitMQ are installed, running and ready, and that the three
 # service databases exist, clio_audit with its two logins (audit-svc/README.md, "Database
-# logins"). Idempotent: on a machine where everything runs it only checks.
+# logins"). Idempotent and quick: when both already answer on their ports (5432, 5672) it
+# installs, starts and waits for nothing, and only creates the databases and logins that
+# are missing (a few psql queries, no root needed).
 #
-# Installs with apt-get when missing (needs root), starts what is stopped, waits until each
-# answers. Local development and CI only: it sets trust auth for 127.0.0.1 on a fresh
-# PostgreSQL install, which is not how a production database is run.
+# Otherwise it installs with apt-get when missing (root, or sudo), starts what is stopped,
+# and waits until each answers. Local development and CI only: it sets trust auth for
+# 127.0.0.1 on a fresh PostgreSQL install, which is not how a production database is run.
+#
+# CLIO_CONNECT_SKIP_DEPS=1: do nothing (PostgreSQL and RabbitMQ are managed elsewhere and
+# already have the databases and logins). psql never prompts for a password (-w).
 set -euo pipefail
+
+if [ "${CLIO_CONNECT_SKIP_DEPS:-0}" = 1 ]; then
+  printf 'ensure-deps: CLIO_CONNECT_SKIP_DEPS=1, not checking PostgreSQL or RabbitMQ\n' >&2
+  exit 0
+fi
 
 PGHOST=127.0.0.1
 PGPORT=5432
 PGUSER=postgres
+RABBITMQ_PORT=5672
+# A psql that cannot connect fails quickly instead of hanging.
+export PGCONNECT_TIMEOUT=5
 DATABASES=(clio_auth clio_import clio_audit)
 # audit-svc: the owner login runs the migrations; the service login owns nothing and works
 # as audit_appender (NOINHERIT: it can do nothing without SET ROLE audit_appender).
@@ -35,7 +48,7 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
 
 wait_for() { # description, seconds, command...
   local what=$1 seconds=$2; shift 2
@@ -47,8 +60,8 @@ wait_for() { # description, seconds, command...
   return 1
 }
 
-pg_query() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "$1"; }
-pg_query_in() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$1" -v ON_ERROR_STOP=1 -tAc "$2"; }
+pg_query() { psql -w -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "$1"; }
+pg_query_in() { psql -w -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$1" -v ON_ERROR_STOP=1 -tAc "$2"; }
 
 ensure_role() { # name, attributes
   if [ "$(pg_query "SELECT 1 FROM pg_roles WHERE rolname = '$1'")" != "1" ]; then
@@ -109,6 +122,10 @@ ensure_postgres() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
   fi
   wait_for "PostgreSQL to answer queries" 60 pg_query 'SELECT 1'
+}
+
+# The service databases and the audit logins, whichever are missing.
+ensure_databases() {
   for db in "${DATABASES[@]}"; do
     if [ "$(pg_query "SELECT 1 FROM pg_database WHERE datname = '$db'")" != "1" ]; then
       log "creating database $db"
@@ -122,10 +139,10 @@ ensure_rabbitmq() {
   if ! command -v rabbitmq-server >/dev/null 2>&1; then
     apt_install rabbitmq-server
   fi
-  if ! port_open 127.0.0.1 5672; then
+  if ! port_open 127.0.0.1 "$RABBITMQ_PORT"; then
     log "starting RabbitMQ"
     as_root rabbitmq-server -detached || true
-    wait_for "RabbitMQ to listen on 5672" 120 port_open 127.0.0.1 5672
+    wait_for "RabbitMQ to listen on $RABBITMQ_PORT" 120 port_open 127.0.0.1 "$RABBITMQ_PORT"
   fi
   # Listening is not ready: wait until the node has booted its applications.
   wait_for "RabbitMQ to finish starting" 120 as_root rabbitmqctl -q await_startup
@@ -135,6 +152,20 @@ ensure_rabbitmq() {
   fi
 }
 
+# Both answer, and PostgreSQL takes our queries: nothing to install, start or wait for.
+if port_open "$PGHOST" "$PGPORT" && port_open 127.0.0.1 "$RABBITMQ_PORT"; then
+  if ! command -v psql >/dev/null 2>&1; then
+    apt_install postgresql-client
+  fi
+  if pg_query 'SELECT 1' >/dev/null 2>&1; then
+    ensure_databases
+    log "PostgreSQL ($PGPORT) and RabbitMQ ($RABBITMQ_PORT) already answer; databases and logins ready"
+    exit 0
+  fi
+  log "PostgreSQL answers on $PGPORT but refuses $PGUSER without a password: checking its setup"
+fi
+
 ensure_postgres
+ensure_databases
 ensure_rabbitmq
 log "PostgreSQL and RabbitMQ are ready"

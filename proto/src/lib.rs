@@ -26,6 +26,8 @@ pub mod audit {
     }
 }
 
+mod redacted_debug;
+
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/clio_connect_descriptor.bin"));

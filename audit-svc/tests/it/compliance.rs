@@ -390,13 +390,17 @@ pub(crate) async fn attest(
     decision: i32,
     note: String,
 ) -> Result<api::ReviewItem, Status> {
-    c.attest_review(compliance(api::AttestReviewRequest {
-        review_id: review_id.into(),
-        connection_id: connection_id.into(),
-        decision,
-        reviewer: "rita".into(),
-        note,
-    }))
+    // The reviewer is the credential: not the one (`compliance`) that generated the review.
+    c.attest_review(harness::with_bearer(
+        api::AttestReviewRequest {
+            review_id: review_id.into(),
+            connection_id: connection_id.into(),
+            decision,
+            reviewer: "rita (ignored)".into(),
+            note,
+        },
+        &harness::token_of("reviewer"),
+    ))
     .await
     .map(tonic::Response::into_inner)
 }
@@ -509,12 +513,21 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     assert_eq!(dave.seconds_to_last_revocation, 3 * 3600);
     assert_eq!(dave.revocations_failed_at_clio, 1);
     assert!(dave.flagged);
-    assert_eq!(dave.flag_reasons.len(), 2, "{:?}", dave.flag_reasons);
+    // c5 was never confirmed by Clio: open, and 70 days past the departure.
+    assert!(dave.open);
+    assert_eq!(
+        dave.flag_reasons,
+        vec![
+            "100800 minutes since departure and 1 connection(s) not confirmed by Clio (limit 120)"
+        ]
+    );
     assert!(dave.live_connection_ids.is_empty());
     let frank = &entries[1];
     assert_eq!(frank.principal, "frank");
     assert_eq!(frank.seconds_to_last_revocation, 600);
     assert!(!frank.flagged, "{:?}", frank.flag_reasons);
+    assert!(!frank.open);
+    assert_eq!(frank.seconds_to_clio_confirmation, 600);
     let gina = &entries[2];
     assert_eq!(gina.principal, "gina");
     assert_eq!(gina.seconds_to_last_revocation, 3 * 3600);
@@ -522,14 +535,18 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     assert!(gina.flagged);
     assert_eq!(
         gina.flag_reasons,
-        vec!["last revocation 180 minutes after offboarding (limit 120)"]
+        vec!["Clio confirmed the last deauthorization 180 minutes after departure (limit 120)"]
     );
     let hank = &entries[3];
     assert_eq!(hank.principal, "hank");
     assert_eq!(hank.seconds_to_last_revocation, 20 * 60);
     assert_eq!(hank.revocations_failed_at_clio, 1);
     assert!(hank.flagged);
-    assert_eq!(hank.flag_reasons, vec!["1 revocation(s) failed at Clio"]);
+    assert!(hank.open);
+    assert_eq!(
+        hank.flag_reasons,
+        vec!["82080 minutes since departure and 1 connection(s) not confirmed by Clio (limit 120)"]
+    );
     assert!(hank.live_connection_ids.is_empty());
 
     // Scope drift: c2 was granted before the billing app added documents:read; j1 before
@@ -614,12 +631,15 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
             .await
             .unwrap();
         assert_eq!(item.decision, decision as i32);
-        assert_eq!(item.reviewer, "rita");
+        assert_eq!(item.reviewer, "reviewer");
     }
     let open = get_review(&mut c, &review.review_id, true).await.unwrap();
     assert_eq!(open.unreviewed, 5);
     let open_ids: Vec<&str> = open.items.iter().map(|i| id_of(&i.connection)).collect();
     assert_eq!(open_ids, vec!["c2", "c6", "i1", "i2", "j1"]);
+    // "revoke" on c3 is an action, open until c3's revocation arrives.
+    assert_eq!(open.open_actions, 1);
+    assert_eq!(open.generated_by, "compliance");
 
     // The attestation is an event in the log, by the reviewer the request named, and it
     // records which authenticated credential made that claim.
@@ -637,9 +657,10 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
         .events;
     assert_eq!(attested.len(), 2);
     for event in &attested {
-        assert_eq!(event.actor.as_ref().unwrap().id, "rita");
+        assert_eq!(event.actor.as_ref().unwrap().id, "reviewer");
+        assert_eq!(event.writer, "reviewer");
         let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
-        assert_eq!(payload["recorded_by"], "compliance", "{payload}");
+        assert_eq!(payload["recorded_by"], "reviewer", "{payload}");
     }
 
     // Exports.
@@ -662,7 +683,7 @@ async fn each_compliance_view_answers_a_scripted_history_and_survives_a_rebuild(
     assert_eq!(rows.len(), 8, "{csv}");
     assert!(rows[0].starts_with("review_id,tenant,year,quarter,connection_id"));
     assert!(
-        rows[3].contains(",c3,") && rows[3].contains(",revoke,rita,"),
+        rows[3].contains(",c3,") && rows[3].contains(",revoke,reviewer,"),
         "{}",
         rows[3]
     );
@@ -710,6 +731,18 @@ async fn review_requests_are_checked() {
         .await
         .unwrap_err();
     assert_refused(&status, Code::InvalidArgument, "decision");
+    // The credential that generated the review may not attest it.
+    let status = c
+        .attest_review(compliance(api::AttestReviewRequest {
+            review_id: review.review_id.clone(),
+            connection_id: "c1".into(),
+            decision: api::ReviewDecision::Keep as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("generated review"), "{status:?}");
     let keep = api::ReviewDecision::Keep as i32;
     let status = attest(&mut c, &review.review_id, "c-unknown", keep, String::new())
         .await

@@ -22,24 +22,27 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
         })
         .await;
     let started = stack.start_web(&app.app_id, "alice@firm").await;
-    let url = url::Url::parse(&started.authorization_url).unwrap();
+    // The person is sent to auth-svc's start page, which binds the flow to their browser
+    // and redirects to Clio's authorize URL.
+    assert!(
+        started.authorization_url.starts_with(&stack.start_uri()),
+        "{}",
+        started.authorization_url
+    );
+    let clio_url = stack.open_start_link(&started.authorization_url).await;
+    assert!(clio_url.starts_with(&stack.sim.base_url(SimRegion::Us)));
+    let url = url::Url::parse(&clio_url).unwrap();
     let params: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(params["redirect_uri"], stack.callback_uri());
     assert_eq!(params["code_challenge_method"], "S256");
     assert!(!params["code_challenge"].is_empty());
-    assert!(
-        started
-            .authorization_url
-            .starts_with(&stack.sim.base_url(SimRegion::Us))
-    );
+    assert_eq!(params["state"], started.state);
 
-    let consent = stack
-        .decide(&started.authorization_url, 1, Decision::Allow)
-        .await;
+    let consent = stack.decide(&clio_url, 1, Decision::Allow).await;
     let location = consent.location.expect("Clio redirects to the callback");
     assert!(location.starts_with(&stack.callback_uri()), "{location}");
     // The browser follows the redirect to auth-svc's own callback.
-    let page = reqwest::get(&location).await.unwrap();
+    let page = stack.browser_get(&location).await;
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
     assert!(body.contains("Connected"), "{body}");
@@ -78,7 +81,7 @@ async fn web_flow_with_pkce_connects_through_the_callback_and_records_consent() 
         1
     );
     // The state was used: the same callback link a second time is refused.
-    let replay = reqwest::get(&location).await.unwrap();
+    let replay = stack.browser_get(&location).await;
     assert_eq!(replay.status(), 400);
     stack.stop().await;
 }
@@ -130,7 +133,7 @@ async fn denied_consent_makes_no_connection() {
         .location
         .expect("redirect_on_decline sends the browser back");
     assert!(location.contains("error=access_denied"), "{location}");
-    let page = reqwest::get(&location).await.unwrap().text().await.unwrap();
+    let page = stack.browser_get(&location).await.text().await.unwrap();
     assert!(page.contains("Access denied"), "{page}");
 
     let listed = stack
@@ -408,4 +411,43 @@ async fn a_completion_after_the_declared_scopes_changed_is_refused() {
     assert!(listed.is_empty(), "{listed:?}");
     assert_eq!(stack.code_exchanges().await, 0, "refused before Clio");
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_web_flow_completes_only_in_the_browser_that_opened_its_start_link() {
+    let stack = support::start(Setup::default()).await;
+    let app = stack.app(AppOptions::default()).await;
+    // An insider starts a web flow as themselves, opens its start link, and hands Clio's
+    // link on: the colleague who approves it comes back to the callback without the cookie.
+    let started = stack.start_web(&app.app_id, "mallory@firm").await;
+    let clio_url = stack.open_start_link(&started.authorization_url).await;
+    let consent = stack.decide(&clio_url, 1, Decision::Allow).await;
+    let location = consent.location.expect("Clio redirects to the callback");
+
+    let refused = stack.other_browser_get(&location).await;
+    assert_eq!(refused.status(), 403);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("did not open"), "{body}");
+    assert_eq!(stack.code_exchanges().await, 0, "refused before Clio");
+    let denied = stack.outbox().await.into_iter().any(|(kind, e)| {
+        kind == EventKind::AccessDenied
+            && e.reason
+                .contains("did not open the authorization's start link")
+    });
+    assert!(denied, "the refused callback is audited");
+
+    // A start link opens once: a second browser cannot take it over.
+    let second = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&started.authorization_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 400);
+
+    // The browser that opened it still completes the flow (the refusal did not use it up).
+    let page = stack.browser_get(&location).await;
+    assert_eq!(page.status(), 200, "{}", page.text().await.unwrap());
 }

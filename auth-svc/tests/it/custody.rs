@@ -155,6 +155,92 @@ async fn key_rotation_re_encrypts_in_the_background_while_leases_go_on() {
     Arc::into_inner(stack).unwrap().stop().await;
 }
 
+#[tokio::test]
+async fn key_rotation_sets_aside_a_secret_it_cannot_decrypt_and_finishes_the_rest() {
+    let stack = support::start(Setup::default()).await;
+    let (ids, broken) = {
+        let (_, ids) = stack.many_connections("uli@firm", 1, 3).await;
+        let broken = ids[0].clone();
+        (ids, broken)
+    };
+    // One access token no key opens any more: another row's ciphertext, bound elsewhere.
+    let mut db = stack.database.connect().await;
+    sqlx::query(
+        "UPDATE connections SET access_token_ct = (SELECT access_token_ct FROM connections \
+         WHERE connection_id = $2::uuid) WHERE connection_id = $1::uuid",
+    )
+    .bind(&broken)
+    .bind(&ids[1])
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let rotated = stack
+        .client()
+        .await
+        .rotate_encryption_key(with_bearer(
+            pb::RotateEncryptionKeyRequest {
+                new_key_id: "k2".into(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.active_key_id, "k2");
+    // Everything else is re-encrypted; the broken secret alone stays under k1.
+    poll_until(
+        "every other secret under k2",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let keys = ciphertexts_by_key(&stack).await;
+            (keys == [("k1".to_owned(), 1), ("k2".to_owned(), 2 + 2 * 6 - 1)]).then_some(())
+        },
+    )
+    .await;
+    let set_aside: Vec<(String, String, uuid::Uuid, String)> =
+        sqlx::query_as("SELECT table_name, column_name, row_id, key_id FROM undecryptable_secrets")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        set_aside,
+        [(
+            "connections".to_owned(),
+            "access_token".to_owned(),
+            broken.parse().unwrap(),
+            "k1".to_owned()
+        )]
+    );
+    // Reported: an audit event naming the row, and a metric.
+    let reported: Vec<_> = stack
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| *kind == proto::common::v1::EventKind::EncryptionKeyRotated)
+        .map(|(_, event)| support::payload_of(&event))
+        .filter(|payload| payload["outcome"] == "undecryptable_secrets_skipped")
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["skipped"][0]["row_id"], broken.as_str());
+    let metrics = reqwest::get(format!("http://{}/metrics", stack.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("auth_svc_key_rotation_undecryptable_secrets_total 1"),
+        "{metrics}"
+    );
+    // The other connections keep working.
+    for id in &ids[1..] {
+        stack.lease(id, &["contacts:read"]).await.unwrap();
+    }
+    stack.stop().await;
+}
+
 /// Every table's rows as text: bytea columns appear as hex.
 async fn dump_database(stack: &Stack) -> String {
     let mut db = stack.database.connect().await;
@@ -188,7 +274,7 @@ fn vault() -> TokenVault {
                 .unwrap();
             (
                 (*id).to_owned(),
-                <[u8; 32]>::try_from(bytes.as_slice()).unwrap(),
+                zeroize::Zeroizing::new(<[u8; 32]>::try_from(bytes.as_slice()).unwrap()),
             )
         })
         .collect();
@@ -239,14 +325,11 @@ async fn no_token_or_secret_is_readable_in_the_database_or_the_logs() {
         .await
         .unwrap();
     let consent = stack
-        .sim
-        .admin()
-        .consent(&started.authorization_url, 1, Decision::Allow)
-        .await
-        .unwrap();
+        .decide(&started.authorization_url, 1, Decision::Allow)
+        .await;
     secrets.push(("web code", consent.code.clone().unwrap()));
     secrets.push(("web state", started.state.clone()));
-    reqwest::get(consent.location.unwrap()).await.unwrap();
+    stack.browser_get(&consent.location.unwrap()).await;
     let oob = stack.connect(&app, "vic@firm", 2, None).await;
 
     for round in 0..2 {

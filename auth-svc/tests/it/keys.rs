@@ -24,10 +24,22 @@ impl KeyFiles {
     fn write() -> KeyFiles {
         let dir = std::env::temp_dir().join(format!("auth-svc-keys-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
+        let files = KeyFiles { dir };
         for id in KEY_IDS {
-            std::fs::write(dir.join(id), format!("{}\n", key_material(id))).unwrap();
+            files.write_private(id, &format!("{}\n", key_material(id)));
         }
-        KeyFiles { dir }
+        files
+    }
+
+    /// Writes `name` readable by its owner only, as a key file must be.
+    fn write_private(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+        self.chmod(name, 0o600);
+    }
+
+    fn chmod(&self, name: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -132,7 +144,7 @@ fn key_settings_that_cannot_give_a_key_are_refused_naming_the_setting() {
     assert!(error.contains("keys[1].key_file"), "{error}");
 
     let mut not_a_key = valid();
-    std::fs::write(files.path("short"), "c2hvcnQ=\n").unwrap();
+    files.write_private("short", "c2hvcnQ=\n");
     not_a_key.keys[0].key_file = Some(files.path("short"));
     let error = not_a_key.validate().unwrap_err().to_string();
     assert!(error.contains("keys[0].key_file"), "{error}");
@@ -140,4 +152,34 @@ fn key_settings_that_cannot_give_a_key_are_refused_naming_the_setting() {
         !error.contains("c2hvcnQ"),
         "no key text in the error: {error}"
     );
+}
+
+#[tokio::test]
+async fn a_key_file_group_or_others_can_read_stops_start_up_naming_the_file_and_mode() {
+    let files = KeyFiles::write();
+    files.chmod("k2", 0o640);
+    let sim = ClioSim::start(sim_config()).await.unwrap();
+    let database = TestDatabase::create().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = support::test_config(&database, listener.local_addr().unwrap(), &sim);
+    config.keys = files.configs();
+
+    let error = auth_svc::run(config.clone(), listener, CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("keys[1].key_file"), "{error}");
+    assert!(
+        error.contains(&files.path("k2").display().to_string()) && error.contains("0640"),
+        "the error names the file and its mode: {error}"
+    );
+    assert!(!error.contains(&key_material("k2")), "no key in the error");
+
+    // World-readable is refused the same way; owner-only is fine.
+    files.chmod("k2", 0o604);
+    let error = config.keys[1].material(1).unwrap_err().to_string();
+    assert!(error.contains("0604"), "{error}");
+    files.chmod("k2", 0o400);
+    config.keys[1].material(1).unwrap();
+    sim.stop().await;
 }

@@ -11,6 +11,7 @@ mod leases;
 mod outbox;
 mod ownership;
 mod refresh;
+mod refresh_under_stress;
 mod requests;
 mod revocation;
 mod silent_front;

@@ -87,7 +87,7 @@ async fn a_clio_login_is_connected_by_one_person_at_a_time() {
     let consent = stack
         .decide(&started.authorization_url, 7, Decision::Allow)
         .await;
-    let page = reqwest::get(consent.location.unwrap()).await.unwrap();
+    let page = stack.browser_get(&consent.location.unwrap()).await;
     assert_eq!(page.status(), 400);
     let body = page.text().await.unwrap();
     assert!(
@@ -177,7 +177,7 @@ async fn only_the_caller_that_started_an_authorization_completes_it() {
         stack.callback_uri(),
         started.state
     );
-    let page = reqwest::get(&callback).await.unwrap();
+    let page = stack.browser_get(&callback).await;
     assert_eq!(page.status(), 400);
     let body = page.text().await.unwrap();
     assert!(body.contains("out of band"), "{body}");

@@ -16,10 +16,10 @@ use crate::support::{
     status_of, who_am_i,
 };
 
-const HOUR: Duration = Duration::from_secs(3_600);
+pub(crate) const HOUR: Duration = Duration::from_secs(3_600);
 
 /// A simulator issuing 1-hour access tokens (Clio documents 30 days; some accounts see 1 h).
-fn hour_tokens(rotate: bool) -> Setup {
+pub(crate) fn hour_tokens(rotate: bool) -> Setup {
     Setup {
         sim: clio_sim::SimConfig {
             access_token_ttl: HOUR,
@@ -387,7 +387,7 @@ async fn transient_refresh_failures_are_retried_and_never_mark_the_connection() 
 
 /// The default app, registered with the approval URI of Clio as auth-svc sees it: behind
 /// `front`.
-async fn app_behind(stack: &Stack, front: &SilentFront) -> TestApp {
+pub(crate) async fn app_behind(stack: &Stack, front: &SilentFront) -> TestApp {
     let options = AppOptions::default();
     let client_secret = "client-secret-behind-the-front".to_owned();
     let redirect_uris = vec![

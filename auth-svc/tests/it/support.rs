@@ -68,6 +68,8 @@ pub struct Stack {
     pub clock: ManualClock,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// The person's browser: cookies auth-svc's start links set (`name=value`).
+    browser_cookies: std::sync::Mutex<Vec<String>>,
 }
 
 /// The test config: fast background loops, two keys, Clio at the simulator.
@@ -136,6 +138,7 @@ pub async fn start(setup: Setup) -> Stack {
         clock,
         shutdown,
         task,
+        browser_cookies: std::sync::Mutex::default(),
     }
 }
 
@@ -503,17 +506,71 @@ impl Stack {
     }
 
     /// Clio user `user_id` answers the consent screen of `authorize_url` with `decision`.
+    /// A web flow's link is auth-svc's start page: the browser opens it first (keeping the
+    /// cookie it sets) and lands on Clio's consent screen.
     pub async fn decide(
         &self,
         authorize_url: &str,
         user_id: i64,
         decision: Decision,
     ) -> ConsentOutcome {
+        let clio_url = if authorize_url.starts_with(&self.start_uri()) {
+            self.open_start_link(authorize_url).await
+        } else {
+            authorize_url.to_owned()
+        };
         self.sim
             .admin()
-            .consent(authorize_url, user_id, decision)
+            .consent(&clio_url, user_id, decision)
             .await
             .expect("consent")
+    }
+
+    /// auth-svc's start page for web authorizations.
+    pub fn start_uri(&self) -> String {
+        format!("http://{}/connect/start", self.address)
+    }
+
+    /// The browser opens a web flow's start link: keeps the cookie it sets and returns
+    /// where it redirects (Clio's authorize URL).
+    pub async fn open_start_link(&self, link: &str) -> String {
+        let answer = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(link)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("open the start link");
+        assert_eq!(answer.status(), 303, "the start link redirects to Clio");
+        let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        let pair = cookie.split(';').next().unwrap().trim().to_owned();
+        self.browser_cookies.lock().unwrap().push(pair);
+        answer.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    fn cookie_header(&self) -> String {
+        self.browser_cookies.lock().unwrap().join("; ")
+    }
+
+    /// The browser follows a link (Clio's redirect to the callback) with its cookies.
+    pub async fn browser_get(&self, url: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("browser request")
+    }
+
+    /// Another browser (no cookies) follows the same link.
+    pub async fn other_browser_get(&self, url: &str) -> reqwest::Response {
+        reqwest::get(url).await.expect("browser request")
     }
 
     /// The code Clio issues when user `user_id` allows `authorize_url`.

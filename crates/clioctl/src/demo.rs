@@ -8,8 +8,9 @@ use proto::common::v1 as common;
 use scope_catalog::{Access, Family, Scope};
 use secrecy::ExposeSecret;
 
-use crate::clients::{Clients, DemoConfig};
-use crate::commands;
+use crate::clients::{Clients, DemoConfig, Role};
+use crate::output::Format;
+use crate::{audit, connections, jobs};
 
 const DEMO_PRINCIPAL: &str = "alice@firm.example";
 const RESOURCES: [&str; 5] = [
@@ -37,42 +38,54 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     );
 
     println!("2. compliance approves it");
-    clients
-        .auth_as_compliance()?
+    let (mut compliance, target) = clients.auth(&[Role::Compliance])?;
+    let approved = compliance
         .approve_app(auth::ApproveAppRequest {
             app_id: app.app_id.clone(),
             scopes_version: app.scopes_version,
             note: "demo".into(),
         })
-        .await
-        .or_else(|status| {
-            if status.code() == tonic::Code::FailedPrecondition {
-                Ok(tonic::Response::new(app.clone()))
-            } else {
-                Err(status)
-            }
-        })?;
+        .await;
+    match approved {
+        // Approved by an earlier run.
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+        other => drop(target.call("ApproveApp", async { other }).await?),
+    }
 
     println!("3. {DEMO_PRINCIPAL} connects out-of-band");
-    let started = clients
-        .auth_as_connector()?
-        .start_authorization(auth::StartAuthorizationRequest {
-            app_id: app.app_id.clone(),
-            principal: DEMO_PRINCIPAL.into(),
-            mode: auth::AuthorizationMode::OutOfBand as i32,
-            reconnect_connection_id: String::new(),
-        })
-        .await?
-        .into_inner();
+    let (mut connector, target) = clients.auth(&[Role::Connector])?;
+    let started = target
+        .call(
+            "StartAuthorization",
+            connector.start_authorization(auth::StartAuthorizationRequest {
+                app_id: app.app_id.clone(),
+                principal: DEMO_PRINCIPAL.into(),
+                mode: auth::AuthorizationMode::OutOfBand as i32,
+                reconnect_connection_id: String::new(),
+            }),
+        )
+        .await?;
     println!("   Clio authorize URL: {}", started.authorization_url);
     let pasted = crate::demo::simulated_consent(&demo, &started.authorization_url).await?;
     println!("   the person copies from Clio's page: {pasted:?}");
-    let connection = commands::complete(clients, &started.state, &pasted).await?;
-    commands::print_connection(&connection);
+    let connection = connections::complete(clients, &started.state, &pasted).await?;
+    connections::print_connection(&connection);
 
     println!("4. importing {}", RESOURCES.join(", "));
     let resources: Vec<String> = RESOURCES.iter().map(|r| (*r).to_owned()).collect();
-    let job = commands::import(clients, &connection.connection_id, &resources, false).await?;
+    let job_id = jobs::submit_job(
+        clients,
+        proto::import::v1::ImportJob {
+            connection_id: connection.connection_id.clone(),
+            resources,
+            mode: proto::import::v1::ImportMode::Full as i32,
+            requested_by: "clioctl".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    println!("submitted job {job_id}");
+    let job = jobs::watch(clients, Format::Table, &job_id).await?;
     let status = proto::import::v1::JobStatus::try_from(job.status)
         .map(|s| s.as_str_name())
         .unwrap_or("?");
@@ -87,30 +100,34 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
         "   imported {fetched} records into Postgres, {written} new or changed (account {})",
         job.clio_account_id
     );
-    let sample = clients
-        .records()?
-        .list_records(proto::import::v1::ListRecordsRequest {
-            clio_account_id: job.clio_account_id.clone(),
-            resource: "contacts".into(),
-            page_size: 3,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let (mut reader, target) = clients.import(&[Role::DataReader])?;
+    let sample = target
+        .call(
+            "ListRecords",
+            reader.list_records(proto::import::v1::ListRecordsRequest {
+                clio_account_id: job.clio_account_id.clone(),
+                resource: "contacts".into(),
+                page_size: 3,
+                ..Default::default()
+            }),
+        )
+        .await?;
     for record in sample.records {
         println!("   contact {}: {}", record.clio_id, record.data_json);
     }
 
     println!("5. the audit record");
-    commands::verify(clients, &demo.tenant).await?;
-    let tiers = clients
-        .compliance()?
-        .connections_by_risk_tier(proto::audit::v1::ConnectionsByRiskTierRequest {
-            tenant: demo.tenant.clone(),
-            min_tier: 0,
-        })
-        .await?
-        .into_inner();
+    audit::verify(clients, Format::Table, &demo.tenant, 0, 0).await?;
+    let (mut compliance, target) = clients.compliance()?;
+    let tiers = target
+        .call(
+            "ConnectionsByRiskTier",
+            compliance.connections_by_risk_tier(proto::audit::v1::ConnectionsByRiskTierRequest {
+                tenant: demo.tenant.clone(),
+                min_tier: 0,
+            }),
+        )
+        .await?;
     for group in tiers.tiers {
         println!(
             "   {:?}: {} connection(s)",
@@ -133,14 +150,16 @@ async fn register_app(
     clients: &Clients,
     demo: &DemoConfig,
 ) -> anyhow::Result<auth::AppRegistration> {
-    let existing = clients
-        .auth_as_operator()?
-        .list_apps(auth::ListAppsRequest {
-            tenant: demo.tenant.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let (mut operator, target) = clients.auth(&[Role::Operator])?;
+    let existing = target
+        .call(
+            "ListApps",
+            operator.list_apps(auth::ListAppsRequest {
+                tenant: demo.tenant.clone(),
+                ..Default::default()
+            }),
+        )
+        .await?;
     if let Some(app) = existing
         .apps
         .into_iter()
@@ -152,30 +171,28 @@ async fn register_app(
         scope: Some(Scope::new(family, Access::Read).to_wire()),
         justification: why.to_owned(),
     };
-    let app = clients
-        .auth_as_operator()?
-        .register_app(auth::RegisterAppRequest {
-            tenant: demo.tenant.clone(),
-            name: "Practice data import (read-only)".into(),
-            region: common::Region::Us as i32,
-            client_id: demo.client_id.clone(),
-            client_secret: demo.client_secret.expose_secret().to_owned(),
-            redirect_uris: vec![format!(
-                "{}/oauth/approval",
-                demo.clio_sim.trim_end_matches('/')
-            )],
-            declared_scopes: vec![
-                scope(Family::Contacts, "client list for conflict checks"),
-                scope(Family::Matters, "matter list for reporting"),
-                scope(Family::Calendar, "court dates for the docket report"),
-                scope(Family::Activities, "time entries for utilisation reports"),
-                scope(Family::Users, "who recorded the time"),
-            ],
-            pkce_enabled: false,
-        })
-        .await?
-        .into_inner();
-    Ok(app)
+    let request = auth::RegisterAppRequest {
+        tenant: demo.tenant.clone(),
+        name: "Practice data import (read-only)".into(),
+        region: common::Region::Us as i32,
+        client_id: demo.client_id.clone(),
+        client_secret: demo.client_secret.expose_secret().to_owned(),
+        redirect_uris: vec![format!(
+            "{}/oauth/approval",
+            demo.clio_sim.trim_end_matches('/')
+        )],
+        declared_scopes: vec![
+            scope(Family::Contacts, "client list for conflict checks"),
+            scope(Family::Matters, "matter list for reporting"),
+            scope(Family::Calendar, "court dates for the docket report"),
+            scope(Family::Activities, "time entries for utilisation reports"),
+            scope(Family::Users, "who recorded the time"),
+        ],
+        pkce_enabled: false,
+    };
+    target
+        .call("RegisterApp", operator.register_app(request))
+        .await
 }
 
 /// What the simulator answers for a consent: the browser's view of clicking ALLOW.

@@ -12,6 +12,7 @@ pub mod caller_auth;
 pub mod clock;
 pub mod config;
 pub mod database;
+pub mod decode_errors;
 pub mod entrypoint;
 pub mod health;
 pub mod metrics;

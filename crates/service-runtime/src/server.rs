@@ -113,6 +113,7 @@ pub async fn serve(
     };
     let server = builder
         .layer(auth)
+        .layer(crate::decode_errors::DecodeErrorsLayer)
         .add_routes(Routes::from(router))
         // The builder's tcp_nodelay only reaches sockets tonic binds itself; accepted ones
         // need it here, or Nagle holds small responses back for a delayed ACK (~40 ms).

@@ -403,10 +403,15 @@ impl Runner {
                     )));
                 }
                 Err(FetchError::Cancelled) => return Err(Stop(Outcome::Interrupted)),
+                // Clio itself is down (5xx, timeouts, an endless 429 storm) for longer than
+                // one page's retries: a dependency outage, waited out like any other; the
+                // job resumes from its checkpoint.
+                Err(error @ FetchError::Exhausted { .. }) => {
+                    return Err(Stop(Outcome::Retry(format!("Clio unavailable: {error}"))));
+                }
                 Err(
                     error @ (FetchError::Forbidden(_)
                     | FetchError::Rejected { .. }
-                    | FetchError::Exhausted { .. }
                     | FetchError::Malformed(_)
                     | FetchError::ForeignHost(_)
                     | FetchError::TooLarge { .. }),

@@ -119,31 +119,9 @@ impl Consumer {
             .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
         self.publisher.attach(&connection).await?;
-        let tag = format!("import-svc-{}", Uuid::new_v4().simple());
-        let mut deliveries = channel
-            .basic_consume(
-                self.topology.jobs_queue.as_str().into(),
-                tag.as_str().into(),
-                // Manual acknowledgement: ack only after the effect is committed.
-                BasicConsumeOptions {
-                    no_ack: false,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let ledger_tag = format!("import-svc-ledger-{}", Uuid::new_v4().simple());
-        let mut dead_letters = channel
-            .basic_consume(
-                self.topology.dead_letter_ledger.as_str().into(),
-                ledger_tag.as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: false,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (tag, mut deliveries) = consume(&channel, &self.topology.jobs_queue).await?;
+        let (ledger_tag, mut dead_letters) =
+            consume(&channel, &self.topology.dead_letter_ledger).await?;
         self.connected.store(true, Ordering::SeqCst);
         tracing::info!(queue = %self.topology.jobs_queue, "consuming import jobs");
 
@@ -688,6 +666,27 @@ impl Consumer {
         self.audit.committed();
         Ok(())
     }
+}
+
+/// Starts consuming `queue` with manual acknowledgement (ack only after the effect is
+/// committed). Returns the consumer tag and the deliveries.
+async fn consume(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> lapin::Result<(String, lapin::Consumer)> {
+    let tag = format!("import-svc-{}", Uuid::new_v4().simple());
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions {
+                no_ack: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((tag, consumer))
 }
 
 fn content_type_of(delivery: &Delivery) -> String {

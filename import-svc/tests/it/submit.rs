@@ -195,10 +195,10 @@ async fn hostile_strings_are_invalid_arguments_naming_the_field_never_unavailabl
     assert_eq!(import.job_status(job_id).await, None);
 
     // Bytes that are not UTF-8 in a protobuf string: tonic refuses the message before any
-    // handler runs (INTERNAL, as gRPC specifies for undecodable messages), naming the
-    // field. Never UNAVAILABLE, and the service goes on.
+    // handler runs, naming the field, and the service answers INVALID_ARGUMENT (the
+    // caller's error; tonic itself would say INTERNAL). The service goes on.
     let refused = submit_raw_requested_by(&import, job_id, b"ab\xff").await;
-    assert_ne!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(
         refused.message().contains("ImportJob.requested_by") && refused.message().contains("UTF-8"),
         "{:?}",

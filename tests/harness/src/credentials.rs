@@ -23,6 +23,8 @@ pub fn test_callers() -> Vec<TestCaller> {
     let callers = [
         ("operator", Role::Operator, None),
         ("compliance", Role::Compliance, None),
+        // A second compliance credential: the one that generated a review may not attest it.
+        ("reviewer", Role::Compliance, None),
         ("connector", Role::Connector, None),
         ("import", Role::Import, None),
         ("audit_writer", Role::AuditWriter, None),

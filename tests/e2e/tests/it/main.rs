@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit_delivery;
+mod binaries;
+mod clioctl;
+mod compliance_reports;
 mod denials;
 mod foundation;
 mod hostile_data;

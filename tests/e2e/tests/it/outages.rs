@@ -13,6 +13,7 @@ use crate::import_jobs::{
     assert_completed, contacts_only, outbox_events, sim_with, wait_for_pages,
 };
 use crate::stack::{Stack, StackSetup, full_job};
+use crate::sync_integrity::assert_stored_as_in_clio;
 
 const PERSON: &str = "alice@firm.example";
 
@@ -69,12 +70,13 @@ async fn wait_for_retries(stack: &Stack, job_id: &str, at_least: i32) {
     .await;
 }
 
-/// The job ended completed with exactly the simulator's contacts, and its audit trail has
-/// one start and one completion.
+/// The job ended completed with exactly the simulator's contacts (ids and etags), and its
+/// audit trail has a start and exactly one completion.
 async fn assert_exact(stack: &Stack, job_id: &str, contacts: i64) {
     let done = stack.finished(job_id, Duration::from_secs(60)).await;
     assert_completed(&done);
     assert_eq!(stack.stored("contacts").await, (contacts, contacts));
+    assert_stored_as_in_clio(stack).await;
     assert_eq!(
         done.progress[0].records_fetched,
         u64::try_from(contacts).unwrap()
@@ -141,6 +143,37 @@ async fn auth_svc_down_when_a_running_job_must_renew_its_lease_delays_it_only() 
     proxy.restore();
 
     assert_exact(&stack, &job.job_id, 2_000).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clio_outage_longer_than_a_pages_retries_delays_the_job_only() {
+    let (stack, connection) = outage_stack("clio_down", 1_000, Some(20), |s| {
+        s.import = Box::new(|config| {
+            fault_config(config);
+            config.importer.max_page_attempts = 2;
+        });
+    })
+    .await;
+    let job = full_job(&connection, &["contacts"]);
+    stack.publish(&job).await;
+    wait_for_pages(&stack, &job.job_id, 3).await;
+    stack
+        .fault(clio_sim::Fault::Status {
+            status: 503,
+            count: None,
+            fraction: None,
+            path_prefix: None,
+        })
+        .await;
+    wait_for_retries(&stack, &job.job_id, 3).await;
+    stack
+        .sim
+        .admin()
+        .clear_faults(clio_sim::Region::Us)
+        .await
+        .unwrap();
+    assert_exact(&stack, &job.job_id, 1_000).await;
     stack.stop().await;
 }
 

@@ -262,6 +262,16 @@ impl Stack {
         AuditServiceClient::new(channel(self.audit.address).await)
     }
 
+    pub async fn compliance(
+        &self,
+    ) -> proto::audit::v1::compliance_service_client::ComplianceServiceClient<
+        tonic::transport::Channel,
+    > {
+        proto::audit::v1::compliance_service_client::ComplianceServiceClient::new(
+            channel(self.audit.address).await,
+        )
+    }
+
     /// Injects a fault into the simulator's US region, where the tests' connections live.
     pub async fn fault(&self, fault: clio_sim::Fault) {
         self.sim.admin().inject(Region::Us, fault).await.unwrap();
@@ -552,5 +562,9 @@ fn auth_config(sim: &ClioSim, database: SecretString, audit: SocketAddr) -> auth
     config.clio.regions.us = sim.base_url(Region::Us);
     config.audit.endpoint = format!("http://{audit}");
     config.audit.token = Some(SecretString::from(token_of("auth_writer")));
+    // Usage and deauthorize retries on a test's time scale (reports read both).
+    config.leases.usage_flush_ms = 200;
+    config.revocation.retry_interval_ms = 200;
+    config.revocation.first_retry_after_ms = 4_000;
     config
 }

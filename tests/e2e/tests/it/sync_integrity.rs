@@ -9,6 +9,7 @@ use std::time::Duration;
 use clio_sim::{DatasetSize, Region, Resource, SimConfig};
 use proto::import::v1 as import;
 
+use crate::import_jobs::{assert_completed, wait_for_pages};
 use crate::stack::{Stack, StackSetup, full_job};
 
 const ALICE: &str = "alice@firm.example";
@@ -42,16 +43,6 @@ fn incremental_job(connection: &str) -> import::ImportJob {
         mode: import::ImportMode::Incremental as i32,
         ..full_job(connection, &["contacts"])
     }
-}
-
-fn assert_completed(job: &import::Job) {
-    assert_eq!(
-        job.status,
-        import::JobStatus::Completed as i32,
-        "job ended {:?}: {}",
-        import::JobStatus::try_from(job.status),
-        job.failure_reason
-    );
 }
 
 /// Submits every job at once and waits until all completed; asserts they ran at the same
@@ -139,7 +130,7 @@ async fn marked_deleted(stack: &Stack) -> Vec<i64> {
 }
 
 /// Asserts the stored live set is exactly Clio's, naming the first differences.
-async fn assert_stored_as_in_clio(stack: &Stack) {
+pub(crate) async fn assert_stored_as_in_clio(stack: &Stack) {
     let in_clio = contacts_in_clio(stack);
     let stored = stored_live(stack).await;
     let missing: Vec<_> = in_clio
@@ -335,18 +326,4 @@ async fn an_edit_to_a_page_already_read_is_picked_up_by_the_next_incremental() {
     assert_eq!(name, "Edited Mid Sync");
     assert_stored_as_in_clio(&stack).await;
     stack.stop().await;
-}
-
-/// Waits until the job has committed `pages` pages.
-async fn wait_for_pages(stack: &Stack, job_id: &str, pages: u64) {
-    harness::poll_until(
-        &format!("{pages} pages of job {job_id}"),
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async {
-            let job = stack.try_job(job_id).await?;
-            (job.progress.iter().map(|p| p.pages).sum::<u64>() >= pages).then_some(())
-        },
-    )
-    .await;
 }

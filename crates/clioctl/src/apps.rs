@@ -1,0 +1,382 @@
+//! `clioctl app ...`: register, approve, list, change and revoke Clio developer apps
+//! (auth-svc).
+
+use clap::{Args, Subcommand, ValueEnum};
+use proto::auth::v1 as auth;
+use proto::common::v1 as common;
+use serde_json::{Value, json};
+
+use crate::clients::{Clients, Role};
+use crate::connections::{READERS, revocations};
+use crate::exit::{Failure, code};
+use crate::output::{self, Format, Table};
+use crate::paging::PageArgs;
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Register a Clio developer app (needs tokens.operator). The client secret is read
+    /// from CLIOCTL_APP_CLIENT_SECRET or --client-secret-file, never the command line.
+    #[command(after_help = "Example:
+  CLIOCTL_APP_CLIENT_SECRET=... clioctl app register --tenant firm-1 --name \"Import\" \\
+    --client-id abc --redirect-uri https://connect.firm.example/oauth/callback \\
+    --scope contacts:read=\"conflict checks\" --scope matters:read=\"reporting\"")]
+    Register(RegisterArgs),
+    /// Approve a registration so people may connect through it (needs tokens.compliance).
+    #[command(
+        after_help = "Example:\n  clioctl app approve 7a1c... --note \"reviewed in ticket 42\""
+    )]
+    Approve {
+        app: String,
+        /// The scopes version being approved (default: the app's current one).
+        #[arg(long)]
+        scopes_version: Option<u32>,
+        #[arg(long, default_value = "approved with clioctl")]
+        note: String,
+    },
+    /// List a tenant's apps.
+    #[command(
+        after_help = "Example:\n  clioctl app list --tenant firm-1 --status pending-approval"
+    )]
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, value_enum)]
+        status: Option<AppStatus>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one app.
+    #[command(after_help = "Example:\n  clioctl app get 7a1c...")]
+    Get { app: String },
+    /// Replace an app's declared scopes (needs tokens.operator). The app needs approval
+    /// again; connections made under the earlier scopes show as drifted.
+    #[command(after_help = "Example:
+  clioctl app update-scopes 7a1c... --scope contacts:read=\"conflict checks\" --reason \"drop matters\"")]
+    UpdateScopes {
+        app: String,
+        /// The new declared scope and why: FAMILY:read|write=JUSTIFICATION (repeatable).
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<common::ScopeJustification>,
+        /// Why the scopes change (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke an app and every connection made through it (needs tokens.operator).
+    #[command(
+        after_help = "Example:\n  clioctl app revoke 7a1c... --reason \"vendor contract ended\""
+    )]
+    Revoke {
+        app: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    #[arg(long)]
+    tenant: String,
+    /// A name people recognise on the consent page.
+    #[arg(long)]
+    name: String,
+    #[arg(long, value_enum, default_value = "us")]
+    region: Region,
+    /// The app's Clio client id.
+    #[arg(long)]
+    client_id: String,
+    /// The app's Clio client secret (prefer the environment variable).
+    #[arg(long, env = "CLIOCTL_APP_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// A file holding the client secret.
+    #[arg(long, conflicts_with = "client_secret")]
+    client_secret_file: Option<std::path::PathBuf>,
+    /// A redirect URI registered with Clio (repeatable).
+    #[arg(long = "redirect-uri", required = true)]
+    redirect_uris: Vec<String>,
+    /// A declared scope and why the app needs it: FAMILY:read|write=JUSTIFICATION
+    /// (repeatable).
+    #[arg(long = "scope", required = true, value_parser = parse_scope)]
+    scopes: Vec<common::ScopeJustification>,
+    /// The app uses PKCE.
+    #[arg(long)]
+    pkce: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Region {
+    Us,
+    Eu,
+    Ca,
+    Au,
+}
+
+impl From<Region> for common::Region {
+    fn from(region: Region) -> Self {
+        match region {
+            Region::Us => common::Region::Us,
+            Region::Eu => common::Region::Eu,
+            Region::Ca => common::Region::Ca,
+            Region::Au => common::Region::Au,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AppStatus {
+    PendingApproval,
+    Approved,
+    Revoked,
+}
+
+fn parse_scope(text: &str) -> Result<common::ScopeJustification, String> {
+    let (scope, why) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not FAMILY:ACCESS=JUSTIFICATION"))?;
+    let scope: scope_catalog::Scope = scope.parse().map_err(|e| format!("{e}"))?;
+    if why.trim().is_empty() {
+        return Err(format!("{scope} needs a justification after '='"));
+    }
+    Ok(common::ScopeJustification {
+        scope: Some(scope.to_wire()),
+        justification: why.to_owned(),
+    })
+}
+
+pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Register(args) => {
+            let client_secret = match (args.client_secret, args.client_secret_file) {
+                (Some(secret), _) => secret,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        Failure::new(code::USAGE, format!("cannot read {}: {e}", path.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+                (None, None) => {
+                    return Err(Failure::new(
+                        code::USAGE,
+                        "the client secret is missing: set CLIOCTL_APP_CLIENT_SECRET or pass \
+                         --client-secret-file",
+                    )
+                    .into());
+                }
+            };
+            let (mut client, target) = clients.auth(&[Role::Operator])?;
+            let app = target
+                .call(
+                    "RegisterApp",
+                    client.register_app(auth::RegisterAppRequest {
+                        tenant: args.tenant,
+                        name: args.name,
+                        region: common::Region::from(args.region) as i32,
+                        client_id: args.client_id,
+                        client_secret,
+                        redirect_uris: args.redirect_uris,
+                        declared_scopes: args.scopes,
+                        pkce_enabled: args.pkce,
+                    }),
+                )
+                .await?;
+            one_app(&app).print_one(format)
+        }
+        AppCommand::Approve {
+            app,
+            scopes_version,
+            note,
+        } => {
+            let scopes_version = match scopes_version {
+                Some(version) => version,
+                None => {
+                    let (mut client, target) = clients.auth(&[Role::Compliance])?;
+                    target
+                        .call(
+                            "GetApp",
+                            client.get_app(auth::GetAppRequest {
+                                app_id: app.clone(),
+                            }),
+                        )
+                        .await?
+                        .scopes_version
+                }
+            };
+            let (mut client, target) = clients.auth(&[Role::Compliance])?;
+            let app = target
+                .call(
+                    "ApproveApp",
+                    client.approve_app(auth::ApproveAppRequest {
+                        app_id: app,
+                        scopes_version,
+                        note,
+                    }),
+                )
+                .await?;
+            one_app(&app).print_one(format)
+        }
+        AppCommand::List {
+            tenant,
+            status,
+            page,
+        } => {
+            let status = status.map_or(0, |s| {
+                (match s {
+                    AppStatus::PendingApproval => auth::AppStatus::PendingApproval,
+                    AppStatus::Approved => auth::AppStatus::Approved,
+                    AppStatus::Revoked => auth::AppStatus::Revoked,
+                }) as i32
+            });
+            let (mut client, target) = clients.auth(&READERS)?;
+            let mut table = Table::new(&APP_COLUMNS);
+            let mut token = page.first_token();
+            loop {
+                let answer = target
+                    .call(
+                        "ListApps",
+                        client.list_apps(auth::ListAppsRequest {
+                            tenant: tenant.clone(),
+                            region: 0,
+                            status,
+                            page: Some(common::PageRequest {
+                                page_size: page.size(),
+                                page_token: token,
+                            }),
+                        }),
+                    )
+                    .await?;
+                for app in &answer.apps {
+                    table.row(app_cells(app));
+                }
+                match page.next(answer.page.unwrap_or_default().next_page_token) {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            table.print(format)
+        }
+        AppCommand::Get { app } => {
+            let (mut client, target) = clients.auth(&READERS)?;
+            let app = target
+                .call(
+                    "GetApp",
+                    client.get_app(auth::GetAppRequest { app_id: app }),
+                )
+                .await?;
+            one_app(&app).print_one(format)
+        }
+        AppCommand::UpdateScopes {
+            app,
+            scopes,
+            reason,
+        } => {
+            let (mut client, target) = clients.auth(&[Role::Operator])?;
+            let app = target
+                .call(
+                    "UpdateAppScopes",
+                    client.update_app_scopes(auth::UpdateAppScopesRequest {
+                        app_id: app,
+                        declared_scopes: scopes,
+                        reason,
+                    }),
+                )
+                .await?;
+            one_app(&app).print_one(format)
+        }
+        AppCommand::Revoke { app, reason } => {
+            let (mut client, target) = clients.auth(&[Role::Operator])?;
+            let answer = target
+                .call(
+                    "RevokeApp",
+                    client.revoke_app(auth::RevokeAppRequest {
+                        app_id: app.clone(),
+                        reason,
+                    }),
+                )
+                .await?;
+            if format == Format::Table {
+                println!(
+                    "revoked app {}: {} connection(s)",
+                    answer.app_id,
+                    answer.results.len()
+                );
+            }
+            revocations(&answer.results).print(format)
+        }
+    }
+}
+
+const APP_COLUMNS: [&str; 9] = [
+    "app_id",
+    "tenant",
+    "name",
+    "region",
+    "client_id",
+    "status",
+    "risk_tier",
+    "scopes_version",
+    "declared_scopes",
+];
+
+fn app_cells(app: &auth::AppRegistration) -> Vec<Value> {
+    let scopes: Vec<common::Scope> = app
+        .declared_scopes
+        .iter()
+        .filter_map(|s| s.scope.clone())
+        .collect();
+    vec![
+        json!(app.app_id),
+        json!(app.tenant),
+        json!(app.name),
+        json!(output::region(app.region)),
+        json!(app.client_id),
+        json!(output::enum_text(
+            auth::AppStatus::try_from(app.status)
+                .ok()
+                .map(|s| s.as_str_name()),
+            "APP_STATUS_"
+        )),
+        json!(output::tier(app.risk_tier)),
+        json!(app.scopes_version),
+        output::scopes(&scopes),
+    ]
+}
+
+fn one_app(app: &auth::AppRegistration) -> Table {
+    let mut columns = APP_COLUMNS.to_vec();
+    columns.extend([
+        "full_account_access",
+        "pkce_enabled",
+        "redirect_uris",
+        "registered_by",
+        "approved_by",
+        "created_at",
+        "approved_at",
+    ]);
+    let mut table = Table::new(&columns);
+    let mut cells = app_cells(app);
+    cells.extend([
+        json!(app.full_account_access),
+        json!(app.pkce_enabled),
+        output::strings(&app.redirect_uris),
+        json!(app.registered_by),
+        json!(app.approved_by),
+        output::time(app.created_at.as_ref()),
+        output::time(app.approved_at.as_ref()),
+    ]);
+    table.row(cells);
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_needs_a_known_family_and_a_justification() {
+        let parsed = parse_scope("contacts:read=conflict checks").unwrap();
+        assert_eq!(parsed.justification, "conflict checks");
+        assert_eq!(parsed.scope.unwrap().family, "contacts");
+        assert!(parse_scope("contacts:read").is_err());
+        assert!(parse_scope("contacts:read=").is_err());
+        assert!(parse_scope("nonsense:read=why").is_err());
+    }
+}
