@@ -12,7 +12,8 @@ ROOT=$(pwd)
 STATE=$ROOT/.stack
 CONFIG=$ROOT/deploy/local/config
 PROFILE=${PROFILE:-debug}
-BIN=$ROOT/target/$PROFILE
+# Where cargo puts the binaries (CARGO_TARGET_DIR moves them).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 
