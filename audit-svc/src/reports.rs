@@ -525,31 +525,56 @@ pub async fn scope_drift(
         .collect())
 }
 
-/// Clio users that several people have live connections as.
+/// Clio logins several people have live connections as, or that a person was refused
+/// because another person had it connected (auth-svc's `shared_clio_login` refusals).
 pub async fn shared_logins(
     pool: &PgPool,
     tenant: &str,
 ) -> Result<Vec<api::SharedLogin>, AuditError> {
-    type Login = (String, String);
-    let mut by_login: BTreeMap<Login, (BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    #[derive(Default)]
+    struct Login {
+        live: BTreeSet<String>,
+        connection_ids: Vec<String>,
+        refused: BTreeSet<String>,
+        attempts: u32,
+    }
+    let mut by_login: BTreeMap<(String, String), Login> = BTreeMap::new();
     for row in connections(pool, tenant).await? {
         if row.is_live() && !row.clio_user_id.is_empty() && !row.principal.is_empty() {
-            let entry = by_login
+            let login = by_login
                 .entry((row.clio_user_id.clone(), row.clio_account_id.clone()))
                 .or_default();
-            entry.0.insert(row.principal.clone());
-            entry.1.push(row.connection_id.clone());
+            login.live.insert(row.principal.clone());
+            login.connection_ids.push(row.connection_id.clone());
         }
+    }
+    let refusals: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT clio_user_id, clio_account_id, principal FROM events \
+         WHERE tenant = $1 AND kind = $2 AND payload->>'refused' = 'shared_clio_login' \
+           AND clio_user_id <> '' AND principal <> ''",
+    )
+    .bind(tenant)
+    .bind(crate::event::kind_name(
+        proto::common::v1::EventKind::AccessDenied,
+    ))
+    .fetch_all(pool)
+    .await?;
+    for (clio_user_id, clio_account_id, principal) in refusals {
+        let login = by_login.entry((clio_user_id, clio_account_id)).or_default();
+        login.refused.insert(principal);
+        login.attempts += 1;
     }
     Ok(by_login
         .into_iter()
-        .filter(|(_, (principals, _))| principals.len() > 1)
+        .filter(|(_, login)| login.live.len() > 1 || login.attempts > 0)
         .map(
-            |((clio_user_id, clio_account_id), (principals, connection_ids))| api::SharedLogin {
+            |((clio_user_id, clio_account_id), login)| api::SharedLogin {
                 clio_user_id,
                 clio_account_id,
-                principals: principals.into_iter().collect(),
-                connection_ids,
+                principals: login.live.union(&login.refused).cloned().collect(),
+                connection_ids: login.connection_ids,
+                refused_principals: login.refused.into_iter().collect(),
+                refused_attempts: login.attempts,
             },
         )
         .collect())

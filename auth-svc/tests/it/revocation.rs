@@ -348,3 +348,55 @@ async fn a_retried_deauthorize_uses_the_tokens_a_rotating_refresh_issued() {
     assert_eq!(still_live, 0, "the grant is still live at Clio");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_partial_offboarding_is_recorded_with_each_connections_outcome() {
+    let stack = support::start(Setup::default()).await;
+    let (_, ids) = stack.many_connections("pat@firm", 1, 3).await;
+    // One connection's access token no key opens any more (another row's ciphertext, bound
+    // elsewhere): its revocation cannot be done here.
+    let broken = ids[0].clone();
+    let mut db = stack.database.connect().await;
+    sqlx::query(
+        "UPDATE connections SET access_token_ct = (SELECT access_token_ct FROM connections \
+         WHERE connection_id = $2::uuid), refresh_token_ct = (SELECT refresh_token_ct \
+         FROM connections WHERE connection_id = $2::uuid) WHERE connection_id = $1::uuid",
+    )
+    .bind(&broken)
+    .bind(&ids[1])
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let response = stack.offboard("pat@firm").await;
+    assert_eq!(
+        response.results.len(),
+        ids.len() - 1,
+        "the others are revoked"
+    );
+    assert_eq!(response.failures.len(), 1, "{:?}", response.failures);
+    assert_eq!(response.failures[0].connection_id, broken);
+
+    let offboarded: Vec<_> = stack
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| *kind == EventKind::UserOffboarded)
+        .collect();
+    assert_eq!(offboarded.len(), 1, "a partial run is recorded too");
+    let payload = payload_of(&offboarded[0].1);
+    assert_eq!(payload["partial"], true);
+    assert_eq!(payload["clio_outcomes"]["error"], 1);
+    let connections = payload["connections"].as_array().unwrap();
+    assert_eq!(
+        connections.len(),
+        ids.len(),
+        "every connection's outcome: {payload}"
+    );
+    let failed = connections
+        .iter()
+        .find(|c| c["connection_id"] == broken.as_str())
+        .expect("the failed connection is listed");
+    assert_eq!(failed["clio_outcome"], "error");
+    stack.stop().await;
+}

@@ -62,6 +62,19 @@ async fn tiers(stack: &Stack, expected: usize) -> Vec<api::TierGroup> {
     .await
 }
 
+async fn shared_logins(stack: &Stack) -> Vec<api::SharedLogin> {
+    stack
+        .compliance()
+        .await
+        .shared_login_suspicions(compliance(api::SharedLoginSuspicionsRequest {
+            tenant: TENANT.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .suspicions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_reports_follow_real_events() {
     let stack = Stack::start("compliance-inventory", StackSetup::default()).await;
@@ -143,16 +156,33 @@ async fn inventory_reports_follow_real_events() {
     let mut expected = vec![high.clone(), full.clone()];
     expected.sort();
     assert_eq!(writer_ids, expected);
-    // Shared logins: auth-svc refuses them at connect, so the real log holds none.
-    let suspicions = c
-        .shared_login_suspicions(compliance(api::SharedLoginSuspicionsRequest {
-            tenant: TENANT.into(),
-        }))
+    // Shared logins: nobody shares one yet.
+    assert!(shared_logins(&stack).await.is_empty());
+    // Fay tries to connect as Ann's Clio user: auth-svc refuses her, and the report names
+    // the login, Ann (connected) and Fay (refused).
+    let refused = stack
+        .try_connect(&["contacts:read"], "fay@firm", 1)
         .await
-        .unwrap()
-        .into_inner()
-        .suspicions;
-    assert!(suspicions.is_empty(), "{suspicions:?}");
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let shared_login = poll_until(
+        "the refused shared login in the report",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let mut found = shared_logins(&stack).await;
+            (found.len() == 1).then(|| found.remove(0))
+        },
+    )
+    .await;
+    assert_eq!(shared_login.principals, vec!["ann@firm", "fay@firm"]);
+    assert_eq!(shared_login.refused_principals, vec!["fay@firm"]);
+    assert_eq!(shared_login.refused_attempts, 1);
+    assert_eq!(shared_login.connection_ids, vec![low.clone()]);
 
     // A real import leases Ann's token; its aggregated use reaches the report durably.
     let job = stack.submit(full_job(&low, &["contacts"])).await;
@@ -446,6 +476,58 @@ async fn offboarding_report_runs_from_departure_to_clio_confirmation() {
         "{:?}",
         ray.flag_reasons
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_offboarding_is_recorded_and_stays_open() {
+    let stack = Stack::start("compliance-partial", StackSetup::default()).await;
+    let revoked = stack.connect(&["contacts:read"], "pia@firm", 4).await;
+    let broken = stack.connect(&["contacts:read"], "pia@firm", 5).await;
+    // One connection's tokens no key opens any more (another row's ciphertexts, bound
+    // elsewhere): auth-svc cannot revoke it.
+    let mut db = stack.auth_database().connect().await;
+    sqlx::query(
+        "UPDATE connections SET access_token_ct = o.access_token_ct, \
+         refresh_token_ct = o.refresh_token_ct \
+         FROM connections o WHERE connections.connection_id = $1::uuid AND o.connection_id = $2::uuid",
+    )
+    .bind(&broken)
+    .bind(&revoked)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let response = offboard(&stack, "pia@firm", None).await.unwrap();
+    assert_eq!(response.results.len(), 1);
+    assert_eq!(response.failures.len(), 1);
+    assert_eq!(response.failures[0].connection_id, broken);
+
+    // The run is recorded all the same, with each connection's outcome, and stays open
+    // (flagged) while a connection of the person is still live.
+    let entry = poll_until(
+        "pia's offboarding recorded",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            offboarding_of(&stack, "pia@firm")
+                .await
+                .filter(|e| e.connections.len() == 2)
+        },
+    )
+    .await;
+    assert!(entry.open, "{entry:?}");
+    assert!(entry.flagged, "{entry:?}");
+    let outcome_of = |id: &str| {
+        entry
+            .connections
+            .iter()
+            .find(|c| c.connection_id == id)
+            .map(|c| c.clio_outcome.clone())
+    };
+    assert_eq!(outcome_of(&broken).as_deref(), Some("error"));
+    assert_eq!(outcome_of(&revoked).as_deref(), Some("revoked"));
+    assert!(entry.live_connection_ids.contains(&broken), "{entry:?}");
     stack.stop().await;
 }
 

@@ -39,7 +39,7 @@ struct Task {
     handle: JoinHandle<anyhow::Result<()>>,
     /// Dropped (and so removed) when the task is; import-svc's lives on the stack instead,
     /// because import-svc restarts on the same database.
-    _database: Option<TestDatabase>,
+    database: Option<TestDatabase>,
 }
 
 impl Task {
@@ -57,7 +57,7 @@ impl Task {
             address,
             shutdown,
             handle,
-            _database: Some(database),
+            database: Some(database),
         }
     }
 
@@ -235,7 +235,7 @@ impl Stack {
             address,
             shutdown,
             handle,
-            _database: None,
+            database: None,
         });
     }
 
@@ -256,6 +256,11 @@ impl Stack {
 
     pub fn auth_address(&self) -> SocketAddr {
         self.auth.address
+    }
+
+    /// auth-svc's database, for tests that break what it stores.
+    pub fn auth_database(&self) -> &TestDatabase {
+        self.auth.database.as_ref().expect("auth-svc's database")
     }
 
     pub async fn audit(&self) -> AuditServiceClient<tonic::transport::Channel> {
@@ -333,6 +338,19 @@ impl Stack {
     /// approve it, and connects `principal` as Clio user `clio_user` out-of-band.
     /// Returns the connection id.
     pub async fn connect(&self, scopes: &[&str], principal: &str, clio_user: i64) -> String {
+        self.try_connect(scopes, principal, clio_user)
+            .await
+            .unwrap_or_else(|status| panic!("{principal} could not connect: {status:?}"))
+    }
+
+    /// [`Stack::connect`], answering auth-svc's refusal of the completion instead of
+    /// panicking on it.
+    pub async fn try_connect(
+        &self,
+        scopes: &[&str],
+        principal: &str,
+        clio_user: i64,
+    ) -> Result<String, tonic::Status> {
         let client_id = format!("app-{}", short_id());
         let client_secret = format!("secret-{}", short_id());
         let approval = format!("{}/oauth/approval", self.sim.base_url(Region::Us));
@@ -415,9 +433,7 @@ impl Stack {
             &token_of("connector"),
         ))
         .await
-        .unwrap()
-        .into_inner()
-        .connection_id
+        .map(|answer| answer.into_inner().connection_id)
     }
 
     /// Publishes `job` on the import exchange as a producer would (protobuf body).
