@@ -402,12 +402,13 @@ async fn offboarding_report_runs_from_departure_to_clio_confirmation() {
     )
     .await
     .unwrap();
-    // Ray left 2 hours ago less 3 seconds; Clio fails the first deauthorize, so the local
-    // revocation is within the protocol and Clio's confirmation (by the retry) is not.
+    // Ray left 2 hours ago less 3 seconds; Clio fails deauthorizations until the test
+    // clears the fault, so the local revocation is within the protocol and Clio's
+    // confirmation (by a retry) is not.
     stack
         .fault(clio_sim::Fault::Status {
             status: 503,
-            count: Some(1),
+            count: None,
             fraction: None,
             path_prefix: Some("/oauth/deauthorize".into()),
         })
@@ -460,10 +461,15 @@ async fn offboarding_report_runs_from_departure_to_clio_confirmation() {
         || async { offboarding_of(&stack, "ray@firm").await },
     )
     .await;
-    if open.open {
-        assert!(open.last_clio_confirmation_at.is_none());
-        assert_eq!(open.revocations_failed_at_clio, 1);
-    }
+    assert!(open.open, "{open:?}");
+    assert!(open.last_clio_confirmation_at.is_none());
+    assert_eq!(open.revocations_failed_at_clio, 1);
+    stack
+        .sim
+        .admin()
+        .clear_faults(clio_sim::Region::Us)
+        .await
+        .unwrap();
     let ray = settled("ray@firm").await;
     assert_eq!(ray.connections[0].connection_id, retried);
     assert_eq!(ray.connections[0].clio_outcome, "revoked");
