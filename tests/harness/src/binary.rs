@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 /// `target/<profile>/<name>`, found from the running test executable
-/// (`target/<profile>/deps/<test>`). `cargo test`/`nextest` build every binary of the
-/// workspace before running tests.
+/// (`target/<profile>/deps/<test>`). A workspace test run builds the binary of every
+/// package that has integration tests (`tests/`), so each binary driven here belongs to
+/// such a package (clioctl's `tests/binary.rs` is there for that too).
 pub fn service_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
