@@ -2,6 +2,8 @@
 //! usage error (exit 2) that contacts nothing. (Integration tests also make cargo build the
 //! binary for a workspace test run, which the e2e tests that drive it rely on.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn clioctl(args: &[&str]) -> std::process::Output {
