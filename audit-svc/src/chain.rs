@@ -167,6 +167,23 @@ impl<'k> ChainVerifier<'k> {
         }
     }
 
+    /// The checkpoint's signature verifies with a trusted key; `what` names it in the
+    /// problem ("checkpoint", "witnessed checkpoint").
+    fn verify_signature(&self, checkpoint: &Checkpoint, what: &str) -> Result<(), String> {
+        self.keys
+            .verify(
+                &checkpoint.key_id,
+                &checkpoint.message(),
+                &checkpoint.signature,
+            )
+            .map_err(|problem| {
+                format!(
+                    "bad {what} signature at sequence {}: {problem}",
+                    checkpoint.sequence
+                )
+            })
+    }
+
     fn fail(&mut self, link: &Link<'_>, reason: String) {
         self.broken = Some(Broken {
             sequence: link.sequence,
@@ -217,18 +234,8 @@ impl<'k> ChainVerifier<'k> {
         }
         if let Some(checkpoint) = self.checkpoints.remove(&link.sequence) {
             self.checkpoints_checked += 1;
-            if let Err(problem) = self.keys.verify(
-                &checkpoint.key_id,
-                &checkpoint.message(),
-                &checkpoint.signature,
-            ) {
-                return self.fail(
-                    &link,
-                    format!(
-                        "bad checkpoint signature at sequence {}: {problem}",
-                        link.sequence
-                    ),
-                );
+            if let Err(problem) = self.verify_signature(&checkpoint, "checkpoint") {
+                return self.fail(&link, problem);
             }
             if checkpoint.head_hash != link.hash {
                 return self.fail(
@@ -242,18 +249,8 @@ impl<'k> ChainVerifier<'k> {
         }
         for checkpoint in self.witnessed.remove(&link.sequence).unwrap_or_default() {
             self.witnessed_checked += 1;
-            if let Err(problem) = self.keys.verify(
-                &checkpoint.key_id,
-                &checkpoint.message(),
-                &checkpoint.signature,
-            ) {
-                return self.fail(
-                    &link,
-                    format!(
-                        "bad witnessed checkpoint signature at sequence {}: {problem}",
-                        link.sequence
-                    ),
-                );
+            if let Err(problem) = self.verify_signature(&checkpoint, "witnessed checkpoint") {
+                return self.fail(&link, problem);
             }
             if checkpoint.head_hash != link.hash {
                 return self.fail(

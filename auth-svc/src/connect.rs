@@ -408,29 +408,12 @@ async fn refuse_other_caller(
              so caller {caller} cannot be shown to own it; start again"
         ),
     };
-    let event = EventBuilder::new(
-        EventKind::AccessDenied,
-        &seen.tenant,
-        service_actor(caller),
-        subject_of(subject::Kind::Person, &seen.principal),
-        now,
-    )
-    .refs(EventRefs {
-        app_id: seen.app_id.to_string(),
-        principal: seen.principal.clone(),
-        ..EventRefs::default()
-    })
-    .reason(&reason)
-    .payload(serde_json::json!({
+    let payload = serde_json::json!({
         "refused": "authorization_started_by_another_caller",
         "method": "CompleteAuthorization",
         "mode": seen.mode,
-    }))
-    .build();
-    let mut tx = ctx.pool.begin().await?;
-    audit_outbox::enqueue(&mut tx, event).await?;
-    tx.commit().await?;
-    ctx.events_committed();
+    });
+    record_refusal(ctx, seen, service_actor(caller), &reason, payload, now).await?;
     tracing::warn!(app_id = %seen.app_id, caller, "refused a completion by a caller that did not start it");
     Ok(AuthError::PermissionDenied(reason))
 }
@@ -446,10 +429,39 @@ async fn refuse_other_browser(
     let reason = "this browser did not open the authorization's start link; finish the \
                   connection in the browser where it was started"
         .to_owned();
+    let payload = serde_json::json!({
+        "refused": "callback_from_another_browser",
+        "method": "web callback",
+        "mode": seen.mode,
+        "start_link_opened": seen.browser_binding_hash.is_some(),
+    });
+    record_refusal(
+        ctx,
+        seen,
+        person_actor(&seen.principal),
+        &reason,
+        payload,
+        now,
+    )
+    .await?;
+    tracing::warn!(app_id = %seen.app_id, "refused a web callback from a browser the flow is not bound to");
+    Ok(AuthError::PermissionDenied(reason))
+}
+
+/// Records a refused completion of the authorization `seen` as ACCESS_DENIED in the app's
+/// tenant, about the person it was started for.
+async fn record_refusal(
+    ctx: &Context,
+    seen: &UnusableState,
+    actor: proto::common::v1::Actor,
+    reason: &str,
+    payload: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
     let event = EventBuilder::new(
         EventKind::AccessDenied,
         &seen.tenant,
-        person_actor(&seen.principal),
+        actor,
         subject_of(subject::Kind::Person, &seen.principal),
         now,
     )
@@ -458,20 +470,14 @@ async fn refuse_other_browser(
         principal: seen.principal.clone(),
         ..EventRefs::default()
     })
-    .reason(&reason)
-    .payload(serde_json::json!({
-        "refused": "callback_from_another_browser",
-        "method": "web callback",
-        "mode": seen.mode,
-        "start_link_opened": seen.browser_binding_hash.is_some(),
-    }))
+    .reason(reason)
+    .payload(payload)
     .build();
     let mut tx = ctx.pool.begin().await?;
     audit_outbox::enqueue(&mut tx, event).await?;
     tx.commit().await?;
     ctx.events_committed();
-    tracing::warn!(app_id = %seen.app_id, "refused a web callback from a browser the flow is not bound to");
-    Ok(AuthError::PermissionDenied(reason))
+    Ok(())
 }
 
 async fn set_outcome(ctx: &Context, id: Uuid, outcome: &str) -> Result<(), AuthError> {
