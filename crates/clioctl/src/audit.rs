@@ -335,15 +335,7 @@ pub async fn write_chunks(
     method: &str,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut sink: Box<dyn Write> = match &out {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-            Failure::new(
-                code::USAGE,
-                format!("cannot create {}: {e}", path.display()),
-            )
-        })?),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut sink = output::sink(out.as_deref())?;
     let mut bytes = 0usize;
     loop {
         match stream.message().await {

@@ -554,15 +554,7 @@ async fn export(
             }),
         )
         .await?;
-    let mut sink: Box<dyn Write> = match &out {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-            Failure::new(
-                code::USAGE,
-                format!("cannot create {}: {e}", path.display()),
-            )
-        })?),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut sink = output::sink(out.as_deref())?;
     let mut sink = std::io::BufWriter::new(&mut sink);
     let csv = format == Format::Csv;
     if csv {

@@ -251,6 +251,20 @@ pub fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
     })
 }
 
+/// Where an export goes: the file at `path` (created, or replaced), else standard output.
+/// A file that cannot be created is a usage error naming it.
+pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+            crate::exit::Failure::new(
+                crate::exit::code::USAGE,
+                format!("cannot create {}: {e}", path.display()),
+            )
+        })?),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
