@@ -403,7 +403,10 @@ mod tests {
     fn with_writers(writers: Vec<WriterGrant>) -> Config {
         let caller = |name: &str, role| CallerCredential {
             name: name.into(),
-            token: SecretString::from(format!("credential-of-{name}-0123456789")),
+            token: Some(SecretString::from(format!(
+                "credential-of-{name}-0123456789"
+            ))),
+            tls_subject: None,
             roles: vec![role],
             tenants: None,
         };

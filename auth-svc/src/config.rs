@@ -132,10 +132,10 @@ impl Validate for Config {
             "revocation.max_attempts",
             u64::from(self.revocation.max_attempts),
         )?;
-        if self.audit.token.is_none() {
+        if !self.audit.has_credential() {
             return Err(ConfigError::invalid(
                 "audit.token",
-                "required: auth-svc's audit_writer credential for audit-svc",
+                "required: auth-svc's audit_writer credential for audit-svc (or an audit.tls client certificate audit-svc maps to it)",
             ));
         }
         self.audit.validate().map_err(|e| e.within("audit"))?;

@@ -9,7 +9,7 @@ use audit_outbox::OutboxConfig;
 use scope_catalog::Resource;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use service_runtime::config::{ConfigError, ServiceConfig, Validate, redact_url};
+use service_runtime::config::{ClientTls, ConfigError, ServiceConfig, Validate, redact_url};
 use service_runtime::entrypoint::HasServiceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +77,9 @@ pub struct AmqpConfig {
     pub retry_delays_ms: Vec<u64>,
     /// How long a publish waits for the broker's confirm before it counts as failed.
     pub confirm_timeout_ms: u64,
+    /// TLS to the broker (`[amqp.tls]`); required for an `amqps://` URL. The broker's
+    /// certificate must name the URL's host (`domain` cannot override it here).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for AmqpConfig {
@@ -89,6 +92,7 @@ impl Default for AmqpConfig {
             reconnect_delay_ms: 1_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 300_000],
             confirm_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -137,7 +141,50 @@ impl AmqpConfig {
                 "must be greater than 0",
             ));
         }
+        match (url.scheme() == "amqps", &self.tls) {
+            (true, None) => {
+                return Err(ConfigError::invalid(
+                    "amqp.tls.ca_path",
+                    "amqp.url is amqps, so the CA that signs the broker must be given",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "amqp.url",
+                    "amqp.tls is set, so the URL must be amqps://",
+                ));
+            }
+            (_, Some(tls)) => {
+                tls.validate("amqp.tls")?;
+                if tls.domain.is_some() {
+                    return Err(ConfigError::invalid(
+                        "amqp.tls.domain",
+                        "not supported for the broker: its certificate must name the URL's host",
+                    ));
+                }
+            }
+            (false, None) => {}
+        }
         Ok(())
+    }
+
+    /// The TLS settings lapin connects with: the CA bundle and any client certificate.
+    pub fn lapin_tls(&self) -> Result<lapin::tcp::OwnedTLSConfig, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(lapin::tcp::OwnedTLSConfig::default());
+        };
+        let files = tls.read("amqp.tls")?;
+        let cert_chain = String::from_utf8(files.ca_pem)
+            .map_err(|_| ConfigError::invalid("amqp.tls.ca_path", "is not PEM text"))?;
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity: files
+                .identity
+                .map(|identity| lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: identity.cert_pem,
+                    key: identity.key_pem,
+                }),
+            cert_chain: Some(cert_chain),
+        })
     }
 
     pub fn redacted_url(&self) -> String {
@@ -155,6 +202,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("reconnect_delay_ms", &self.reconnect_delay_ms)
             .field("retry_delays_ms", &self.retry_delays_ms)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -164,15 +212,19 @@ impl std::fmt::Debug for AmqpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthClientConfig {
     pub endpoint: String,
-    /// import-svc's bearer credential at auth-svc (role `import`).
-    pub token: SecretString,
+    /// import-svc's bearer credential at auth-svc (role `import`). May be left out when
+    /// `tls` carries a client certificate that auth-svc maps to import-svc.
+    pub token: Option<SecretString>,
+    /// TLS to auth-svc (`[auth.tls]`); required for an `https://` endpoint.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for AuthClientConfig {
     fn default() -> Self {
         AuthClientConfig {
             endpoint: "http://127.0.0.1:50051".into(),
-            token: SecretString::from(""),
+            token: None,
+            tls: None,
         }
     }
 }
@@ -181,6 +233,19 @@ impl AuthClientConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         url::Url::parse(&self.endpoint)
             .map_err(|e| ConfigError::invalid("auth.endpoint", format!("not a URL ({e})")))?;
+        if let Some(tls) = &self.tls {
+            tls.validate("auth.tls")?;
+        }
+        let has_certificate = self
+            .tls
+            .as_ref()
+            .is_some_and(ClientTls::has_client_certificate);
+        if self.token.is_none() && !has_certificate {
+            return Err(ConfigError::invalid(
+                "auth.token",
+                "required: import-svc's credential at auth-svc (or an auth.tls client certificate auth-svc maps to it)",
+            ));
+        }
         Ok(())
     }
 }
@@ -189,7 +254,8 @@ impl std::fmt::Debug for AuthClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthClientConfig")
             .field("endpoint", &self.endpoint)
-            .field("token", &"[REDACTED]")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -343,10 +409,20 @@ mod tests {
         config.validate().unwrap_err().to_string()
     }
 
+    /// The defaults with the one setting that has none: the credential at auth-svc.
+    fn valid() -> Config {
+        let mut config = Config::default();
+        config.auth.token = Some(SecretString::from("import-credential-0123456789"));
+        config
+    }
+
     #[test]
     fn audit_settings_are_validated_by_field_name() {
-        let valid = Config::default();
-        assert!(valid.validate().is_ok(), "no token is allowed: events wait");
+        let valid = valid();
+        assert!(
+            valid.validate().is_ok(),
+            "no audit token is allowed: events wait"
+        );
 
         let mut config = valid.clone();
         config.audit.endpoint = "not a url".into();
@@ -367,6 +443,47 @@ mod tests {
         let mut config = valid;
         config.audit.token = Some(SecretString::from(""));
         assert!(error_of(&config).contains("audit.token"));
+    }
+
+    #[test]
+    fn tls_settings_and_url_schemes_must_agree() {
+        let tls = ClientTls {
+            ca_path: "/etc/clio-connect/tls/ca.crt".into(),
+            ..ClientTls::default()
+        };
+        let mut config = valid();
+        config.amqp.url = SecretString::from("amqps://guest:guest@broker:5671/%2f");
+        assert!(
+            error_of(&config).contains("amqp.tls.ca_path"),
+            "{}",
+            error_of(&config)
+        );
+        config.amqp.tls = Some(tls.clone());
+        config.validate().unwrap();
+        config.amqp.tls = Some(ClientTls {
+            domain: Some("broker.internal".into()),
+            ..tls.clone()
+        });
+        assert!(error_of(&config).contains("amqp.tls.domain"));
+
+        let mut config = valid();
+        config.amqp.tls = Some(tls.clone());
+        assert!(
+            error_of(&config).contains("amqp.url"),
+            "{}",
+            error_of(&config)
+        );
+
+        // Without a bearer credential, only a client certificate identifies import-svc.
+        let mut config = valid();
+        config.auth.token = None;
+        assert!(error_of(&config).contains("auth.token"));
+        config.auth.tls = Some(ClientTls {
+            cert_path: Some("/etc/clio-connect/tls/import-svc.crt".into()),
+            key_path: Some("/etc/clio-connect/tls/import-svc.key".into()),
+            ..tls
+        });
+        config.validate().unwrap();
     }
 
     #[test]

@@ -10,9 +10,12 @@ use proto::auth::v1::auth_service_client::AuthServiceClient;
 use scope_catalog::{Scope, ScopeSet};
 use secrecy::SecretString;
 use service_runtime::caller_auth::BearerToken;
+use service_runtime::tls::grpc_endpoint;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use url::Url;
+
+use crate::config::AuthClientConfig;
 
 /// A leased token and where it may be sent.
 pub struct Lease {
@@ -64,12 +67,13 @@ pub struct Leases {
 }
 
 impl Leases {
-    pub fn new(endpoint: &str, token: &SecretString) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_owned())?
+    pub fn new(config: &AuthClientConfig) -> anyhow::Result<Self> {
+        let channel = grpc_endpoint("auth.endpoint", &config.endpoint, config.tls.as_ref())?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(30))
             .connect_lazy();
-        let client = AuthServiceClient::with_interceptor(channel, BearerToken::new(token)?);
+        let bearer = BearerToken::optional(config.token.as_ref())?;
+        let client = AuthServiceClient::with_interceptor(channel, bearer);
         Ok(Leases { client })
     }
 

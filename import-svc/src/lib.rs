@@ -108,7 +108,7 @@ pub async fn run_with_clock(
             Some(waker),
             clock.clone(),
         ));
-    let leases = leases::Leases::new(&config.auth.endpoint, &config.auth.token)?;
+    let leases = leases::Leases::new(&config.auth)?;
     let relay_task = relay.map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
     let topology = queue::topology::Topology::with_retry_delays(
         &config.amqp.prefix,

@@ -146,7 +146,8 @@ fn two_connectors() -> Setup {
         tweak: Box::new(|config| {
             config.service.callers.push(CallerCredential {
                 name: "other-connector".into(),
-                token: SecretString::from(OTHER_CONNECTOR),
+                token: Some(SecretString::from(OTHER_CONNECTOR)),
+                tls_subject: None,
                 roles: vec![Role::Connector],
                 tenants: None,
             });

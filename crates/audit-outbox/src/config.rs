@@ -5,13 +5,20 @@
 //! [audit]
 //! endpoint = "http://127.0.0.1:50053"
 //! token = "<this service's audit_writer credential>"
+//!
+//! # TLS to audit-svc (endpoint must then be https://); with a client certificate that
+//! # audit-svc maps to this writer, the token may be left out.
+//! [audit.tls]
+//! ca_path = "/etc/clio-connect/tls/ca.crt"
+//! cert_path = "/etc/clio-connect/tls/auth-svc.crt"
+//! key_path = "/etc/clio-connect/tls/auth-svc.key"
 //! ```
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use service_runtime::config::{ConfigError, Validate, http_base_url, positive};
+use service_runtime::config::{ClientTls, ConfigError, Validate, http_base_url, positive};
 
 use crate::relay::{MAX_BATCH, RelayConfig};
 
@@ -29,6 +36,8 @@ pub struct OutboxConfig {
     /// still written to the outbox and wait there (a warning says so at start), unless
     /// the service requires one.
     pub token: Option<SecretString>,
+    /// TLS to audit-svc (`[audit.tls]`); required for an `https://` endpoint.
+    pub tls: Option<ClientTls>,
     pub poll_interval_ms: u64,
     pub batch_size: u32,
     pub max_backoff_ms: u64,
@@ -43,6 +52,7 @@ impl Default for OutboxConfig {
         OutboxConfig {
             endpoint: "http://127.0.0.1:50053".into(),
             token: None,
+            tls: None,
             poll_interval_ms: 1_000,
             batch_size: 500,
             max_backoff_ms: 30_000,
@@ -67,6 +77,9 @@ impl Validate for OutboxConfig {
                 "must not be empty (leave it out to keep events in the outbox)",
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.validate("tls")?;
+        }
         positive("poll_interval_ms", self.poll_interval_ms)?;
         positive("max_backoff_ms", self.max_backoff_ms)?;
         positive("request_timeout_ms", self.request_timeout_ms)?;
@@ -84,12 +97,25 @@ impl Validate for OutboxConfig {
 }
 
 impl OutboxConfig {
+    /// Whether this producer can prove who it is to audit-svc: a bearer token, or a
+    /// client certificate audit-svc maps to a writer.
+    pub fn has_credential(&self) -> bool {
+        self.token.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(ClientTls::has_client_certificate)
+    }
+
     /// What the [`Relay`](crate::Relay) runs with; `None` without a credential.
     pub fn relay_config(&self) -> Option<RelayConfig> {
-        let token = self.token.clone()?;
+        if !self.has_credential() {
+            return None;
+        }
         Some(RelayConfig {
             endpoint: self.endpoint.clone(),
-            token,
+            token: self.token.clone(),
+            tls: self.tls.clone(),
             batch_size: self.batch_size,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             min_backoff: MIN_BACKOFF,
@@ -105,6 +131,7 @@ impl std::fmt::Debug for OutboxConfig {
         f.debug_struct("OutboxConfig")
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("tls", &self.tls)
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("batch_size", &self.batch_size)
             .field("max_backoff_ms", &self.max_backoff_ms)

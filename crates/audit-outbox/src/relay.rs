@@ -17,12 +17,14 @@ use proto::common::v1::AuditEvent;
 use rand::Rng;
 use secrecy::SecretString;
 use service_runtime::caller_auth::BearerToken;
+use service_runtime::config::{ClientTls, ConfigError};
 use service_runtime::metrics::Metrics;
+use service_runtime::tls::grpc_endpoint;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::OutboxConfig;
 
@@ -39,8 +41,10 @@ const FAILURES_BEFORE_ERROR: u32 = 10;
 pub struct RelayConfig {
     /// audit-svc's gRPC address, e.g. `http://127.0.0.1:50053`.
     pub endpoint: String,
-    /// The producer's `audit_writer` credential.
-    pub token: SecretString,
+    /// The producer's `audit_writer` credential; none when its client certificate is.
+    pub token: Option<SecretString>,
+    /// TLS to audit-svc, for an `https://` endpoint.
+    pub tls: Option<ClientTls>,
     pub batch_size: u32,
     /// How often to look for events when nobody woke the relay.
     pub poll_interval: Duration,
@@ -55,7 +59,8 @@ impl std::fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayConfig")
             .field("endpoint", &self.endpoint)
-            .field("token", &"[REDACTED]")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("tls", &self.tls)
             .field("batch_size", &self.batch_size)
             .field("poll_interval", &self.poll_interval)
             .field("min_backoff", &self.min_backoff)
@@ -167,12 +172,13 @@ impl Relay {
                 "batch_size must be between 1 and {MAX_BATCH}"
             )));
         }
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| RelayError::Config(format!("endpoint: {e}")))?
+        // Both producers keep these settings under `[audit]`.
+        let refused = |e: ConfigError| RelayError::Config(e.within("audit").to_string());
+        let endpoint = grpc_endpoint("endpoint", &config.endpoint, config.tls.as_ref())
+            .map_err(refused)?
             .connect_timeout(config.request_timeout)
             .timeout(config.request_timeout);
-        let bearer = BearerToken::new(&config.token)
-            .map_err(|e| RelayError::Config(format!("token: {e}")))?;
+        let bearer = BearerToken::optional(config.token.as_ref()).map_err(refused)?;
         let client = AuditServiceClient::with_interceptor(endpoint.connect_lazy(), bearer);
         Ok(Relay {
             pool,
@@ -187,7 +193,9 @@ impl Relay {
     /// the outbox until one is configured, and a warning says so.
     pub fn from_config(pool: PgPool, config: &OutboxConfig) -> Result<Option<Relay>, RelayError> {
         let Some(relay_config) = config.relay_config() else {
-            tracing::warn!("no audit.token configured: audit events stay in the outbox");
+            tracing::warn!(
+                "no audit.token or audit.tls client certificate configured: audit events stay in the outbox"
+            );
             return Ok(None);
         };
         Relay::new(pool, relay_config).map(Some)

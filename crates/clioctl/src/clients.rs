@@ -14,8 +14,10 @@ use proto::import::v1::import_service_client::ImportServiceClient;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use service_runtime::caller_auth::BearerToken;
+use service_runtime::config::ClientTls;
+use service_runtime::tls::grpc_endpoint;
 use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::exit::{Failure, code};
 
@@ -34,6 +36,11 @@ pub struct ClioctlConfig {
     /// Only the tokens of the roles a person acts in need to be present.
     #[serde(default)]
     pub tokens: Tokens,
+    /// TLS to the services (`[tls]`, `CLIOCTL_TLS__CA_PATH`): needed for `https://`
+    /// endpoints. With a client certificate the services map to a caller, no token is
+    /// needed.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
     /// Demo only: the Clio simulator the stack runs against.
     #[serde(default)]
     pub demo: Option<DemoConfig>,
@@ -114,6 +121,15 @@ pub enum Service {
 }
 
 impl Service {
+    /// The config key of its URL.
+    fn key(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::Import => "import",
+            Service::Audit => "audit",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Service::Auth => "auth-svc",
@@ -223,6 +239,7 @@ impl Clients {
                     let key = key.as_str().to_ascii_lowercase();
                     ["auth", "import", "audit"].contains(&key.as_str())
                         || key.starts_with("tokens__")
+                        || key.starts_with("tls__")
                         || key.starts_with("demo__")
                 })
                 .split("__"),
@@ -259,32 +276,43 @@ impl Clients {
     fn connect(&self, service: Service, roles: &[Role]) -> anyhow::Result<(Authed, Target)> {
         let found = roles
             .iter()
-            .find_map(|role| self.token(*role).map(|token| (*role, token)));
-        let Some((role, token)) = found else {
-            let settings: Vec<String> = roles.iter().map(|r| r.setting()).collect();
-            return Err(Failure::new(
-                code::USAGE,
-                format!(
-                    "this command needs a service credential: set {} in the config file or \
-                     the environment",
-                    settings.join(" or ")
-                ),
-            )
-            .into());
+            .find_map(|role| self.token(*role).map(|token| (*role, Some(token))));
+        let has_certificate = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(ClientTls::has_client_certificate);
+        let (role, token) = match found {
+            Some(found) => found,
+            // The client certificate speaks for the caller.
+            None if has_certificate && !roles.is_empty() => (roles[0], None),
+            None => {
+                let settings: Vec<String> = roles.iter().map(|r| r.setting()).collect();
+                return Err(Failure::new(
+                    code::USAGE,
+                    format!(
+                        "this command needs a service credential: set {} (or a tls client \
+                         certificate) in the config file or the environment",
+                        settings.join(" or ")
+                    ),
+                )
+                .into());
+            }
         };
         let url = self.url(service).to_owned();
-        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| {
-            Failure::new(
-                code::USAGE,
-                format!(
-                    "{} endpoint {url:?} in {} is not a URL: {e}",
-                    service.name(),
-                    service.setting()
-                ),
-            )
-        })?;
+        let endpoint =
+            grpc_endpoint(service.key(), &url, self.config.tls.as_ref()).map_err(|e| {
+                Failure::new(
+                    code::USAGE,
+                    format!(
+                        "{} endpoint {url:?} in {}: {e}",
+                        service.name(),
+                        service.setting()
+                    ),
+                )
+            })?;
         let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
-        let bearer = BearerToken::new(token).map_err(|_| {
+        let bearer = BearerToken::optional(token).map_err(|_| {
             Failure::new(
                 code::USAGE,
                 format!("{} is not valid header text", role.setting()),

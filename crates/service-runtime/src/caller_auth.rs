@@ -1,7 +1,8 @@
 //! Caller authentication and the per-RPC role allow-list.
 //!
-//! Every gRPC call carries `authorization: Bearer <service credential>`. The credential is
-//! looked up (by SHA-256, compared in constant time), the caller's roles are checked
+//! Every gRPC call carries `authorization: Bearer <service credential>`, or, over mTLS, a
+//! client certificate whose subject CN a caller is configured with (`tls_subject`). The
+//! credential is looked up (by SHA-256, compared in constant time), the caller's roles are checked
 //! against the allow-list of the called method, and the verified [`Caller`] is put in the
 //! request extensions for handlers (`request.extensions().get::<Caller>()`).
 //!
@@ -21,8 +22,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::config::CallerCredential;
+use crate::tls::subject_common_name;
 
 /// What a caller may do. Each RPC lists the roles allowed to call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -208,6 +211,8 @@ struct KnownCredential {
 
 struct Authorizer {
     credentials: Vec<KnownCredential>,
+    /// Callers identified by the CN of a client certificate the TLS handshake verified.
+    subjects: HashMap<String, Caller>,
     policy: AccessPolicy,
     sink: Arc<dyn DenialSink>,
     metrics: crate::metrics::RpcMetrics,
@@ -221,11 +226,16 @@ enum Decision {
 }
 
 impl Authorizer {
-    fn decide(&self, path: &str, headers: &http::HeaderMap) -> Decision {
+    fn decide(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer_subject: Option<&str>,
+    ) -> Decision {
         if self.policy.is_public(path) {
             return Decision::Public;
         }
-        let caller = match self.authenticate(headers) {
+        let caller = match self.authenticate(headers, peer_subject) {
             Ok(caller) => caller,
             Err(reason) => {
                 return self.refuse(path, None, Status::unauthenticated(reason));
@@ -267,10 +277,23 @@ impl Authorizer {
         Decision::Refused(status)
     }
 
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, &'static str> {
-        let value = headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or("missing authorization header: expected `Bearer <service credential>`")?;
+    /// A bearer credential decides when one is sent; otherwise a verified client
+    /// certificate whose CN a caller is configured with.
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        peer_subject: Option<&str>,
+    ) -> Result<Caller, &'static str> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return match peer_subject {
+                Some(subject) => self
+                    .subjects
+                    .get(subject)
+                    .cloned()
+                    .ok_or("the client certificate's subject is not a configured caller"),
+                None => Err("missing authorization header: expected `Bearer <service credential>`"),
+            };
+        };
         let value = value
             .to_str()
             .map_err(|_| "authorization header is not valid text")?;
@@ -303,20 +326,28 @@ impl CallerAuthLayer {
         sink: Arc<dyn DenialSink>,
         metrics: crate::metrics::RpcMetrics,
     ) -> Self {
+        let caller = |c: &CallerCredential| Caller {
+            name: c.name.clone(),
+            roles: c.roles.clone(),
+            tenants: c.tenants.clone(),
+        };
+        let subjects = credentials
+            .iter()
+            .filter_map(|c| Some((c.tls_subject.clone()?, caller(c))))
+            .collect();
         let credentials = credentials
             .iter()
-            .map(|c| KnownCredential {
-                digest: Sha256::digest(c.token.expose_secret().as_bytes()).into(),
-                caller: Caller {
-                    name: c.name.clone(),
-                    roles: c.roles.clone(),
-                    tenants: c.tenants.clone(),
-                },
+            .filter_map(|c| {
+                Some(KnownCredential {
+                    digest: Sha256::digest(c.token.as_ref()?.expose_secret().as_bytes()).into(),
+                    caller: caller(c),
+                })
             })
             .collect();
         CallerAuthLayer {
             authorizer: Arc::new(Authorizer {
                 credentials,
+                subjects,
                 policy,
                 sink,
                 metrics,
@@ -360,10 +391,18 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self
-            .authorizer
-            .decide(request.uri().path(), request.headers())
-        {
+        // Set by tonic for TLS connections; its certificates passed the handshake's check
+        // against `service.tls.client_ca_path`.
+        let peer_subject = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .and_then(|certs| certs.first().and_then(|leaf| subject_common_name(leaf)));
+        match self.authorizer.decide(
+            request.uri().path(),
+            request.headers(),
+            peer_subject.as_deref(),
+        ) {
             Decision::Public => Box::pin(self.inner.call(request)),
             Decision::Allowed(caller) => {
                 request.extensions_mut().insert(caller);
@@ -375,9 +414,10 @@ where
 }
 
 /// Adds `authorization: Bearer <token>` to outgoing calls (service-to-service clients).
+/// A client that authenticates with its TLS certificate alone sends none.
 #[derive(Clone)]
 pub struct BearerToken {
-    value: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl BearerToken {
@@ -387,21 +427,34 @@ impl BearerToken {
                 .parse()
                 .map_err(|_| crate::ConfigError::invalid("token", "not valid header text"))?;
         value.set_sensitive(true);
-        Ok(BearerToken { value })
+        Ok(BearerToken { value: Some(value) })
+    }
+
+    /// The token when there is one; none when the client certificate speaks for the caller.
+    pub fn optional(token: Option<&secrecy::SecretString>) -> Result<Self, crate::ConfigError> {
+        match token {
+            Some(token) => BearerToken::new(token),
+            None => Ok(BearerToken { value: None }),
+        }
     }
 }
 
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BearerToken([REDACTED])")
+        match self.value {
+            Some(_) => f.write_str("BearerToken([REDACTED])"),
+            None => f.write_str("BearerToken(none)"),
+        }
     }
 }
 
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.value.clone());
+        if let Some(value) = &self.value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
         Ok(request)
     }
 }
@@ -430,7 +483,7 @@ mod tests {
         let known = format!("/{SERVICE}/GetConnection");
         for path in [known.as_str(), "/attacker/chosen-1", "/attacker/chosen-2"] {
             assert!(matches!(
-                layer.authorizer.decide(path, &no_credential),
+                layer.authorizer.decide(path, &no_credential, None),
                 Decision::Refused(_)
             ));
         }

@@ -10,7 +10,7 @@
 //! rather than flattening it: serde cannot deny unknown keys beside `flatten`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::caller_auth::Role;
 use crate::telemetry::LogFormat;
+pub use crate::tls::{ClientTls, TlsConfig};
 
 /// Why configuration was refused. Every variant names the field.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +188,7 @@ impl Validate for ServiceConfig {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        let mut subjects = std::collections::HashSet::new();
         for (i, caller) in self.callers.iter().enumerate() {
             if caller.name.trim().is_empty() {
                 return Err(ConfigError::invalid(
@@ -200,11 +202,45 @@ impl Validate for ServiceConfig {
                     format!("{:?} is listed twice", caller.name),
                 ));
             }
-            if caller.token.expose_secret().len() < 16 {
-                return Err(ConfigError::invalid(
-                    format!("callers[{i}].token"),
-                    "must be at least 16 characters",
-                ));
+            match (&caller.token, &caller.tls_subject) {
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        format!("callers[{i}].token"),
+                        "must be given (or tls_subject, to identify the caller by its client certificate)",
+                    ));
+                }
+                (Some(token), _) if token.expose_secret().len() < 16 => {
+                    return Err(ConfigError::invalid(
+                        format!("callers[{i}].token"),
+                        "must be at least 16 characters",
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(subject) = &caller.tls_subject {
+                if subject.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("callers[{i}].tls_subject"),
+                        "must not be empty",
+                    ));
+                }
+                if !subjects.insert(subject.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("callers[{i}].tls_subject"),
+                        format!("{subject:?} is listed twice"),
+                    ));
+                }
+                // Without a client CA no certificate is asked for, let alone verified.
+                if self
+                    .tls
+                    .as_ref()
+                    .is_none_or(|tls| tls.client_ca_path.is_none())
+                {
+                    return Err(ConfigError::invalid(
+                        format!("callers[{i}].tls_subject"),
+                        "needs service.tls.client_ca_path, which verifies client certificates",
+                    ));
+                }
             }
             if caller.roles.is_empty() {
                 return Err(ConfigError::invalid(
@@ -321,7 +357,14 @@ pub fn redact_url(raw: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct CallerCredential {
     pub name: String,
-    pub token: SecretString,
+    /// The bearer credential this caller sends. May be left out when `tls_subject` is
+    /// given: the verified client certificate then identifies the caller.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// The common name (CN) of the client certificate that identifies this caller without
+    /// a bearer token (mTLS; needs `service.tls.client_ca_path`, which verifies it).
+    #[serde(default)]
+    pub tls_subject: Option<String>,
     pub roles: Vec<Role>,
     /// The firms (tenants) whose data this caller may touch; absent means every tenant.
     #[serde(default)]
@@ -332,20 +375,12 @@ impl std::fmt::Debug for CallerCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerCredential")
             .field("name", &self.name)
-            .field("token", &"[REDACTED]")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("tls_subject", &self.tls_subject)
             .field("roles", &self.roles)
             .field("tenants", &self.tenants)
             .finish()
     }
-}
-
-/// Server TLS; with `client_ca_path` set, clients must present a certificate (mTLS).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub client_ca_path: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -410,6 +445,22 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("callers[0].token"), "{err}");
+    }
+
+    #[test]
+    fn a_caller_named_by_certificate_needs_a_verifying_client_ca() {
+        let err = from_toml("[[service.callers]]\nname = \"a\"\nroles = [\"import\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("callers[0].token"), "{err}");
+
+        let err = from_toml(
+            "[[service.callers]]\nname = \"a\"\ntls_subject = \"import-svc\"\nroles = [\"import\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("callers[0].tls_subject"), "{err}");
+        assert!(err.contains("client_ca_path"), "{err}");
     }
 
     #[test]

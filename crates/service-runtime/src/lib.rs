@@ -5,8 +5,8 @@
 //! layered config ([`config`]), logs ([`telemetry`]), caller authentication with a per-RPC
 //! role allow-list ([`caller_auth`]), dependency-driven gRPC health ([`health`]), the
 //! Prometheus endpoint ([`metrics`]), the Postgres pool and embedded migrations
-//! ([`database`]), the gRPC/HTTP server with reflection ([`server`]) and signal handling
-//! ([`shutdown`]).
+//! ([`database`]), the gRPC/HTTP server with reflection ([`server`]), TLS for both ends of
+//! every hop ([`tls`]) and signal handling ([`shutdown`]).
 
 pub mod caller_auth;
 pub mod clock;
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use caller_auth::{AccessPolicy, Caller, Role};
 pub use config::{ConfigError, ServiceConfig};

@@ -4,7 +4,6 @@
 //! service is reached through one address and `run(config, listener, shutdown)` needs one
 //! listener. Every request passes the caller-auth layer first.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::caller_auth::{AccessPolicy, CallerAuthLayer, DenialSink, LogDenials};
-use crate::config::{ConfigError, ServiceConfig, TlsConfig};
+use crate::config::{ConfigError, ServiceConfig};
 use crate::health::{DependencyCheck, HealthMonitor};
 use crate::metrics::Metrics;
 
@@ -47,11 +45,14 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(server_tls(tls).await?).map_err(|e| {
-            // tonic's own message is just "transport error"; the cause says what is wrong.
-            let cause = std::error::Error::source(&e).map_or(e.to_string(), |c| c.to_string());
-            ConfigError::invalid("service.tls", format!("unusable ({cause})"))
-        })?;
+        builder = builder
+            .tls_config(crate::tls::server_tls(tls)?)
+            .map_err(|e| {
+                ConfigError::invalid(
+                    "service.tls",
+                    format!("unusable ({})", crate::tls::cause_of(&e)),
+                )
+            })?;
     }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -127,24 +128,4 @@ pub async fn serve(
         }
     }
     Ok(())
-}
-
-/// The server side of `service.tls`. A file that cannot be read is refused naming its
-/// setting and path (validation checks existence, but not readability or `client_ca_path`).
-async fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ConfigError> {
-    async fn read(field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-        tokio::fs::read(path).await.map_err(|e| {
-            ConfigError::invalid(
-                format!("service.tls.{field}"),
-                format!("cannot read {} ({e})", path.display()),
-            )
-        })
-    }
-    let cert = read("cert_path", &tls.cert_path).await?;
-    let key = read("key_path", &tls.key_path).await?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &tls.client_ca_path {
-        config = config.client_ca_root(Certificate::from_pem(read("client_ca_path", ca).await?));
-    }
-    Ok(config)
 }

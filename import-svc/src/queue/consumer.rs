@@ -104,9 +104,11 @@ impl Consumer {
         shutdown: &CancellationToken,
         slots: Arc<Semaphore>,
     ) -> anyhow::Result<()> {
-        let connection = Connection::connect(
+        let connection = Connection::connect_with_config(
             self.config.url.expose_secret(),
             ConnectionProperties::default(),
+            self.config.lapin_tls()?,
+            lapin::runtime::default_runtime()?,
         )
         .await
         .map_err(|e| anyhow::anyhow!("connect to {}: {e}", self.config.redacted_url()))?;

@@ -77,7 +77,7 @@ pub async fn start(test: &str, setup: Setup) -> RunningImport {
     config.amqp.prefix = broker.prefix.clone();
     config.amqp.reconnect_delay_ms = 200;
     config.auth.endpoint = setup.auth_endpoint;
-    config.auth.token = SecretString::from(setup.auth_token);
+    config.auth.token = Some(SecretString::from(setup.auth_token));
     config.importer.backoff_base_ms = 20;
     config.audit.platform_tenant = PLATFORM_TENANT.into();
     if let Some((endpoint, token)) = setup.audit {

@@ -62,7 +62,8 @@ pub fn caller_config() -> Vec<CallerCredential> {
         .into_iter()
         .map(|c| CallerCredential {
             name: c.name.to_owned(),
-            token: SecretString::from(c.token),
+            token: Some(SecretString::from(c.token)),
+            tls_subject: None,
             roles: c.roles,
             tenants: c
                 .tenants

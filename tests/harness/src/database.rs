@@ -48,11 +48,29 @@ impl TestDatabase {
 
     /// The same database reached through `proxy`.
     pub fn secret_url_via(&self, proxy: std::net::SocketAddr) -> SecretString {
+        SecretString::from(self.url_via(proxy).to_string())
+    }
+
+    /// This database through a TLS front at `front`, the server's certificate verified
+    /// against `ca` and its name checked (`sslmode=verify-full`).
+    pub fn secret_url_verify_full(
+        &self,
+        front: std::net::SocketAddr,
+        ca: &std::path::Path,
+    ) -> SecretString {
+        let mut url = self.url_via(front);
+        url.query_pairs_mut()
+            .append_pair("sslmode", "verify-full")
+            .append_pair("sslrootcert", &ca.display().to_string());
+        SecretString::from(url.to_string())
+    }
+
+    fn url_via(&self, proxy: std::net::SocketAddr) -> url::Url {
         let mut url = url::Url::parse(&self.url).expect("database URL");
         url.set_host(Some(&proxy.ip().to_string()))
             .expect("proxy host");
         url.set_port(Some(proxy.port())).expect("proxy port");
-        SecretString::from(url.to_string())
+        url
     }
 
     /// A connection for raw inspection of what a service stored.

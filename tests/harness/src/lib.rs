@@ -14,6 +14,7 @@ mod grpc;
 mod logs;
 mod polling;
 mod proxy;
+pub mod tls;
 
 pub use amqp::{AmqpMessage, TestBroker};
 pub use binary::service_binary;
@@ -34,4 +35,14 @@ pub fn unique_prefix(test: &str) -> String {
 pub fn amqp_url() -> String {
     std::env::var("CLIO_CONNECT_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The address of the RabbitMQ the tests use.
+pub fn amqp_address() -> std::net::SocketAddr {
+    let url = url::Url::parse(&amqp_url()).expect("AMQP URL");
+    let host = url.host_str().expect("AMQP host");
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, url.port().unwrap_or(5672)))
+        .expect("resolve the AMQP host")
+        .next()
+        .expect("an AMQP address")
 }

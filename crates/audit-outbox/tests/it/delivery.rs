@@ -74,7 +74,8 @@ pub async fn outbox_database() -> (TestDatabase, PgPool) {
 fn relay_config(address: SocketAddr) -> RelayConfig {
     RelayConfig {
         endpoint: format!("http://{address}"),
-        token: SecretString::from(TOKEN),
+        token: Some(SecretString::from(TOKEN)),
+        tls: None,
         batch_size: 7,
         poll_interval: Duration::from_millis(50),
         min_backoff: Duration::from_millis(20),

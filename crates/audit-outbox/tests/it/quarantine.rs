@@ -81,7 +81,8 @@ fn relay(pool: &PgPool, address: SocketAddr, batch_size: u32) -> Relay {
         pool.clone(),
         RelayConfig {
             endpoint: format!("http://{address}"),
-            token: SecretString::from("outbox-test-credential-0123456789"),
+            token: Some(SecretString::from("outbox-test-credential-0123456789")),
+            tls: None,
             batch_size,
             poll_interval: Duration::from_millis(50),
             min_backoff: Duration::from_millis(20),

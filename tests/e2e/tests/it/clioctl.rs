@@ -13,10 +13,10 @@ use crate::stack::{Stack, StackSetup};
 const PERSON: &str = "carol@firm.example";
 
 /// What one clioctl run printed and how it ended.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl std::fmt::Debug for Run {
@@ -35,7 +35,7 @@ async fn clioctl(config: &Path, args: &[&str]) -> Run {
 }
 
 /// Runs clioctl with `config` and only the variables `env`.
-async fn clioctl_with_env(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+pub(crate) async fn clioctl_with_env(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(harness::service_binary("clioctl"))

@@ -18,3 +18,4 @@ mod services;
 mod stack;
 mod sync_integrity;
 mod tls;
+mod tls_everywhere;

@@ -46,7 +46,12 @@ impl ImportProcess {
             config.amqp.url.expose_secret(),
             config.amqp.prefix,
             config.auth.endpoint,
-            config.auth.token.expose_secret(),
+            config
+                .auth
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret())
+                .unwrap_or_default(),
             config.importer.backoff_base_ms,
         );
         let mut file = tempfile::NamedTempFile::new().unwrap();

@@ -182,7 +182,7 @@ impl Stack {
             "http://{}",
             auth_proxy.as_ref().map_or(auth.address, |p| p.address)
         );
-        import_config.auth.token = SecretString::from(import_token());
+        import_config.auth.token = Some(SecretString::from(import_token()));
         import_config.importer.backoff_base_ms = 20;
         import_config.audit.endpoint = format!(
             "http://{}",

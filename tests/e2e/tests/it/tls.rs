@@ -6,103 +6,35 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use harness::tls::{Pem, TestCa};
 use harness::{ServingStatus, TestDatabase, health_status, poll_until};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use service_runtime::config::TlsConfig;
-use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::services::{Running, Service, start_with_config, test_service_config};
 
-/// A certificate and its private key, both PEM.
-struct Pem {
-    cert: String,
-    key: String,
-}
-
-impl Pem {
-    fn identity(&self) -> Identity {
-        Identity::from_pem(&self.cert, &self.key)
-    }
-}
-
-/// A CA that signs server and client certificates.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    cert: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap().pem();
-        TestCa {
-            issuer: Issuer::new(params, key),
-            cert,
-        }
-    }
-
-    fn certificate(&self) -> Certificate {
-        Certificate::from_pem(&self.cert)
-    }
-
-    /// The service's certificate, valid for how tests reach it.
-    fn server_certificate(&self) -> Pem {
-        self.sign(
-            "audit-svc",
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses) usable for `purpose`.
-    fn sign(&self, common_name: &str, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> Pem {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap().pem();
-        Pem {
-            cert,
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-/// The server's files on disk, where `service.tls` points; removed when dropped.
+/// The server's files on disk, where `service.tls` points: the CA's directory.
 struct ServerFiles {
-    dir: TempDir,
+    ca: TestCa,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl ServerFiles {
-    fn write(ca: &TestCa, server: &Pem) -> ServerFiles {
-        let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("server.crt"), &server.cert).unwrap();
-        std::fs::write(dir.path().join("server.key"), &server.key).unwrap();
-        std::fs::write(dir.path().join("client-ca.crt"), &ca.cert).unwrap();
-        ServerFiles { dir }
+    fn write(ca: TestCa, server: &Pem) -> ServerFiles {
+        let (cert, key) = ca.write("server", server);
+        ServerFiles { ca, cert, key }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.ca.ca_path().with_file_name(name)
     }
 
     fn tls(&self, require_client_certificates: bool) -> TlsConfig {
         TlsConfig {
-            cert_path: self.path("server.crt"),
-            key_path: self.path("server.key"),
-            client_ca_path: require_client_certificates.then(|| self.path("client-ca.crt")),
+            cert_path: self.cert.clone(),
+            key_path: self.key.clone(),
+            client_ca_path: require_client_certificates.then(|| self.ca.ca_path()),
         }
     }
 }
@@ -118,9 +50,9 @@ async fn start_audit_with_tls(tls: TlsConfig) -> Running {
 /// An `https` endpoint trusting `ca`, presenting `client` when given. The URL names the
 /// IP address, so the server certificate must carry it as a subject alternative name.
 fn https(address: SocketAddr, ca: &TestCa, client: Option<&Pem>) -> Endpoint {
-    let mut tls = ClientTlsConfig::new().ca_certificate(ca.certificate());
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.cert));
     if let Some(client) = client {
-        tls = tls.identity(client.identity());
+        tls = tls.identity(Identity::from_pem(&client.cert, &client.key));
     }
     bounded(Channel::from_shared(format!("https://{address}")).unwrap())
         .tls_config(tls)
@@ -182,11 +114,12 @@ async fn assert_refused(what: &str, endpoint: &Endpoint, because: &str) {
 #[tokio::test]
 async fn with_a_certificate_the_service_speaks_only_tls() {
     let ca = TestCa::new("e2e test CA");
-    let server = ca.server_certificate();
-    let files = ServerFiles::write(&ca, &server);
+    let server = ca.server("audit-svc");
+    let files = ServerFiles::write(ca, &server);
     let running = start_audit_with_tls(files.tls(false)).await;
+    let ca = &files.ca;
 
-    let trusted = https(running.address, &ca, None);
+    let trusted = https(running.address, ca, None);
     wait_until_serving(&trusted).await;
 
     assert_refused("a plaintext client", &plaintext(running.address), "").await;
@@ -206,25 +139,25 @@ async fn with_a_certificate_the_service_speaks_only_tls() {
 #[tokio::test]
 async fn with_a_client_ca_the_service_demands_a_client_certificate() {
     let ca = TestCa::new("e2e test CA");
-    let server = ca.server_certificate();
-    let client = ca.sign("e2e client", &[], ExtendedKeyUsagePurpose::ClientAuth);
-    let files = ServerFiles::write(&ca, &server);
+    let server = ca.server("audit-svc");
+    let client = ca.client("e2e client");
+    let files = ServerFiles::write(ca, &server);
     let running = start_audit_with_tls(files.tls(true)).await;
+    let ca = &files.ca;
 
-    let with_certificate = https(running.address, &ca, Some(&client));
+    let with_certificate = https(running.address, ca, Some(&client));
     wait_until_serving(&with_certificate).await;
 
     assert_refused(
         "a client without a certificate",
-        &https(running.address, &ca, None),
+        &https(running.address, ca, None),
         "CertificateRequired",
     )
     .await;
-    let stranger =
-        TestCa::new("some other CA").sign("e2e client", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let stranger = TestCa::new("some other CA").client("e2e client");
     assert_refused(
         "a client whose certificate another CA signed",
-        &https(running.address, &ca, Some(&stranger)),
+        &https(running.address, ca, Some(&stranger)),
         "UnknownCA",
     )
     .await;
@@ -237,11 +170,80 @@ async fn with_a_client_ca_the_service_demands_a_client_certificate() {
     running.stop().await.unwrap();
 }
 
+/// Verify over `endpoint` with no bearer credential, or with `bearer`.
+async fn verify_as(endpoint: &Endpoint, bearer: Option<&str>) -> Result<(), tonic::Code> {
+    let channel = endpoint.connect().await.unwrap();
+    let mut request = tonic::Request::new(proto::audit::v1::VerifyRequest {
+        tenant: "firm-1".into(),
+        ..Default::default()
+    });
+    if let Some(bearer) = bearer {
+        request = harness::with_bearer(request.into_inner(), bearer);
+    }
+    proto::audit::v1::audit_service_client::AuditServiceClient::new(channel)
+        .verify(request)
+        .await
+        .map(|_| ())
+        .map_err(|status| status.code())
+}
+
+#[tokio::test]
+async fn a_client_certificate_subject_identifies_its_caller_without_a_bearer() {
+    let ca = TestCa::new("e2e test CA");
+    let server = ca.server("audit-svc");
+    let desk = ca.client("compliance-desk");
+    let unmapped = ca.client("nobody-in-particular");
+    let files = ServerFiles::write(ca, &server);
+    let database = TestDatabase::create().await;
+    let mut service = test_service_config(database.secret_url());
+    service.tls = Some(files.tls(true));
+    service
+        .callers
+        .push(service_runtime::config::CallerCredential {
+            name: "compliance-desk".into(),
+            token: None,
+            tls_subject: Some("compliance-desk".into()),
+            roles: vec![service_runtime::Role::Compliance],
+            tenants: None,
+        });
+    let running = start_with_config(Service::Audit, database, service).await;
+    let ca = &files.ca;
+    let as_desk = https(running.address, ca, Some(&desk));
+    wait_until_serving(&as_desk).await;
+
+    // The certificate alone is the credential.
+    assert_eq!(verify_as(&as_desk, None).await, Ok(()));
+    // A certificate the CA signed for a subject no caller is configured with is no one.
+    let as_unmapped = https(running.address, ca, Some(&unmapped));
+    assert_eq!(
+        verify_as(&as_unmapped, None).await,
+        Err(tonic::Code::Unauthenticated)
+    );
+    // A bearer credential, when sent, decides: a wrong one is refused whatever the
+    // certificate, and a right one works from a certificate no caller is named by.
+    assert_eq!(
+        verify_as(&as_desk, Some("not-a-credential-0123456789")).await,
+        Err(tonic::Code::Unauthenticated)
+    );
+    assert_eq!(
+        verify_as(&as_unmapped, Some(&harness::token_of("compliance"))).await,
+        Ok(())
+    );
+    // The mapped subject carries its caller's roles, no more.
+    let channel = as_desk.connect().await.unwrap();
+    let record = proto::audit::v1::audit_service_client::AuditServiceClient::new(channel)
+        .record(proto::audit::v1::RecordRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(record.code(), tonic::Code::PermissionDenied, "{record:?}");
+    running.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_unusable_tls_file_stops_start_up_naming_the_setting() {
     let ca = TestCa::new("e2e test CA");
-    let server = ca.server_certificate();
-    let files = ServerFiles::write(&ca, &server);
+    let server = ca.server("audit-svc");
+    let files = ServerFiles::write(ca, &server);
     std::fs::write(files.path("garbage.key"), "not a key").unwrap();
     for (tls, setting) in [
         (
