@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 /// Messages with a field holding a token, code, state or client secret. Keep in step with
 /// `src/redacted_debug.rs`.
-const SECRET_BEARING: [&str; 4] = [
+const SECRET_BEARING: [&str; 5] = [
     ".clio_connect.auth.v1.RegisterAppRequest",
+    ".clio_connect.auth.v1.ReplaceAppSecretRequest",
     ".clio_connect.auth.v1.StartAuthorizationResponse",
     ".clio_connect.auth.v1.CompleteAuthorizationRequest",
     ".clio_connect.auth.v1.LeaseAccessTokenResponse",
@@ -33,9 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // RPCs a service has not built yet answer UNIMPLEMENTED instead of failing to
-        // compile, so the contracts can land before every handler.
-        .generate_default_stubs(true)
+        // No default handlers: a service that misses an RPC fails to compile instead of
+        // answering UNIMPLEMENTED at run time.
+        .generate_default_stubs(false)
         // Messages carrying a secret get a hand-written, redacting `Debug`
         // (src/redacted_debug.rs) instead of the derived one, which prints every field.
         .skip_debug(SECRET_BEARING)

@@ -202,6 +202,9 @@ impl Api {
 
 #[tonic::async_trait]
 impl AuditService for Api {
+    type WatchStream = Streamed<pb::AuditEvent>;
+    type ExportStream = Streamed<api::ExportChunk>;
+
     async fn record(
         &self,
         request: Request<api::RecordRequest>,
@@ -379,6 +382,8 @@ impl AuditService for Api {
 
 #[tonic::async_trait]
 impl ComplianceService for Api {
+    type ExportQuarterlyReviewStream = Streamed<api::ExportChunk>;
+
     async fn connections_by_risk_tier(
         &self,
         request: Request<api::ConnectionsByRiskTierRequest>,

@@ -184,6 +184,7 @@ pub const AUTH_SVC_KINDS: &[&str] = &[
     "app_approved",
     "app_scopes_changed",
     "app_revoked",
+    "app_secret_replaced",
     "consent_recorded",
     "connection_granted",
     "connection_reconnected",

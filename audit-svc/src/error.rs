@@ -40,7 +40,9 @@ impl AuditError {
 impl From<AuditError> for Status {
     fn from(error: AuditError) -> Self {
         match &error {
-            AuditError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            AuditError::Invalid { field, problem } => {
+                proto::FieldViolation::new(field.clone(), problem.clone()).into_status()
+            }
             AuditError::NotFound(_) => Status::not_found(error.to_string()),
             AuditError::Forbidden { .. } => Status::permission_denied(error.to_string()),
             AuditError::Conflict { .. } => Status::already_exists(error.to_string()),

@@ -148,22 +148,15 @@ impl EventRecord {
                 .collect(),
             risk_tier: tier_from_name(&body.risk_tier) as i32,
             reason: body.reason.clone(),
-            occurred_at: Some(timestamp(body.occurred_at)),
+            occurred_at: Some(proto::time::timestamp(body.occurred_at)),
             payload_json: body.payload.clone(),
             source: body.source.clone(),
-            recorded_at: Some(timestamp(self.recorded_at)),
+            recorded_at: Some(proto::time::timestamp(self.recorded_at)),
             sequence: self.sequence,
             hash: self.hash.clone(),
             prev_hash: self.prev_hash.clone(),
             writer: body.writer.clone(),
         }
-    }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -1,4 +1,4 @@
-//! audit-svc: see the crate README and `../DESIGN.md`.
+//! audit-svc: see the crate README and the design, `shared/DESIGN.md`.
 //!
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
@@ -35,6 +35,7 @@ use service_runtime::server::{ServerParts, serve};
 use service_runtime::{AccessPolicy, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use proto::audit::v1::audit_service_server::AuditServiceServer;
@@ -47,10 +48,10 @@ use crate::watch::Notifier;
 
 pub use config::Config;
 
-/// Full gRPC name of `AuditService`.
-pub const AUDIT_AUDIT_SERVICE: &str = "clio_connect.audit.v1.AuditService";
-/// Full gRPC name of `ComplianceService`.
-pub const AUDIT_COMPLIANCE_SERVICE: &str = "clio_connect.audit.v1.ComplianceService";
+/// Full gRPC name of `AuditService`, as its generated server names it.
+const AUDIT_SERVICE: &str = <AuditServiceServer<Api> as NamedService>::NAME;
+/// Full gRPC name of `ComplianceService`, as its generated server names it.
+const COMPLIANCE_SERVICE: &str = <ComplianceServiceServer<Api> as NamedService>::NAME;
 
 /// This service's schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -58,63 +59,43 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// Which roles may call which RPC.
 pub fn access_policy() -> AccessPolicy {
     AccessPolicy::new()
-        .allow(AUDIT_AUDIT_SERVICE, "Record", &[Role::AuditWriter])
-        .allow(AUDIT_AUDIT_SERVICE, "Query", &[Role::Compliance])
-        .allow(AUDIT_AUDIT_SERVICE, "Watch", &[Role::Compliance])
-        .allow(AUDIT_AUDIT_SERVICE, "Verify", &[Role::Compliance])
-        .allow(AUDIT_AUDIT_SERVICE, "Export", &[Role::Compliance])
+        .allow(AUDIT_SERVICE, "Record", &[Role::AuditWriter])
+        .allow(AUDIT_SERVICE, "Query", &[Role::Compliance])
+        .allow(AUDIT_SERVICE, "Watch", &[Role::Compliance])
+        .allow(AUDIT_SERVICE, "Verify", &[Role::Compliance])
+        .allow(AUDIT_SERVICE, "Export", &[Role::Compliance])
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "ConnectionsByRiskTier",
             &[Role::Compliance],
         )
+        .allow(COMPLIANCE_SERVICE, "FullAccessApps", &[Role::Compliance])
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
-            "FullAccessApps",
-            &[Role::Compliance],
-        )
-        .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "WriteCapableConnections",
             &[Role::Compliance],
         )
+        .allow(COMPLIANCE_SERVICE, "ZombieConnections", &[Role::Compliance])
+        .allow(COMPLIANCE_SERVICE, "OffboardingReport", &[Role::Compliance])
+        .allow(COMPLIANCE_SERVICE, "ScopeDriftReport", &[Role::Compliance])
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
-            "ZombieConnections",
-            &[Role::Compliance],
-        )
-        .allow(
-            AUDIT_COMPLIANCE_SERVICE,
-            "OffboardingReport",
-            &[Role::Compliance],
-        )
-        .allow(
-            AUDIT_COMPLIANCE_SERVICE,
-            "ScopeDriftReport",
-            &[Role::Compliance],
-        )
-        .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "SharedLoginSuspicions",
             &[Role::Compliance],
         )
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "GenerateQuarterlyReview",
             &[Role::Compliance],
         )
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "GetQuarterlyReview",
             &[Role::Compliance],
         )
+        .allow(COMPLIANCE_SERVICE, "AttestReview", &[Role::Compliance])
         .allow(
-            AUDIT_COMPLIANCE_SERVICE,
-            "AttestReview",
-            &[Role::Compliance],
-        )
-        .allow(
-            AUDIT_COMPLIANCE_SERVICE,
+            COMPLIANCE_SERVICE,
             "ExportQuarterlyReview",
             &[Role::Compliance],
         )
@@ -211,10 +192,7 @@ pub async fn run_with_clock(
         routes,
         http: axum::Router::new(),
         policy: access_policy(),
-        health_services: vec![
-            AUDIT_AUDIT_SERVICE.to_owned(),
-            AUDIT_COMPLIANCE_SERVICE.to_owned(),
-        ],
+        health_services: vec![AUDIT_SERVICE.to_owned(), COMPLIANCE_SERVICE.to_owned()],
         checks,
         metrics: Metrics::new("audit_svc"),
         denials: Some(denials),
@@ -222,4 +200,22 @@ pub async fn run_with_clock(
     serve(&config.service, parts, listener, shutdown).await?;
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every RPC audit-svc serves has a policy entry (else every call is refused), and the
+    /// policy names no RPC the contracts do not declare (a typo, a renamed RPC).
+    #[test]
+    fn the_access_policy_names_exactly_the_rpcs_served() {
+        let named: BTreeSet<String> = access_policy().methods().map(str::to_owned).collect();
+        assert_eq!(
+            named,
+            harness::declared_rpc_paths(&[AUDIT_SERVICE, COMPLIANCE_SERVICE])
+        );
+    }
 }

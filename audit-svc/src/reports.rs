@@ -11,7 +11,9 @@ use scope_catalog::{RiskTier, Scope, ScopeSet};
 use sqlx::PgPool;
 
 use crate::error::AuditError;
-use crate::event::{region_from_name, timestamp};
+use proto::time::timestamp;
+
+use crate::event::region_from_name;
 use crate::validation::Bounds;
 
 /// A connection as the projection holds it.
@@ -422,13 +424,13 @@ pub async fn offboarding(
             let confirmed: Vec<DateTime<Utc>> = rows
                 .iter()
                 .filter_map(|c| c.clio_confirmed_at.as_ref())
-                .filter_map(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                .filter_map(proto::time::date_time)
                 .collect();
             let open = confirmed.len() < rows.len();
             let revoked_times: Vec<DateTime<Utc>> = rows
                 .iter()
                 .filter_map(|c| c.revoked_at.as_ref())
-                .filter_map(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+                .filter_map(proto::time::date_time)
                 .collect();
             let last_revocation = revoked_times.iter().max().copied();
             let last_confirmation = (!open).then(|| confirmed.iter().max().copied()).flatten();

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use crate::append::Appender;
 use crate::canonical::canonical_value;
 use crate::error::AuditError;
-use crate::event::{EventBody, Refs, kind_name, timestamp};
+use proto::time::timestamp;
+
+use crate::event::{EventBody, Refs, kind_name};
 use crate::reports::{ConnectionRow, scope_set};
 
 /// The `source` of events this service records itself.

@@ -31,11 +31,13 @@ fn required(field: &str, value: &str) -> Result<String, AuditError> {
 
 /// A wire time, truncated to the microseconds Postgres keeps.
 pub fn instant(field: &str, at: &prost_types::Timestamp) -> Result<DateTime<Utc>, AuditError> {
-    let nanos = u32::try_from(at.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)
-        .ok_or_else(|| AuditError::invalid(format!("{field}.nanos"), "out of range"))?;
-    DateTime::from_timestamp(at.seconds, nanos)
+    if !(0..1_000_000_000).contains(&at.nanos) {
+        return Err(AuditError::invalid(
+            format!("{field}.nanos"),
+            "out of range",
+        ));
+    }
+    proto::time::date_time(at)
         .map(|t| t.trunc_subsecs(6))
         .ok_or_else(|| AuditError::invalid(field, "out of range"))
 }

@@ -6,8 +6,8 @@ use proto::auth::v1::auth_service_server::AuthService;
 use service_runtime::Caller;
 use tonic::{Request, Response, Status};
 
+use crate::app_secret;
 use crate::apps;
-use crate::audit_events::timestamp;
 use crate::connect;
 use crate::connections;
 use crate::context::Context;
@@ -17,6 +17,7 @@ use crate::key_rotation;
 use crate::leases;
 use crate::paging::Page;
 use crate::revocation;
+use proto::time::timestamp;
 
 #[derive(Clone)]
 pub struct Api {
@@ -91,6 +92,19 @@ impl AuthService for Api {
         let change = apps::ScopeChange::try_from(request.into_inner())?;
         Ok(Response::new(
             apps::update_scopes(&self.ctx, &caller, change)
+                .await?
+                .to_wire(),
+        ))
+    }
+
+    async fn replace_app_secret(
+        &self,
+        request: Request<pb::ReplaceAppSecretRequest>,
+    ) -> Reply<pb::AppRegistration> {
+        let caller = caller(&request)?;
+        let replacement = app_secret::SecretReplacement::try_from(request.into_inner())?;
+        Ok(Response::new(
+            app_secret::replace(&self.ctx, &caller, replacement)
                 .await?
                 .to_wire(),
         ))

@@ -6,25 +6,23 @@ use chrono::{DateTime, Utc};
 use clio_api::{AppCredentials, Region};
 use proto::auth::v1 as pb;
 use proto::common::v1::{EventKind, EventRefs, subject};
+use proto::common::v1::AuditEvent;
 use scope_catalog::{Scope, ScopeSet};
 use secrecy::SecretString;
 use service_runtime::Caller;
-use sqlx::types::Json;
-use sqlx::{FromRow, PgConnection};
-use uuid::Uuid;
 
-use crate::audit_events::{EventBuilder, service_actor, subject_of, timestamp};
+use proto::time::timestamp;
+
+use crate::audit_events::{EventBuilder, service_actor, subject_of};
 use crate::context::Context;
 use crate::domain::{AppId, AppStatus, DeclaredScope, DeclaredScopes, Tenant, required_text};
 use crate::error::AuthError;
 use crate::paging::Page;
-use crate::token_vault::{Binding, TokenVault};
-
-pub const SECRET_BINDING: (&str, &str) = ("app_registrations", "client_secret");
-
-pub fn secret_binding(app: AppId) -> Binding {
-    Binding::new(SECRET_BINDING.0, SECRET_BINDING.1, app)
-}
+use crate::store;
+use crate::store::apps::{Approval, NewApp, ScopeVersion, secret_binding};
+use crate::store::connections::LiveGrant;
+use crate::token_vault::TokenVault;
+use crate::wire_region;
 
 /// A registration as stored.
 #[derive(Debug, Clone)]
@@ -34,7 +32,8 @@ pub struct App {
     pub name: String,
     pub region: Region,
     pub client_id: String,
-    client_secret_ct: Vec<u8>,
+    /// Sealed; opened only by [`App::credentials`].
+    pub(crate) client_secret_ct: Vec<u8>,
     pub redirect_uris: Vec<String>,
     pub declared: DeclaredScopes,
     pub scopes_version: u32,
@@ -44,56 +43,6 @@ pub struct App {
     pub created_at: DateTime<Utc>,
     pub approved_by: Option<String>,
     pub approved_at: Option<DateTime<Utc>>,
-}
-
-#[derive(FromRow)]
-struct AppRow {
-    app_id: Uuid,
-    tenant: String,
-    name: String,
-    region: String,
-    client_id: String,
-    client_secret_ct: Vec<u8>,
-    redirect_uris: Vec<String>,
-    declared_scopes: Json<DeclaredScopes>,
-    scopes_version: i32,
-    status: String,
-    pkce_enabled: bool,
-    registered_by: String,
-    created_at: DateTime<Utc>,
-    approved_by: Option<String>,
-    approved_at: Option<DateTime<Utc>>,
-}
-
-const COLUMNS: &str = "app_id, tenant, name, region, client_id, client_secret_ct, redirect_uris, \
-     declared_scopes, scopes_version, status, pkce_enabled, registered_by, created_at, \
-     approved_by, approved_at";
-
-impl TryFrom<AppRow> for App {
-    type Error = AuthError;
-
-    fn try_from(row: AppRow) -> Result<App, AuthError> {
-        Ok(App {
-            id: AppId(row.app_id),
-            tenant: row.tenant,
-            name: row.name,
-            region: row
-                .region
-                .parse()
-                .map_err(|e| AuthError::Internal(format!("app {}: {e}", row.app_id)))?,
-            client_id: row.client_id,
-            client_secret_ct: row.client_secret_ct,
-            redirect_uris: row.redirect_uris,
-            declared: row.declared_scopes.0,
-            scopes_version: u32::try_from(row.scopes_version).unwrap_or(0),
-            status: row.status.parse()?,
-            pkce_enabled: row.pkce_enabled,
-            registered_by: row.registered_by,
-            created_at: row.created_at,
-            approved_by: row.approved_by,
-            approved_at: row.approved_at,
-        })
-    }
 }
 
 impl App {
@@ -115,7 +64,7 @@ impl App {
             app_id: self.id.to_string(),
             tenant: self.tenant.clone(),
             name: self.name.clone(),
-            region: self.region.to_wire() as i32,
+            region: wire_region::to_wire(self.region) as i32,
             client_id: self.client_id.clone(),
             redirect_uris: self.redirect_uris.clone(),
             declared_scopes: self
@@ -146,12 +95,17 @@ impl App {
     fn refs(&self) -> EventRefs {
         EventRefs {
             app_id: self.id.to_string(),
-            region: self.region.to_wire() as i32,
+            region: wire_region::to_wire(self.region) as i32,
             ..EventRefs::default()
         }
     }
 
-    fn event(&self, kind: EventKind, caller: &Caller, at: DateTime<Utc>) -> EventBuilder {
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        caller: &Caller,
+        at: DateTime<Utc>,
+    ) -> EventBuilder {
         EventBuilder::new(
             kind,
             &self.tenant,
@@ -162,17 +116,6 @@ impl App {
         .refs(self.refs())
         .scopes(&self.scope_set())
     }
-}
-
-/// Loads an app; `FOR UPDATE` when `lock` (inside a transaction).
-pub async fn load(conn: &mut PgConnection, id: AppId, lock: bool) -> Result<App, AuthError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM app_registrations WHERE app_id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row: Option<AppRow> = sqlx::query_as(&sql).bind(id.0).fetch_optional(conn).await?;
-    row.ok_or_else(|| AuthError::NotFound(format!("app {id}")))?
-        .try_into()
 }
 
 /// A validated `RegisterAppRequest`.
@@ -188,7 +131,7 @@ pub struct Registration {
 }
 
 pub fn region_field(field: &str, value: i32) -> Result<Region, AuthError> {
-    Region::from_wire(value).ok_or_else(|| {
+    wire_region::from_wire(value).ok_or_else(|| {
         AuthError::invalid(
             field,
             "must be REGION_US, REGION_EU, REGION_CA or REGION_AU",
@@ -284,46 +227,35 @@ pub async fn register(
         .vault
         .seal(&registration.client_secret, &secret_binding(id))?;
     let mut tx = ctx.pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO app_registrations (app_id, tenant, name, region, client_id, client_secret_ct, \
-         client_secret_key_id, redirect_uris, declared_scopes, scopes_version, status, pkce_enabled, \
-         registered_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 'pending_approval', $10, $11, $12)",
-    )
-    .bind(id.0)
-    .bind(&registration.tenant.0)
-    .bind(&registration.name)
-    .bind(registration.region.as_str())
-    .bind(&registration.client_id)
-    .bind(&sealed.ciphertext)
-    .bind(&sealed.key_id)
-    .bind(&registration.redirect_uris)
-    .bind(Json(&registration.declared))
-    .bind(registration.pkce_enabled)
-    .bind(&caller.name)
-    .bind(now)
-    .execute(&mut *tx)
-    .await;
-    if let Err(sqlx::Error::Database(db)) = &inserted
-        && db.is_unique_violation()
-    {
+    let new = NewApp {
+        id,
+        tenant: &registration.tenant.0,
+        name: &registration.name,
+        region: registration.region,
+        client_id: &registration.client_id,
+        client_secret: &sealed,
+        redirect_uris: &registration.redirect_uris,
+        declared: &registration.declared,
+        pkce_enabled: registration.pkce_enabled,
+        registered_by: &caller.name,
+        created_at: now,
+    };
+    if store::apps::insert(&mut *tx, &new).await? == store::Inserted::Duplicate {
         return Err(AuthError::AlreadyExists(format!(
             "client_id {:?} is already registered in region {}",
             registration.client_id, registration.region
         )));
     }
-    inserted?;
-    record_version(
-        &mut tx,
-        id,
-        1,
-        &registration.declared,
-        &caller.name,
-        "registered",
-        now,
-    )
-    .await?;
-    let app = load(&mut tx, id, false).await?;
+    let version = ScopeVersion {
+        app: id,
+        version: 1,
+        declared: &registration.declared,
+        changed_by: &caller.name,
+        reason: "registered",
+        changed_at: now,
+    };
+    store::apps::insert_scope_version(&mut *tx, &version).await?;
+    let app = store::apps::load(&mut *tx, id).await?;
     let event = app
         .event(EventKind::AppRegistered, caller, now)
         .payload(serde_json::json!({
@@ -343,30 +275,6 @@ pub async fn register(
     Ok(app)
 }
 
-async fn record_version(
-    conn: &mut PgConnection,
-    id: AppId,
-    version: u32,
-    declared: &DeclaredScopes,
-    by: &str,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> Result<(), AuthError> {
-    sqlx::query(
-        "INSERT INTO app_scope_versions (app_id, scopes_version, declared_scopes, changed_by, reason, changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id.0)
-    .bind(i32::try_from(version).unwrap_or(i32::MAX))
-    .bind(Json(declared))
-    .bind(by)
-    .bind(reason)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 #[tracing::instrument(skip_all, fields(app_id = %id))]
 pub async fn approve(
     ctx: &Context,
@@ -377,7 +285,7 @@ pub async fn approve(
 ) -> Result<App, AuthError> {
     let now = ctx.now();
     let mut tx = ctx.pool.begin().await?;
-    let app = load(&mut tx, id, true).await?;
+    let app = store::apps::load_for_update(&mut *tx, id).await?;
     match app.status {
         AppStatus::PendingApproval => {}
         AppStatus::Approved => {
@@ -397,17 +305,13 @@ pub async fn approve(
             app.scopes_version
         )));
     }
-    sqlx::query(
-        "UPDATE app_registrations SET status = 'approved', approved_by = $2, approved_at = $3, approval_note = $4 \
-         WHERE app_id = $1",
-    )
-    .bind(id.0)
-    .bind(&caller.name)
-    .bind(now)
-    .bind(note)
-    .execute(&mut *tx)
-    .await?;
-    let app = load(&mut tx, id, false).await?;
+    let approval = Approval {
+        by: &caller.name,
+        at: now,
+        note,
+    };
+    store::apps::mark_approved(&mut *tx, id, &approval).await?;
+    let app = store::apps::load(&mut *tx, id).await?;
     let event = app
         .event(EventKind::AppApproved, caller, now)
         .reason(note)
@@ -423,8 +327,7 @@ pub async fn approve(
 }
 
 pub async fn get(ctx: &Context, id: AppId) -> Result<App, AuthError> {
-    let mut conn = ctx.pool.acquire().await?;
-    load(&mut conn, id, false).await
+    store::apps::load(&ctx.pool, id).await
 }
 
 pub struct AppFilter {
@@ -459,24 +362,7 @@ pub async fn list(
     filter: AppFilter,
     page: Page,
 ) -> Result<(Vec<App>, proto::common::v1::PageResponse), AuthError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM app_registrations \
-         WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR region = $2) \
-           AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR app_id > $4) \
-         ORDER BY app_id LIMIT $5"
-    );
-    let rows: Vec<AppRow> = sqlx::query_as(&sql)
-        .bind(filter.tenant)
-        .bind(filter.region.map(Region::as_str))
-        .bind(filter.status.map(AppStatus::as_str))
-        .bind(page.after)
-        .bind(page.fetch_limit())
-        .fetch_all(&ctx.pool)
-        .await?;
-    let apps = rows
-        .into_iter()
-        .map(App::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    let apps = store::apps::list(&ctx.pool, &filter, &page).await?;
     Ok(page.finish(apps, |app| app.id.0))
 }
 
@@ -510,7 +396,7 @@ pub async fn update_scopes(
 ) -> Result<App, AuthError> {
     let now = ctx.now();
     let mut tx = ctx.pool.begin().await?;
-    let before = load(&mut tx, change.app, true).await?;
+    let before = store::apps::load_for_update(&mut *tx, change.app).await?;
     if before.status == AppStatus::Revoked {
         return Err(AuthError::FailedPrecondition(format!(
             "app {} is revoked",
@@ -521,27 +407,17 @@ pub async fn update_scopes(
         return Ok(before);
     }
     let version = before.scopes_version + 1;
-    sqlx::query(
-        "UPDATE app_registrations SET declared_scopes = $2, scopes_version = $3, status = 'pending_approval', \
-         approved_by = NULL, approved_at = NULL, approval_note = NULL WHERE app_id = $1",
-    )
-    .bind(change.app.0)
-    .bind(Json(&change.declared))
-    .bind(i32::try_from(version).unwrap_or(i32::MAX))
-    .execute(&mut *tx)
-    .await?;
-    record_version(
-        &mut tx,
-        change.app,
+    store::apps::replace_declared_scopes(&mut *tx, change.app, &change.declared, version).await?;
+    let entry = ScopeVersion {
+        app: change.app,
         version,
-        &change.declared,
-        &caller.name,
-        &change.reason,
-        now,
-    )
-    .await?;
-    let app = load(&mut tx, change.app, false).await?;
-    let declared = app.scope_set();
+        declared: &change.declared,
+        changed_by: &caller.name,
+        reason: &change.reason,
+        changed_at: now,
+    };
+    store::apps::insert_scope_version(&mut *tx, &entry).await?;
+    let app = store::apps::load(&mut *tx, change.app).await?;
     let mut events = vec![
         app.event(EventKind::AppScopesChanged, caller, now)
             .reason(&change.reason)
@@ -553,18 +429,39 @@ pub async fn update_scopes(
             }))
             .build(),
     ];
-    let live: Vec<(Uuid, String, String, String, Json<ScopeSet>, i32)> = sqlx::query_as(
-        "SELECT connection_id, principal, clio_user_id, clio_account_id, granted_scopes, granted_scopes_version \
-         FROM connections WHERE app_id = $1 AND status <> 'revoked' ORDER BY connection_id",
-    )
-    .bind(change.app.0)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (connection_id, principal, clio_user_id, clio_account_id, granted, granted_version) in live
-    {
-        let granted = granted.0;
+    let live = store::connections::live_grants_of_app(&mut *tx, change.app).await?;
+    let drift = Drift {
+        app: &app,
+        caller,
+        reason: &change.reason,
+        at: now,
+    };
+    events.extend(live.into_iter().filter_map(|grant| drift.event(grant)));
+    for event in events {
+        audit_outbox::enqueue(&mut tx, event).await?;
+    }
+    tx.commit().await?;
+    ctx.events_committed();
+    Ok(app)
+}
+
+/// A change of an app's declared scopes, as the connections made through it see it.
+struct Drift<'a> {
+    /// The app as changed.
+    app: &'a App,
+    caller: &'a Caller,
+    reason: &'a str,
+    at: DateTime<Utc>,
+}
+
+impl Drift<'_> {
+    /// The CONNECTION_DRIFTED event of a live connection whose grant now differs from the
+    /// declared set; `None` when it does not.
+    fn event(&self, live: LiveGrant) -> Option<AuditEvent> {
+        let declared = self.app.scope_set();
+        let granted = live.granted.0;
         if granted == declared {
-            continue;
+            return None;
         }
         let missing: Vec<String> = declared
             .iter()
@@ -576,37 +473,30 @@ pub async fn update_scopes(
             .filter(|s| !declared.covers(s))
             .map(ToString::to_string)
             .collect();
-        events.push(
-            EventBuilder::new(
-                EventKind::ConnectionDrifted,
-                &app.tenant,
-                service_actor(&caller.name),
-                subject_of(subject::Kind::Connection, connection_id),
-                now,
-            )
-            .refs(EventRefs {
-                connection_id: connection_id.to_string(),
-                principal,
-                clio_user_id,
-                clio_account_id,
-                ..app.refs()
-            })
-            .scopes(&granted)
-            .reason(&change.reason)
-            .payload(serde_json::json!({
-                "granted_scopes_version": granted_version,
-                "app_scopes_version": version,
-                "declared_scopes": declared,
-                "not_granted": missing,
-                "no_longer_declared": extra,
-            }))
-            .build(),
-        );
+        let event = EventBuilder::new(
+            EventKind::ConnectionDrifted,
+            &self.app.tenant,
+            service_actor(&self.caller.name),
+            subject_of(subject::Kind::Connection, live.connection_id),
+            self.at,
+        )
+        .refs(EventRefs {
+            connection_id: live.connection_id.to_string(),
+            principal: live.principal,
+            clio_user_id: live.clio_user_id,
+            clio_account_id: live.clio_account_id,
+            ..self.app.refs()
+        })
+        .scopes(&granted)
+        .reason(self.reason)
+        .payload(serde_json::json!({
+            "granted_scopes_version": live.granted_version,
+            "app_scopes_version": self.app.scopes_version,
+            "declared_scopes": declared,
+            "not_granted": missing,
+            "no_longer_declared": extra,
+        }))
+        .build();
+        Some(event)
     }
-    for event in events {
-        audit_outbox::enqueue(&mut tx, event).await?;
-    }
-    tx.commit().await?;
-    ctx.events_committed();
-    Ok(app)
 }

@@ -11,13 +11,6 @@ use scope_catalog::ScopeSet;
 
 pub const SOURCE: &str = "auth-svc";
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 pub fn service_actor(name: &str) -> Actor {
     Actor {
         kind: actor::Kind::Service as i32,
@@ -64,7 +57,7 @@ impl EventBuilder {
             tenant: tenant.to_owned(),
             actor: Some(actor),
             subject: Some(subject),
-            occurred_at: Some(timestamp(occurred_at)),
+            occurred_at: Some(proto::time::timestamp(occurred_at)),
             payload_json: "{}".into(),
             source: SOURCE.into(),
             ..AuditEvent::default()

@@ -357,9 +357,9 @@ impl Default for RefreshConfig {
 }
 
 /// A test-only fault point: armed, the next refresh stops dead right after Clio answered
-/// and its tokens were stored, as if the process had crashed there (the caller gets an
-/// internal error instead of the token, and nothing after the store runs). Not
-/// configurable from files or the environment.
+/// and its tokens were stored: it never returns, and the test then kills the process (its
+/// runtime) there, so nothing after the store runs. Not configurable from files or the
+/// environment.
 #[derive(Clone, Default)]
 pub struct CrashPoint(Arc<AtomicBool>);
 

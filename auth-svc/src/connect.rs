@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus, Mode, Principal};
 use crate::error::AuthError;
 use crate::token_vault::{Binding, Sealed};
+use crate::wire_region;
 
 /// Assumed lifetime when Clio omits `expires_in` (it documents 30 days; 1 h is safe).
 const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 3_600;
@@ -853,7 +854,7 @@ async fn refuse_shared_login(
         principal: consumed.principal.clone(),
         clio_user_id: identity.user_id.clone(),
         clio_account_id: identity.account_id.clone(),
-        region: app.region.to_wire() as i32,
+        region: wire_region::to_wire(app.region) as i32,
         ..EventRefs::default()
     })
     .scopes(&app.scope_set())

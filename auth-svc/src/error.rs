@@ -61,6 +61,9 @@ impl AuthError {
 
     /// The status a caller sees. Server-side failures are logged here, once, with detail.
     pub fn into_status(self) -> Status {
+        if let AuthError::InvalidArgument { field, problem } = self {
+            return proto::FieldViolation::new(field, problem).into_status();
+        }
         let code = self.code();
         let message = match &self {
             AuthError::Database(error) => {

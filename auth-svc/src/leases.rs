@@ -8,12 +8,15 @@ use scope_catalog::Scope;
 use secrecy::ExposeSecret;
 use service_runtime::Caller;
 
-use crate::audit_events::{service_actor, timestamp};
+use proto::time::timestamp;
+
+use crate::audit_events::service_actor;
 use crate::connections;
 use crate::context::Context;
 use crate::domain::{ConnectionId, required_text};
 use crate::error::AuthError;
 use crate::refresh::{self, Due};
+use crate::wire_region;
 use proto::common::v1::EventKind;
 
 /// A validated `LeaseAccessTokenRequest`.
@@ -131,7 +134,7 @@ pub async fn lease(
         lease_id: uuid::Uuid::now_v7().to_string(),
         access_token: fresh.access_token.expose_secret().to_owned(),
         expires_at: Some(timestamp(expires_at)),
-        region: connection.region.to_wire() as i32,
+        region: wire_region::to_wire(connection.region) as i32,
         api_base_url: ctx.clio.api_base_url(connection.region),
         clio_account_id: connection.clio_account_id.clone(),
         granted_scopes: connection.granted.to_wire(),

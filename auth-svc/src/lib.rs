@@ -1,4 +1,4 @@
-//! auth-svc: see the crate README and `../DESIGN.md`.
+//! auth-svc: see the crate README and the design, `shared/DESIGN.md`.
 //!
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
@@ -7,6 +7,7 @@ pub mod config;
 pub mod token_vault;
 
 mod api;
+mod app_secret;
 mod apps;
 mod audit_events;
 mod browser_binding;
@@ -22,7 +23,9 @@ mod leases;
 mod paging;
 mod refresh;
 mod revocation;
+mod store;
 mod usage;
+mod wire_region;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,7 @@ use service_runtime::server::{ServerParts, serve};
 use service_runtime::{AccessPolicy, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use audit_outbox::Relay;
@@ -49,8 +53,8 @@ use audit_outbox::OutboxDenials;
 
 pub use config::Config;
 
-/// Full gRPC name of `AuthService`.
-pub const AUTH_AUTH_SERVICE: &str = "clio_connect.auth.v1.AuthService";
+/// Full gRPC name of `AuthService`, as its generated server names it.
+const AUTH_SERVICE: &str = <AuthServiceServer<Api> as NamedService>::NAME;
 
 /// This service's schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -58,27 +62,24 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// Which roles may call which RPC.
 pub fn access_policy() -> AccessPolicy {
     AccessPolicy::new()
-        .allow(AUTH_AUTH_SERVICE, "RegisterApp", &[Role::Operator])
-        .allow(AUTH_AUTH_SERVICE, "ApproveApp", &[Role::Compliance])
+        .allow(AUTH_SERVICE, "RegisterApp", &[Role::Operator])
+        .allow(AUTH_SERVICE, "ApproveApp", &[Role::Compliance])
         .allow(
-            AUTH_AUTH_SERVICE,
+            AUTH_SERVICE,
             "GetApp",
             &[Role::Operator, Role::Compliance, Role::Connector],
         )
         .allow(
-            AUTH_AUTH_SERVICE,
+            AUTH_SERVICE,
             "ListApps",
             &[Role::Operator, Role::Compliance, Role::Connector],
         )
-        .allow(AUTH_AUTH_SERVICE, "UpdateAppScopes", &[Role::Operator])
-        .allow(AUTH_AUTH_SERVICE, "StartAuthorization", &[Role::Connector])
+        .allow(AUTH_SERVICE, "UpdateAppScopes", &[Role::Operator])
+        .allow(AUTH_SERVICE, "ReplaceAppSecret", &[Role::Operator])
+        .allow(AUTH_SERVICE, "StartAuthorization", &[Role::Connector])
+        .allow(AUTH_SERVICE, "CompleteAuthorization", &[Role::Connector])
         .allow(
-            AUTH_AUTH_SERVICE,
-            "CompleteAuthorization",
-            &[Role::Connector],
-        )
-        .allow(
-            AUTH_AUTH_SERVICE,
+            AUTH_SERVICE,
             "GetConnection",
             &[
                 Role::Operator,
@@ -88,15 +89,15 @@ pub fn access_policy() -> AccessPolicy {
             ],
         )
         .allow(
-            AUTH_AUTH_SERVICE,
+            AUTH_SERVICE,
             "ListConnections",
             &[Role::Operator, Role::Compliance, Role::Connector],
         )
-        .allow(AUTH_AUTH_SERVICE, "LeaseAccessToken", &[Role::Import])
-        .allow(AUTH_AUTH_SERVICE, "RevokeConnection", &[Role::Operator])
-        .allow(AUTH_AUTH_SERVICE, "OffboardUser", &[Role::Operator])
-        .allow(AUTH_AUTH_SERVICE, "RevokeApp", &[Role::Operator])
-        .allow(AUTH_AUTH_SERVICE, "RotateEncryptionKey", &[Role::Operator])
+        .allow(AUTH_SERVICE, "LeaseAccessToken", &[Role::Import])
+        .allow(AUTH_SERVICE, "RevokeConnection", &[Role::Operator])
+        .allow(AUTH_SERVICE, "OffboardUser", &[Role::Operator])
+        .allow(AUTH_SERVICE, "RevokeApp", &[Role::Operator])
+        .allow(AUTH_SERVICE, "RotateEncryptionKey", &[Role::Operator])
         // The web flow's callback: the single-use state authorizes it, not a credential.
         .public(callback::CALLBACK_PATH)
         .public(browser_binding::START_PATH)
@@ -192,7 +193,7 @@ pub async fn run_with(
         routes,
         http: callback::router(ctx).merge(audit_outbox::health_router(pool.clone())),
         policy: access_policy(),
-        health_services: vec![AUTH_AUTH_SERVICE.to_owned()],
+        health_services: vec![AUTH_SERVICE.to_owned()],
         checks,
         metrics,
         denials: Some(Arc::new(denials)),
@@ -228,4 +229,19 @@ fn vault_of(config: &Config) -> anyhow::Result<TokenVault> {
         .map(|(i, key)| Ok((key.id.clone(), key.material(i)?)))
         .collect::<Result<Vec<_>, service_runtime::ConfigError>>()?;
     Ok(TokenVault::new(keys, &config.active_key_id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every RPC auth-svc serves has a policy entry (else every call is refused), and the
+    /// policy names no RPC the contracts do not declare (a typo, a renamed RPC).
+    #[test]
+    fn the_access_policy_names_exactly_the_rpcs_served() {
+        let named: BTreeSet<String> = access_policy().methods().map(str::to_owned).collect();
+        assert_eq!(named, harness::declared_rpc_paths(&[AUTH_SERVICE]));
+    }
 }

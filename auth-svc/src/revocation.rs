@@ -20,7 +20,9 @@ use service_runtime::Caller;
 use sqlx::PgConnection;
 
 use crate::apps;
-use crate::audit_events::{EventBuilder, service_actor, subject_of, timestamp};
+use proto::time::timestamp;
+
+use crate::audit_events::{EventBuilder, service_actor, subject_of};
 use crate::connections::{self, Connection};
 use crate::context::Context;
 use crate::domain::{
@@ -28,6 +30,7 @@ use crate::domain::{
 };
 use crate::error::AuthError;
 use crate::token_vault::{Binding, Sealed, TokenVault};
+use crate::wire_region;
 
 pub fn pending_access_binding(id: ConnectionId) -> Binding {
     Binding::new("pending_deauthorizations", "access_token", id)
@@ -526,9 +529,7 @@ impl TryFrom<pb::OffboardUserRequest> for OffboardRequest {
             departed_at: request
                 .departed_at
                 .map(|t| {
-                    u32::try_from(t.nanos)
-                        .ok()
-                        .and_then(|nanos| DateTime::<Utc>::from_timestamp(t.seconds, nanos))
+                    proto::time::date_time(&t)
                         .ok_or_else(|| AuthError::invalid("departed_at", "not a valid time"))
                 })
                 .transpose()?,
@@ -697,7 +698,7 @@ pub async fn revoke_app(
         )
         .refs(EventRefs {
             app_id: id.to_string(),
-            region: app.region.to_wire() as i32,
+            region: wire_region::to_wire(app.region) as i32,
             ..EventRefs::default()
         })
         .scopes(&app.scope_set())

@@ -17,7 +17,7 @@ use service_runtime::Role;
 use service_runtime::caller_auth::{Caller, Denial, DenialSink};
 use tonic::Status;
 
-use crate::IMPORT_IMPORT_SERVICE;
+use crate::IMPORT_SERVICE;
 use crate::job::store::JobRow;
 
 /// Records refusals (the service's audit denial sink).
@@ -28,7 +28,7 @@ impl Refusals {
     /// Audits the refusal of `method` to `caller` and returns the answer to send.
     pub fn refuse(&self, caller: &Caller, method: &str, reason: String) -> Status {
         self.0.denied(Denial {
-            method: format!("/{IMPORT_IMPORT_SERVICE}/{method}"),
+            method: format!("/{IMPORT_SERVICE}/{method}"),
             caller: Some(caller.name.clone()),
             code: tonic::Code::PermissionDenied,
             reason: reason.clone(),

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use proto::import::v1 as pb;
 use proto::import::v1::import_service_server::ImportService;
+use proto::queue::{JOB_ROUTING_KEY, content_type};
 use scope_catalog::Resource;
 use service_runtime::caller_auth::Caller;
 use sqlx::PgPool;
@@ -22,17 +23,17 @@ use uuid::Uuid;
 
 use crate::access::{self, Refusals};
 use crate::audit::{Auditor, JobContext, RecordError};
-use crate::job::body::CONTENT_TYPE_PROTOBUF;
 use crate::job::page_records::is_data_error;
 use crate::job::spec::{
     self, MAX_FREE_TEXT_CHARS, MAX_ID_CHARS, MAX_RESOURCE_CHARS, check_free_text, check_text,
-    quoted, timestamp,
+    quoted,
 };
 use crate::job::store::{self, JobFilter, JobStatus};
 use crate::leases::{LeaseError, Leases};
 use crate::queue::publisher::{Outgoing, PublishError, Publisher};
-use crate::queue::topology::{JOB_ROUTING_KEY, Topology};
+use crate::queue::topology::Topology;
 use crate::records::{self, RecordQuery};
+use proto::time::timestamp;
 
 /// How often WatchJob looks at the job (it may run on another replica).
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -95,7 +96,9 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
         match &error {
-            ApiError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            ApiError::Invalid { field, problem } => {
+                proto::FieldViolation::new(field.clone(), problem.clone()).into_status()
+            }
             ApiError::JobNotFound(_) => Status::not_found(error.to_string()),
             ApiError::QueueUnavailable(_) => {
                 tracing::warn!(%error, "submit failed");
@@ -159,11 +162,8 @@ fn to_datetime(
     ts: Option<prost_types::Timestamp>,
     field: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
-    ts.map(|t| {
-        DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-            .ok_or_else(|| ApiError::invalid(field, "out of range"))
-    })
-    .transpose()
+    ts.map(|t| proto::time::date_time(&t).ok_or_else(|| ApiError::invalid(field, "out of range")))
+        .transpose()
 }
 
 fn page_size(requested: u32) -> i64 {
@@ -227,10 +227,10 @@ impl Api {
         let published = self
             .publisher
             .publish(Outgoing {
-                exchange: &self.topology.jobs_exchange,
+                exchange: &self.topology.names.jobs_exchange,
                 routing_key: JOB_ROUTING_KEY,
                 body: &body,
-                content_type: CONTENT_TYPE_PROTOBUF,
+                content_type: content_type::PROTOBUF,
                 message_id: Some(&job_id),
                 headers: Default::default(),
                 mandatory: true,
@@ -418,6 +418,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ImportService for Api {
+    type WatchJobStream = BoxStream<pb::JobProgress>;
+    type ExportRecordsStream = BoxStream<pb::Record>;
+
     async fn submit_job(
         &self,
         request: Request<pb::SubmitJobRequest>,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use lapin::types::FieldTable;
 use proto::import::v1 as pb;
+use proto::queue::{content_type, event_key};
 use scope_catalog::Resource;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::job::spec::timestamp;
 use crate::job::store;
 use crate::queue::publisher::{Outgoing, Publisher};
+use proto::time::timestamp;
 
 #[derive(Debug, Clone, Copy)]
 pub enum EventKind {
@@ -30,12 +31,12 @@ pub enum EventKind {
 impl EventKind {
     fn routing_key(self) -> &'static str {
         match self {
-            EventKind::Started => "job.started",
-            EventKind::Progress => "job.progress",
-            EventKind::Completed => "job.completed",
-            EventKind::Failed => "job.failed",
-            EventKind::Cancelled => "job.cancelled",
-            EventKind::DeadLettered => "job.dead_lettered",
+            EventKind::Started => event_key::JOB_STARTED,
+            EventKind::Progress => event_key::JOB_PROGRESS,
+            EventKind::Completed => event_key::JOB_COMPLETED,
+            EventKind::Failed => event_key::JOB_FAILED,
+            EventKind::Cancelled => event_key::JOB_CANCELLED,
+            EventKind::DeadLettered => event_key::JOB_DEAD_LETTERED,
         }
     }
 }
@@ -87,7 +88,7 @@ impl Events {
                 exchange: &self.exchange,
                 routing_key: kind.routing_key(),
                 body: &body,
-                content_type: crate::job::body::CONTENT_TYPE_PROTOBUF,
+                content_type: content_type::PROTOBUF,
                 message_id: Some(&event.event_id),
                 headers: FieldTable::default(),
                 mandatory: false,

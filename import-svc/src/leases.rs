@@ -148,7 +148,8 @@ impl Leases {
         })?;
         let expires_at = lease
             .expires_at
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .as_ref()
+            .and_then(proto::time::date_time)
             .unwrap_or_else(Utc::now);
         Ok(Lease {
             token: SecretString::from(lease.access_token),

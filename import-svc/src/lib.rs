@@ -11,7 +11,6 @@
 pub mod access;
 pub mod api;
 pub mod audit;
-pub mod clio;
 pub mod config;
 pub mod events;
 pub mod job;
@@ -35,12 +34,13 @@ use service_runtime::server::{ServerParts, serve};
 use service_runtime::{AccessPolicy, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use config::Config;
 
-/// Full gRPC name of `ImportService`.
-pub const IMPORT_IMPORT_SERVICE: &str = "clio_connect.import.v1.ImportService";
+/// Full gRPC name of `ImportService`, as its generated server names it.
+pub(crate) const IMPORT_SERVICE: &str = <ImportServiceServer<api::Api> as NamedService>::NAME;
 
 /// This service's schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -49,32 +49,32 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub fn access_policy() -> AccessPolicy {
     AccessPolicy::new()
         .allow(
-            IMPORT_IMPORT_SERVICE,
+            IMPORT_SERVICE,
             "SubmitJob",
             &[Role::JobSubmitter, Role::Operator],
         )
         .allow(
-            IMPORT_IMPORT_SERVICE,
+            IMPORT_SERVICE,
             "GetJob",
             &[Role::JobSubmitter, Role::Operator, Role::Compliance],
         )
         .allow(
-            IMPORT_IMPORT_SERVICE,
+            IMPORT_SERVICE,
             "ListJobs",
             &[Role::JobSubmitter, Role::Operator, Role::Compliance],
         )
         .allow(
-            IMPORT_IMPORT_SERVICE,
+            IMPORT_SERVICE,
             "CancelJob",
             &[Role::JobSubmitter, Role::Operator],
         )
         .allow(
-            IMPORT_IMPORT_SERVICE,
+            IMPORT_SERVICE,
             "WatchJob",
             &[Role::JobSubmitter, Role::Operator, Role::Compliance],
         )
-        .allow(IMPORT_IMPORT_SERVICE, "ListRecords", &[Role::DataReader])
-        .allow(IMPORT_IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
+        .allow(IMPORT_SERVICE, "ListRecords", &[Role::DataReader])
+        .allow(IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled, on the wall clock.
@@ -119,12 +119,12 @@ pub async fn run_with_clock(
     )));
     let events = Arc::new(events::Events::new(
         publisher.clone(),
-        topology.events_exchange.clone(),
+        topology.names.events_exchange.clone(),
     ));
     let runner = job::runner::Runner {
         pool: pool.clone(),
-        fetcher: clio::fetch::Fetcher::new(config.importer.clone())?,
-        gates: clio::rate_gate::RateGates::default(),
+        lister: job::listing::lister(&config.importer)?,
+        gates: clio_api::RateGates::default(),
         leases: leases.clone(),
         events: events.clone(),
         clock: clock.clone(),
@@ -183,7 +183,7 @@ pub async fn run_with_clock(
         http: audit_outbox::health_router(pool.clone()),
         // Counts of pending and quarantined audit events, nothing else (like /metrics).
         policy: access_policy().public(audit_outbox::HEALTH_PATH),
-        health_services: vec![IMPORT_IMPORT_SERVICE.to_owned()],
+        health_services: vec![IMPORT_SERVICE.to_owned()],
         checks,
         metrics,
         denials: Some(denials),
@@ -218,5 +218,20 @@ impl DependencyCheck for RabbitMqCheck {
                 Err("no live AMQP session".into())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every RPC import-svc serves has a policy entry (else every call is refused), and the
+    /// policy names no RPC the contracts do not declare (a typo, a renamed RPC).
+    #[test]
+    fn the_access_policy_names_exactly_the_rpcs_served() {
+        let named: BTreeSet<String> = access_policy().methods().map(str::to_owned).collect();
+        assert_eq!(named, harness::declared_rpc_paths(&[IMPORT_SERVICE]));
     }
 }

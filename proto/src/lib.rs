@@ -1,4 +1,5 @@
-//! Wire contracts of clio-connect: the three gRPC services and the `ImportJob` queue message.
+//! Wire contracts of clio-connect: the three gRPC services, the `ImportJob` queue message,
+//! and the queue's exchanges, routing keys and headers ([`queue`]).
 //!
 //! Generated from `proto/clio_connect/**.proto` at build time. Services convert these wire
 //! types into their own domain types at the edge (`TryFrom`, naming the bad field).
@@ -26,7 +27,12 @@ pub mod audit {
     }
 }
 
+pub mod field_violation;
+pub mod queue;
 mod redacted_debug;
+pub mod time;
+
+pub use field_violation::FieldViolation;
 
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::auth::v1::{
     CompleteAuthorizationRequest, LeaseAccessTokenResponse, RegisterAppRequest,
-    StartAuthorizationResponse,
+    ReplaceAppSecretRequest, StartAuthorizationResponse,
 };
 
 /// A secret field: `[REDACTED]` when set, `""` when empty.
@@ -34,6 +34,16 @@ impl fmt::Debug for RegisterAppRequest {
             .field("redirect_uris", &self.redirect_uris)
             .field("declared_scopes", &self.declared_scopes)
             .field("pkce_enabled", &self.pkce_enabled)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ReplaceAppSecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplaceAppSecretRequest")
+            .field("app_id", &self.app_id)
+            .field("client_secret", &Redacted(&self.client_secret))
+            .field("reason", &self.reason)
             .finish()
     }
 }
@@ -92,6 +102,14 @@ mod tests {
                 client_id: "import-app".into(),
                 client_secret: SECRET.into(),
                 ..Default::default()
+            }
+        ));
+        assert_hidden(format!(
+            "{:?}",
+            ReplaceAppSecretRequest {
+                app_id: "app-1".into(),
+                client_secret: SECRET.into(),
+                reason: "regenerated".into(),
             }
         ));
         assert_hidden(format!(

@@ -179,18 +179,23 @@ pub async fn export_text(
     text
 }
 
-/// Asserts a call was refused with `code` and a message starting with `field`.
+/// Asserts a call was refused with `code` and a message starting with `field`; a refused
+/// argument also names it in the standard `BadRequest` detail.
 #[track_caller]
 pub fn assert_refused(status: &tonic::Status, code: tonic::Code, field: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert!(status.message().starts_with(field), "{}", status.message());
+    if code == tonic::Code::InvalidArgument {
+        let violations = proto::FieldViolation::of(status);
+        assert!(
+            violations.iter().any(|v| v.field.starts_with(field)),
+            "{field} in {violations:?}"
+        );
+    }
 }
 
 pub fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap(),
-    }
+    proto::time::timestamp(at)
 }
 
 pub fn scope(text: &str) -> pb::Scope {

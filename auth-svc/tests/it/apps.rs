@@ -193,3 +193,144 @@ async fn registered_apps_never_show_their_secret() {
     assert_eq!(shown.client_id, app.client_id);
     stack.stop().await;
 }
+
+/// ReplaceAppSecret as `caller`.
+async fn replace_secret(
+    stack: &support::Stack,
+    caller: &str,
+    request: pb::ReplaceAppSecretRequest,
+) -> Result<pb::AppRegistration, tonic::Status> {
+    stack
+        .client()
+        .await
+        .replace_app_secret(with_bearer(request, &harness::token_of(caller)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_secret_regenerated_at_clio_is_replaced_and_refreshes_work_again_at_once() {
+    let stack = support::start(Setup::default()).await;
+    let (app, connection) = stack.app_with_connection("dana@firm.example").await;
+
+    // The secret is regenerated in Clio's developer portal: the stored one stops working.
+    let regenerated = "regenerated-client-secret-7f3a9c";
+    stack
+        .sim
+        .admin()
+        .register_app(
+            clio_sim::Region::Us,
+            &clio_sim::AppSpec {
+                client_id: app.client_id.clone(),
+                client_secret: regenerated.into(),
+                redirect_uris: vec![
+                    stack.callback_uri(),
+                    stack.approval_uri(clio_sim::Region::Us),
+                ],
+                permissions: vec!["contacts:read".into(), "matters:read".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let refused = stack
+        .lease_as(
+            "import",
+            &connection.connection_id,
+            &["contacts:read"],
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "invalid_client");
+
+    // Bad requests name their field; only an operator may replace; an unknown app is named.
+    let request = |client_secret: &str| pb::ReplaceAppSecretRequest {
+        app_id: app.app_id.clone(),
+        client_secret: client_secret.into(),
+        reason: "regenerated after a laptop was lost".into(),
+    };
+    for (field, bad) in [
+        ("client_secret", request("  ")),
+        ("client_secret", request("line\nbreak")),
+        (
+            "reason",
+            pb::ReplaceAppSecretRequest {
+                reason: String::new(),
+                ..request(regenerated)
+            },
+        ),
+        (
+            "app_id",
+            pb::ReplaceAppSecretRequest {
+                app_id: "not-a-uuid".into(),
+                ..request(regenerated)
+            },
+        ),
+    ] {
+        let status = replace_secret(&stack, "operator", bad).await.unwrap_err();
+        assert_refused(&status, Code::InvalidArgument, field);
+        assert!(
+            !status.message().contains("line"),
+            "no secret echoed: {status:?}"
+        );
+    }
+    let status = replace_secret(&stack, "compliance", request(regenerated))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = replace_secret(
+        &stack,
+        "operator",
+        pb::ReplaceAppSecretRequest {
+            app_id: uuid::Uuid::new_v4().to_string(),
+            ..request(regenerated)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    // Replaced: the connection refreshes at once, without waiting out its back-off.
+    let replaced = replace_secret(&stack, "operator", request(regenerated))
+        .await
+        .unwrap();
+    assert_eq!(replaced.app_id, app.app_id);
+    stack
+        .lease_as(
+            "import",
+            &connection.connection_id,
+            &["contacts:read"],
+            true,
+        )
+        .await
+        .expect("a refresh with the new secret");
+
+    // Audited without the secret; stored only sealed.
+    let events: Vec<_> = stack
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| *kind == EventKind::AppSecretReplaced)
+        .map(|(_, event)| event)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let payload = support::payload_of(&events[0]);
+    assert_eq!(payload["connections_retried"], 1, "{payload}");
+    assert!(!events[0].payload_json.contains(regenerated));
+    assert_eq!(events[0].reason, "regenerated after a laptop was lost");
+    let mut db = stack.database.connect().await;
+    let stored: Vec<u8> = sqlx::query_scalar(
+        "SELECT client_secret_ct FROM app_registrations WHERE app_id = $1::uuid",
+    )
+    .bind(&app.app_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(
+        !stored
+            .windows(regenerated.len())
+            .any(|w| w == regenerated.as_bytes()),
+        "the secret is stored sealed"
+    );
+    stack.stop().await;
+}

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{TcpProxy, poll_until};
-use proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+use harness::{RecordHandler, TcpProxy, audit_stand_in, poll_until};
 use proto::audit::v1::{RecordRequest, RecordResponse};
 use proto::common::v1::{AuditEvent, EventKind};
 use secrecy::SecretString;
@@ -22,7 +21,7 @@ use crate::support::{self, Setup, Stack};
 struct AuditLog(Arc<Mutex<Vec<AuditEvent>>>);
 
 #[tonic::async_trait]
-impl AuditService for AuditLog {
+impl RecordHandler for AuditLog {
     async fn record(
         &self,
         request: tonic::Request<RecordRequest>,
@@ -52,7 +51,7 @@ impl AuditLog {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tonic::transport::Server::builder()
-            .add_service(AuditServiceServer::new(self.clone()))
+            .add_service(audit_stand_in(self.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
         address

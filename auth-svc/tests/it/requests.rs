@@ -9,7 +9,7 @@ use proto::auth::v1::AuthorizationMode::{OutOfBand, Unspecified};
 use proto::common::v1::PageRequest;
 use tonic::Code;
 
-use crate::support::{self, AppOptions, Setup, SimRegion, Stack, api_region};
+use crate::support::{self, AppOptions, Setup, SimRegion, Stack, wire_region};
 
 /// ListConnections as the operator, which must be allowed.
 async fn list_page(
@@ -41,7 +41,7 @@ fn ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
 }
 
 fn region(region: SimRegion) -> i32 {
-    api_region(region).to_wire() as i32
+    wire_region(region)
 }
 
 #[tokio::test]
@@ -151,7 +151,8 @@ async fn list_connections_filters_and_pages_through_every_connection_once() {
     stack.stop().await;
 }
 
-/// Refused as InvalidArgument with a message that starts by naming `field`.
+/// Refused as InvalidArgument with a message that starts by naming `field`, and the field
+/// in the standard `BadRequest` detail a client in any language reads.
 #[track_caller]
 fn assert_invalid(status: &tonic::Status, field: &str, case: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
@@ -159,6 +160,15 @@ fn assert_invalid(status: &tonic::Status, field: &str, case: &str) {
         status.message().starts_with(&format!("{field}: ")),
         "{case}: the message should name {field}: {}",
         status.message()
+    );
+    let violations = proto::FieldViolation::of(status);
+    assert_eq!(
+        violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect::<Vec<_>>(),
+        [field],
+        "{case}: {violations:?}"
     );
 }
 

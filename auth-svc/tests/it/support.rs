@@ -119,6 +119,17 @@ pub fn api_region(region: SimRegion) -> clio_api::Region {
     }
 }
 
+/// The wire region of a simulator region, as a request carries it.
+pub fn wire_region(region: SimRegion) -> i32 {
+    let wire = match region {
+        SimRegion::Us => proto::common::v1::Region::Us,
+        SimRegion::Eu => proto::common::v1::Region::Eu,
+        SimRegion::Ca => proto::common::v1::Region::Ca,
+        SimRegion::Au => proto::common::v1::Region::Au,
+    };
+    wire as i32
+}
+
 pub async fn start(setup: Setup) -> Stack {
     let sim = ClioSim::start(setup.sim)
         .await
@@ -193,6 +204,39 @@ impl Replica {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
+    }
+}
+
+/// An auth-svc that dies like a killed process: see [`Stack::killable_replica`].
+pub struct KillableReplica {
+    channel: Channel,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl KillableReplica {
+    /// Leases as `import` through this replica.
+    pub async fn lease(
+        &self,
+        connection_id: &str,
+        scopes: &[&str],
+    ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+        lease_through(&self.channel, "import", connection_id, scopes, false).await
+    }
+
+    /// Stops every task of this replica where it stands: nothing runs to completion,
+    /// no shutdown path runs.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableReplica {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -411,7 +455,7 @@ impl Stack {
                 pb::RegisterAppRequest {
                     tenant: options.tenant.clone(),
                     name: format!("{} ({})", options.client_id, options.region),
-                    region: api_region(options.region).to_wire() as i32,
+                    region: wire_region(options.region),
                     client_id: options.client_id.clone(),
                     client_secret: client_secret.to_owned(),
                     redirect_uris,
@@ -763,6 +807,44 @@ impl Stack {
             channel: channel(address).await,
             shutdown,
             task,
+        }
+    }
+
+    /// Another auth-svc on the same database, simulator and clock, running on its own
+    /// runtime so that [`KillableReplica::kill`] stops everything it runs at once (request
+    /// handlers, background loops, pool) the way killing its process would. `tweak`
+    /// adjusts its config (e.g. arms a fault point).
+    pub async fn killable_replica(&self, tweak: impl FnOnce(&mut Config)) -> KillableReplica {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut config = test_config(&self.database, address, &self.sim);
+        tweak(&mut config);
+        let options = auth_svc::Options {
+            clock: std::sync::Arc::new(self.clock.clone()),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            auth_svc::run_with(config, listener, CancellationToken::new(), options).await
+        });
+        poll_until(
+            "the killable replica serving",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                let status = health_status(channel(address).await, "").await.ok()?;
+                (status == ServingStatus::Serving).then_some(())
+            },
+        )
+        .await;
+        KillableReplica {
+            channel: channel(address).await,
+            runtime: Some(runtime),
         }
     }
 

@@ -38,10 +38,7 @@ pub fn denial_event(denial: &Denial, source: &str, tenant: &str, at: DateTime<Ut
             id: denial.method.clone(),
         }),
         reason: denial.reason.clone(),
-        occurred_at: Some(prost_types::Timestamp {
-            seconds: at.timestamp(),
-            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        occurred_at: Some(proto::time::timestamp(at)),
         payload_json: serde_json::json!({
             "method": crate::fit::fit_text(&denial.method, MAX_TEXT_BYTES),
             "code": format!("{:?}", denial.code),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::errors::ClioError;
+use crate::error::ClioError;
 use crate::region::{Region, RegionUrls};
 
 /// Timeouts for calls to Clio.
@@ -29,17 +29,23 @@ pub struct ClioClient {
     regions: RegionUrls,
 }
 
+/// The one way this crate builds an HTTP client: `settings`' timeouts, our user agent,
+/// and no redirects. A redirect from Clio is never followed: OAuth endpoints must answer
+/// directly, Clio does not redirect API calls, and following one would carry a token (same
+/// origin) or a request (any origin) somewhere no region or host check ever saw.
+pub(crate) fn http_client(settings: HttpSettings) -> Result<reqwest::Client, ClioError> {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("clio-connect/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClioError::from_transport(&e))
+}
+
 impl ClioClient {
     pub fn new(regions: RegionUrls, settings: HttpSettings) -> Result<Self, ClioError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            // A redirect from Clio is never followed: OAuth endpoints must answer directly,
-            // and a token must never be carried to a host we did not choose.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("clio-connect/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClioError::from_transport(&e))?;
+        let http = http_client(settings)?;
         Ok(ClioClient { http, regions })
     }
 

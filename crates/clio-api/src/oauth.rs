@@ -21,7 +21,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::client::ClioClient;
-use crate::errors::{ClioError, classify_oauth_code, truncate};
+use crate::error::{ClioError, classify_oauth_code, truncate};
 use crate::region::Region;
 
 /// A Clio developer app's credentials in one region.
@@ -327,7 +327,7 @@ mod tests {
 
     use super::*;
     use crate::client::HttpSettings;
-    use crate::errors::ClioErrorKind;
+    use crate::error::ClioErrorKind;
     use crate::region::RegionUrls;
 
     /// A token endpoint answering `status` and `body`, recording the form it received.

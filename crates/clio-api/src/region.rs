@@ -4,11 +4,13 @@
 //! and a token sent to another region's host is refused. Base URLs come from
 //! configuration (`[clio.regions] us = "https://app.clio.com"`), so tests and staging
 //! point them elsewhere; every URL this crate builds starts from one of them.
+//!
+//! This is Clio's notion of a region, not a wire type: each service converts its gRPC
+//! enum to and from it in one place of its own.
 
 use std::fmt;
 use std::str::FromStr;
 
-use proto::common::v1 as pb;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -30,26 +32,6 @@ impl Region {
             Region::Eu => "eu",
             Region::Ca => "ca",
             Region::Au => "au",
-        }
-    }
-
-    /// The wire region; `REGION_UNSPECIFIED` and unknown values are `None`.
-    pub fn from_wire(value: i32) -> Option<Region> {
-        match pb::Region::try_from(value).ok()? {
-            pb::Region::Unspecified => None,
-            pb::Region::Us => Some(Region::Us),
-            pb::Region::Eu => Some(Region::Eu),
-            pb::Region::Ca => Some(Region::Ca),
-            pb::Region::Au => Some(Region::Au),
-        }
-    }
-
-    pub fn to_wire(self) -> pb::Region {
-        match self {
-            Region::Us => pb::Region::Us,
-            Region::Eu => pb::Region::Eu,
-            Region::Ca => pb::Region::Ca,
-            Region::Au => pb::Region::Au,
         }
     }
 
@@ -228,10 +210,8 @@ mod tests {
     #[test]
     fn regions_round_trip() {
         for region in Region::ALL {
-            assert_eq!(Region::from_wire(region.to_wire() as i32), Some(region));
             assert_eq!(region.as_str().parse(), Ok(region));
         }
-        assert_eq!(Region::from_wire(0), None);
         assert!("mars".parse::<Region>().is_err());
     }
 }

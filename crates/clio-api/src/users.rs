@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::client::ClioClient;
-use crate::errors::ClioError;
+use crate::error::ClioError;
 use crate::region::Region;
 
 /// The Clio user and account (firm) behind a token.

@@ -61,6 +61,19 @@ pub enum AppCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Replace an app's client secret after regenerating it in Clio's developer portal
+    /// (needs tokens.operator). Read from CLIOCTL_APP_CLIENT_SECRET or
+    /// --client-secret-file, never the command line.
+    #[command(after_help = "Example:
+  CLIOCTL_APP_CLIENT_SECRET=... clioctl app replace-secret 7a1c... --reason \"regenerated after a leak\"")]
+    ReplaceSecret {
+        app: String,
+        #[command(flatten)]
+        secret: ClientSecret,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Revoke an app and every connection made through it (needs tokens.operator).
     #[command(
         after_help = "Example:\n  clioctl app revoke 7a1c... --reason \"vendor contract ended\""
@@ -84,12 +97,8 @@ pub struct RegisterArgs {
     /// The app's Clio client id.
     #[arg(long)]
     client_id: String,
-    /// The app's Clio client secret (prefer the environment variable).
-    #[arg(long, env = "CLIOCTL_APP_CLIENT_SECRET", hide_env_values = true)]
-    client_secret: Option<String>,
-    /// A file holding the client secret.
-    #[arg(long, conflicts_with = "client_secret")]
-    client_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    secret: ClientSecret,
     /// A redirect URI registered with Clio (repeatable).
     #[arg(long = "redirect-uri", required = true)]
     redirect_uris: Vec<String>,
@@ -100,6 +109,37 @@ pub struct RegisterArgs {
     /// The app uses PKCE.
     #[arg(long)]
     pkce: bool,
+}
+
+/// Where a Clio client secret comes from: never the command line's history.
+#[derive(Args)]
+pub struct ClientSecret {
+    /// The app's Clio client secret (prefer the environment variable).
+    #[arg(long, env = "CLIOCTL_APP_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// A file holding the client secret.
+    #[arg(long, conflicts_with = "client_secret")]
+    client_secret_file: Option<std::path::PathBuf>,
+}
+
+impl ClientSecret {
+    fn read(self) -> anyhow::Result<String> {
+        match (self.client_secret, self.client_secret_file) {
+            (Some(secret), _) => Ok(secret),
+            (None, Some(path)) => Ok(std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    Failure::new(code::USAGE, format!("cannot read {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned()),
+            (None, None) => Err(Failure::new(
+                code::USAGE,
+                "the client secret is missing: set CLIOCTL_APP_CLIENT_SECRET or pass \
+                 --client-secret-file",
+            )
+            .into()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,23 +185,7 @@ fn parse_scope(text: &str) -> Result<common::ScopeJustification, String> {
 pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Register(args) => {
-            let client_secret = match (args.client_secret, args.client_secret_file) {
-                (Some(secret), _) => secret,
-                (None, Some(path)) => std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        Failure::new(code::USAGE, format!("cannot read {}: {e}", path.display()))
-                    })?
-                    .trim()
-                    .to_owned(),
-                (None, None) => {
-                    return Err(Failure::new(
-                        code::USAGE,
-                        "the client secret is missing: set CLIOCTL_APP_CLIENT_SECRET or pass \
-                         --client-secret-file",
-                    )
-                    .into());
-                }
-            };
+            let client_secret = args.secret.read()?;
             let (mut client, target) = clients.auth(&[Role::Operator])?;
             let app = target
                 .call(
@@ -275,6 +299,25 @@ pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyh
                     client.update_app_scopes(auth::UpdateAppScopesRequest {
                         app_id: app,
                         declared_scopes: scopes,
+                        reason,
+                    }),
+                )
+                .await?;
+            one_app(&app).print_one(format)
+        }
+        AppCommand::ReplaceSecret {
+            app,
+            secret,
+            reason,
+        } => {
+            let client_secret = secret.read()?;
+            let (mut client, target) = clients.auth(&[Role::Operator])?;
+            let app = target
+                .call(
+                    "ReplaceAppSecret",
+                    client.replace_app_secret(auth::ReplaceAppSecretRequest {
+                        app_id: app,
+                        client_secret,
                         reason,
                     }),
                 )

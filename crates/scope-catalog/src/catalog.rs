@@ -1,8 +1,8 @@
 //! The catalogue itself: every family, its Clio permission, and its tier at each access.
 //!
 //! Tiers come from the seed's table where it rates a scope, otherwise from the rule in
-//! `scopes.md`: any write is at least high, trust accounts are very high, documents are at
-//! least high, users/custom-fields reads are low, other reads medium.
+//! `shared/scopes.md`: any write is at least high, trust accounts are very high, documents
+//! are at least high, users/custom-fields reads are low, other reads medium.
 
 use crate::scope::{Family, RiskTier};
 

@@ -1,4 +1,4 @@
-//! The scope catalogue of `scopes.md`, kept here as data and nowhere else.
+//! The scope catalogue of `shared/scopes.md`, kept here as data and nowhere else.
 //!
 //! Scopes are `<family>:<access>`; `write` implies `read`. Every service and report asks
 //! this crate for a scope's risk tier, for what an import resource needs, and whether a

@@ -1,4 +1,4 @@
-//! Scope, access, family and risk-tier types, with the tier rule from `scopes.md`.
+//! Scope, access, family and risk-tier types, with the tier rule from `shared/scopes.md`.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -142,6 +142,12 @@ impl AccessPolicy {
         self
     }
 
+    /// Every method the policy names, as its call path (`/package.Service/Method`), in no
+    /// particular order. Tests compare it with the RPCs a service serves.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
     /// Serves `prefix` without a credential (an HTTP callback that checks its own state).
     pub fn public(mut self, prefix: &str) -> Self {
         self.public_prefixes.push(prefix.to_owned());

@@ -10,25 +10,23 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use proto::import::v1 as pb;
+use proto::queue::content_type::{JSON, PROTOBUF, PROTOBUF_ALIASES};
 use serde::Deserialize;
 
-use super::spec::{InvalidJob, timestamp};
+use proto::time::timestamp;
 
-pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
-pub const CONTENT_TYPE_JSON: &str = "application/json";
+use super::spec::InvalidJob;
 
 /// Decodes by content type; without one, a body starting with `{` is JSON.
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<pb::ImportJob, InvalidJob> {
     let is_json = match content_type.map(|c| c.split(';').next().unwrap_or("").trim()) {
-        Some(CONTENT_TYPE_JSON) => true,
-        Some(CONTENT_TYPE_PROTOBUF | "application/protobuf" | "application/octet-stream") => false,
+        Some(JSON) => true,
+        Some(protobuf) if protobuf == PROTOBUF || PROTOBUF_ALIASES.contains(&protobuf) => false,
         Some(other) if !other.is_empty() => {
             return Err(InvalidJob::new(
                 None,
                 "content_type",
-                format!(
-                    "{other:?} is not supported; use {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
-                ),
+                format!("{other:?} is not supported; use {PROTOBUF} or {JSON}"),
             ));
         }
         _ => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
@@ -133,7 +131,7 @@ mod tests {
             "resources":["contacts"],"mode":"incremental","updated_since":"2026-01-02T03:04:05Z"}"#;
         let from_json = decode(json, Some("application/json")).unwrap();
         let bytes = prost::Message::encode_to_vec(&from_json);
-        let from_proto = decode(&bytes, Some(CONTENT_TYPE_PROTOBUF)).unwrap();
+        let from_proto = decode(&bytes, Some(PROTOBUF)).unwrap();
         assert_eq!(from_json, from_proto);
         assert_eq!(from_json.mode, pb::ImportMode::Incremental as i32);
         // Sniffed without a content type.
@@ -145,7 +143,7 @@ mod tests {
         // A NUL and an escape sequence in an unknown key, quoted back by serde.
         let err = decode(
             b"{\"job_id\":\"x\",\"evil\\u0000\\u001b[2J\":1}",
-            Some(CONTENT_TYPE_JSON),
+            Some(JSON),
         )
         .unwrap_err();
         let reason = err.to_string();
@@ -160,7 +158,7 @@ mod tests {
         });
         let at = body.len() - 2;
         body[at] = 0xff;
-        let err = decode(&body, Some(CONTENT_TYPE_PROTOBUF)).unwrap_err();
+        let err = decode(&body, Some(PROTOBUF)).unwrap_err();
         assert_eq!(err.field, "body");
         assert!(err.problem.contains("requested_by"), "{err}");
         assert!(err.problem.contains("UTF-8"), "{err}");
@@ -177,7 +175,7 @@ mod tests {
         assert_eq!(err.field, "body");
         let err = decode(br#"{"resourcez":["contacts"]}"#, None).unwrap_err();
         assert!(err.problem.contains("resourcez"), "{err}");
-        let err = decode(&[0xff, 0xff, 0xff], Some(CONTENT_TYPE_PROTOBUF)).unwrap_err();
+        let err = decode(&[0xff, 0xff, 0xff], Some(PROTOBUF)).unwrap_err();
         assert_eq!(err.field, "body");
         let err = decode(b"x", Some("text/plain")).unwrap_err();
         assert_eq!(err.field, "content_type");

@@ -1,6 +1,6 @@
 //! Storing one page's records so that a record Postgres cannot hold costs only itself.
 //!
-//! [`crate::clio::record_check`] leaves out what is known to be unstorable (a NUL, a lone
+//! [`clio_api::record_check`] leaves out what is known to be unstorable (a NUL, a lone
 //! surrogate, deep nesting, an oversized record). As a last line of defence, a page whose
 //! upsert Postgres still refuses as bad data (SQLSTATE class 22) is stored again record by
 //! record, each under its own savepoint, and the records it refuses join the skipped ones.
@@ -9,11 +9,11 @@
 //! readable still counts as seen in Clio (so an older stored version is not swept as
 //! deleted).
 
+use clio_api::SkippedRecord;
 use scope_catalog::Resource;
 use serde_json::{Value, json};
 use sqlx::{Acquire, Postgres, Transaction};
 
-use crate::clio::record_check::SkippedRecord;
 use crate::records::{self, RecordError, Target, Upserted};
 
 /// Postgres refused a value itself (SQLSTATE class 22, "data exception": an untranslatable

@@ -12,19 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use clio_api::{ClioError, Lister, Page, PageRequest, RateGates, WaitObserver};
 use scope_catalog::Resource;
 use service_runtime::clock::SharedClock;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::listing::first_page_url;
 use super::page_records;
 use super::spec::{JobSpec, Mode};
 use super::store::{self, CheckpointDelta, ResourceRow};
 use crate::audit::{self, Auditor, JobContext, RecordError};
-use crate::clio::fetch::{FetchError, Fetcher, Page, WaitObserver};
-use crate::clio::fields::fields_param;
-use crate::clio::rate_gate::RateGates;
 use crate::config::ImporterConfig;
 use crate::events::{EventKind, Events};
 use crate::leases::{Lease, LeaseError, Leases};
@@ -48,7 +47,7 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Runner {
     pub pool: PgPool,
-    pub fetcher: Fetcher,
+    pub lister: Lister,
     pub gates: RateGates,
     pub leases: Leases,
     pub events: Arc<Events>,
@@ -219,109 +218,127 @@ impl Runner {
         resource: Resource,
         mut row: ResourceRow,
     ) -> Result<(), Stop> {
-        let spec = run.spec;
-        let listing_all = spec.filters.is_empty();
         if row.phase == "fetch" {
-            if row.next_url.is_none() && row.records_total.is_none() {
-                self.expect_total(run, resource).await?;
-            }
-            let since = self.since(spec, resource).await?;
-            let sweeps = spec.mode == Mode::Full && listing_all;
-            let sweep_started = if sweeps {
-                self.sweep_start(run, resource, &row).await?
-            } else {
-                None
-            };
-            // Only the listing's first page says when it began (a resumed job kept it).
-            let mut first_page = row.next_url.is_none();
-            let mut url = match &row.next_url {
-                Some(next) => parse_url(next)?,
-                None => self.first_url(&run.lease.api_base, resource, spec, since, false)?,
-            };
-            loop {
-                let page = self.fetch(run, &url).await?;
-                let last = page.next.is_none();
-                let clio_started_at = if first_page { page.server_date } else { None };
-                first_page = false;
-                // After the last page: a full, unfiltered listing has seen every record, so
-                // the rest are deleted; an incremental one lists ids next to find deletions.
-                let next_phase = match (last, spec.mode, listing_all) {
-                    (false, _, _) => "fetch",
-                    (true, Mode::Full, true) | (true, _, false) => "done",
-                    (true, Mode::Incremental, true) => "reconcile",
-                };
-                let mut tx = self.pool.begin().await?;
-                let target = self.target(run, resource);
-                let upserted =
-                    page_records::store_page(&mut tx, &target, &page.records, &page.skipped)
-                        .await?
-                        .upserted;
-                let deleted = match sweep_started {
-                    Some(started) if last => {
-                        records::mark_unseen_deleted(&mut tx, &target, started).await?
-                    }
-                    _ => 0,
-                };
-                let delta = CheckpointDelta {
-                    phase: next_phase,
-                    next_url: page.next.as_ref().map(Url::as_str),
-                    pages: 1,
-                    fetched: len_i64(page.records.len() + page.skipped.len()),
-                    written: i64::try_from(upserted.rows).unwrap_or(i64::MAX),
-                    deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
-                    total: page.total.and_then(|t| i64::try_from(t).ok()),
-                    max_updated_at: upserted.max_updated_at,
-                    clio_started_at,
-                };
-                self.commit_page(tx, run, resource, &delta).await?;
-                row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
-                self.events
-                    .page(run.spec.job_id, resource, page.records.len(), &self.pool)
-                    .await;
-                self.check_stop(run).await?;
-                match page.next {
-                    Some(next) => url = next,
-                    None => break,
-                }
-            }
-            row.phase = if spec.mode == Mode::Incremental && listing_all {
-                "reconcile".into()
-            } else {
-                "done".into()
-            };
-            row.next_url = None;
+            self.fetch_records(run, resource, &mut row).await?;
         }
         if row.phase == "reconcile" {
-            let sweep_started = self.sweep_start(run, resource, &row).await?;
-            let mut url = match &row.next_url {
-                Some(next) => parse_url(next)?,
-                None => self.first_url(&run.lease.api_base, resource, spec, None, true)?,
+            self.reconcile_ids(run, resource, &row).await?;
+        }
+        Ok(())
+    }
+
+    /// The fetch phase: pages of records, each stored with its checkpoint. A full,
+    /// unfiltered listing ends by sweeping what it did not see; an incremental one moves on
+    /// to the reconcile phase.
+    async fn fetch_records(
+        &self,
+        run: &mut Run<'_>,
+        resource: Resource,
+        row: &mut ResourceRow,
+    ) -> Result<(), Stop> {
+        let spec = run.spec;
+        let listing_all = spec.filters.is_empty();
+        if row.next_url.is_none() && row.records_total.is_none() {
+            self.expect_total(run, resource).await?;
+        }
+        let since = self.since(spec, resource).await?;
+        let sweeps = spec.mode == Mode::Full && listing_all;
+        let sweep_started = if sweeps {
+            self.sweep_start(run, resource, row).await?
+        } else {
+            None
+        };
+        // Only the listing's first page says when it began (a resumed job kept it).
+        let mut first_page = row.next_url.is_none();
+        let mut url = self.start_url(run, resource, row, since, false)?;
+        loop {
+            let page = self.fetch(run, &url).await?;
+            let last = page.next.is_none();
+            let clio_started_at = if first_page { page.server_date } else { None };
+            first_page = false;
+            // After the last page: a full, unfiltered listing has seen every record, so
+            // the rest are deleted; an incremental one lists ids next to find deletions.
+            let next_phase = match (last, spec.mode, listing_all) {
+                (false, _, _) => "fetch",
+                (true, Mode::Full, true) | (true, _, false) => "done",
+                (true, Mode::Incremental, true) => "reconcile",
             };
-            loop {
-                let page = self.fetch(run, &url).await?;
-                let last = page.next.is_none();
-                let mut tx = self.pool.begin().await?;
-                let target = self.target(run, resource);
-                records::mark_seen(&mut tx, &target, &page.records).await?;
-                let deleted = match sweep_started {
-                    Some(started) if last => {
-                        records::mark_unseen_deleted(&mut tx, &target, started).await?
-                    }
-                    _ => 0,
-                };
-                let delta = CheckpointDelta {
-                    phase: if last { "done" } else { "reconcile" },
-                    next_url: page.next.as_ref().map(Url::as_str),
-                    pages: 1,
-                    deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
-                    ..Default::default()
-                };
-                self.commit_page(tx, run, resource, &delta).await?;
-                self.check_stop(run).await?;
-                match page.next {
-                    Some(next) => url = next,
-                    None => break,
+            let mut tx = self.pool.begin().await?;
+            let target = self.target(run, resource);
+            let upserted = page_records::store_page(&mut tx, &target, &page.records, &page.skipped)
+                .await?
+                .upserted;
+            let deleted = match sweep_started {
+                Some(started) if last => {
+                    records::mark_unseen_deleted(&mut tx, &target, started).await?
                 }
+                _ => 0,
+            };
+            let delta = CheckpointDelta {
+                phase: next_phase,
+                next_url: page.next.as_ref().map(Url::as_str),
+                pages: 1,
+                fetched: len_i64(page.records.len() + page.skipped.len()),
+                written: i64::try_from(upserted.rows).unwrap_or(i64::MAX),
+                deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
+                total: page.total.and_then(|t| i64::try_from(t).ok()),
+                max_updated_at: upserted.max_updated_at,
+                clio_started_at,
+            };
+            self.commit_page(tx, run, resource, &delta).await?;
+            row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
+            self.events
+                .page(run.spec.job_id, resource, page.records.len(), &self.pool)
+                .await;
+            self.check_stop(run).await?;
+            match page.next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        row.phase = if spec.mode == Mode::Incremental && listing_all {
+            "reconcile".into()
+        } else {
+            "done".into()
+        };
+        row.next_url = None;
+        Ok(())
+    }
+
+    /// The reconcile phase of an incremental job: every id Clio lists is marked seen, and
+    /// the rest are swept as deleted after the last page.
+    async fn reconcile_ids(
+        &self,
+        run: &mut Run<'_>,
+        resource: Resource,
+        row: &ResourceRow,
+    ) -> Result<(), Stop> {
+        let sweep_started = self.sweep_start(run, resource, row).await?;
+        let mut url = self.start_url(run, resource, row, None, true)?;
+        loop {
+            let page = self.fetch(run, &url).await?;
+            let last = page.next.is_none();
+            let mut tx = self.pool.begin().await?;
+            let target = self.target(run, resource);
+            records::mark_seen(&mut tx, &target, &page.records).await?;
+            let deleted = match sweep_started {
+                Some(started) if last => {
+                    records::mark_unseen_deleted(&mut tx, &target, started).await?
+                }
+                _ => 0,
+            };
+            let delta = CheckpointDelta {
+                phase: if last { "done" } else { "reconcile" },
+                next_url: page.next.as_ref().map(Url::as_str),
+                pages: 1,
+                deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
+                ..Default::default()
+            };
+            self.commit_page(tx, run, resource, &delta).await?;
+            self.check_stop(run).await?;
+            match page.next {
+                Some(next) => url = next,
+                None => break,
             }
         }
         Ok(())
@@ -374,15 +391,15 @@ impl Runner {
         loop {
             self.renew_if_due(run).await?;
             let outcome = self
-                .fetcher
-                .page(
+                .lister
+                .page(&PageRequest {
                     url,
-                    &run.lease.api_base,
-                    &run.lease.token,
-                    &gate,
-                    run.stop,
-                    &run.waits,
-                )
+                    api_base: &run.lease.api_base,
+                    token: &run.lease.token,
+                    gate: &gate,
+                    cancel: run.stop,
+                    observer: &run.waits,
+                })
                 .await;
             match outcome {
                 Ok(page) => {
@@ -390,31 +407,38 @@ impl Runner {
                     run.refreshed = false;
                     return Ok(page);
                 }
-                Err(FetchError::Unauthorized) if !run.refreshed => {
+                Err(ClioError::InvalidToken { .. }) if !run.refreshed => {
                     tracing::info!("clio answered 401; leasing a refreshed token");
                     run.refreshed = true;
                     self.relet(run, "after 401", true).await?;
                 }
-                Err(FetchError::Unauthorized) => {
+                Err(ClioError::InvalidToken { .. }) => {
                     return Err(Stop(Outcome::Failed(
                         "Clio rejected the token again after a refresh (401): the grant was probably \
                          revoked; the connection's owner must reconnect"
                             .into(),
                     )));
                 }
-                Err(FetchError::Cancelled) => return Err(Stop(Outcome::Interrupted)),
+                Err(ClioError::Cancelled) => return Err(Stop(Outcome::Interrupted)),
                 // Clio itself is down (5xx, timeouts, an endless 429 storm) for longer than
                 // one page's retries: a dependency outage, waited out like any other; the
                 // job resumes from its checkpoint.
-                Err(error @ FetchError::Exhausted { .. }) => {
+                Err(
+                    error @ (ClioError::Exhausted { .. }
+                    | ClioError::RateLimited { .. }
+                    | ClioError::Transient { .. }),
+                ) => {
                     return Err(Stop(Outcome::Retry(format!("Clio unavailable: {error}"))));
                 }
                 Err(
-                    error @ (FetchError::Forbidden(_)
-                    | FetchError::Rejected { .. }
-                    | FetchError::Malformed(_)
-                    | FetchError::ForeignHost(_)
-                    | FetchError::TooLarge { .. }),
+                    error @ (ClioError::Forbidden { .. }
+                    | ClioError::Rejected { .. }
+                    | ClioError::MalformedPage { .. }
+                    | ClioError::ForeignHost { .. }
+                    | ClioError::TooLarge { .. }
+                    | ClioError::InvalidGrant { .. }
+                    | ClioError::InvalidClient { .. }
+                    | ClioError::Other { .. }),
                 ) => {
                     return Err(Stop(Outcome::Failed(error.to_string())));
                 }
@@ -525,56 +549,29 @@ impl Runner {
         Ok(mark.map(|m| m - chrono::Duration::seconds(self.config.incremental_overlap_secs)))
     }
 
-    fn first_url(
+    /// Where a listing (re)starts: its checkpoint's next page, else its first page
+    /// ([`first_page_url`]).
+    fn start_url(
         &self,
-        api_base: &Url,
+        run: &Run<'_>,
         resource: Resource,
-        spec: &JobSpec,
+        row: &ResourceRow,
         since: Option<DateTime<Utc>>,
         ids_only: bool,
     ) -> Result<Url, Stop> {
-        let mut url = resource_url(api_base, resource)?;
-        {
-            let mut query = url.query_pairs_mut();
-            let extra = spec
-                .extra_fields
-                .get(&resource)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            let fields = if ids_only {
-                "id".to_owned()
-            } else {
-                fields_param(resource, extra)
-            };
-            query.append_pair("fields", &fields);
-            query.append_pair("limit", &self.config.page_size.to_string());
-            if let Some(since) = since {
-                query.append_pair(
-                    "updated_since",
-                    &since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                );
-            }
-            for (key, value) in &spec.filters {
-                query.append_pair(key, value);
-            }
+        if let Some(next) = &row.next_url {
+            return Url::parse(next)
+                .map_err(|e| Stop(Outcome::Failed(format!("bad Clio URL {next:?}: {e}"))));
         }
-        Ok(url)
+        let api_base = &run.lease.api_base;
+        let page_size = self.config.page_size;
+        first_page_url(api_base, resource, run.spec, since, ids_only, page_size).map_err(|e| {
+            Stop(Outcome::Failed(format!(
+                "bad Clio URL for {} under {api_base}: {e}",
+                resource.as_str()
+            )))
+        })
     }
-}
-
-/// `{api base}/api/v4/{resource}.json`, whether the base already ends in `/api/v4` or not.
-fn resource_url(api_base: &Url, resource: Resource) -> Result<Url, Stop> {
-    let base = api_base.as_str().trim_end_matches('/');
-    let base = if base.ends_with("/api/v4") {
-        base.to_owned()
-    } else {
-        format!("{base}/api/v4")
-    };
-    parse_url(&format!("{base}/{}.json", resource.as_str()))
-}
-
-fn parse_url(text: &str) -> Result<Url, Stop> {
-    Url::parse(text).map_err(|e| Stop(Outcome::Failed(format!("bad Clio URL {text:?}: {e}"))))
 }
 
 fn len_i64(n: usize) -> i64 {

@@ -601,7 +601,7 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &JobFilter) -> Result<Vec<Job
 
 /// The wire view of a job and its checkpoints.
 pub fn to_wire(job: &JobRow, resources: &[ResourceRow]) -> pb::Job {
-    let ts = |t: Option<DateTime<Utc>>| t.map(super::spec::timestamp);
+    let ts = |t: Option<DateTime<Utc>>| t.map(proto::time::timestamp);
     pb::Job {
         job_id: job.job_id.to_string(),
         connection_id: job.connection_id.clone(),
@@ -728,7 +728,7 @@ pub async fn stored_job(
         connection_id: row.connection_id,
         resources: row.resources,
         mode: Mode::parse(&row.mode).map_or(pb::ImportMode::Full, Mode::to_wire) as i32,
-        updated_since: row.updated_since.map(super::spec::timestamp),
+        updated_since: row.updated_since.map(proto::time::timestamp),
         filters: serde_json::from_value(row.filters).unwrap_or_default(),
         fields: serde_json::from_value::<std::collections::BTreeMap<String, Vec<String>>>(
             row.fields,

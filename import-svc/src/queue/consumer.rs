@@ -24,6 +24,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
+use proto::queue::{JOB_ROUTING_KEY, header, retry_routing_key};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -34,7 +35,7 @@ use uuid::Uuid;
 use super::ledger;
 use super::publisher::{Outgoing, Publisher};
 use super::retry::{self, Plan};
-use super::topology::{JOB_ROUTING_KEY, Topology};
+use super::topology::Topology;
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::AmqpConfig;
 use crate::events::{EventKind, Events};
@@ -42,15 +43,6 @@ use crate::job::body;
 use crate::job::runner::{Outcome, Runner};
 use crate::job::spec::{self, JobSpec};
 use crate::job::store::{self, JobStatus};
-
-/// Header carrying why import-svc dead-lettered a message.
-pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
-/// Set on every message import-svc dead-letters itself (it records those as it rejects them).
-pub const REJECTED_BY_HEADER: &str = "x-rejected-by";
-/// Set on a job message the reconciler published again.
-pub const REPUBLISHED_BY_HEADER: &str = "x-republished-by";
-/// This service's name in those headers.
-pub const SERVICE_NAME: &str = "import-svc";
 
 /// The session cannot go on (ack not delivered, channel gone): reconnect.
 #[derive(Debug, thiserror::Error)]
@@ -121,11 +113,11 @@ impl Consumer {
             .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
         self.publisher.attach(&connection).await?;
-        let (tag, mut deliveries) = consume(&channel, &self.topology.jobs_queue).await?;
+        let (tag, mut deliveries) = consume(&channel, &self.topology.names.jobs_queue).await?;
         let (ledger_tag, mut dead_letters) =
-            consume(&channel, &self.topology.dead_letter_ledger).await?;
+            consume(&channel, &self.topology.names.dead_letter_ledger).await?;
         self.connected.store(true, Ordering::SeqCst);
-        tracing::info!(queue = %self.topology.jobs_queue, "consuming import jobs");
+        tracing::info!(queue = %self.topology.names.jobs_queue, "consuming import jobs");
 
         // Cancelled when this session ends for any reason: in-flight jobs stop at their
         // next page and leave their message for redelivery.
@@ -433,8 +425,8 @@ impl Consumer {
         let published = self
             .publisher
             .publish(Outgoing {
-                exchange: &self.topology.retry_exchange,
-                routing_key: &Topology::retry_routing_key(delay_ms),
+                exchange: &self.topology.names.retry_exchange,
+                routing_key: &retry_routing_key(delay_ms),
                 body: &delivery.data,
                 content_type: &content_type_of(delivery),
                 message_id: message_id_of(delivery).as_deref(),
@@ -464,7 +456,7 @@ impl Consumer {
         let published = self
             .publisher
             .publish(Outgoing {
-                exchange: &self.topology.jobs_exchange,
+                exchange: &self.topology.names.jobs_exchange,
                 routing_key: JOB_ROUTING_KEY,
                 body: &delivery.data,
                 content_type: &content_type_of(delivery),
@@ -580,24 +572,24 @@ impl Consumer {
         tracing::warn!(job_id = job_id.map(|j| j.to_string()).unwrap_or_default(), %reason, "dead-lettering job message");
         let mut headers = FieldTable::default();
         headers.insert(
-            REJECTION_REASON_HEADER.into(),
+            header::REJECTION_REASON.into(),
             AMQPValue::LongString(LongString::from(reason)),
         );
         headers.insert(
-            REJECTED_BY_HEADER.into(),
-            AMQPValue::LongString(LongString::from(SERVICE_NAME)),
+            header::REJECTED_BY.into(),
+            AMQPValue::LongString(LongString::from(header::IMPORT_SVC)),
         );
         headers.insert(
-            "x-original-exchange".into(),
+            header::ORIGINAL_EXCHANGE.into(),
             AMQPValue::LongString(LongString::from(delivery.exchange.as_str())),
         );
         headers.insert(
-            "x-original-routing-key".into(),
+            header::ORIGINAL_ROUTING_KEY.into(),
             AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
         );
         if let Some(job_id) = job_id {
             headers.insert(
-                "x-job-id".into(),
+                header::JOB_ID.into(),
                 AMQPValue::LongString(LongString::from(job_id.to_string().as_str())),
             );
         }
@@ -610,7 +602,7 @@ impl Consumer {
         let published = self
             .publisher
             .publish(Outgoing {
-                exchange: &self.topology.dead_letter_exchange,
+                exchange: &self.topology.names.dead_letter_exchange,
                 routing_key: JOB_ROUTING_KEY,
                 body: &delivery.data,
                 content_type: &content_type,

@@ -9,10 +9,10 @@
 
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
+use proto::queue::header;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::consumer::{REJECTED_BY_HEADER, SERVICE_NAME};
 use crate::audit::JobContext;
 use crate::job::{body, spec};
 
@@ -45,7 +45,7 @@ impl DeadLetter {
 /// What the message says, or `None` when import-svc dead-lettered it itself.
 pub fn describe(delivery: &Delivery) -> Option<DeadLetter> {
     let headers = delivery.properties.headers().as_ref();
-    if header_text(headers, REJECTED_BY_HEADER).as_deref() == Some(SERVICE_NAME) {
+    if header_text(headers, header::REJECTED_BY).as_deref() == Some(header::IMPORT_SVC) {
         return None;
     }
     let content_type = delivery
@@ -80,7 +80,7 @@ pub fn describe(delivery: &Delivery) -> Option<DeadLetter> {
 /// The broker's reason, from the newest `x-death` entry (RabbitMQ puts it first).
 fn reason(headers: Option<&FieldTable>) -> String {
     let newest = headers
-        .and_then(|h| h.inner().get("x-death"))
+        .and_then(|h| h.inner().get(header::X_DEATH))
         .and_then(|v| match v {
             AMQPValue::FieldArray(entries) => entries.as_slice().first().cloned(),
             _ => None,
@@ -92,9 +92,9 @@ fn reason(headers: Option<&FieldTable>) -> String {
     let Some(entry) = newest else {
         return "dead-lettered by the broker without an x-death record".into();
     };
-    let why = header_text(Some(&entry), "reason")
+    let why = header_text(Some(&entry), header::X_DEATH_REASON)
         .map_or_else(|| "unknown".into(), |t| spec::printable(&t, 64));
-    let queue = header_text(Some(&entry), "queue")
+    let queue = header_text(Some(&entry), header::X_DEATH_QUEUE)
         .map_or_else(|| "unknown".into(), |t| spec::printable(&t, 255));
     let meaning = match why.as_str() {
         "delivery_limit" => {

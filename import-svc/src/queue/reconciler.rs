@@ -14,17 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use proto::queue::{JOB_ROUTING_KEY, content_type, header};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::consumer::{REPUBLISHED_BY_HEADER, SERVICE_NAME};
 use super::publisher::{Outgoing, Publisher};
-use super::topology::{JOB_ROUTING_KEY, Topology};
+use super::topology::Topology;
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::ImporterConfig;
 use crate::events::{EventKind, Events};
-use crate::job::body::CONTENT_TYPE_PROTOBUF;
 use crate::job::store::{self, StaleJob};
 
 /// Jobs looked at in one round.
@@ -67,7 +66,7 @@ impl Reconciler {
         // Unknown depth (no session): skip the round rather than guess.
         let backlog = self
             .publisher
-            .ready_count(&self.topology.jobs_queue)
+            .ready_count(&self.topology.names.jobs_queue)
             .await?;
         let mut resolved = 0;
         for job in stale {
@@ -104,16 +103,16 @@ impl Reconciler {
         };
         let mut headers = FieldTable::default();
         headers.insert(
-            REPUBLISHED_BY_HEADER.into(),
-            AMQPValue::LongString(LongString::from(SERVICE_NAME)),
+            header::REPUBLISHED_BY.into(),
+            AMQPValue::LongString(LongString::from(header::IMPORT_SVC)),
         );
         let message_id = job.job_id.to_string();
         self.publisher
             .publish(Outgoing {
-                exchange: &self.topology.jobs_exchange,
+                exchange: &self.topology.names.jobs_exchange,
                 routing_key: JOB_ROUTING_KEY,
                 body: &prost::Message::encode_to_vec(&wire),
-                content_type: CONTENT_TYPE_PROTOBUF,
+                content_type: content_type::PROTOBUF,
                 message_id: Some(&message_id),
                 headers,
                 mandatory: true,

@@ -11,15 +11,7 @@
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString};
-
-/// Retries already spent on the current outage.
-pub const ATTEMPT_HEADER: &str = "x-retry-attempt";
-/// When the current outage was first met (Unix milliseconds).
-pub const OUTAGE_STARTED_HEADER: &str = "x-retry-outage-started-ms";
-/// When the message was last parked (Unix milliseconds).
-pub const LAST_RETRY_HEADER: &str = "x-retry-last-ms";
-/// Why the job could not run, for operators looking at a retry queue.
-pub const REASON_HEADER: &str = "x-retry-reason";
+use proto::queue::header;
 
 /// The retry state a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +34,9 @@ impl RetryState {
             _ => None,
         };
         Some(RetryState {
-            attempt: u32::try_from(int(ATTEMPT_HEADER)?).ok()?,
-            outage_started_ms: int(OUTAGE_STARTED_HEADER)?,
-            last_retry_ms: int(LAST_RETRY_HEADER)?,
+            attempt: u32::try_from(int(header::RETRY_ATTEMPT)?).ok()?,
+            outage_started_ms: int(header::RETRY_OUTAGE_STARTED_MS)?,
+            last_retry_ms: int(header::RETRY_LAST_MS)?,
         })
     }
 
@@ -54,27 +46,27 @@ impl RetryState {
         let mut headers = FieldTable::default();
         if let Some(original) = original {
             for (name, value) in original.inner() {
-                if name.as_str() != "x-death" {
+                if name.as_str() != header::X_DEATH {
                     headers.insert(name.clone(), value.clone());
                 }
             }
         }
         headers.insert(
-            ATTEMPT_HEADER.into(),
+            header::RETRY_ATTEMPT.into(),
             AMQPValue::LongLongInt(i64::from(self.attempt)),
         );
         headers.insert(
-            OUTAGE_STARTED_HEADER.into(),
+            header::RETRY_OUTAGE_STARTED_MS.into(),
             AMQPValue::LongLongInt(self.outage_started_ms),
         );
         headers.insert(
-            LAST_RETRY_HEADER.into(),
+            header::RETRY_LAST_MS.into(),
             AMQPValue::LongLongInt(self.last_retry_ms),
         );
         // A reason is for people; keep it to a size that never bloats the message.
         let reason: String = reason.chars().take(512).collect();
         headers.insert(
-            REASON_HEADER.into(),
+            header::RETRY_REASON.into(),
             AMQPValue::LongString(LongString::from(reason.as_str())),
         );
         headers

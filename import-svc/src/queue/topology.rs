@@ -1,5 +1,6 @@
-//! Exchanges and queues import-svc declares at start (the same topology ships as
-//! `deploy/rabbitmq/definitions.json`).
+//! Exchanges and queues import-svc declares at start, with their arguments (the same
+//! topology ships as `deploy/rabbitmq/definitions.json`). The names, routing keys and
+//! headers producers rely on are the contract in `proto::queue`.
 //!
 //! ```text
 //! <p>import (direct) --import.job--> <p>import.jobs (quorum, delivery limit, DLX)
@@ -21,27 +22,17 @@ use std::collections::BTreeMap;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use proto::queue::{JOB_ROUTING_KEY, Names, retry_routing_key};
 
 use crate::config::AmqpConfig;
 
-/// Routing key of job messages on the jobs exchange.
-pub const JOB_ROUTING_KEY: &str = "import.job";
-
-/// The names, all prefixed (tests use a unique prefix each).
+/// What import-svc declares: the names for one prefix (tests use a unique prefix each) and
+/// the configured delay tiers.
 #[derive(Debug, Clone)]
 pub struct Topology {
-    pub jobs_exchange: String,
-    pub jobs_queue: String,
-    pub dead_letter_exchange: String,
-    pub dead_letter_queue: String,
-    /// Bound to the dead-letter exchange beside `dead_letter_queue`; import-svc consumes it
-    /// so that every dead letter, whoever made it, ends its job visibly.
-    pub dead_letter_ledger: String,
-    /// Where a job waiting out a dependency outage is parked, one queue per delay tier.
-    pub retry_exchange: String,
+    pub names: Names,
     /// Delay tiers in milliseconds (`amqp.retry_delays_ms`), shortest first.
     pub retry_delays_ms: Vec<u64>,
-    pub events_exchange: String,
 }
 
 /// The exchange types in use, named as RabbitMQ (and `definitions.json`) names them.
@@ -137,69 +128,45 @@ impl Topology {
         retry_delays_ms.sort_unstable();
         retry_delays_ms.dedup();
         Topology {
-            jobs_exchange: format!("{prefix}import"),
-            jobs_queue: format!("{prefix}import.jobs"),
-            dead_letter_exchange: format!("{prefix}import.dlx"),
-            dead_letter_queue: format!("{prefix}import.jobs.dead"),
-            dead_letter_ledger: format!("{prefix}import.dead.ledger"),
-            retry_exchange: format!("{prefix}import.retry"),
+            names: Names::with_prefix(prefix),
             retry_delays_ms,
-            events_exchange: format!("{prefix}import.events"),
         }
-    }
-
-    /// The routing key (on `retry_exchange`) of the tier that waits `delay_ms`.
-    pub fn retry_routing_key(delay_ms: u64) -> String {
-        format!("{delay_ms}ms")
-    }
-
-    /// The queue of the tier that waits `delay_ms`.
-    pub fn retry_queue(&self, delay_ms: u64) -> String {
-        format!(
-            "{}.{}",
-            self.retry_exchange,
-            Self::retry_routing_key(delay_ms)
-        )
     }
 
     /// Every queue, for tests that clean up after themselves.
     pub fn all_queues(&self) -> Vec<String> {
-        let mut queues = vec![
-            self.jobs_queue.clone(),
-            self.dead_letter_queue.clone(),
-            self.dead_letter_ledger.clone(),
-        ];
-        queues.extend(self.retry_delays_ms.iter().map(|d| self.retry_queue(*d)));
-        queues
+        self.names.all_queues(&self.retry_delays_ms)
     }
 
     /// Every exchange, for tests that clean up after themselves.
     pub fn all_exchanges(&self) -> Vec<String> {
-        self.exchanges().into_iter().map(|e| e.name).collect()
+        self.names.all_exchanges()
     }
 
     /// The exchanges [`Topology::declare`] declares. Durable: the topology survives a
     /// broker restart.
     pub fn exchanges(&self) -> Vec<ExchangeSpec> {
+        let names = &self.names;
         let durable = |name: &str, kind| ExchangeSpec {
             name: name.to_owned(),
             kind,
             durable: true,
         };
         vec![
-            durable(&self.jobs_exchange, ExchangeType::Direct),
+            durable(&names.jobs_exchange, ExchangeType::Direct),
             // Fanout: every dead letter lands in the one dead-letter queue whatever its key.
-            durable(&self.dead_letter_exchange, ExchangeType::Fanout),
+            durable(&names.dead_letter_exchange, ExchangeType::Fanout),
             // Direct: one routing key per delay tier.
-            durable(&self.retry_exchange, ExchangeType::Direct),
+            durable(&names.retry_exchange, ExchangeType::Direct),
             // Topic: downstream teams bind to the events they care about (job.completed,
             // job.*).
-            durable(&self.events_exchange, ExchangeType::Topic),
+            durable(&names.events_exchange, ExchangeType::Topic),
         ]
     }
 
     /// The queues [`Topology::declare`] declares, for a given `amqp.delivery_limit`.
     pub fn queues(&self, delivery_limit: u32) -> Vec<QueueSpec> {
+        let names = &self.names;
         let mut jobs_args = quorum();
         // A message that keeps killing its consumer is dead-lettered instead of looping.
         jobs_args.insert(
@@ -208,7 +175,7 @@ impl Topology {
         );
         jobs_args.insert(
             "x-dead-letter-exchange",
-            QueueArgument::text(&self.dead_letter_exchange),
+            QueueArgument::text(&names.dead_letter_exchange),
         );
         // At-least-once dead-lettering: the broker keeps a dead letter until the DLQ has it
         // (needs reject-publish overflow), so nothing is lost on the way.
@@ -219,17 +186,17 @@ impl Topology {
         jobs_args.insert("x-overflow", QueueArgument::text("reject-publish"));
         let mut queues = vec![
             QueueSpec {
-                name: self.jobs_queue.clone(),
+                name: names.jobs_queue.clone(),
                 durable: true,
                 arguments: jobs_args,
             },
             QueueSpec {
-                name: self.dead_letter_queue.clone(),
+                name: names.dead_letter_queue.clone(),
                 durable: true,
                 arguments: quorum(),
             },
             QueueSpec {
-                name: self.dead_letter_ledger.clone(),
+                name: names.dead_letter_ledger.clone(),
                 durable: true,
                 arguments: quorum(),
             },
@@ -244,7 +211,7 @@ impl Topology {
             // Expired: back to the jobs queue, the same way a producer's message arrives.
             args.insert(
                 "x-dead-letter-exchange",
-                QueueArgument::text(&self.jobs_exchange),
+                QueueArgument::text(&names.jobs_exchange),
             );
             args.insert(
                 "x-dead-letter-routing-key",
@@ -256,7 +223,7 @@ impl Topology {
             );
             args.insert("x-overflow", QueueArgument::text("reject-publish"));
             queues.push(QueueSpec {
-                name: self.retry_queue(*delay_ms),
+                name: names.retry_queue(*delay_ms),
                 durable: true,
                 arguments: args,
             });
@@ -266,28 +233,29 @@ impl Topology {
 
     /// The bindings [`Topology::declare`] makes.
     pub fn bindings(&self) -> Vec<BindingSpec> {
+        let names = &self.names;
         let mut bindings = vec![
             BindingSpec {
-                exchange: self.jobs_exchange.clone(),
-                queue: self.jobs_queue.clone(),
+                exchange: names.jobs_exchange.clone(),
+                queue: names.jobs_queue.clone(),
                 routing_key: JOB_ROUTING_KEY.to_owned(),
             },
             // The key is irrelevant on a fanout exchange.
             BindingSpec {
-                exchange: self.dead_letter_exchange.clone(),
-                queue: self.dead_letter_queue.clone(),
+                exchange: names.dead_letter_exchange.clone(),
+                queue: names.dead_letter_queue.clone(),
                 routing_key: String::new(),
             },
             BindingSpec {
-                exchange: self.dead_letter_exchange.clone(),
-                queue: self.dead_letter_ledger.clone(),
+                exchange: names.dead_letter_exchange.clone(),
+                queue: names.dead_letter_ledger.clone(),
                 routing_key: String::new(),
             },
         ];
         bindings.extend(self.retry_delays_ms.iter().map(|delay_ms| BindingSpec {
-            exchange: self.retry_exchange.clone(),
-            queue: self.retry_queue(*delay_ms),
-            routing_key: Self::retry_routing_key(*delay_ms),
+            exchange: names.retry_exchange.clone(),
+            queue: names.retry_queue(*delay_ms),
+            routing_key: retry_routing_key(*delay_ms),
         }));
         bindings
     }
@@ -439,6 +407,19 @@ mod tests {
             keyed(section(&definitions(), "bindings").iter().cloned(), route),
             keyed(expected, route)
         );
+    }
+
+    #[test]
+    fn every_declared_name_is_one_of_the_contract() {
+        let (topology, delivery_limit) = declared();
+        let exchanges: Vec<String> = topology.exchanges().into_iter().map(|e| e.name).collect();
+        assert_eq!(exchanges, topology.names.all_exchanges());
+        let queues: Vec<String> = topology
+            .queues(delivery_limit)
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(queues, topology.names.all_queues(&topology.retry_delays_ms));
     }
 
     #[test]

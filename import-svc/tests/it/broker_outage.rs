@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use harness::{ServingStatus, TcpProxy};
-use import_svc::queue::consumer::REJECTION_REASON_HEADER;
+use proto::queue::header;
 
 use crate::support::{Setup, start};
 
@@ -31,10 +31,10 @@ async fn the_consumer_reconnects_after_the_broker_connection_is_cut() {
     import.publish_job(b"{}", Some("application/json")).await;
     let dead = import
         .broker
-        .next_message(&topology.dead_letter_queue, Duration::from_secs(15))
+        .next_message(&topology.names.dead_letter_queue, Duration::from_secs(15))
         .await;
     assert!(
-        dead.header(REJECTION_REASON_HEADER)
+        dead.header(header::REJECTION_REASON)
             .unwrap()
             .starts_with("job_id:")
     );

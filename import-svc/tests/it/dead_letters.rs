@@ -56,7 +56,7 @@ async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered(
     // Every message was settled. Checked with the service stopped: a message it still held
     // unacknowledged would be invisible to basic_get until its channel closed.
     let (broker, topology) = import.stop_keeping_broker().await;
-    assert!(broker.get(&topology.jobs_queue).await.is_none());
+    assert!(broker.get(&topology.names.jobs_queue).await.is_none());
 }
 
 #[tokio::test]
@@ -173,5 +173,5 @@ async fn hostile_strings_are_dead_lettered_naming_the_field() {
 
     // Every message was settled (none handed back to loop on a database error).
     let (broker, topology) = import.stop_keeping_broker().await;
-    assert!(broker.get(&topology.jobs_queue).await.is_none());
+    assert!(broker.get(&topology.names.jobs_queue).await.is_none());
 }

@@ -4,8 +4,8 @@
 //! seen.
 
 use chrono::Utc;
+use clio_api::SkippedRecord;
 use harness::TestDatabase;
-use import_svc::clio::record_check::SkippedRecord;
 use import_svc::job::page_records::store_page;
 use import_svc::records::Target;
 use scope_catalog::Resource;

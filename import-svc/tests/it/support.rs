@@ -8,8 +8,8 @@ use harness::{
     AmqpMessage, ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until,
 };
 use import_svc::Config;
-use import_svc::queue::consumer::REJECTION_REASON_HEADER;
-use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
+use import_svc::queue::topology::Topology;
+use proto::queue::{JOB_ROUTING_KEY, header};
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;
@@ -121,7 +121,7 @@ impl RunningImport {
     pub async fn publish_job(&self, body: &[u8], content_type: Option<&str>) {
         self.broker
             .publish(
-                &self.topology.jobs_exchange,
+                &self.topology.names.jobs_exchange,
                 JOB_ROUTING_KEY,
                 body,
                 content_type,
@@ -133,10 +133,13 @@ impl RunningImport {
     pub async fn next_dead_letter(&self) -> (AmqpMessage, String) {
         let dead = self
             .broker
-            .next_message(&self.topology.dead_letter_queue, Duration::from_secs(10))
+            .next_message(
+                &self.topology.names.dead_letter_queue,
+                Duration::from_secs(10),
+            )
             .await;
         let reason = dead
-            .header(REJECTION_REASON_HEADER)
+            .header(header::REJECTION_REASON)
             .expect("a dead letter carries its reason");
         (dead, reason)
     }

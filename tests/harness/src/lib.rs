@@ -7,9 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod amqp;
+mod audit_stand_in;
 mod binary;
 mod credentials;
 mod database;
+mod descriptor;
 mod grpc;
 mod logs;
 mod polling;
@@ -17,9 +19,11 @@ mod proxy;
 pub mod tls;
 
 pub use amqp::{AmqpMessage, TestBroker};
+pub use audit_stand_in::{RecordHandler, RecordOnly, audit_stand_in};
 pub use binary::service_binary;
 pub use credentials::{TestCaller, caller_config, test_callers, token_of};
 pub use database::{TestDatabase, postgres_admin_url};
+pub use descriptor::declared_rpc_paths;
 pub use grpc::{channel, health_status, reflection_services, wait_for_health, with_bearer};
 pub use logs::{CapturedLogs, capture_logs};
 pub use polling::poll_until;

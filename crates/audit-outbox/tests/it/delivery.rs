@@ -5,8 +5,7 @@ use std::time::Duration;
 use audit_outbox::{
     Delivery, QUARANTINE_SQL, Relay, RelayConfig, SCHEMA_SQL, enqueue, pending_count,
 };
-use harness::{TcpProxy, TestDatabase, poll_until};
-use proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+use harness::{RecordHandler, TcpProxy, TestDatabase, audit_stand_in, poll_until};
 use proto::audit::v1::{RecordRequest, RecordResponse};
 use proto::common::v1::{AuditEvent, EventKind};
 use secrecy::SecretString;
@@ -22,7 +21,7 @@ struct Recorder {
 }
 
 #[tonic::async_trait]
-impl AuditService for Recorder {
+impl RecordHandler for Recorder {
     async fn record(
         &self,
         request: tonic::Request<RecordRequest>,
@@ -54,7 +53,7 @@ async fn start_recorder() -> (Recorder, SocketAddr) {
     let recorder = Recorder::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let service = AuditServiceServer::new(recorder.clone());
+    let service = audit_stand_in(recorder.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)

@@ -9,8 +9,8 @@ use std::time::Duration;
 use audit_outbox::{
     Delivery, FITTED_KEY, Relay, RelayConfig, enqueue, health, pending_count, quarantined_count,
 };
+use harness::{RecordHandler, audit_stand_in};
 use prost::Message;
-use proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
 use proto::audit::v1::{RecordRequest, RecordResponse};
 use proto::audit_limits::{MAX_ID_BYTES, MAX_PAYLOAD_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES};
 use proto::common::v1::{Actor, AuditEvent, EventKind, EventRefs, Subject, actor, subject};
@@ -32,7 +32,7 @@ struct Strict {
 }
 
 #[tonic::async_trait]
-impl AuditService for Strict {
+impl RecordHandler for Strict {
     async fn record(
         &self,
         request: tonic::Request<RecordRequest>,
@@ -70,7 +70,7 @@ async fn start_strict(
     let address = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AuditServiceServer::new(strict.clone()))
+            .add_service(audit_stand_in(strict.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (strict, address)

@@ -27,10 +27,7 @@ fn compliance<T>(message: T) -> tonic::Request<T> {
 }
 
 fn ts(at: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap(),
-    }
+    proto::time::timestamp(at)
 }
 
 fn id(summary: &Option<api::ConnectionSummary>) -> String {

@@ -1,6 +1,6 @@
-//! Refused calls are themselves audited (DESIGN.md, "Callers and authorisation"): each
-//! service records ACCESS_DENIED events of the platform tenant, auth-svc and import-svc
-//! through their outboxes, audit-svc directly.
+//! Refused calls are themselves audited (`shared/DESIGN.md`, "Callers and
+//! authorisation"): each service records ACCESS_DENIED events of the platform tenant,
+//! auth-svc and import-svc through their outboxes, audit-svc directly.
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
 use harness::{ServingStatus, TcpProxy, poll_until, token_of, wait_for_health, with_bearer};
 use proto::common::v1::{AuditEvent, EventKind};
 use proto::import::v1 as import;
+use proto::queue::header;
 
 use crate::stack::{Stack, StackSetup, full_job};
 
@@ -243,7 +244,7 @@ async fn jobs_for_unknown_connections_or_missing_scopes_are_dead_lettered_before
         .broker
         .next_message(&stack.topology.dead_letter_queue, Duration::from_secs(20))
         .await;
-    let reason = dead.header("x-rejection-reason").unwrap();
+    let reason = dead.header(header::REJECTION_REASON).unwrap();
     assert!(reason.contains("matters:read"), "{reason}");
     let stored = stack.finished(&job.job_id, Duration::from_secs(10)).await;
     assert_eq!(stored.status, import::JobStatus::DeadLettered as i32);
@@ -258,7 +259,7 @@ async fn jobs_for_unknown_connections_or_missing_scopes_are_dead_lettered_before
         .broker
         .next_message(&stack.topology.dead_letter_queue, Duration::from_secs(20))
         .await;
-    let reason = dead.header("x-rejection-reason").unwrap();
+    let reason = dead.header(header::REJECTION_REASON).unwrap();
     assert!(
         reason.starts_with("connection_id: unknown connection"),
         "{reason}"

@@ -8,6 +8,7 @@ use harness::{poll_until, token_of, with_bearer};
 use proto::audit::v1 as audit;
 use proto::common::v1::EventKind;
 use proto::import::v1 as import;
+use proto::queue::{content_type, event_key};
 use tokio_stream::StreamExt;
 
 use crate::stack::{Stack, StackSetup, full_job};
@@ -260,7 +261,7 @@ async fn job_events_until(
             .await;
         assert_eq!(
             message.content_type.as_deref(),
-            Some("application/x-protobuf")
+            Some(content_type::PROTOBUF)
         );
         let event: import::JobEvent = prost::Message::decode(message.body.as_slice()).unwrap();
         assert!(
@@ -295,7 +296,7 @@ async fn downstream_teams_see_each_job_state_change_on_the_events_exchange() {
     .await;
     // A downstream team listens to every job event through its own queue.
     let exchange = stack.topology.events_exchange.clone();
-    let queue = stack.broker.subscribe(&exchange, "job.#").await;
+    let queue = stack.broker.subscribe(&exchange, event_key::ALL).await;
     let connection = stack.connect(&["contacts:read"], PERSON, 1).await;
 
     let job_id = stack.submit(full_job(&connection, &["contacts"])).await;

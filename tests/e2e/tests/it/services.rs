@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 
 use harness::TestDatabase;
+use proto::audit::v1::{audit_service_server, compliance_service_server};
+use proto::auth::v1::auth_service_server;
+use proto::import::v1::import_service_server;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;
@@ -38,11 +41,11 @@ impl Service {
     /// The gRPC services it must list through reflection and report health for.
     pub fn grpc_services(self) -> &'static [&'static str] {
         match self {
-            Service::Auth => &[auth_svc::AUTH_AUTH_SERVICE],
-            Service::Import => &[import_svc::IMPORT_IMPORT_SERVICE],
+            Service::Auth => &[auth_service_server::SERVICE_NAME],
+            Service::Import => &[import_service_server::SERVICE_NAME],
             Service::Audit => &[
-                audit_svc::AUDIT_AUDIT_SERVICE,
-                audit_svc::AUDIT_COMPLIANCE_SERVICE,
+                audit_service_server::SERVICE_NAME,
+                compliance_service_server::SERVICE_NAME,
             ],
         }
     }

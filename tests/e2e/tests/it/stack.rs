@@ -12,13 +12,13 @@ use harness::{
     ServingStatus, TcpProxy, TestBroker, TestDatabase, channel, health_status, poll_until,
     token_of, with_bearer,
 };
-use import_svc::queue::topology::{JOB_ROUTING_KEY, Topology};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::common::v1 as common;
 use proto::import::v1 as import;
 use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::queue::{self, JOB_ROUTING_KEY, content_type};
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::clock::{ManualClock, SharedClock};
@@ -114,7 +114,8 @@ impl Default for StackSetup {
 pub struct Stack {
     pub sim: ClioSim,
     pub broker: TestBroker,
-    pub topology: Topology,
+    /// The queue names under this stack's prefix.
+    pub topology: queue::Names,
     pub import_database: TestDatabase,
     /// import-svc's config as started, for restarting it (in-process or as a process).
     pub import_config: import_svc::Config,
@@ -190,9 +191,8 @@ impl Stack {
         );
         import_config.audit.token = Some(SecretString::from(token_of("import_writer")));
         (setup.import)(&mut import_config);
-        let topology =
-            Topology::with_retry_delays(&broker.prefix, &import_config.amqp.retry_delays_ms);
-        let queues = topology.all_queues();
+        let topology = queue::Names::with_prefix(&broker.prefix);
+        let queues = topology.all_queues(&import_config.amqp.retry_delays_ms);
         let exchanges = topology.all_exchanges();
         broker.track(
             &queues.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -443,7 +443,7 @@ impl Stack {
                 &self.topology.jobs_exchange,
                 JOB_ROUTING_KEY,
                 &prost::Message::encode_to_vec(job),
-                Some("application/x-protobuf"),
+                Some(content_type::PROTOBUF),
             )
             .await;
     }
@@ -456,7 +456,7 @@ impl Stack {
                 &self.topology.jobs_exchange,
                 JOB_ROUTING_KEY,
                 job.to_string().as_bytes(),
-                Some("application/json"),
+                Some(content_type::JSON),
             )
             .await;
     }

@@ -14,9 +14,9 @@ use std::time::Duration;
 use clio_sim::{AppSpec, ClioSim, Region, SimConfig};
 use harness::tls::{Protocol, TestCa, TlsFront};
 use harness::{ServingStatus, TestBroker, TestDatabase, health_status, poll_until, token_of};
-use import_svc::queue::topology::Topology;
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::common::v1 as common;
+use proto::queue;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::{ClientTls, TlsConfig};
@@ -244,8 +244,8 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     import_config.audit.endpoint = format!("https://{}", audit.address);
     import_config.audit.token = None;
     import_config.audit.tls = Some(certificates.client("import-svc"));
-    let topology = Topology::with_retry_delays(&broker.prefix, &import_config.amqp.retry_delays_ms);
-    let queues = topology.all_queues();
+    let topology = queue::Names::with_prefix(&broker.prefix);
+    let queues = topology.all_queues(&import_config.amqp.retry_delays_ms);
     let exchanges = topology.all_exchanges();
     broker.track(
         &queues.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -2,7 +2,9 @@
 //! codes: a revoked grant needs the person to reconnect (retrying will not help), bad
 //! client credentials need an operator, a rejected token needs a refresh (or is already
 //! revoked), a rate limit says how long to wait, and transient failures (5xx, timeouts,
-//! dropped connections) are worth retrying.
+//! dropped connections) are worth retrying. Listing a resource adds what only a page read
+//! can meet: a 403, a refused or redirected request, retries spent, an answer that is not
+//! a page or is too large, a link to a foreign host, and cancellation.
 //!
 //! Messages carry Clio's error code and description (truncated) and never a request or
 //! response body, so no token can leak through them.
@@ -12,6 +14,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
+
+use crate::retry;
 
 /// The longest piece of Clio's own error text kept in an error.
 const MAX_DETAIL: usize = 200;
@@ -28,11 +32,37 @@ pub enum ClioError {
     /// The access token is not (or no longer) valid here.
     #[error("Clio refused the access token (invalid_token): {description}")]
     InvalidToken { description: String },
+    /// A 403 on a list: the token may not read this (Clio's message, printable).
+    #[error("Clio refused access (403): {message}")]
+    Forbidden { message: String },
     #[error("Clio rate-limited the call{}", retry_after_text(.retry_after))]
     RateLimited { retry_after: Option<Duration> },
     /// 5xx, a timeout or a dropped connection: worth retrying.
     #[error("Clio is unavailable: {detail}")]
     Transient { detail: String },
+    /// A list page kept failing (5xx, timeouts, an endless 429 storm) through every retry:
+    /// Clio is down for now, and a later attempt may succeed.
+    #[error("Clio kept failing after {attempts} attempts; last error: {last}")]
+    Exhausted { attempts: u32, last: String },
+    /// A list request Clio refused for good: a redirect (never followed) or a 4xx other
+    /// than 401, 403 and 429. The message is Clio's, printable.
+    #[error("Clio refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// A 200 whose body is not a list page.
+    #[error("Clio answered something that is not a list page: {detail}")]
+    MalformedPage { detail: String },
+    /// A list page over the reader's byte limit (the importer's `max_page_bytes`); the
+    /// rest of the body is never read.
+    #[error(
+        "Clio's answer is larger than importer.max_page_bytes ({limit} bytes); not read further"
+    )]
+    TooLarge { limit: u64 },
+    /// A page link outside the token's region (host pinning): nothing was sent.
+    #[error("refusing to send the token to {origin}: not the connection's region")]
+    ForeignHost { origin: String },
+    /// The caller stopped the read.
+    #[error("cancelled")]
+    Cancelled,
     /// Anything else (an unexpected status, a malformed answer).
     #[error("Clio answered unexpectedly{}: {detail}", status_text(.status))]
     Other { status: Option<u16>, detail: String },
@@ -54,8 +84,15 @@ pub enum ClioErrorKind {
     InvalidGrant,
     InvalidClient,
     InvalidToken,
+    Forbidden,
     RateLimited,
     Transient,
+    Exhausted,
+    Rejected,
+    MalformedPage,
+    TooLarge,
+    ForeignHost,
+    Cancelled,
     Other,
 }
 
@@ -65,8 +102,15 @@ impl ClioErrorKind {
             ClioErrorKind::InvalidGrant => "invalid_grant",
             ClioErrorKind::InvalidClient => "invalid_client",
             ClioErrorKind::InvalidToken => "invalid_token",
+            ClioErrorKind::Forbidden => "forbidden",
             ClioErrorKind::RateLimited => "rate_limited",
             ClioErrorKind::Transient => "transient",
+            ClioErrorKind::Exhausted => "exhausted",
+            ClioErrorKind::Rejected => "rejected",
+            ClioErrorKind::MalformedPage => "malformed_page",
+            ClioErrorKind::TooLarge => "too_large",
+            ClioErrorKind::ForeignHost => "foreign_host",
+            ClioErrorKind::Cancelled => "cancelled",
             ClioErrorKind::Other => "other",
         }
     }
@@ -78,8 +122,15 @@ impl ClioError {
             ClioError::InvalidGrant { .. } => ClioErrorKind::InvalidGrant,
             ClioError::InvalidClient { .. } => ClioErrorKind::InvalidClient,
             ClioError::InvalidToken { .. } => ClioErrorKind::InvalidToken,
+            ClioError::Forbidden { .. } => ClioErrorKind::Forbidden,
             ClioError::RateLimited { .. } => ClioErrorKind::RateLimited,
             ClioError::Transient { .. } => ClioErrorKind::Transient,
+            ClioError::Exhausted { .. } => ClioErrorKind::Exhausted,
+            ClioError::Rejected { .. } => ClioErrorKind::Rejected,
+            ClioError::MalformedPage { .. } => ClioErrorKind::MalformedPage,
+            ClioError::TooLarge { .. } => ClioErrorKind::TooLarge,
+            ClioError::ForeignHost { .. } => ClioErrorKind::ForeignHost,
+            ClioError::Cancelled => ClioErrorKind::Cancelled,
             ClioError::Other { .. } => ClioErrorKind::Other,
         }
     }
@@ -88,7 +139,9 @@ impl ClioError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ClioError::RateLimited { .. } | ClioError::Transient { .. }
+            ClioError::RateLimited { .. }
+                | ClioError::Transient { .. }
+                | ClioError::Exhausted { .. }
         )
     }
 
@@ -120,11 +173,25 @@ impl ClioError {
         }
     }
 
+    /// What kind of transport failure a list read met, for its retry log and for
+    /// [`ClioError::Exhausted`]: the kind only, never the URL or the error's chain.
+    pub(crate) fn transport_failure(error: &reqwest::Error) -> &'static str {
+        if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "could not connect"
+        } else if error.is_body() || error.is_decode() {
+            "connection dropped while reading the response"
+        } else {
+            "connection failed"
+        }
+    }
+
     /// Classifies a non-success answer from its status, headers and body.
     pub(crate) fn from_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClioError {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return ClioError::RateLimited {
-                retry_after: retry_after(headers),
+                retry_after: retry::retry_after(headers),
             };
         }
         if status.is_server_error() {
@@ -204,18 +271,6 @@ fn parse_error_body(body: &[u8]) -> Option<ParsedError> {
             description: truncate(error.message.as_deref().unwrap_or("")),
         }),
     }
-}
-
-/// `Retry-After` in seconds (Clio does not send the HTTP-date form).
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 pub(crate) fn truncate(text: &str) -> String {

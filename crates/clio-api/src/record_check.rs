@@ -1,5 +1,7 @@
 //! Checking each record of a Clio page on its own, so that one record Postgres cannot hold
-//! costs only itself: the rest of the page is stored and the job goes on.
+//! costs only itself: the rest of the page is stored and the job goes on. Records are
+//! kept in Postgres `jsonb` (by the importer, this crate's reader of lists), so what
+//! `jsonb` refuses is checked out here, where each record's raw text is still at hand.
 //!
 //! A page is read as an envelope whose `data` holds each record's raw JSON text
 //! ([`serde_json::value::RawValue`], which does not limit nesting); each record is then
@@ -15,7 +17,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::job::spec::printable;
+use crate::printable::printable;
 
 /// A record left out of a page, and why.
 #[derive(Debug, Clone, PartialEq)]
