@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "clio_connect/common/v1/common.proto",
         "clio_connect/auth/v1/auth.proto",
-        "clio_connect/import/v1/import.proto",
+        "clio_connect/imports/v1/imports.proto",
         "clio_connect/audit/v1/audit.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;

@@ -28,11 +28,11 @@ pub mod witness;
 use std::sync::Arc;
 use std::time::Duration;
 
-use service_runtime::clock::{SharedClock, system_clock};
+pub use service_runtime::Options;
 use service_runtime::health::{DependencyCheck, PostgresCheck};
 use service_runtime::metrics::Metrics;
 use service_runtime::server::{ServerParts, serve};
-use service_runtime::{AccessPolicy, CancellationToken, Role};
+use service_runtime::{AccessPolicy, Background, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -107,16 +107,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_clock(config, system_clock(), listener, shutdown).await
+    run_with(config, listener, shutdown, Options::default()).await
 }
 
-/// [`run`] on a given clock (tests move time by hand for idle ages and recorded times).
-pub async fn run_with_clock(
+/// [`run`] with [`Options`] (tests move the clock for idle ages and recorded times).
+pub async fn run_with(
     config: Config,
-    clock: SharedClock,
     listener: TcpListener,
     shutdown: CancellationToken,
+    options: Options,
 ) -> anyhow::Result<()> {
+    let clock = options.clock;
     let signer = Arc::new(match Signer::from_config(&config.signing)? {
         Some(signer) => signer,
         None => {
@@ -142,24 +143,23 @@ pub async fn run_with_clock(
     // trusted, then opens the service login's pool (store::open).
     let pool = store::open(&config).await?;
 
-    // Background work stops when the service does, whichever way `run` ends.
-    let tasks = shutdown.child_token();
-    let _stop_tasks = tasks.clone().drop_guard();
-    let notifier = Notifier::start(pool.clone(), tasks.clone());
-    tokio::spawn(checkpoint::run_periodic(
+    // Stopped after the server (service_runtime::background).
+    let workers = Background::new("audit-svc workers");
+    let notifier = Notifier::start(pool.clone(), workers.token());
+    workers.spawn(checkpoint::run_periodic(
         pool.clone(),
         signer.clone(),
         clock.clone(),
         Duration::from_millis(config.checkpoints.interval_ms),
-        tasks.clone(),
+        workers.token(),
     ));
     if let Some(witness) = witness {
-        tokio::spawn(witness::run(
+        workers.spawn(witness::run(
             witness,
             pool.clone(),
             notifier.subscribe(),
             Duration::from_millis(config.checkpoints.interval_ms),
-            tasks.clone(),
+            workers.token(),
         ));
     }
 
@@ -183,7 +183,8 @@ pub async fn run_with_clock(
         notifier,
         clock,
         config: config.clone(),
-        shutdown: tasks,
+        // Watch streams end as soon as shutdown starts, so they never hold the drain.
+        shutdown: shutdown.clone(),
     };
     let routes = Routes::new(AuditServiceServer::new(api.clone()))
         .add_service(ComplianceServiceServer::new(api));
@@ -197,9 +198,10 @@ pub async fn run_with_clock(
         metrics: Metrics::new("audit_svc"),
         denials: Some(denials),
     };
-    serve(&config.service, parts, listener, shutdown).await?;
+    let served = serve(&config.service, parts, listener, shutdown).await;
+    workers.stop().await;
     pool.close().await;
-    Ok(())
+    served
 }
 
 #[cfg(test)]

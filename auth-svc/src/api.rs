@@ -15,6 +15,7 @@ use crate::domain::{AppId, ConnectionId, required_text};
 use crate::error::AuthError;
 use crate::key_rotation;
 use crate::leases;
+use crate::offboarding;
 use crate::paging::Page;
 use crate::revocation;
 use proto::time::timestamp;
@@ -195,9 +196,9 @@ impl AuthService for Api {
         request: Request<pb::OffboardUserRequest>,
     ) -> Reply<pb::OffboardUserResponse> {
         let caller = caller(&request)?;
-        let offboard = revocation::OffboardRequest::try_from(request.into_inner())?;
+        let offboard = offboarding::OffboardRequest::try_from(request.into_inner())?;
         let principal = offboard.principal.0.clone();
-        let done = revocation::offboard(&self.ctx, &caller, offboard).await?;
+        let done = offboarding::offboard(&self.ctx, &caller, offboard).await?;
         Ok(Response::new(pb::OffboardUserResponse {
             principal,
             results: done

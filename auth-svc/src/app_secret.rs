@@ -71,7 +71,7 @@ pub async fn replace(
     store::apps::replace_client_secret(&mut *tx, replacement.app, &sealed).await?;
     // Refreshes that failed on the old secret wait out a back-off; the cause is gone.
     let retried =
-        store::connections::clear_refresh_backoff_of_app(&mut *tx, replacement.app).await?;
+        store::connections::refresh::clear_backoff_of_app(&mut *tx, replacement.app).await?;
     let event = app
         .event(EventKind::AppSecretReplaced, caller, now)
         .reason(&replacement.reason)

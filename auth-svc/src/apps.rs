@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use clio_api::{AppCredentials, Region};
 use proto::auth::v1 as pb;
-use proto::common::v1::{EventKind, EventRefs, subject};
 use proto::common::v1::AuditEvent;
+use proto::common::v1::{EventKind, EventRefs, subject};
 use scope_catalog::{Scope, ScopeSet};
 use secrecy::SecretString;
 use service_runtime::Caller;

@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::callback::page;
 use crate::context::Context;
-use crate::domain::Mode;
+use crate::store;
+use crate::store::authorization_states::{Bound, BrowserBinding};
 
 /// Where the person's browser starts a web authorization.
 pub const START_PATH: &str = "/connect/start";
@@ -75,21 +76,15 @@ pub async fn start(State(ctx): State<Context>, Query(query): Query<StartQuery>) 
     let mut random = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut random);
     let secret = URL_SAFE_NO_PAD.encode(random);
-    let now = ctx.now();
+    let hash = crate::connect::state_hash(state.trim());
+    let secret_hash = binding_hash(&secret);
+    let binding = BrowserBinding {
+        state_hash: &hash,
+        binding_hash: &secret_hash,
+        at: ctx.now(),
+    };
     // The first browser to open a live web state binds it; the link then only leads on.
-    let bound: Result<Option<(String, i64)>, sqlx::Error> = sqlx::query_as(
-        "UPDATE authorization_states SET browser_binding_hash = $2, browser_bound_at = $3 \
-         WHERE state_hash = $1 AND mode = $4 AND used_at IS NULL AND expires_at > $3 \
-           AND browser_binding_hash IS NULL AND clio_authorize_url IS NOT NULL \
-         RETURNING clio_authorize_url, extract(epoch FROM expires_at - $3)::bigint",
-    )
-    .bind(crate::connect::state_hash(state.trim()))
-    .bind(binding_hash(&secret))
-    .bind(now)
-    .bind(Mode::Web.as_str())
-    .fetch_optional(&ctx.pool)
-    .await;
-    let (clio_url, seconds_left) = match bound {
+    let bound = match store::authorization_states::bind_browser(&ctx.pool, &binding).await {
         Ok(Some(found)) => found,
         Ok(None) => {
             return page(
@@ -108,7 +103,13 @@ pub async fn start(State(ctx): State<Context>, Query(query): Query<StartQuery>) 
             );
         }
     };
-    let Ok(mut location) = url::Url::parse(&clio_url) else {
+    redirect_to_clio(&ctx, &state, &secret, &bound)
+}
+
+/// Sends the browser to Clio's authorize URL (with the state) and sets the flow's cookie,
+/// living as long as the state does.
+fn redirect_to_clio(ctx: &Context, state: &str, secret: &str, bound: &Bound) -> Response {
+    let Ok(mut location) = url::Url::parse(&bound.clio_authorize_url) else {
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Connection failed",
@@ -125,8 +126,8 @@ pub async fn start(State(ctx): State<Context>, Query(query): Query<StartQuery>) 
     };
     let cookie = format!(
         "{}={secret}; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        cookie_name(&state),
-        seconds_left.max(0)
+        cookie_name(state),
+        bound.seconds_left.max(0)
     );
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();

@@ -1,4 +1,5 @@
-//! Connections as stored: loading, listing, and their wire and audit shapes.
+//! Connections: the loaded shape, its wire and audit forms, and the list filter (their SQL
+//! is in `store::connections`).
 
 use chrono::{DateTime, Utc};
 use clio_api::Region;

@@ -11,19 +11,21 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use clio_api::Region;
-use proto::common::v1::EventKind;
+use proto::common::v1::{AuditEvent, EventKind};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::apps;
 use crate::audit_events::system_actor;
-use crate::connections;
+use crate::connections::Connection;
 use crate::context::Context;
-use crate::domain::ConnectionId;
+use crate::domain::{AppId, ConnectionId};
 use crate::error::AuthError;
 use crate::revocation::{
-    HeldTokens, deauthorize_at_clio, keep_for_retry, pending_access_binding,
-    pending_refresh_binding, revoked_event,
+    ClioOutcome, HeldTokens, deauthorize_at_clio, keep_for_retry, revoked_event,
+};
+use crate::store;
+use crate::store::connections::ConnectionRevocation;
+use crate::store::pending_deauthorizations::{
+    self, NextAttempt, PendingDeauthorization, access_binding, refresh_binding,
 };
 
 /// Rows looked at per pass.
@@ -44,17 +46,10 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
 
 /// One pass over the rows that are due. Returns how many were attempted.
 pub async fn pass(ctx: &Context) -> Result<usize, AuthError> {
-    let due: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT connection_id FROM pending_deauthorizations WHERE next_attempt_at <= $1 \
-         ORDER BY next_attempt_at LIMIT $2",
-    )
-    .bind(ctx.now())
-    .bind(BATCH)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let due = pending_deauthorizations::due(&ctx.pool, ctx.now(), BATCH).await?;
     let mut attempted = 0;
-    for (id,) in due {
-        match retry_one(ctx, ConnectionId(id)).await {
+    for id in due {
+        match retry_one(ctx, id).await {
             Ok(true) => attempted += 1,
             Ok(false) => {}
             Err(error) => tracing::warn!(connection_id = %id, %error, "deauthorize retry failed"),
@@ -63,121 +58,140 @@ pub async fn pass(ctx: &Context) -> Result<usize, AuthError> {
     Ok(attempted)
 }
 
-#[derive(sqlx::FromRow)]
-struct Pending {
-    region: String,
-    app_id: Uuid,
-    access_token_ct: Vec<u8>,
-    refresh_token_ct: Option<Vec<u8>>,
-    revoke_event_recorded: bool,
-    revoked_by: String,
-    revocation_reason: String,
-    revoked_at: DateTime<Utc>,
-    attempts: i32,
-}
-
+/// Retries one row if it is still due and nobody else holds it. The row stays locked
+/// until the attempt is recorded, so no other replica retries it meanwhile.
 #[tracing::instrument(skip_all, fields(connection_id = %id))]
 async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
     let now = ctx.now();
     let mut tx = ctx.pool.begin().await?;
-    let pending: Option<Pending> = sqlx::query_as(
-        "SELECT region, app_id, access_token_ct, refresh_token_ct, revoke_event_recorded, revoked_by, \
-         revocation_reason, revoked_at, attempts FROM pending_deauthorizations \
-         WHERE connection_id = $1 AND next_attempt_at <= $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(id.0)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(pending) = pending else {
+    let Some(pending) = pending_deauthorizations::lock_if_due(&mut *tx, id, now).await? else {
         return Ok(false);
     };
     let region: Region = pending
         .region
         .parse()
         .map_err(|e| AuthError::Internal(format!("pending deauthorization {id}: {e}")))?;
-    let app = apps::load(&mut tx, crate::domain::AppId(pending.app_id), false).await?;
-    let connection = connections::load(&mut tx, id, false).await?;
+    let app = store::apps::load(&mut *tx, AppId(pending.app_id)).await?;
+    let connection = store::connections::load(&mut *tx, id).await?;
     let mut tokens = HeldTokens::new(
         ctx.vault
-            .open(&pending.access_token_ct, &pending_access_binding(id))?,
+            .open(&pending.access_token_ct, &access_binding(id))?,
         pending
             .refresh_token_ct
             .as_deref()
-            .map(|ct| ctx.vault.open(ct, &pending_refresh_binding(id)))
+            .map(|ct| ctx.vault.open(ct, &refresh_binding(id)))
             .transpose()?,
         // Unknown by now: deauthorize first, refresh only if Clio refuses the token.
         None,
     );
     let credentials = app.credentials(&ctx.vault)?;
     let (outcome, detail) = deauthorize_at_clio(ctx, region, &credentials, &mut tokens).await;
-    // When Clio's answer came: the offboarding report's clock stops at a confirmation.
-    let answered_at = ctx.now();
-    let confirmed_at = outcome.is_final().then_some(answered_at);
     let attempts = pending.attempts + 1;
-    let gave_up = !outcome.is_final()
-        && attempts >= i32::try_from(ctx.config.revocation.max_attempts).unwrap_or(i32::MAX);
-    if outcome.is_final() || gave_up {
-        sqlx::query("DELETE FROM pending_deauthorizations WHERE connection_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+    let attempt = Attempt {
+        outcome,
+        detail: &detail,
+        attempts,
+        gave_up: !outcome.is_final()
+            && attempts >= i32::try_from(ctx.config.revocation.max_attempts).unwrap_or(i32::MAX),
+        // When Clio's answer came: the offboarding report's clock stops at a confirmation.
+        answered_at: ctx.now(),
+    };
+    if outcome.is_final() || attempt.gave_up {
+        pending_deauthorizations::delete(&mut *tx, id).await?;
     } else {
         keep_for_retry(&mut tx, &ctx.vault, id, &tokens).await?;
-        let backoff_ms = ctx
-            .config
-            .revocation
-            .first_retry_after_ms
-            .saturating_mul(1u64 << attempts.clamp(0, 20));
-        let backoff = StdDuration::from_millis(backoff_ms).min(StdDuration::from_secs(
-            ctx.config.revocation.max_backoff_secs,
-        ));
-        sqlx::query(
-            "UPDATE pending_deauthorizations SET attempts = $2, last_error = $3, next_attempt_at = $4, \
-             revoke_event_recorded = true WHERE connection_id = $1",
-        )
-        .bind(id.0)
-        .bind(attempts)
-        .bind(&detail)
-        .bind(now + Duration::from_std(backoff).unwrap_or(Duration::hours(1)))
-        .execute(&mut *tx)
-        .await?;
+        let next = NextAttempt {
+            attempts,
+            last_error: &detail,
+            at: now + backoff(ctx, attempts),
+        };
+        pending_deauthorizations::schedule_retry(&mut *tx, id, &next).await?;
     }
-    if !pending.revoke_event_recorded {
-        let event = revoked_event(
-            &connection,
-            &pending.revoked_by,
-            &pending.revocation_reason,
-            pending.revoked_at,
-            (outcome, &detail),
-            confirmed_at,
-            u32::try_from(attempts).unwrap_or(0),
-        );
+    if let Some(event) = attempt.event(&connection, &pending) {
         audit_outbox::enqueue(&mut tx, event).await?;
-    } else if outcome.is_final() || gave_up {
-        let reported = if gave_up { "gave_up" } else { outcome.as_str() };
+    }
+    tx.commit().await?;
+    ctx.events_committed();
+    if attempt.gave_up {
+        tracing::error!(attempts, detail = %detail, "gave up deauthorizing at Clio; the grant may still be live there");
+    } else {
+        tracing::info!(outcome = outcome.as_str(), attempts, "deauthorize retried");
+    }
+    Ok(true)
+}
+
+/// How long after failed attempt number `attempts` the next one is made: the first retry
+/// delay doubling per attempt, capped.
+fn backoff(ctx: &Context, attempts: i32) -> Duration {
+    let revocation = &ctx.config.revocation;
+    let backoff_ms = revocation
+        .first_retry_after_ms
+        .saturating_mul(1u64 << attempts.clamp(0, 20));
+    let backoff = StdDuration::from_millis(backoff_ms)
+        .min(StdDuration::from_secs(revocation.max_backoff_secs));
+    Duration::from_std(backoff).unwrap_or(Duration::hours(1))
+}
+
+/// What one retry came to.
+struct Attempt<'a> {
+    outcome: ClioOutcome,
+    detail: &'a str,
+    /// Attempts so far, this one included.
+    attempts: i32,
+    /// Clio still failed and this was the last attempt allowed.
+    gave_up: bool,
+    answered_at: DateTime<Utc>,
+}
+
+impl Attempt<'_> {
+    /// CONNECTION_REVOKED if the revocation never recorded it (the process died
+    /// mid-revocation); else REVOCATION_RETRIED once the retries end; else nothing.
+    fn event(
+        &self,
+        connection: &Connection,
+        pending: &PendingDeauthorization,
+    ) -> Option<AuditEvent> {
+        let confirmed_at = self.outcome.is_final().then_some(self.answered_at);
+        if !pending.revoke_event_recorded {
+            let revocation = ConnectionRevocation {
+                at: pending.revoked_at,
+                by: &pending.revoked_by,
+                reason: &pending.revocation_reason,
+            };
+            return Some(revoked_event(
+                connection,
+                &revocation,
+                (self.outcome, self.detail),
+                confirmed_at,
+                u32::try_from(self.attempts).unwrap_or(0),
+            ));
+        }
+        if !self.outcome.is_final() && !self.gave_up {
+            return None;
+        }
+        let reported = if self.gave_up {
+            "gave_up"
+        } else {
+            self.outcome.as_str()
+        };
         let mut payload = serde_json::json!({
             "clio_outcome": reported,
-            "attempts": attempts,
-            "detail": detail,
+            "attempts": self.attempts,
+            "detail": self.detail,
             "revoked_at": pending.revoked_at.to_rfc3339(),
         });
         if let Some(at) = confirmed_at {
             payload["clio_confirmed_at"] = serde_json::Value::String(at.to_rfc3339());
         }
         let event = connection
-            .event(EventKind::RevocationRetried, system_actor(), answered_at)
+            .event(
+                EventKind::RevocationRetried,
+                system_actor(),
+                self.answered_at,
+            )
             .reason(&pending.revocation_reason)
             .payload(payload)
             .build();
-        audit_outbox::enqueue(&mut tx, event).await?;
+        Some(event)
     }
-    tx.commit().await?;
-    ctx.events_committed();
-    if gave_up {
-        tracing::error!(attempts, detail = %detail, "gave up deauthorizing at Clio; the grant may still be live there");
-    } else {
-        tracing::info!(outcome = outcome.as_str(), attempts, "deauthorize retried");
-    }
-    Ok(true)
 }

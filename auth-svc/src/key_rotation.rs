@@ -12,56 +12,18 @@ use prometheus_client::metrics::counter::Counter;
 use proto::common::v1::{EventKind, EventRefs, subject};
 use service_runtime::Caller;
 use service_runtime::metrics::Metrics;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::audit_events::{EventBuilder, service_actor, subject_of, system_actor};
 use crate::context::Context;
 use crate::error::AuthError;
-use crate::token_vault::{Binding, TokenVault, VaultError};
-
-/// A column holding ciphertexts, and where its key id and row id are.
-struct SecretColumn {
-    table: &'static str,
-    /// The column name in the binding (`access_token`); the ciphertext is `<name>_ct`
-    /// and its key id `<name>_key_id`.
-    name: &'static str,
-    id_column: &'static str,
-}
-
-const SECRET_COLUMNS: [SecretColumn; 6] = [
-    SecretColumn {
-        table: "app_registrations",
-        name: "client_secret",
-        id_column: "app_id",
-    },
-    SecretColumn {
-        table: "connections",
-        name: "access_token",
-        id_column: "connection_id",
-    },
-    SecretColumn {
-        table: "connections",
-        name: "refresh_token",
-        id_column: "connection_id",
-    },
-    SecretColumn {
-        table: "pending_deauthorizations",
-        name: "access_token",
-        id_column: "connection_id",
-    },
-    SecretColumn {
-        table: "pending_deauthorizations",
-        name: "refresh_token",
-        id_column: "connection_id",
-    },
-    SecretColumn {
-        table: "authorization_states",
-        name: "pkce_verifier",
-        id_column: "id",
-    },
-];
+use crate::store;
+use crate::store::encryption_key_state::Rotation;
+use crate::store::sealed_columns::{self, SealedColumn};
+use crate::store::undecryptable_secrets::Undecryptable;
+use crate::token_vault::{TokenVault, VaultError};
 
 /// Rows re-encrypted per transaction.
 const BATCH: i64 = 100;
@@ -90,14 +52,9 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// At start-up: refuses to run if a stored secret is under a key that is not configured,
 /// and adopts the rotated-to key recorded in the database.
 pub async fn prepare(pool: &PgPool, vault: &TokenVault) -> anyhow::Result<()> {
-    for column in &SECRET_COLUMNS {
-        let sql = format!(
-            "SELECT DISTINCT {name}_key_id FROM {table} WHERE {name}_key_id IS NOT NULL",
-            name = column.name,
-            table = column.table
-        );
-        let ids: Vec<(String,)> = sqlx::query_as(&sql).fetch_all(pool).await?;
-        if let Some((missing,)) = ids.iter().find(|(id,)| !vault.has_key(id)) {
+    for column in sealed_columns::ALL {
+        let ids = sealed_columns::key_ids(pool, column).await?;
+        if let Some(missing) = ids.iter().find(|id| !vault.has_key(id)) {
             anyhow::bail!(
                 "keys: secrets in {}.{} are encrypted under key {missing:?}, which is not configured",
                 column.table,
@@ -111,11 +68,8 @@ pub async fn prepare(pool: &PgPool, vault: &TokenVault) -> anyhow::Result<()> {
 
 /// Adopts the active key recorded by the last rotation (any replica's).
 async fn sync_active(pool: &PgPool, vault: &TokenVault) -> Result<(), AuthError> {
-    let recorded: Option<(String,)> =
-        sqlx::query_as("SELECT active_key_id FROM encryption_key_state")
-            .fetch_optional(pool)
-            .await?;
-    if let Some((id,)) = recorded
+    let recorded = store::encryption_key_state::active_key_id(pool).await?;
+    if let Some(id) = recorded
         && id != vault.active_key_id()
     {
         if vault.has_key(&id) {
@@ -131,22 +85,10 @@ async fn sync_active(pool: &PgPool, vault: &TokenVault) -> Result<(), AuthError>
 /// Secrets not yet under the active key, leaving out those set aside as undecryptable.
 pub async fn pending(pool: &PgPool, active: &str) -> Result<u64, AuthError> {
     let mut total: i64 = 0;
-    for column in &SECRET_COLUMNS {
-        total += pending_in(pool, column, active).await?;
+    for column in sealed_columns::ALL {
+        total += sealed_columns::count_not_under(pool, column, active).await?;
     }
     Ok(u64::try_from(total).unwrap_or(0))
-}
-
-/// `WHERE` conditions: a secret of `column` not under key `$1` and not set aside.
-fn not_yet_rotated(column: &SecretColumn) -> String {
-    format!(
-        "{name}_key_id IS NOT NULL AND {name}_key_id <> $1 AND NOT EXISTS (\
-         SELECT 1 FROM undecryptable_secrets u WHERE u.table_name = '{table}' \
-         AND u.column_name = '{name}' AND u.row_id = {table}.{id} AND u.key_id = {table}.{name}_key_id)",
-        name = column.name,
-        table = column.table,
-        id = column.id_column
-    )
 }
 
 #[tracing::instrument(skip_all, fields(new_key_id = %new_key_id, actor = %caller.name))]
@@ -167,15 +109,12 @@ pub async fn rotate(
     let now = ctx.now();
     let previous = ctx.vault.active_key_id();
     let mut tx = ctx.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO encryption_key_state (singleton, active_key_id, rotated_by, rotated_at) VALUES (true, $1, $2, $3) \
-         ON CONFLICT (singleton) DO UPDATE SET active_key_id = $1, rotated_by = $2, rotated_at = $3",
-    )
-    .bind(new_key_id)
-    .bind(&caller.name)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let rotation = Rotation {
+        active_key_id: new_key_id,
+        rotated_by: &caller.name,
+        rotated_at: now,
+    };
+    store::encryption_key_state::record_rotation(&mut *tx, &rotation).await?;
     let event = EventBuilder::new(
         EventKind::EncryptionKeyRotated,
         &ctx.config.audit.platform_tenant,
@@ -208,7 +147,7 @@ pub async fn reencrypt_all(ctx: &Context) -> Result<u64, AuthError> {
     let mut total = 0;
     for round in 0..20 {
         let mut skipped_any = false;
-        for column in &SECRET_COLUMNS {
+        for column in sealed_columns::ALL {
             loop {
                 let batch = reencrypt_batch(ctx, column).await?;
                 total += batch.done;
@@ -237,49 +176,28 @@ struct Batch {
 }
 
 /// One batch of one column, in one transaction.
-async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<Batch, AuthError> {
+async fn reencrypt_batch(ctx: &Context, column: &SealedColumn) -> Result<Batch, AuthError> {
     let active = ctx.vault.active_key_id();
     let mut tx = ctx.pool.begin().await?;
-    let select = format!(
-        "SELECT {id}, {name}_ct, {name}_key_id FROM {table} WHERE {pending} \
-         LIMIT $2 FOR UPDATE SKIP LOCKED",
-        id = column.id_column,
-        name = column.name,
-        table = column.table,
-        pending = not_yet_rotated(column),
-    );
-    let rows: Vec<(Uuid, Vec<u8>, String)> = sqlx::query_as(&select)
-        .bind(&active)
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-    if rows.is_empty() {
+    let cells = sealed_columns::lock_not_under(&mut *tx, column, &active, BATCH).await?;
+    if cells.is_empty() {
         tx.commit().await?;
-        let remaining = pending_in(&ctx.pool, column, &active).await? > 0;
+        let remaining = sealed_columns::count_not_under(&ctx.pool, column, &active).await? > 0;
         return Ok(Batch {
             done: 0,
             set_aside: 0,
             remaining_locked: remaining,
         });
     }
-    let update = format!(
-        "UPDATE {table} SET {name}_ct = $2, {name}_key_id = $3 WHERE {id} = $1",
-        id = column.id_column,
-        name = column.name,
-        table = column.table
-    );
     let mut done = 0;
     let mut undecryptable = Vec::new();
-    for (id, ciphertext, key_id) in rows {
-        let binding = Binding::new(column.table, column.name, id);
-        match ctx.vault.reseal(&ciphertext, &binding) {
+    for cell in cells {
+        match ctx
+            .vault
+            .reseal(&cell.ciphertext, &column.binding(cell.row_id))
+        {
             Ok(Some(sealed)) => {
-                sqlx::query(&update)
-                    .bind(id)
-                    .bind(&sealed.ciphertext)
-                    .bind(&sealed.key_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sealed_columns::write(&mut *tx, column, cell.row_id, &sealed).await?;
                 done += 1;
             }
             Ok(None) => {}
@@ -288,7 +206,7 @@ async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<Batch, 
                 problem @ (VaultError::Undecryptable
                 | VaultError::Malformed
                 | VaultError::UnknownKey(_)),
-            ) => undecryptable.push((id, key_id, problem)),
+            ) => undecryptable.push((cell.row_id, cell.key_id, problem)),
         }
     }
     let set_aside = set_aside(ctx, &mut tx, column, &active, undecryptable).await?;
@@ -310,8 +228,8 @@ async fn reencrypt_batch(ctx: &Context, column: &SecretColumn) -> Result<Batch, 
 /// decides what to do with them: a connection whose token is lost needs reconnecting.
 async fn set_aside(
     ctx: &Context,
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    column: &SecretColumn,
+    tx: &mut Transaction<'_, Postgres>,
+    column: &SealedColumn,
     active: &str,
     found: Vec<(Uuid, String, VaultError)>,
 ) -> Result<u64, AuthError> {
@@ -329,18 +247,14 @@ async fn set_aside(
             %problem,
             "a stored secret does not decrypt; key rotation skips it"
         );
-        sqlx::query(
-            "INSERT INTO undecryptable_secrets (table_name, column_name, row_id, key_id, problem, found_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(column.table)
-        .bind(column.name)
-        .bind(id)
-        .bind(key_id)
-        .bind(problem.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        let found = Undecryptable {
+            column,
+            row_id: *id,
+            key_id,
+            problem: problem.to_string(),
+            found_at: now,
+        };
+        store::undecryptable_secrets::insert(&mut **tx, &found).await?;
         listed.push(serde_json::json!({
             "table": column.table,
             "column": column.name,
@@ -368,18 +282,6 @@ async fn set_aside(
     let count = found.len() as u64;
     ctx.rotation.undecryptable.inc_by(count);
     Ok(count)
-}
-
-async fn pending_in(pool: &PgPool, column: &SecretColumn, active: &str) -> Result<i64, AuthError> {
-    let sql = format!(
-        "SELECT count(*) FROM {table} WHERE {pending}",
-        table = column.table,
-        pending = not_yet_rotated(column),
-    );
-    Ok(sqlx::query_scalar(&sql)
-        .bind(active)
-        .fetch_one(pool)
-        .await?)
 }
 
 /// Follows other replicas' rotations and finishes interrupted re-encryptions.

@@ -2,7 +2,7 @@
 //! connection is usable, refreshed first when the token is (nearly) expired or the caller
 //! says Clio refused it, and never longer than the token itself lives.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use proto::auth::v1 as pb;
 use scope_catalog::Scope;
 use secrecy::ExposeSecret;
@@ -95,35 +95,7 @@ pub async fn lease(
         .await);
     }
     let now = ctx.now();
-    let min_remaining = lease_min_remaining(ctx, connection.token_lifetime_secs);
-    let actor = service_actor(&caller.name);
-    let fresh = if request.force_refresh {
-        refresh::refresh_if_due(
-            ctx,
-            connection.id,
-            Due::Forced {
-                seen_version: connection.token_version,
-            },
-            actor,
-        )
-        .await?
-    } else if connection
-        .access_expires_at
-        .is_none_or(|at| at <= now + min_remaining)
-    {
-        refresh::refresh_if_due(
-            ctx,
-            connection.id,
-            Due::ExpiresBy {
-                by: now + min_remaining,
-                seen_version: connection.token_version,
-            },
-            actor,
-        )
-        .await?
-    } else {
-        refresh::current(ctx, &connection)?
-    };
+    let fresh = usable_token(ctx, caller, &connection, request.force_refresh, now).await?;
     let ttl = Duration::seconds(i64::try_from(ctx.config.leases.ttl_secs).unwrap_or(300));
     let expires_at = fresh.expires_at.min(now + ttl);
     // Recorded before the token leaves, so no use goes unreported (even after a crash).
@@ -139,6 +111,35 @@ pub async fn lease(
         clio_account_id: connection.clio_account_id.clone(),
         granted_scopes: connection.granted.to_wire(),
     })
+}
+
+/// The connection's access token, refreshed first when the caller says Clio refused it
+/// (`force_refresh`) or when too little of its life is left.
+async fn usable_token(
+    ctx: &Context,
+    caller: &Caller,
+    connection: &connections::Connection,
+    force_refresh: bool,
+    now: DateTime<Utc>,
+) -> Result<refresh::Fresh, AuthError> {
+    let min_remaining = lease_min_remaining(ctx, connection.token_lifetime_secs);
+    let actor = service_actor(&caller.name);
+    let seen_version = connection.token_version;
+    if force_refresh {
+        let due = Due::Forced { seen_version };
+        return refresh::refresh_if_due(ctx, connection.id, due, actor).await;
+    }
+    if connection
+        .access_expires_at
+        .is_none_or(|at| at <= now + min_remaining)
+    {
+        let due = Due::ExpiresBy {
+            by: now + min_remaining,
+            seen_version,
+        };
+        return refresh::refresh_if_due(ctx, connection.id, due, actor).await;
+    }
+    refresh::current(ctx, connection)
 }
 
 /// Records a refused lease as ACCESS_DENIED in the connection's tenant (through the

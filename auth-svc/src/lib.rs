@@ -20,6 +20,7 @@ mod domain;
 mod error;
 mod key_rotation;
 mod leases;
+mod offboarding;
 mod paging;
 mod refresh;
 mod revocation;
@@ -30,11 +31,12 @@ mod wire_region;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use service_runtime::Options;
 use service_runtime::database::connect_and_migrate;
 use service_runtime::health::{DependencyCheck, PostgresCheck};
 use service_runtime::metrics::Metrics;
 use service_runtime::server::{ServerParts, serve};
-use service_runtime::{AccessPolicy, CancellationToken, Role};
+use service_runtime::{AccessPolicy, Background, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -43,7 +45,6 @@ use tonic::service::Routes;
 use audit_outbox::Relay;
 use clio_api::ClioClient;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
-use service_runtime::clock::{SharedClock, system_clock};
 
 use crate::api::Api;
 use crate::context::Context;
@@ -105,20 +106,6 @@ pub fn access_policy() -> AccessPolicy {
         .public(audit_outbox::HEALTH_PATH)
 }
 
-/// What tests may swap: the clock every expiry is judged by.
-#[derive(Clone)]
-pub struct Options {
-    pub clock: SharedClock,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            clock: system_clock(),
-        }
-    }
-}
-
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -139,14 +126,16 @@ pub async fn run_with(
     let vault = Arc::new(vault_of(&config)?);
     key_rotation::prepare(&pool, &vault).await?;
     let clio = ClioClient::new(config.clio.regions.clone(), config.clio.http_settings())?;
-    let tasks = shutdown.child_token();
-    let mut handles = Vec::new();
+    // Stopped after the server, in this order: the loops that write events, then the
+    // relay that delivers them (service_runtime::background).
+    let workers = Background::new("auth-svc workers");
+    let delivery = Background::new("auth-svc audit delivery");
 
     let metrics = Metrics::new("auth_svc");
     let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
     if let Some(relay) = relay {
-        handles.push(tokio::spawn(relay.run(tasks.clone())));
+        delivery.spawn(relay.run(delivery.token()));
     }
 
     let config = Arc::new(config);
@@ -161,24 +150,16 @@ pub async fn run_with(
         refreshes: refresh::RefreshFlights::default(),
         rotation: key_rotation::RotationMetrics::registered(&metrics),
     };
-    handles.push(tokio::spawn(refresh::run_proactive(
-        ctx.clone(),
-        tasks.clone(),
-    )));
-    handles.push(tokio::spawn(deauthorize_retry::run(
-        ctx.clone(),
-        tasks.clone(),
-    )));
-    handles.push(tokio::spawn(key_rotation::run_sync(
-        ctx.clone(),
-        tasks.clone(),
-    )));
-    handles.push(tokio::spawn(ctx.usage.clone().run(
+    workers.spawn(refresh::run_proactive(ctx.clone(), workers.token()));
+    workers.spawn(deauthorize_retry::run(ctx.clone(), workers.token()));
+    workers.spawn(key_rotation::run_sync(ctx.clone(), workers.token()));
+    // Writes its last window when told to stop.
+    workers.spawn(ctx.usage.clone().run(
         pool.clone(),
         Duration::from_millis(config.leases.usage_flush_ms),
         waker.clone(),
-        tasks.clone(),
-    )));
+        workers.token(),
+    ));
 
     let denials = OutboxDenials::start(
         pool.clone(),
@@ -199,16 +180,8 @@ pub async fn run_with(
         denials: Some(Arc::new(denials)),
     };
     let served = serve(&config.service, parts, listener, shutdown).await;
-    // Background work stops with the server; the usage flusher writes its last window.
-    tasks.cancel();
-    for handle in handles {
-        if tokio::time::timeout(Duration::from_secs(5), handle)
-            .await
-            .is_err()
-        {
-            tracing::warn!("a background task did not stop in time");
-        }
-    }
+    workers.stop().await;
+    delivery.stop().await;
     pool.close().await;
     served
 }

@@ -20,19 +20,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
-use clio_api::{ClioError, TokenGrant};
+use clio_api::{AppCredentials, ClioError, Region, TokenGrant};
 use proto::common::v1::{Actor, AuditEvent, EventKind};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apps;
 use crate::audit_events::system_actor;
 use crate::connect::clio_failure;
-use crate::connections::{self, Connection, access_binding, refresh_binding};
+use crate::connections::{self, Connection};
 use crate::context::Context;
 use crate::domain::{ConnectionId, ConnectionStatus};
 use crate::error::AuthError;
+use crate::store;
+use crate::store::connections::refresh::{
+    DueForRefresh, RefreshClaim, RefreshFailure, RefreshedTokens,
+};
+use crate::store::connections::{access_binding, refresh_binding};
 
 /// Longest wait between attempts, whatever Clio's Retry-After says.
 const MAX_RETRY_WAIT: StdDuration = StdDuration::from_secs(5);
@@ -277,19 +281,13 @@ pub async fn refresh_if_due(
 /// Takes the refresh of `connection` if nobody holds it and the token is still the one
 /// read.
 async fn try_claim(ctx: &Context, connection: &Connection, claim: Uuid) -> Result<bool, AuthError> {
-    let claimed = sqlx::query(
-        "UPDATE connections SET refresh_claim = $2, \
-         refresh_claimed_until = clock_timestamp() + make_interval(secs => $3) \
-         WHERE connection_id = $1 AND status = 'active' AND token_version = $4 \
-         AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp())",
-    )
-    .bind(connection.id.0)
-    .bind(claim)
-    .bind(claim_hold_secs(ctx))
-    .bind(connection.token_version)
-    .execute(&ctx.pool)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
+    let claim = RefreshClaim {
+        connection: connection.id,
+        claim,
+        hold_secs: claim_hold_secs(ctx),
+        token_version: connection.token_version,
+    };
+    store::connections::refresh::claim(&ctx.pool, &claim).await
 }
 
 /// How a claimed refresh failed: with the claim still ours to release (and the failure
@@ -314,11 +312,8 @@ async fn refresh_claimed(
     actor: Actor,
 ) -> Result<Fresh, Failed> {
     let id = connection.id;
-    let credentials = {
-        let mut conn = ctx.pool.acquire().await.map_err(AuthError::from)?;
-        let app = apps::load(&mut conn, connection.app_id, false).await?;
-        app.credentials(&ctx.vault)?
-    };
+    let app = store::apps::load(&ctx.pool, connection.app_id).await?;
+    let credentials = app.credentials(&ctx.vault)?;
     let refresh_ct = connection.refresh_token_ct.as_deref().ok_or_else(|| {
         AuthError::Internal(format!("active connection {id} has no refresh token"))
     })?;
@@ -326,25 +321,7 @@ async fn refresh_claimed(
         .vault
         .open(refresh_ct, &refresh_binding(id))
         .map_err(AuthError::from)?;
-
-    let mut attempt = 1;
-    let outcome = loop {
-        match ctx
-            .clio
-            .refresh(connection.region, &credentials, &refresh_token)
-            .await
-        {
-            Err(error) if error.is_retryable() && attempt < ctx.config.refresh.attempts => {
-                let backoff =
-                    StdDuration::from_millis(ctx.config.refresh.backoff_ms) * 2u32.pow(attempt - 1);
-                let wait = error.retry_after().unwrap_or(backoff).min(MAX_RETRY_WAIT);
-                tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "refresh failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
+    let outcome = refresh_at_clio(ctx, connection.region, &credentials, &refresh_token).await;
     let grant = match outcome {
         Ok(grant) => grant,
         Err(ClioError::InvalidGrant { description }) => {
@@ -374,9 +351,33 @@ async fn refresh_claimed(
     Ok(fresh)
 }
 
+/// Clio's refresh, tried again while it fails transiently (up to `refresh.attempts` in
+/// all), waiting what Clio's Retry-After or the doubling backoff says, at most
+/// [`MAX_RETRY_WAIT`].
+async fn refresh_at_clio(
+    ctx: &Context,
+    region: Region,
+    credentials: &AppCredentials,
+    refresh_token: &SecretString,
+) -> Result<TokenGrant, ClioError> {
+    let mut attempt = 1;
+    loop {
+        match ctx.clio.refresh(region, credentials, refresh_token).await {
+            Err(error) if error.is_retryable() && attempt < ctx.config.refresh.attempts => {
+                let backoff =
+                    StdDuration::from_millis(ctx.config.refresh.backoff_ms) * 2u32.pow(attempt - 1);
+                let wait = error.retry_after().unwrap_or(backoff).min(MAX_RETRY_WAIT);
+                tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "refresh failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Writes what Clio returned, with its TOKEN_REFRESHED event, in one short commit that
-/// also releases the claim and clears any failure backoff. Retried on database failures;
-/// an event the outbox refuses never costs the tokens (they are then written alone).
+/// also releases the claim and clears any failure backoff (see [`write_tokens`]).
 async fn store_tokens(
     ctx: &Context,
     connection: &Connection,
@@ -408,64 +409,19 @@ async fn store_tokens(
             "refresh_token_rotated": rotated.is_some(),
         }))
         .build();
-
-    let mut with_event = Some(event);
-    let mut attempt = 1;
-    let written = loop {
-        let write = async {
-            let mut tx = ctx.pool.begin().await?;
-            // Only over the token this refresh started from: a reconnect or revocation
-            // meanwhile wins, and tokens never come back to a revoked connection.
-            let updated = sqlx::query(
-                "UPDATE connections SET access_token_ct = $2, access_token_key_id = $3, \
-                 refresh_token_ct = COALESCE($4, refresh_token_ct), refresh_token_key_id = COALESCE($5, refresh_token_key_id), \
-                 access_expires_at = $6, token_lifetime_secs = $7, token_version = token_version + 1, refreshed_at = $8, \
-                 refresh_claim = NULL, refresh_claimed_until = NULL, refresh_failures = 0, \
-                 next_refresh_attempt_at = NULL, last_refresh_error = NULL \
-                 WHERE connection_id = $1 AND status = 'active' AND token_version = $9",
-            )
-            .bind(id.0)
-            .bind(&access.ciphertext)
-            .bind(&access.key_id)
-            .bind(rotated.as_ref().map(|s| s.ciphertext.clone()))
-            .bind(rotated.as_ref().map(|s| s.key_id.clone()))
-            .bind(new_expiry)
-            .bind(lifetime)
-            .bind(now)
-            .bind(connection.token_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 1
-                && let Some(event) = with_event.clone()
-            {
-                audit_outbox::enqueue(&mut tx, event).await?;
-            }
-            tx.commit().await?;
-            Ok::<u64, AuthError>(updated)
-        }
-        .await;
-        match write {
-            Ok(updated) => break updated,
-            Err(AuthError::Outbox(error)) if with_event.is_some() => {
-                tracing::error!(%error, "the outbox refused the TOKEN_REFRESHED event; storing the tokens without it");
-                with_event = None;
-            }
-            Err(error) if attempt < STORE_ATTEMPTS => {
-                tracing::warn!(%error, attempt, "cannot store the refreshed tokens yet; retrying");
-                tokio::time::sleep(StdDuration::from_millis(100) * 2u32.pow(attempt - 1)).await;
-                attempt += 1;
-            }
-            Err(error) => {
-                tracing::error!(%error, rotated = rotated.is_some(), "refreshed tokens could not be stored");
-                return Err(error);
-            }
-        }
+    let tokens = RefreshedTokens {
+        connection: id,
+        access_token: &access,
+        refresh_token: rotated.as_ref(),
+        access_expires_at: new_expiry,
+        token_lifetime_secs: lifetime,
+        refreshed_at: now,
+        from_version: connection.token_version,
     };
-    if written == 0 {
+    if !write_tokens(ctx, &tokens, event).await? {
         // Reconnected, revoked or marked while Clio answered: what is stored now wins.
         tracing::info!("connection changed during the refresh; its answer is not stored");
-        release_claim(ctx, id, claim).await?;
+        store::connections::refresh::release_claim(&ctx.pool, id, claim).await?;
         let now_stored = connections::get(ctx, id).await?;
         require_usable(&now_stored)?;
         return current(ctx, &now_stored);
@@ -481,6 +437,48 @@ async fn store_tokens(
     })
 }
 
+/// Writes the tokens and their event in their own commit. Retried on database failures;
+/// an event the outbox refuses never costs the tokens (they are then written alone).
+/// Whether they were written: only over the token the refresh started from, so a
+/// reconnect or revocation meanwhile wins, and tokens never come back to a revoked
+/// connection.
+async fn write_tokens(
+    ctx: &Context,
+    tokens: &RefreshedTokens<'_>,
+    event: AuditEvent,
+) -> Result<bool, AuthError> {
+    let mut with_event = Some(event);
+    let mut attempt = 1;
+    loop {
+        let write = async {
+            let mut tx = ctx.pool.begin().await?;
+            let written = store::connections::refresh::replace_tokens(&mut *tx, tokens).await?;
+            if written && let Some(event) = with_event.clone() {
+                audit_outbox::enqueue(&mut tx, event).await?;
+            }
+            tx.commit().await?;
+            Ok::<bool, AuthError>(written)
+        }
+        .await;
+        match write {
+            Ok(written) => return Ok(written),
+            Err(AuthError::Outbox(error)) if with_event.is_some() => {
+                tracing::error!(%error, "the outbox refused the TOKEN_REFRESHED event; storing the tokens without it");
+                with_event = None;
+            }
+            Err(error) if attempt < STORE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "cannot store the refreshed tokens yet; retrying");
+                tokio::time::sleep(StdDuration::from_millis(100) * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                tracing::error!(%error, rotated = tokens.refresh_token.is_some(), "refreshed tokens could not be stored");
+                return Err(error);
+            }
+        }
+    }
+}
+
 /// Gives the claim back after a failed refresh and sets when the proactive refresher may
 /// try again: `failure_backoff_secs` doubling per consecutive failure, capped.
 async fn release_after_failure(
@@ -490,35 +488,19 @@ async fn release_after_failure(
     error: &AuthError,
 ) -> Result<(), AuthError> {
     let refresh = &ctx.config.refresh;
-    sqlx::query(
-        "UPDATE connections SET refresh_claim = NULL, refresh_claimed_until = NULL, \
-         refresh_failures = refresh_failures + 1, \
-         next_refresh_attempt_at = $3 + make_interval(secs => LEAST($4 * power(2, LEAST(refresh_failures, 30)), $5)), \
-         last_refresh_error = $6 \
-         WHERE connection_id = $1 AND refresh_claim = $2",
+    let failure = RefreshFailure {
+        at: ctx.now(),
+        backoff_secs: refresh.failure_backoff_secs as f64,
+        max_backoff_secs: refresh.max_failure_backoff_secs as f64,
+        error: failure_kind(error),
+    };
+    store::connections::refresh::release_claim_after_failure(
+        &ctx.pool,
+        connection.id,
+        claim,
+        &failure,
     )
-    .bind(connection.id.0)
-    .bind(claim)
-    .bind(ctx.now())
-    .bind(refresh.failure_backoff_secs as f64)
-    .bind(refresh.max_failure_backoff_secs as f64)
-    .bind(failure_kind(error))
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
-}
-
-/// Gives the claim back without counting a failure.
-async fn release_claim(ctx: &Context, id: ConnectionId, claim: Uuid) -> Result<(), AuthError> {
-    sqlx::query(
-        "UPDATE connections SET refresh_claim = NULL, refresh_claimed_until = NULL \
-         WHERE connection_id = $1 AND refresh_claim = $2",
-    )
-    .bind(id.0)
-    .bind(claim)
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// What went wrong, in words that never carry a secret (no Clio body, no token).
@@ -537,6 +519,9 @@ fn failure_kind(error: &AuthError) -> &'static str {
     }
 }
 
+/// The grant is dead at Clio: its tokens are worthless, so they are not kept. Only if
+/// the refresh token refused is still the stored one (a reconnect meanwhile wins; the
+/// claim is then given back).
 async fn mark_needs_reconnect(
     ctx: &Context,
     connection: &Connection,
@@ -551,30 +536,22 @@ async fn mark_needs_reconnect(
         .payload(serde_json::json!({ "clio_error": "invalid_grant", "detail": description }))
         .build();
     let mut tx = ctx.pool.begin().await?;
-    // The grant is dead at Clio: its tokens are worthless, so they are not kept. Only if
-    // the refresh token refused is still the stored one (a reconnect meanwhile wins).
-    let marked = sqlx::query(
-        "UPDATE connections SET status = 'needs_reconnect', access_token_ct = NULL, access_token_key_id = NULL, \
-         refresh_token_ct = NULL, refresh_token_key_id = NULL, token_version = token_version + 1, \
-         refresh_claim = NULL, refresh_claimed_until = NULL \
-         WHERE connection_id = $1 AND status = 'active' AND token_version = $2",
+    let marked = store::connections::refresh::mark_needs_reconnect(
+        &mut *tx,
+        connection.id,
+        connection.token_version,
     )
-    .bind(connection.id.0)
-    .bind(connection.token_version)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if marked == 1 {
+    .await?;
+    if marked {
         audit_outbox::enqueue(&mut tx, event).await?;
     }
     tx.commit().await?;
-    if marked == 0 {
-        release_claim(ctx, connection.id, claim).await?;
+    if !marked {
+        store::connections::refresh::release_claim(&ctx.pool, connection.id, claim).await?;
+        return Ok(());
     }
-    if marked == 1 {
-        ctx.events_committed();
-        tracing::warn!(connection_id = %connection.id, "connection needs reconnecting: refresh token refused");
-    }
+    ctx.events_committed();
+    tracing::warn!(connection_id = %connection.id, "connection needs reconnecting: refresh token refused");
     Ok(())
 }
 
@@ -600,23 +577,16 @@ pub async fn run_proactive(ctx: Context, shutdown: CancellationToken) {
 /// expire. A failed refresh pushes its connection's next attempt out, so failing
 /// connections cannot take every pass.
 pub async fn proactive_pass(ctx: &Context) -> Result<usize, AuthError> {
-    let now = ctx.now();
-    let due: Vec<(uuid::Uuid,)> = sqlx::query_as(
-        "SELECT connection_id FROM connections WHERE status = 'active' \
-         AND access_expires_at - make_interval(secs => LEAST(COALESCE(token_lifetime_secs, 3600) * $2, $3)) <= $1 \
-         AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= $1) \
-         AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp()) \
-         ORDER BY refresh_failures, access_expires_at LIMIT $4",
-    )
-    .bind(now)
-    .bind(ctx.config.refresh.margin_ratio)
-    .bind(ctx.config.refresh.max_margin_secs as f64)
-    .bind(PROACTIVE_BATCH)
-    .fetch_all(&ctx.pool)
-    .await?;
+    let due = DueForRefresh {
+        now: ctx.now(),
+        margin_ratio: ctx.config.refresh.margin_ratio,
+        max_margin_secs: ctx.config.refresh.max_margin_secs as f64,
+        limit: PROACTIVE_BATCH,
+    };
+    let due = store::connections::refresh::due(&ctx.pool, &due).await?;
     let mut refreshed = 0;
-    for (id,) in due {
-        match refresh_if_due(ctx, ConnectionId(id), Due::WithinMargin, system_actor()).await {
+    for id in due {
+        match refresh_if_due(ctx, id, Due::WithinMargin, system_actor()).await {
             Ok(_) => refreshed += 1,
             // Already logged where it was decided; its backoff says when it is tried again.
             Err(error) => tracing::warn!(connection_id = %id, %error, "proactive refresh failed"),

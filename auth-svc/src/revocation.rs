@@ -1,5 +1,5 @@
-//! Revoking connections: one, every connection of a person (offboarding), or every
-//! connection of an app.
+//! Revoking connections: one, or every connection of an app (every connection of a
+//! person is [`crate::offboarding`]).
 //!
 //! A revocation first makes the connection unusable locally (status `revoked`, tokens
 //! removed from the row, kept encrypted only in `pending_deauthorizations` for the call to
@@ -14,31 +14,24 @@ use chrono::{DateTime, Duration, Utc};
 use clio_api::{AppCredentials, ClioError, Region, TokenGrant};
 use futures_util::StreamExt;
 use proto::auth::v1 as pb;
-use proto::common::v1::{EventKind, EventRefs, subject};
+use proto::common::v1::{AuditEvent, EventKind, EventRefs, subject};
 use secrecy::SecretString;
 use service_runtime::Caller;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 
-use crate::apps;
 use proto::time::timestamp;
 
 use crate::audit_events::{EventBuilder, service_actor, subject_of};
-use crate::connections::{self, Connection};
+use crate::connections::Connection;
 use crate::context::Context;
-use crate::domain::{
-    AppId, AppStatus, ConnectionId, ConnectionStatus, Principal, Tenant, required_text,
-};
+use crate::domain::{AppId, AppStatus, ConnectionId, ConnectionStatus};
 use crate::error::AuthError;
-use crate::token_vault::{Binding, Sealed, TokenVault};
+use crate::store;
+use crate::store::apps::AppRevocation;
+use crate::store::connections::{ConnectionRevocation, access_binding, refresh_binding};
+use crate::store::pending_deauthorizations::{self, NewPendingDeauthorization};
+use crate::token_vault::{Sealed, TokenVault};
 use crate::wire_region;
-
-pub fn pending_access_binding(id: ConnectionId) -> Binding {
-    Binding::new("pending_deauthorizations", "access_token", id)
-}
-
-pub fn pending_refresh_binding(id: ConnectionId) -> Binding {
-    Binding::new("pending_deauthorizations", "refresh_token", id)
-}
 
 /// What Clio said to the deauthorize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,11 +116,11 @@ impl HeldTokens {
         vault: &TokenVault,
         id: ConnectionId,
     ) -> Result<(Sealed, Option<Sealed>), AuthError> {
-        let access = vault.seal(&self.access, &pending_access_binding(id))?;
+        let access = vault.seal(&self.access, &pending_deauthorizations::access_binding(id))?;
         let refresh = self
             .refresh
             .as_ref()
-            .map(|r| vault.seal(r, &pending_refresh_binding(id)))
+            .map(|r| vault.seal(r, &pending_deauthorizations::refresh_binding(id)))
             .transpose()?;
         Ok((access, refresh))
     }
@@ -240,18 +233,7 @@ pub async fn keep_for_retry(
         return Ok(());
     }
     let (access, refresh) = tokens.seal_pending(vault, id)?;
-    sqlx::query(
-        "UPDATE pending_deauthorizations SET access_token_ct = $2, access_token_key_id = $3, \
-         refresh_token_ct = $4, refresh_token_key_id = $5 WHERE connection_id = $1",
-    )
-    .bind(id.0)
-    .bind(&access.ciphertext)
-    .bind(&access.key_id)
-    .bind(refresh.as_ref().map(|s| s.ciphertext.clone()))
-    .bind(refresh.as_ref().map(|s| s.key_id.clone()))
-    .execute(conn)
-    .await?;
-    Ok(())
+    pending_deauthorizations::replace_tokens(conn, id, &access, refresh.as_ref()).await
 }
 
 /// The CONNECTION_REVOKED event. `clio_confirmed_at` is when Clio's answer that the grant
@@ -259,13 +241,11 @@ pub async fn keep_for_retry(
 /// confirmed; `attempts` counts the deauthorize attempts so far.
 pub fn revoked_event(
     connection: &Connection,
-    revoked_by: &str,
-    reason: &str,
-    revoked_at: DateTime<Utc>,
+    revocation: &ConnectionRevocation<'_>,
     (outcome, detail): (ClioOutcome, &str),
     clio_confirmed_at: Option<DateTime<Utc>>,
     attempts: u32,
-) -> proto::common::v1::AuditEvent {
+) -> AuditEvent {
     let mut payload = serde_json::json!({
         "clio_outcome": outcome.as_str(),
         "detail": detail,
@@ -277,10 +257,10 @@ pub fn revoked_event(
     connection
         .event(
             EventKind::ConnectionRevoked,
-            service_actor(revoked_by),
-            revoked_at,
+            service_actor(revocation.by),
+            revocation.at,
         )
-        .reason(reason)
+        .reason(revocation.reason)
         .payload(payload)
         .build()
 }
@@ -294,85 +274,22 @@ pub async fn revoke_connection(
     reason: &str,
 ) -> Result<Revocation, AuthError> {
     let now = ctx.now();
-    let mut tx = ctx.pool.begin().await?;
-    let connection = connections::load(&mut tx, id, true).await?;
-    if connection.status == ConnectionStatus::Revoked {
-        return Ok(Revocation {
-            connection: id,
-            outcome: ClioOutcome::NothingToRevoke,
-            detail: format!(
-                "already revoked by {}",
-                connection.revoked_by.as_deref().unwrap_or("unknown")
-            ),
-            revoked_at: connection.revoked_at.unwrap_or(now),
-        });
-    }
-    sqlx::query(
-        "UPDATE connections SET status = 'revoked', revoked_at = $2, revoked_by = $3, revocation_reason = $4, \
-         access_token_ct = NULL, access_token_key_id = NULL, refresh_token_ct = NULL, refresh_token_key_id = NULL, \
-         token_version = token_version + 1 WHERE connection_id = $1",
-    )
-    .bind(id.0)
-    .bind(now)
-    .bind(actor)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
-
-    let Some(access_ct) = &connection.access_token_ct else {
-        let detail = "no token was held";
-        // Nothing is held, so nothing can be live at Clio: confirmed at once.
-        let event = revoked_event(
-            &connection,
-            actor,
-            reason,
-            now,
-            (ClioOutcome::NothingToRevoke, detail),
-            Some(now),
-            0,
-        );
-        audit_outbox::enqueue(&mut tx, event).await?;
-        tx.commit().await?;
-        ctx.events_committed();
-        return Ok(Revocation {
-            connection: id,
-            outcome: ClioOutcome::NothingToRevoke,
-            detail: detail.into(),
-            revoked_at: now,
-        });
+    let revocation = ConnectionRevocation {
+        at: now,
+        by: actor,
+        reason,
     };
-    let access = ctx
-        .vault
-        .open(access_ct, &connections::access_binding(id))?;
-    let refresh = connection
-        .refresh_token_ct
-        .as_deref()
-        .map(|ct| ctx.vault.open(ct, &connections::refresh_binding(id)))
-        .transpose()?;
-    let mut tokens = HeldTokens::new(access, refresh, connection.access_expires_at);
-    let (sealed_access, sealed_refresh) = tokens.seal_pending(&ctx.vault, id)?;
-    let first_retry = Duration::milliseconds(
-        i64::try_from(ctx.config.revocation.first_retry_after_ms).unwrap_or(10_000),
-    );
-    sqlx::query(
-        "INSERT INTO pending_deauthorizations (connection_id, region, app_id, access_token_ct, access_token_key_id, \
-         refresh_token_ct, refresh_token_key_id, revoked_by, revocation_reason, revoked_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(id.0)
-    .bind(connection.region.as_str())
-    .bind(connection.app_id.0)
-    .bind(&sealed_access.ciphertext)
-    .bind(&sealed_access.key_id)
-    .bind(sealed_refresh.as_ref().map(|s| s.ciphertext.clone()))
-    .bind(sealed_refresh.as_ref().map(|s| s.key_id.clone()))
-    .bind(actor)
-    .bind(reason)
-    .bind(now)
-    .bind(now + first_retry)
-    .execute(&mut *tx)
-    .await?;
-    let app = apps::load(&mut tx, connection.app_id, false).await?;
+    let mut tx = ctx.pool.begin().await?;
+    let connection = store::connections::load_for_update(&mut *tx, id).await?;
+    if connection.status == ConnectionStatus::Revoked {
+        return Ok(already_revoked(&connection, now));
+    }
+    store::connections::mark_revoked(&mut *tx, id, &revocation).await?;
+    let Some(mut tokens) = held_tokens(ctx, &connection)? else {
+        return revoke_holding_nothing(ctx, tx, &connection, &revocation).await;
+    };
+    keep_pending(ctx, &mut tx, &connection, &tokens, &revocation).await?;
+    let app = store::apps::load(&mut *tx, connection.app_id).await?;
     tx.commit().await?;
     // From here on the connection is unusable, whatever Clio answers.
 
@@ -383,45 +300,14 @@ pub async fn revoke_connection(
     if outcome == ClioOutcome::FailedRetrying {
         tracing::warn!(detail = %detail, "Clio deauthorize failed; will retry");
     }
-
-    let mut tx = ctx.pool.begin().await?;
-    let still_ours: Option<(bool,)> = sqlx::query_as(
-        "SELECT revoke_event_recorded FROM pending_deauthorizations WHERE connection_id = $1 FOR UPDATE",
-    )
-    .bind(id.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if matches!(still_ours, Some((false,))) {
-        if outcome.is_final() {
-            sqlx::query("DELETE FROM pending_deauthorizations WHERE connection_id = $1")
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            keep_for_retry(&mut tx, &ctx.vault, id, &tokens).await?;
-            sqlx::query(
-                "UPDATE pending_deauthorizations SET revoke_event_recorded = true, attempts = 1, last_error = $2 \
-                 WHERE connection_id = $1",
-            )
-            .bind(id.0)
-            .bind(&detail)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let confirmed_at = outcome.is_final().then_some(answered_at);
-        let event = revoked_event(
-            &connection,
-            actor,
-            reason,
-            now,
-            (outcome, &detail),
-            confirmed_at,
-            1,
-        );
-        audit_outbox::enqueue(&mut tx, event).await?;
-    }
-    tx.commit().await?;
-    ctx.events_committed();
+    let answer = FirstAnswer {
+        connection: &connection,
+        revocation: &revocation,
+        tokens: &tokens,
+        outcome: (outcome, &detail),
+        answered_at,
+    };
+    record_first_answer(ctx, &answer).await?;
     Ok(Revocation {
         connection: id,
         outcome,
@@ -430,9 +316,127 @@ pub async fn revoke_connection(
     })
 }
 
+fn already_revoked(connection: &Connection, now: DateTime<Utc>) -> Revocation {
+    Revocation {
+        connection: connection.id,
+        outcome: ClioOutcome::NothingToRevoke,
+        detail: format!(
+            "already revoked by {}",
+            connection.revoked_by.as_deref().unwrap_or("unknown")
+        ),
+        revoked_at: connection.revoked_at.unwrap_or(now),
+    }
+}
+
+/// The tokens of a loaded connection, decrypted; `None` when it holds none.
+fn held_tokens(ctx: &Context, connection: &Connection) -> Result<Option<HeldTokens>, AuthError> {
+    let Some(access_ct) = &connection.access_token_ct else {
+        return Ok(None);
+    };
+    let access = ctx.vault.open(access_ct, &access_binding(connection.id))?;
+    let refresh = connection
+        .refresh_token_ct
+        .as_deref()
+        .map(|ct| ctx.vault.open(ct, &refresh_binding(connection.id)))
+        .transpose()?;
+    Ok(Some(HeldTokens::new(
+        access,
+        refresh,
+        connection.access_expires_at,
+    )))
+}
+
+/// Finishes revoking a connection that held no token: nothing can be live at Clio, so
+/// the revocation is confirmed at once, in the transaction that marked it.
+async fn revoke_holding_nothing(
+    ctx: &Context,
+    mut tx: Transaction<'_, Postgres>,
+    connection: &Connection,
+    revocation: &ConnectionRevocation<'_>,
+) -> Result<Revocation, AuthError> {
+    let detail = "no token was held";
+    let settled = (ClioOutcome::NothingToRevoke, detail);
+    let event = revoked_event(connection, revocation, settled, Some(revocation.at), 0);
+    audit_outbox::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    Ok(Revocation {
+        connection: connection.id,
+        outcome: ClioOutcome::NothingToRevoke,
+        detail: detail.into(),
+        revoked_at: revocation.at,
+    })
+}
+
+/// Keeps the connection's tokens, sealed, for the deauthorize at Clio and its retries.
+async fn keep_pending(
+    ctx: &Context,
+    tx: &mut Transaction<'_, Postgres>,
+    connection: &Connection,
+    tokens: &HeldTokens,
+    revocation: &ConnectionRevocation<'_>,
+) -> Result<(), AuthError> {
+    let (access, refresh) = tokens.seal_pending(&ctx.vault, connection.id)?;
+    let first_retry = Duration::milliseconds(
+        i64::try_from(ctx.config.revocation.first_retry_after_ms).unwrap_or(10_000),
+    );
+    let pending = NewPendingDeauthorization {
+        connection: connection.id,
+        region: connection.region,
+        app_id: connection.app_id,
+        access_token: &access,
+        refresh_token: refresh.as_ref(),
+        revoked_by: revocation.by,
+        revocation_reason: revocation.reason,
+        revoked_at: revocation.at,
+        next_attempt_at: revocation.at + first_retry,
+    };
+    pending_deauthorizations::insert(&mut **tx, &pending).await
+}
+
+/// Clio's answer to a revocation's own deauthorize.
+struct FirstAnswer<'a> {
+    connection: &'a Connection,
+    revocation: &'a ConnectionRevocation<'a>,
+    /// The tokens the attempt ended with.
+    tokens: &'a HeldTokens,
+    outcome: (ClioOutcome, &'a str),
+    answered_at: DateTime<Utc>,
+}
+
+/// Records Clio's first answer with CONNECTION_REVOKED: the kept tokens go if Clio is done
+/// with them, else they stay for the retry worker. Nothing is written if the worker took
+/// the revocation over meanwhile (its row gone, or its event recorded).
+async fn record_first_answer(ctx: &Context, answer: &FirstAnswer<'_>) -> Result<(), AuthError> {
+    let id = answer.connection.id;
+    let (outcome, detail) = answer.outcome;
+    let mut tx = ctx.pool.begin().await?;
+    let event_recorded = pending_deauthorizations::lock_event_recorded(&mut *tx, id).await?;
+    if event_recorded == Some(false) {
+        if outcome.is_final() {
+            pending_deauthorizations::delete(&mut *tx, id).await?;
+        } else {
+            keep_for_retry(&mut tx, &ctx.vault, id, answer.tokens).await?;
+            pending_deauthorizations::record_first_failure(&mut *tx, id, detail).await?;
+        }
+        let confirmed_at = outcome.is_final().then_some(answer.answered_at);
+        let event = revoked_event(
+            answer.connection,
+            answer.revocation,
+            answer.outcome,
+            confirmed_at,
+            1,
+        );
+        audit_outbox::enqueue(&mut tx, event).await?;
+    }
+    tx.commit().await?;
+    ctx.events_committed();
+    Ok(())
+}
+
 /// Revokes many connections at once (bounded concurrency); every one is attempted, and
 /// each one's outcome (or error) is returned, in connection order.
-async fn revoke_each(
+pub(crate) async fn revoke_each(
     ctx: &Context,
     actor: &str,
     ids: Vec<ConnectionId>,
@@ -475,197 +479,6 @@ async fn revoke_all(
     Ok(results)
 }
 
-pub struct OffboardRequest {
-    pub principal: Principal,
-    pub tenant: Option<Tenant>,
-    pub reason: String,
-    /// When the person left; `None` is "now". Checked against the clock by [`offboard`].
-    pub departed_at: Option<DateTime<Utc>>,
-}
-
-/// How far ahead of the service's clock a departure may be (clock skew between callers).
-const DEPARTURE_SKEW: Duration = Duration::minutes(1);
-/// How long ago a departure may be: older is a typo (a wrong year), not an offboarding.
-const DEPARTURE_MAX_AGE: Duration = Duration::days(365);
-
-/// The departure time, checked against `now`.
-fn departure(
-    requested: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, AuthError> {
-    let Some(at) = requested else {
-        return Ok(now);
-    };
-    if at > now + DEPARTURE_SKEW {
-        return Err(AuthError::invalid(
-            "departed_at",
-            format!("{} is in the future", at.to_rfc3339()),
-        ));
-    }
-    if at < now - DEPARTURE_MAX_AGE {
-        return Err(AuthError::invalid(
-            "departed_at",
-            format!(
-                "{} is more than {} days ago",
-                at.to_rfc3339(),
-                DEPARTURE_MAX_AGE.num_days()
-            ),
-        ));
-    }
-    Ok(at.min(now))
-}
-
-impl TryFrom<pb::OffboardUserRequest> for OffboardRequest {
-    type Error = AuthError;
-
-    fn try_from(request: pb::OffboardUserRequest) -> Result<Self, AuthError> {
-        Ok(OffboardRequest {
-            principal: Principal::parse("principal", &request.principal)?,
-            tenant: match request.tenant.as_str() {
-                "" => None,
-                raw => Some(Tenant::parse("tenant", raw)?),
-            },
-            reason: required_text("reason", &request.reason, 2_000)?,
-            departed_at: request
-                .departed_at
-                .map(|t| {
-                    proto::time::date_time(&t)
-                        .ok_or_else(|| AuthError::invalid("departed_at", "not a valid time"))
-                })
-                .transpose()?,
-        })
-    }
-}
-
-pub struct Offboarded {
-    pub results: Vec<Revocation>,
-    /// Connections whose revocation failed here, with the error (the run was partial).
-    pub failures: Vec<(ConnectionId, String)>,
-    pub departed_at: DateTime<Utc>,
-    pub started_at: DateTime<Utc>,
-    pub completed_at: DateTime<Utc>,
-}
-
-/// Revokes every live connection of a person, across apps and regions, and records the
-/// offboarding (one USER_OFFBOARDED per tenant involved) with each connection's outcome,
-/// also when some revocations failed here: a partial run is recorded as such, and the
-/// offboarding report keeps it open until Clio confirmed every connection.
-#[tracing::instrument(skip_all, fields(actor = %caller.name))]
-pub async fn offboard(
-    ctx: &Context,
-    caller: &Caller,
-    request: OffboardRequest,
-) -> Result<Offboarded, AuthError> {
-    let started_at = ctx.now();
-    let departed_at = departure(request.departed_at, started_at)?;
-    let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT connection_id, tenant FROM connections WHERE principal = $1 AND ($2::text IS NULL OR tenant = $2) \
-         AND status <> 'revoked' ORDER BY connection_id",
-    )
-    .bind(&request.principal.0)
-    .bind(request.tenant.as_ref().map(|t| t.0.clone()))
-    .fetch_all(&ctx.pool)
-    .await?;
-    let mut tenants: Vec<String> = rows.iter().map(|(_, t)| t.clone()).collect();
-    tenants.sort();
-    tenants.dedup();
-    if tenants.is_empty() {
-        tenants.push(
-            request
-                .tenant
-                .as_ref()
-                .map_or_else(|| ctx.config.audit.platform_tenant.clone(), |t| t.0.clone()),
-        );
-    }
-    let ids = rows.iter().map(|(id, _)| ConnectionId(*id)).collect();
-    let outcomes = revoke_each(ctx, &caller.name, ids, &request.reason).await;
-    let completed_at = ctx.now();
-    let mut results = Vec::with_capacity(outcomes.len());
-    let mut failures = Vec::new();
-    for (id, outcome) in outcomes {
-        match outcome {
-            Ok(revocation) => results.push(revocation),
-            Err(error) => {
-                tracing::warn!(connection_id = %id, %error, "revocation failed during offboarding");
-                failures.push((id, error.to_string()));
-            }
-        }
-    }
-    let mut tx = ctx.pool.begin().await?;
-    for tenant in &tenants {
-        let of_tenant = |id: &ConnectionId| rows.iter().any(|(row, t)| *row == id.0 && t == tenant);
-        let in_tenant: Vec<&Revocation> = results
-            .iter()
-            .filter(|r| of_tenant(&r.connection))
-            .collect();
-        let failed_here: Vec<&(ConnectionId, String)> =
-            failures.iter().filter(|(id, _)| of_tenant(id)).collect();
-        let count = |o: ClioOutcome| in_tenant.iter().filter(|r| r.outcome == o).count();
-        let mut connections: Vec<serde_json::Value> = in_tenant
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "connection_id": r.connection.to_string(),
-                    "clio_outcome": r.outcome.as_str(),
-                    "detail": r.detail,
-                    "revoked_at": r.revoked_at.to_rfc3339(),
-                })
-            })
-            .collect();
-        connections.extend(failed_here.iter().map(|(id, error)| {
-            serde_json::json!({
-                "connection_id": id.to_string(),
-                "clio_outcome": "error",
-                "detail": error,
-            })
-        }));
-        let event = EventBuilder::new(
-            EventKind::UserOffboarded,
-            tenant,
-            service_actor(&caller.name),
-            subject_of(subject::Kind::Person, &request.principal.0),
-            started_at,
-        )
-        .refs(EventRefs {
-            principal: request.principal.0.clone(),
-            ..EventRefs::default()
-        })
-        .reason(&request.reason)
-        .payload(serde_json::json!({
-            "connections_revoked": in_tenant.len(),
-            "connection_ids": in_tenant.iter().map(|r| r.connection.to_string()).collect::<Vec<_>>(),
-            "connections": connections,
-            "partial": !failed_here.is_empty(),
-            "departed_at": departed_at.to_rfc3339(),
-            "clio_outcomes": {
-                "revoked": count(ClioOutcome::Revoked),
-                "already_invalid": count(ClioOutcome::AlreadyInvalid),
-                "failed_retrying": count(ClioOutcome::FailedRetrying),
-                "nothing_to_revoke": count(ClioOutcome::NothingToRevoke),
-                "error": failed_here.len(),
-            },
-            "started_at": started_at.to_rfc3339(),
-            "completed_at": completed_at.to_rfc3339(),
-        }))
-        .build();
-        audit_outbox::enqueue(&mut tx, event).await?;
-    }
-    tx.commit().await?;
-    ctx.events_committed();
-    tracing::info!(
-        connections = results.len(),
-        failed = failures.len(),
-        "person offboarded"
-    );
-    Ok(Offboarded {
-        results,
-        failures,
-        departed_at,
-        started_at,
-        completed_at,
-    })
-}
-
 /// Marks the app revoked (nobody can connect through it any more) and revokes every
 /// live connection made through it.
 #[tracing::instrument(skip_all, fields(app_id = %id, actor = %caller.name))]
@@ -677,18 +490,14 @@ pub async fn revoke_app(
 ) -> Result<Vec<Revocation>, AuthError> {
     let now = ctx.now();
     let mut tx = ctx.pool.begin().await?;
-    let app = apps::load(&mut tx, id, true).await?;
+    let app = store::apps::load_for_update(&mut *tx, id).await?;
     if app.status != AppStatus::Revoked {
-        sqlx::query(
-            "UPDATE app_registrations SET status = 'revoked', revoked_by = $2, revoked_at = $3, revocation_reason = $4 \
-             WHERE app_id = $1",
-        )
-        .bind(id.0)
-        .bind(&caller.name)
-        .bind(now)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        let revocation = AppRevocation {
+            by: &caller.name,
+            at: now,
+            reason,
+        };
+        store::apps::mark_revoked(&mut *tx, id, &revocation).await?;
         let event = EventBuilder::new(
             EventKind::AppRevoked,
             &app.tenant,
@@ -708,17 +517,6 @@ pub async fn revoke_app(
     }
     tx.commit().await?;
     ctx.events_committed();
-    let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
-        "SELECT connection_id FROM connections WHERE app_id = $1 AND status <> 'revoked' ORDER BY connection_id",
-    )
-    .bind(id.0)
-    .fetch_all(&ctx.pool)
-    .await?;
-    revoke_all(
-        ctx,
-        &caller.name,
-        ids.into_iter().map(|(id,)| ConnectionId(id)).collect(),
-        reason,
-    )
-    .await
+    let ids = store::connections::live_of_app(&ctx.pool, id).await?;
+    revoke_all(ctx, &caller.name, ids, reason).await
 }

@@ -11,28 +11,16 @@ use chrono::{DateTime, Utc};
 use proto::common::v1::EventKind;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::audit_events::service_actor;
-use crate::connections::{self, Connection};
+use crate::connections::Connection;
 use crate::domain::ConnectionId;
 use crate::error::AuthError;
-
-/// Distinct purposes kept per window (a job id each); beyond this only the count grows.
-const MAX_PURPOSES: i32 = 20;
+use crate::store;
+use crate::store::lease_usage::LeaseUse;
 
 #[derive(Clone, Default)]
 pub struct UsageRecorder;
-
-#[derive(sqlx::FromRow)]
-struct Usage {
-    connection_id: Uuid,
-    caller: String,
-    lease_count: i64,
-    first_used_at: DateTime<Utc>,
-    last_used_at: DateTime<Utc>,
-    purposes: Vec<String>,
-}
 
 impl UsageRecorder {
     /// Adds one lease to the connection's and caller's row (committed before it returns).
@@ -44,52 +32,32 @@ impl UsageRecorder {
         purpose: &str,
         at: DateTime<Utc>,
     ) -> Result<(), AuthError> {
-        sqlx::query(
-            "INSERT INTO lease_usage AS u (connection_id, caller, lease_count, first_used_at, \
-             last_used_at, purposes) VALUES ($1, $2, 1, $3, $3, ARRAY[$4]) \
-             ON CONFLICT (connection_id, caller) DO UPDATE SET \
-             lease_count = u.lease_count + 1, \
-             first_used_at = LEAST(u.first_used_at, EXCLUDED.first_used_at), \
-             last_used_at = GREATEST(u.last_used_at, EXCLUDED.last_used_at), \
-             purposes = CASE WHEN $4 = ANY(u.purposes) OR cardinality(u.purposes) >= $5 \
-                        THEN u.purposes ELSE u.purposes || $4 END",
-        )
-        .bind(connection.id.0)
-        .bind(caller)
-        .bind(at)
-        .bind(purpose)
-        .bind(MAX_PURPOSES)
-        .execute(pool)
-        .await?;
-        Ok(())
+        let lease = LeaseUse {
+            connection: connection.id,
+            caller,
+            purpose,
+            at,
+        };
+        store::lease_usage::add(pool, &lease).await
     }
 
     /// Writes the usage gathered so far: last-used times and one event per connection and
     /// caller. Returns how many events were enqueued.
     pub async fn flush(&self, pool: &PgPool) -> Result<usize, AuthError> {
         let mut tx = pool.begin().await?;
-        let mut rows: Vec<Usage> = sqlx::query_as(
-            "DELETE FROM lease_usage RETURNING connection_id, caller, lease_count, \
-             first_used_at, last_used_at, purposes",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut rows = store::lease_usage::take_all(&mut *tx).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         rows.sort_by(|a, b| (a.connection_id, &a.caller).cmp(&(b.connection_id, &b.caller)));
-        sqlx::query(
-            "UPDATE connections c SET last_used_at = GREATEST(COALESCE(c.last_used_at, u.at), u.at) \
-             FROM (SELECT id, max(at) AS at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) \
-                   GROUP BY id) AS u WHERE c.connection_id = u.id",
-        )
-        .bind(rows.iter().map(|r| r.connection_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.last_used_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        let uses: Vec<_> = rows
+            .iter()
+            .map(|r| (r.connection_id, r.last_used_at))
+            .collect();
+        store::connections::record_last_used(&mut *tx, &uses).await?;
         for usage in &rows {
             let connection =
-                connections::load(&mut tx, ConnectionId(usage.connection_id), false).await?;
+                store::connections::load(&mut *tx, ConnectionId(usage.connection_id)).await?;
             let event = connection
                 .event(
                     EventKind::TokenLeased,

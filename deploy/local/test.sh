@@ -9,8 +9,15 @@ deploy/local/ensure-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
+echo "== deploy manifests (Kubernetes, compose, Dockerfile; offline schemas)"
+deploy/validate.sh
+
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== Python example producer (its virtual environment; the e2e tests run it)"
+CLIO_CONNECT_PYTHON=$(examples/python/ensure-venv.sh)
+export CLIO_CONNECT_PYTHON
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

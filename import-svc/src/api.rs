@@ -7,12 +7,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
-use proto::import::v1 as pb;
-use proto::import::v1::import_service_server::ImportService;
+use proto::imports::v1 as pb;
+use proto::imports::v1::import_service_server::ImportService;
 use proto::queue::{JOB_ROUTING_KEY, content_type};
 use scope_catalog::Resource;
 use service_runtime::caller_auth::Caller;
@@ -22,108 +21,24 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::access::{self, Refusals};
-use crate::audit::{Auditor, JobContext, RecordError};
-use crate::job::page_records::is_data_error;
+use crate::audit::{Auditor, JobContext};
+use crate::error::ApiError;
+use crate::job::checkpoints;
 use crate::job::spec::{
     self, MAX_FREE_TEXT_CHARS, MAX_ID_CHARS, MAX_RESOURCE_CHARS, check_free_text, check_text,
     quoted,
 };
 use crate::job::store::{self, JobFilter, JobStatus};
 use crate::leases::{LeaseError, Leases};
-use crate::queue::publisher::{Outgoing, PublishError, Publisher};
+use crate::queue::publisher::{Outgoing, Publisher};
 use crate::queue::topology::Topology;
 use crate::records::{self, RecordQuery};
 use proto::time::timestamp;
 
-/// How often WatchJob looks at the job (it may run on another replica).
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+mod watch;
+
 const MAX_PAGE: u32 = 500;
 const DEFAULT_PAGE: u32 = 100;
-
-#[derive(Debug, thiserror::Error)]
-enum ApiError {
-    #[error("{field}: {problem}")]
-    Invalid { field: String, problem: String },
-    #[error("job {0} not found")]
-    JobNotFound(Uuid),
-    #[error("the job queue is unavailable: {0}")]
-    QueueUnavailable(#[from] PublishError),
-    #[error("database error")]
-    Database(sqlx::Error),
-    /// Postgres refused a value of the request (SQLSTATE class 22).
-    #[error("the request holds a value the database cannot store")]
-    BadData(sqlx::Error),
-    /// Only a bug builds an event the outbox refuses.
-    #[error("cannot record the audit event: {0}")]
-    Audit(String),
-    /// auth-svc could not say whose the connection is (a tenant-limited caller's submit).
-    #[error("auth-svc is unavailable: {0}")]
-    AuthUnavailable(String),
-    /// Already audited; the answer to send.
-    #[error("{}", .0.message())]
-    Refused(Status),
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        if is_data_error(&error) {
-            ApiError::BadData(error)
-        } else {
-            ApiError::Database(error)
-        }
-    }
-}
-
-impl From<RecordError> for ApiError {
-    fn from(error: RecordError) -> Self {
-        match error {
-            RecordError::Database(inner) => inner.into(),
-            RecordError::Outbox(audit_outbox::OutboxError::Database(inner)) => inner.into(),
-            RecordError::Outbox(other) => ApiError::Audit(other.to_string()),
-        }
-    }
-}
-
-impl ApiError {
-    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-impl From<ApiError> for Status {
-    fn from(error: ApiError) -> Self {
-        match &error {
-            ApiError::Invalid { field, problem } => {
-                proto::FieldViolation::new(field.clone(), problem.clone()).into_status()
-            }
-            ApiError::JobNotFound(_) => Status::not_found(error.to_string()),
-            ApiError::QueueUnavailable(_) => {
-                tracing::warn!(%error, "submit failed");
-                Status::unavailable(error.to_string())
-            }
-            ApiError::Audit(problem) => {
-                tracing::error!(%problem, "audit event refused by the outbox");
-                Status::internal("cannot record the audit event")
-            }
-            ApiError::Database(inner) => {
-                tracing::error!(error = %inner, "database error in import api");
-                Status::unavailable("database unavailable")
-            }
-            ApiError::AuthUnavailable(_) => {
-                tracing::warn!(%error, "submit failed");
-                Status::unavailable(error.to_string())
-            }
-            ApiError::Refused(status) => status.clone(),
-            ApiError::BadData(inner) => {
-                tracing::warn!(error = %inner, "database refused a value of a request");
-                Status::invalid_argument(error.to_string())
-            }
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Api {
@@ -201,7 +116,7 @@ impl Api {
         let job = store::get(&self.pool, job_id)
             .await?
             .ok_or(ApiError::JobNotFound(job_id))?;
-        let resources = store::resource_rows(&self.pool, job_id).await?;
+        let resources = checkpoints::resource_rows(&self.pool, job_id).await?;
         let view = store::to_wire(&job, &resources);
         Ok((job, view))
     }
@@ -371,7 +286,7 @@ impl Api {
         };
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
-            let resources = store::resource_rows(&self.pool, row.job_id).await?;
+            let resources = checkpoints::resource_rows(&self.pool, row.job_id).await?;
             jobs.push(store::to_wire(row, &resources));
         }
         Ok(pb::ListJobsResponse {
@@ -479,7 +394,7 @@ impl ImportService for Api {
         let (row, first) = self.job_row_and_view(job_id).await?;
         let api = self.clone();
         // Waits before the watch began are not news.
-        let stream = async_stream(api, job_id, first, row.rate_limit_wait_ms);
+        let stream = watch::job_stream(api, job_id, first, row.rate_limit_wait_ms);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -576,141 +491,5 @@ impl ImportService for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
-    }
-}
-
-/// WatchJob's stream: the job now, then every change until it ends.
-fn async_stream(
-    api: Api,
-    job_id: Uuid,
-    first: pb::Job,
-    waited_before_ms: i64,
-) -> impl Stream<Item = Result<pb::JobProgress, Status>> + Send {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut last_changed = None;
-        let mut last_wait_ms = waited_before_ms;
-        let first_fetched: u64 = first.progress.iter().map(|p| p.records_fetched).sum();
-        let started = tokio::time::Instant::now();
-        let mut job = first;
-        if tx
-            .send(Ok(progress(
-                pb::job_progress::Kind::Status,
-                job.clone(),
-                0,
-                0.0,
-                0,
-            )))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            if JobStatus::from_wire(job.status).is_some_and(JobStatus::is_final) {
-                return;
-            }
-            tokio::select! {
-                () = api.shutdown.cancelled() => return,
-                // The client left: stop polling now, not at the next update that fails
-                // to send (a stalled job has none).
-                () = tx.closed() => {
-                    tracing::debug!(%job_id, "watch ended: the client left");
-                    return;
-                }
-                () = tokio::time::sleep(WATCH_INTERVAL) => {}
-            }
-            let row = match store::get(&api.pool, job_id).await {
-                Ok(Some(row)) => row,
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "watch cannot read job");
-                    continue;
-                }
-            };
-            if last_changed == Some(row.changed_at) {
-                continue;
-            }
-            last_changed = Some(row.changed_at);
-            let Ok(resources) = store::resource_rows(&api.pool, job_id).await else {
-                continue;
-            };
-            let status_changed = row.status().to_wire() as i32 != job.status;
-            let before = std::mem::replace(&mut job, store::to_wire(&row, &resources));
-            let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
-            let elapsed = started.elapsed().as_secs_f64().max(0.001);
-            let rate = (fetched.saturating_sub(first_fetched)) as f64 / elapsed;
-            let eta = eta_seconds(&resources, rate);
-            let mut updates = Vec::with_capacity(3);
-            if row.rate_limit_wait_ms > last_wait_ms {
-                let waited = u64::try_from(row.rate_limit_wait_ms - last_wait_ms).unwrap_or(0);
-                last_wait_ms = row.rate_limit_wait_ms;
-                let kind = pb::job_progress::Kind::RateLimitWait;
-                updates.push(progress(kind, job.clone(), waited, rate, eta));
-            }
-            // The pages committed since the last poll, one update per resource that moved;
-            // a status change (which may come in the same poll, e.g. the last page and
-            // completion) is its own update.
-            for now in &job.progress {
-                let was = before
-                    .progress
-                    .iter()
-                    .find(|p| p.resource == now.resource)
-                    .map_or(0, |p| p.records_fetched);
-                if now.records_fetched > was {
-                    let kind = pb::job_progress::Kind::Page;
-                    let mut update = progress(kind, job.clone(), 0, rate, eta);
-                    update.resource.clone_from(&now.resource);
-                    update.page_records =
-                        u32::try_from(now.records_fetched - was).unwrap_or(u32::MAX);
-                    updates.push(update);
-                }
-            }
-            if status_changed || updates.is_empty() {
-                let kind = pb::job_progress::Kind::Status;
-                updates.push(progress(kind, job.clone(), 0, rate, eta));
-            }
-            for update in updates {
-                if tx.send(Ok(update)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Seconds until the records still to fetch are fetched at `rate` (records/s), rounded
-/// up; 0 (unknown) unless every resource still fetching has an expected total.
-fn eta_seconds(resources: &[store::ResourceRow], rate: f64) -> u64 {
-    let mut remaining = 0i64;
-    for resource in resources.iter().filter(|r| r.phase == "fetch") {
-        let Some(total) = resource.records_total else {
-            return 0;
-        };
-        remaining += (total - resource.records_fetched).max(0);
-    }
-    if remaining == 0 || rate <= 0.0 {
-        return 0;
-    }
-    (remaining as f64 / rate).ceil() as u64
-}
-
-fn progress(
-    kind: pb::job_progress::Kind,
-    job: pb::Job,
-    wait_ms: u64,
-    rate: f64,
-    eta: u64,
-) -> pb::JobProgress {
-    pb::JobProgress {
-        kind: kind as i32,
-        job: Some(job),
-        resource: String::new(),
-        page_records: 0,
-        wait_ms,
-        eta_seconds: eta,
-        records_per_second: rate,
-        at: Some(timestamp(Utc::now())),
     }
 }

@@ -35,8 +35,9 @@ use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::job::checkpoints::{self, ResourceRow};
 use crate::job::spec::JobSpec;
-use crate::job::store::{self, JobRow, JobStatus, ResourceRow};
+use crate::job::store::{JobRow, JobStatus};
 use crate::leases::ConnectionInfo;
 
 pub const SOURCE: &str = "import-svc";
@@ -90,7 +91,7 @@ impl Auditor {
         job: &JobContext,
         row: &JobRow,
     ) -> Result<(), RecordError> {
-        let resources = store::resource_rows(&mut **tx, row.job_id).await?;
+        let resources = checkpoints::resource_rows(&mut **tx, row.job_id).await?;
         let (kind, reason, payload) = ending(row, &resources);
         self.enqueue(tx, job, kind, &reason, payload).await
     }

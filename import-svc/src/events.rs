@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use lapin::types::FieldTable;
-use proto::import::v1 as pb;
+use proto::imports::v1 as pb;
 use proto::queue::{content_type, event_key};
 use scope_catalog::Resource;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::job::store;
+use crate::job::{checkpoints, store};
 use crate::queue::publisher::{Outgoing, Publisher};
 use proto::time::timestamp;
 
@@ -58,7 +58,7 @@ impl Events {
     pub async fn job(&self, kind: EventKind, job_id: Uuid, pool: &PgPool) {
         let job = match (
             store::get(pool, job_id).await,
-            store::resource_rows(pool, job_id).await,
+            checkpoints::resource_rows(pool, job_id).await,
         ) {
             (Ok(Some(job)), Ok(resources)) => store::to_wire(&job, &resources),
             (Ok(None), _) => return,

@@ -12,6 +12,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod config;
+mod error;
 pub mod events;
 pub mod job;
 pub mod leases;
@@ -25,13 +26,14 @@ use std::time::Duration;
 
 use audit_outbox::{OutboxDenials, Relay};
 use futures_util::future::BoxFuture;
-use proto::import::v1::import_service_server::ImportServiceServer;
-use service_runtime::clock::{SharedClock, system_clock};
+use proto::imports::v1::import_service_server::ImportServiceServer;
+pub use service_runtime::Options;
+use service_runtime::background::STOP_GRACE;
 use service_runtime::database::connect_and_migrate;
 use service_runtime::health::{DependencyCheck, PostgresCheck};
 use service_runtime::metrics::Metrics;
 use service_runtime::server::{ServerParts, serve};
-use service_runtime::{AccessPolicy, CancellationToken, Role};
+use service_runtime::{AccessPolicy, Background, CancellationToken, Role};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -77,25 +79,29 @@ pub fn access_policy() -> AccessPolicy {
         .allow(IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled, on the wall clock.
+/// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_clock(config, listener, shutdown, system_clock()).await
+    run_with(config, listener, shutdown, Options::default()).await
 }
 
-/// [`run`] with an injected clock (retention tests).
-pub async fn run_with_clock(
+/// [`run`] with [`Options`] (tests move the clock for retention).
+pub async fn run_with(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-    clock: SharedClock,
+    options: Options,
 ) -> anyhow::Result<()> {
+    let clock = options.clock;
     let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
-    // The relay outlives the consumer: jobs settling during shutdown still write events.
-    let relay_stop = CancellationToken::new();
+    // Stopped after the server, in this order: the consumer hands in-flight jobs back and
+    // the other workers finish, then the relay delivers what they wrote
+    // (service_runtime::background).
+    let workers = Background::new("import-svc workers");
+    let delivery = Background::new("import-svc audit delivery");
     let metrics = Metrics::new("import_svc");
     let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
@@ -109,7 +115,9 @@ pub async fn run_with_clock(
             clock.clone(),
         ));
     let leases = leases::Leases::new(&config.auth)?;
-    let relay_task = relay.map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
+    if let Some(relay) = relay {
+        delivery.spawn(relay.run(delivery.token()));
+    }
     let topology = queue::topology::Topology::with_retry_delays(
         &config.amqp.prefix,
         &config.amqp.retry_delays_ms,
@@ -154,15 +162,13 @@ pub async fn run_with_clock(
         config: config.importer.clone(),
     };
 
-    // The consumer and the purger stop with the service but finish their own draining.
-    let workers = CancellationToken::new();
-    let consumer_task = tokio::spawn(consumer.run(workers.clone()));
-    let reconciler_task = tokio::spawn(reconciler.run(workers.clone()));
-    let retention_task = tokio::spawn(retention::run(
+    workers.spawn(consumer.run(workers.token()));
+    workers.spawn(reconciler.run(workers.token()));
+    workers.spawn(retention::run(
         pool.clone(),
         config.retention.clone(),
         clock,
-        workers.clone(),
+        workers.token(),
     ));
 
     let api = api::Api {
@@ -189,15 +195,11 @@ pub async fn run_with_clock(
         denials: Some(denials),
     };
     let served = serve(&config.service, parts, listener, shutdown.clone()).await;
-    // gRPC has stopped taking calls; now stop taking jobs and hand in-flight ones back.
-    workers.cancel();
-    let _ = consumer_task.await;
-    let _ = retention_task.await;
-    let _ = reconciler_task.await;
-    relay_stop.cancel();
-    if let Some(relay_task) = relay_task {
-        let _ = relay_task.await;
-    }
+    // The consumer hands in-flight jobs back within the shutdown grace.
+    workers
+        .stop_within(Duration::from_millis(config.service.shutdown_grace_ms) + STOP_GRACE)
+        .await;
+    delivery.stop().await;
     pool.close().await;
     served
 }

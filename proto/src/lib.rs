@@ -1,5 +1,6 @@
 //! Wire contracts of clio-connect: the three gRPC services, the `ImportJob` queue message,
-//! and the queue's exchanges, routing keys and headers ([`queue`]).
+//! the queue's exchanges, routing keys and headers ([`queue`]), and protobuf's canonical
+//! JSON mapping of the messages ([`json`]).
 //!
 //! Generated from `proto/clio_connect/**.proto` at build time. Services convert these wire
 //! types into their own domain types at the edge (`TryFrom`, naming the bad field).
@@ -16,9 +17,9 @@ pub mod auth {
         tonic::include_proto!("clio_connect.auth.v1");
     }
 }
-pub mod import {
+pub mod imports {
     pub mod v1 {
-        tonic::include_proto!("clio_connect.import.v1");
+        tonic::include_proto!("clio_connect.imports.v1");
     }
 }
 pub mod audit {
@@ -28,6 +29,7 @@ pub mod audit {
 }
 
 pub mod field_violation;
+pub mod json;
 pub mod queue;
 mod redacted_debug;
 pub mod time;
@@ -74,5 +76,47 @@ pub mod audit_limits {
             return Some("must not be empty".to_owned());
         }
         text_problem(value, MAX_ID_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod package_names {
+    use prost::Message;
+
+    /// Reserved words of the languages clients are generated in: Python, Go, Java, C#,
+    /// JavaScript. A package segment among them breaks that language's stubs (Python's
+    /// `from clio_connect.import.v1 import ...` is a SyntaxError).
+    const KEYWORDS: &str = "
+        and as assert async await break case catch chan class const continue debugger def
+        default defer del delete do elif else enum except export extends fallthrough false
+        final finally for from func function global go goto if implements import in
+        instanceof interface is lambda let map nonlocal none not or package pass private
+        protected public raise range return select static struct super switch this throw
+        true try type typeof var void while with yield abstract boolean byte char double
+        float int long native new null short strictfp synchronized throws transient volatile
+        record sealed permits base bool checked decimal delegate event explicit extern fixed
+        foreach implicit internal lock namespace object operator out override params
+        readonly ref sbyte sizeof stackalloc string uint ulong unchecked unsafe ushort using
+        virtual";
+
+    #[test]
+    fn no_package_segment_is_a_keyword_of_a_client_language() {
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        let keywords: Vec<&str> = KEYWORDS.split_whitespace().collect();
+        let ours: Vec<String> = set
+            .file
+            .iter()
+            .filter_map(|file| file.package.clone())
+            .filter(|package| package.starts_with("clio_connect."))
+            .collect();
+        assert_eq!(ours.len(), 4, "{ours:?}");
+        for package in ours {
+            for segment in package.split('.') {
+                assert!(
+                    !keywords.contains(&segment.to_ascii_lowercase().as_str()),
+                    "package {package}: {segment:?} is a keyword"
+                );
+            }
+        }
     }
 }

@@ -9,16 +9,17 @@
 //!
 //! # Submitting a job
 //!
-//! Publish one `ImportJob` ([`crate::import::v1::ImportJob`]) per message to
+//! Publish one `ImportJob` ([`crate::imports::v1::ImportJob`]) per message to
 //! [`Names::jobs_exchange`] with routing key [`JOB_ROUTING_KEY`]: protobuf with content type
-//! [`content_type::PROTOBUF`], or JSON with the same field names and
-//! [`content_type::JSON`]. Publish it persistent (delivery mode 2), `mandatory`, with
+//! [`content_type::PROTOBUF`], or JSON in protobuf's canonical JSON mapping, either
+//! field-name spelling (`connectionId` or `connection_id`), with [`content_type::JSON`]
+//! (what `MessageToJson`, `protojson` or `JsonFormat` print; decoded by [`crate::json`]). Publish it persistent (delivery mode 2), `mandatory`, with
 //! publisher confirms, and with the job id (a UUID) as `message_id`: a job id never runs
 //! twice, so publishing again after a lost confirm is safe.
 //!
 //! # Reading what happened
 //!
-//! - **Job events**: a protobuf `JobEvent` ([`crate::import::v1::JobEvent`]) per state
+//! - **Job events**: a protobuf `JobEvent` ([`crate::imports::v1::JobEvent`]) per state
 //!   change on the topic exchange [`Names::events_exchange`], routing keys in [`event_key`]
 //!   (bind [`event_key::ALL`] for every one).
 //! - **Dead letters**: [`Names::dead_letter_queue`] keeps every job message that did not
@@ -100,8 +101,9 @@ pub fn retry_routing_key(delay_ms: u64) -> String {
 pub mod content_type {
     /// The `ImportJob` in protobuf (what import-svc itself publishes).
     pub const PROTOBUF: &str = "application/x-protobuf";
-    /// The `ImportJob` as JSON with the protobuf field names (`mode` as `"full"` or
-    /// `"incremental"`, `updated_since` as RFC 3339).
+    /// The `ImportJob` as JSON in protobuf's canonical JSON mapping, either field-name
+    /// spelling (`updatedSince` or `updated_since`, as RFC 3339), `mode` by name
+    /// (`"IMPORT_MODE_FULL"`) or number; unknown fields are refused ([`crate::json`]).
     pub const JSON: &str = "application/json";
     /// Also read as protobuf. A message with no content type is read as JSON when its body
     /// starts with `{`, else as protobuf; any other content type is dead-lettered.

@@ -107,11 +107,11 @@ pub async fn start_configured(config: Config, setup: Setup) -> RunningAudit {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(audit_svc::run_with_clock(
+    let task = tokio::spawn(audit_svc::run_with(
         config,
-        clock,
         listener,
         shutdown.clone(),
+        audit_svc::Options { clock },
     ));
     poll_until(
         "audit-svc serving",

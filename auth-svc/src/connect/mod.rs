@@ -13,7 +13,7 @@
 //! side effect, so the caller that started the flow can still finish it, and the state
 //! stays single use for that caller.
 //!
-//! [`start`] begins an authorization and [`complete`] finishes it; [`refusals`] says why
+//! [`start()`] begins an authorization and [`complete()`] finishes it; [`refusals`] says why
 //! a state cannot be used and records refused completions; [`grant`] stores what Clio
 //! granted as a connection.
 

@@ -61,15 +61,23 @@ pub struct Started {
     pub mode: Mode,
 }
 
-/// The redirect URI of a mode: auth-svc's callback, or Clio's approval page.
-fn redirect_uri(ctx: &Context, app: &App, mode: Mode) -> String {
-    match mode {
+/// The redirect URI of a mode: auth-svc's callback, or Clio's approval page. The app
+/// must list it.
+fn redirect_uri(ctx: &Context, app: &App, mode: Mode) -> Result<String, AuthError> {
+    let redirect = match mode {
         Mode::Web => format!(
             "{}/oauth/callback",
             ctx.config.public_base_url.trim_end_matches('/')
         ),
         Mode::OutOfBand => ctx.clio.regions().approval_redirect_uri(app.region),
+    };
+    if !app.redirect_uris.contains(&redirect) {
+        return Err(AuthError::FailedPrecondition(format!(
+            "app {} does not list the redirect URI {redirect} that {mode} mode needs",
+            app.id
+        )));
     }
+    Ok(redirect)
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %request.app, mode = %request.mode, caller = %caller.name))]
@@ -83,13 +91,7 @@ pub async fn start(
     if let Some(reconnect) = request.reconnect {
         require_reconnectable(ctx, &app, &request.principal, reconnect).await?;
     }
-    let redirect = redirect_uri(ctx, &app, request.mode);
-    if !app.redirect_uris.contains(&redirect) {
-        return Err(AuthError::FailedPrecondition(format!(
-            "app {} does not list the redirect URI {redirect} that {} mode needs",
-            app.id, request.mode
-        )));
-    }
+    let redirect = redirect_uri(ctx, &app, request.mode)?;
     let state = new_state();
     let id = Uuid::now_v7();
     let now = ctx.now();
@@ -118,26 +120,14 @@ pub async fn start(
         started_by: &caller.name,
     };
     store::authorization_states::insert(&ctx.pool, &stored).await?;
-    let url = ctx
-        .clio
-        .authorize_url(&AuthorizeRequest {
-            region: app.region,
-            client_id: &app.client_id,
-            redirect_uri: &redirect,
-            state: &state,
-            pkce: pkce.as_ref(),
-        })
-        .map_err(|e| AuthError::Internal(format!("authorize URL: {e}")))?;
-    // The web flow sends the person through auth-svc's start page first, which binds the
-    // flow to their browser (see `browser_binding`); it keeps Clio's URL, less the state.
-    let url = match request.mode {
-        Mode::OutOfBand => url,
-        Mode::Web => {
-            let kept = without_state(&url)?;
-            store::authorization_states::set_clio_authorize_url(&ctx.pool, id, &kept).await?;
-            browser_binding::start_link(ctx, &state)
-        }
+    let authorize = AuthorizeRequest {
+        region: app.region,
+        client_id: &app.client_id,
+        redirect_uri: &redirect,
+        state: &state,
+        pkce: pkce.as_ref(),
     };
+    let url = authorization_link(ctx, id, request.mode, &authorize).await?;
     Ok(Started {
         authorization_url: url,
         state: SecretString::from(state),
@@ -165,6 +155,29 @@ async fn require_reconnectable(
         )));
     }
     Ok(())
+}
+
+/// The link the person opens: Clio's authorize URL out of band. The web flow sends the
+/// person through auth-svc's start page first, which binds the flow to their browser (see
+/// `browser_binding`); the state's row keeps Clio's URL for it, less the state.
+async fn authorization_link(
+    ctx: &Context,
+    id: Uuid,
+    mode: Mode,
+    authorize: &AuthorizeRequest<'_>,
+) -> Result<String, AuthError> {
+    let url = ctx
+        .clio
+        .authorize_url(authorize)
+        .map_err(|e| AuthError::Internal(format!("authorize URL: {e}")))?;
+    match mode {
+        Mode::OutOfBand => Ok(url),
+        Mode::Web => {
+            let kept = without_state(&url)?;
+            store::authorization_states::set_clio_authorize_url(&ctx.pool, id, &kept).await?;
+            Ok(browser_binding::start_link(ctx, authorize.state))
+        }
+    }
 }
 
 /// 32 random bytes, URL-safe.

@@ -10,6 +10,19 @@
 //! Secrets come in sealed (see `token_vault`) and go out sealed: each table module holds
 //! the [`Binding`](crate::token_vault::Binding)s that tie its ciphertexts to their table,
 //! column and row.
+//!
+//! - `app_registrations`, `app_scope_versions`: [`apps`]
+//! - `connections`: [`connections`] (the refresh's claim, tokens and backoff in
+//!   [`connections::refresh`])
+//! - `authorization_states`: [`authorization_states`]
+//! - `pending_deauthorizations`: [`pending_deauthorizations`]
+//! - `lease_usage`: [`lease_usage`]
+//! - `encryption_key_state`: [`encryption_key_state`]; `undecryptable_secrets`:
+//!   [`undecryptable_secrets`]; every sealed column, as key rotation sweeps it:
+//!   [`sealed_columns`]
+//!
+//! The audit outbox's tables are written through `audit_outbox::enqueue`, in the flows'
+//! transactions.
 
 pub mod apps;
 pub mod authorization_states;

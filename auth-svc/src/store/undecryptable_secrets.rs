@@ -18,10 +18,7 @@ pub struct Undecryptable<'a> {
 }
 
 /// Records the secret; one recorded before stays as it was.
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    found: &Undecryptable<'_>,
-) -> Result<(), AuthError> {
+pub async fn insert(db: impl PgExecutor<'_>, found: &Undecryptable<'_>) -> Result<(), AuthError> {
     sqlx::query(
         "INSERT INTO undecryptable_secrets (table_name, column_name, row_id, key_id, problem, found_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use service_runtime::caller_auth::BearerToken;

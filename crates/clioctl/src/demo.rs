@@ -75,10 +75,10 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     let resources: Vec<String> = RESOURCES.iter().map(|r| (*r).to_owned()).collect();
     let job_id = jobs::submit_job(
         clients,
-        proto::import::v1::ImportJob {
+        proto::imports::v1::ImportJob {
             connection_id: connection.connection_id.clone(),
             resources,
-            mode: proto::import::v1::ImportMode::Full as i32,
+            mode: proto::imports::v1::ImportMode::Full as i32,
             requested_by: "clioctl".into(),
             ..Default::default()
         },
@@ -86,10 +86,10 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     .await?;
     println!("submitted job {job_id}");
     let job = jobs::watch(clients, Format::Table, &job_id).await?;
-    let status = proto::import::v1::JobStatus::try_from(job.status)
+    let status = proto::imports::v1::JobStatus::try_from(job.status)
         .map(|s| s.as_str_name())
         .unwrap_or("?");
-    if job.status != proto::import::v1::JobStatus::Completed as i32 {
+    if job.status != proto::imports::v1::JobStatus::Completed as i32 {
         anyhow::bail!("the demo import ended {status}: {}", job.failure_reason);
     }
     let fetched: u64 = job.progress.iter().map(|p| p.records_fetched).sum();
@@ -104,7 +104,7 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     let sample = target
         .call(
             "ListRecords",
-            reader.list_records(proto::import::v1::ListRecordsRequest {
+            reader.list_records(proto::imports::v1::ListRecordsRequest {
                 clio_account_id: job.clio_account_id.clone(),
                 resource: "contacts".into(),
                 page_size: 3,

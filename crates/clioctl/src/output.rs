@@ -185,7 +185,7 @@ pub fn enum_text(name: Option<&'static str>, prefix: &str) -> String {
 
 pub fn job_status(code: i32) -> String {
     enum_text(
-        proto::import::v1::JobStatus::try_from(code)
+        proto::imports::v1::JobStatus::try_from(code)
             .ok()
             .map(|s| s.as_str_name()),
         "JOB_STATUS_",
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn enum_names_lose_their_prefix() {
         assert_eq!(
-            job_status(proto::import::v1::JobStatus::DeadLettered as i32),
+            job_status(proto::imports::v1::JobStatus::DeadLettered as i32),
             "dead_lettered"
         );
         assert_eq!(job_status(99), "?");

@@ -101,6 +101,8 @@ pub fn load<T: DeserializeOwned + Validate>(
     // Keys are lowercased so errors spell them as the TOML file does (`service.listen`).
     figment = figment.merge(
         Env::prefixed(env_prefix)
+            // `<PREFIX>CONFIG` names the file (entrypoint), it is not a setting.
+            .ignore(&["CONFIG"])
             .map(|key| key.as_str().to_ascii_lowercase().into())
             .split("__"),
     );

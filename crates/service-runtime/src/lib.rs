@@ -1,13 +1,15 @@
 //! The runtime the three clio-connect services share.
 //!
-//! A service is a library exposing `run(config, listener, shutdown)`; this crate gives it
-//! the parts that are the same everywhere, each in a module named for what it holds:
-//! layered config ([`config`]), logs ([`telemetry`]), caller authentication with a per-RPC
-//! role allow-list ([`caller_auth`]), dependency-driven gRPC health ([`health`]), the
+//! A service is a library exposing `run(config, listener, shutdown)` and
+//! `run_with(config, listener, shutdown, Options)`; this crate gives it the parts that are
+//! the same everywhere, each in a module named for what it holds: layered config
+//! ([`config`]), background tasks and the one shutdown order ([`background`]), logs
+//! ([`telemetry`]), caller authentication with a per-RPC role allow-list ([`caller_auth`]), dependency-driven gRPC health ([`health`]), the
 //! Prometheus endpoint ([`metrics`]), the Postgres pool and embedded migrations
 //! ([`database`]), the gRPC/HTTP server with reflection ([`server`]), TLS for both ends of
 //! every hop ([`tls`]) and signal handling ([`shutdown`]).
 
+pub mod background;
 pub mod caller_auth;
 pub mod clock;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
+pub use background::{Background, Options};
 pub use caller_auth::{AccessPolicy, Caller, Role};
 pub use config::{ConfigError, ServiceConfig};
 pub use tokio_util::sync::CancellationToken;

@@ -1,19 +1,14 @@
-//! Decoding a queue message body: protobuf `ImportJob`, or JSON with the same field names.
+//! Decoding a queue message body: protobuf `ImportJob`, or the same message in protobuf's
+//! canonical JSON mapping ([`proto::json`]).
 //!
 //! Decoding only checks the shape; what the strings hold is checked by
-//! [`super::spec::validate`]. A decode error may quote the body (serde names an unknown
-//! key), so it goes through [`InvalidJob::new`], which escapes and shortens it. Invalid
+//! [`super::spec::validate`]. A decode error may quote the body (it names an unknown key),
+//! so it goes through [`InvalidJob::new`], which escapes and shortens it. Invalid
 //! UTF-8 in a protobuf string is a decode error naming the field (prost reports
 //! `ImportJob.requested_by: invalid string value`).
 
-use std::collections::BTreeMap;
-
-use chrono::DateTime;
-use proto::import::v1 as pb;
+use proto::imports::v1 as pb;
 use proto::queue::content_type::{JSON, PROTOBUF, PROTOBUF_ALIASES};
-use serde::Deserialize;
-
-use proto::time::timestamp;
 
 use super::spec::InvalidJob;
 
@@ -43,81 +38,13 @@ fn decode_protobuf(body: &[u8]) -> Result<pb::ImportJob, InvalidJob> {
         .map_err(|e| InvalidJob::new(None, "body", format!("not a protobuf ImportJob: {e}")))
 }
 
-/// The JSON form. Unknown keys are refused so a misspelt field is not silently dropped.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonJob {
-    #[serde(default)]
-    job_id: String,
-    #[serde(default)]
-    connection_id: String,
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    mode: Option<String>,
-    #[serde(default)]
-    updated_since: Option<String>,
-    #[serde(default)]
-    filters: BTreeMap<String, String>,
-    #[serde(default)]
-    fields: Vec<JsonFields>,
-    #[serde(default)]
-    requested_by: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonFields {
-    resource: String,
-    #[serde(default)]
-    fields: Vec<String>,
-}
-
+/// The JSON form: protobuf's canonical JSON mapping, read from the contract's descriptors
+/// (either field-name spelling, enum values by name or number, `updated_since` as RFC 3339).
+/// Unknown keys are refused so a misspelt field is not silently dropped.
 fn decode_json(body: &[u8]) -> Result<pb::ImportJob, InvalidJob> {
-    let job: JsonJob = serde_json::from_slice(body)
-        .map_err(|e| InvalidJob::new(None, "body", format!("not a JSON ImportJob: {e}")))?;
-    let mode = match job.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("") => pb::ImportMode::Unspecified,
-        Some("full" | "import_mode_full") => pb::ImportMode::Full,
-        Some("incremental" | "import_mode_incremental") => pb::ImportMode::Incremental,
-        Some(other) => {
-            return Err(InvalidJob::new(
-                None,
-                "mode",
-                format!("{other:?}: expected full or incremental"),
-            ));
-        }
-    };
-    let updated_since = match job.updated_since.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(timestamp(
-            DateTime::parse_from_rfc3339(text)
-                .map_err(|e| {
-                    InvalidJob::new(
-                        None,
-                        "updated_since",
-                        format!("{text:?} is not RFC 3339: {e}"),
-                    )
-                })?
-                .to_utc(),
-        )),
-    };
-    Ok(pb::ImportJob {
-        job_id: job.job_id,
-        connection_id: job.connection_id,
-        resources: job.resources,
-        mode: mode as i32,
-        updated_since,
-        filters: job.filters.into_iter().collect(),
-        fields: job
-            .fields
-            .into_iter()
-            .map(|f| pb::ResourceFields {
-                resource: f.resource,
-                fields: f.fields,
-            })
-            .collect(),
-        requested_by: job.requested_by,
+    proto::json::decode_import_job(body).map_err(|e| match e.field {
+        Some(field) => InvalidJob::new(None, field, e.problem),
+        None => InvalidJob::new(None, "body", format!("not a JSON ImportJob: {}", e.problem)),
     })
 }
 
@@ -128,19 +55,46 @@ mod tests {
     #[test]
     fn json_and_protobuf_decode_to_the_same_job() {
         let json = br#"{"job_id":"0193a0c4-6d1e-7cc0-8000-000000000001","connection_id":"c",
-            "resources":["contacts"],"mode":"incremental","updated_since":"2026-01-02T03:04:05Z"}"#;
+            "resources":["contacts"],"mode":"IMPORT_MODE_INCREMENTAL",
+            "updated_since":"2026-01-02T03:04:05Z"}"#;
         let from_json = decode(json, Some("application/json")).unwrap();
         let bytes = prost::Message::encode_to_vec(&from_json);
         let from_proto = decode(&bytes, Some(PROTOBUF)).unwrap();
         assert_eq!(from_json, from_proto);
         assert_eq!(from_json.mode, pb::ImportMode::Incremental as i32);
-        // Sniffed without a content type.
+        assert_eq!(from_json.updated_since.unwrap().seconds, 1_767_323_045);
+        // Sniffed without a content type, and with a charset parameter.
         assert_eq!(decode(json, None).unwrap(), from_json);
+        assert_eq!(
+            decode(json, Some("application/json; charset=utf-8")).unwrap(),
+            from_json
+        );
+
+        // What protobuf-JSON printers write: lowerCamelCase names, the enum by number too.
+        let camel = br#"{"jobId":"0193a0c4-6d1e-7cc0-8000-000000000001","connectionId":"c",
+            "resources":["contacts"],"mode":2,"updatedSince":"2026-01-02T03:04:05Z"}"#;
+        assert_eq!(decode(camel, Some(JSON)).unwrap(), from_json);
+    }
+
+    #[test]
+    fn a_bad_json_value_names_its_field() {
+        let err = decode(br#"{"mode":"full"}"#, Some(JSON)).unwrap_err();
+        assert_eq!(err.field, "mode");
+        assert!(err.problem.contains("IMPORT_MODE_FULL"), "{err}");
+        let err = decode(br#"{"updatedSince":"yesterday"}"#, Some(JSON)).unwrap_err();
+        assert_eq!(err.field, "updatedSince");
+        let err = decode(br#"{"updated_since":"2026-01-02"}"#, Some(JSON)).unwrap_err();
+        assert_eq!(err.field, "updated_since");
+        let err = decode(br#"{"fields":[{"resource":"contacts","extra":[]}]}"#, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body: not a JSON ImportJob: unknown field `fields[0].extra`"
+        );
     }
 
     #[test]
     fn hostile_bodies_are_refused_with_a_printable_reason() {
-        // A NUL and an escape sequence in an unknown key, quoted back by serde.
+        // A NUL and an escape sequence in an unknown key, quoted back in the reason.
         let err = decode(
             b"{\"job_id\":\"x\",\"evil\\u0000\\u001b[2J\":1}",
             Some(JSON),

@@ -19,10 +19,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::checkpoints::{self, CheckpointDelta, ResourceRow};
 use super::listing::first_page_url;
 use super::page_records;
 use super::spec::{JobSpec, Mode};
-use super::store::{self, CheckpointDelta, ResourceRow};
+use super::store;
 use crate::audit::{self, Auditor, JobContext, RecordError};
 use crate::config::ImporterConfig;
 use crate::events::{EventKind, Events};
@@ -203,7 +204,7 @@ impl Runner {
             waits: Waits::default(),
             stop,
         };
-        let rows = store::resources(&self.pool, spec.job_id, &spec.resources).await?;
+        let rows = checkpoints::resources(&self.pool, spec.job_id, &spec.resources).await?;
         for resource in &spec.resources {
             let row = rows.iter().find(|r| r.resource == resource.as_str());
             let Some(row) = row.cloned() else { continue };
@@ -355,7 +356,7 @@ impl Runner {
         resource: Resource,
         delta: &CheckpointDelta<'_>,
     ) -> Result<(), Stop> {
-        store::save_checkpoint(&mut tx, run.spec.job_id, resource, delta).await?;
+        checkpoints::save_checkpoint(&mut tx, run.spec.job_id, resource, delta).await?;
         let waited = run.waits.0.swap(0, Ordering::Relaxed);
         if waited > 0 {
             sqlx::query(
@@ -367,11 +368,12 @@ impl Runner {
             .await?;
         }
         if delta.phase == "done" {
-            let mark = store::finished_listing_mark(&mut *tx, run.spec.job_id, resource).await?;
+            let mark =
+                checkpoints::finished_listing_mark(&mut *tx, run.spec.job_id, resource).await?;
             if let Some(mark) = mark
                 && run.spec.filters.is_empty()
             {
-                store::advance_high_water(
+                checkpoints::advance_high_water(
                     &mut tx,
                     &run.spec.connection_id,
                     resource,
@@ -492,7 +494,7 @@ impl Runner {
     ) -> Result<Option<DateTime<Utc>>, Stop> {
         if row.next_url.is_none() {
             return Ok(Some(
-                store::start_sweep(&self.pool, run.spec.job_id, resource).await?,
+                checkpoints::start_sweep(&self.pool, run.spec.job_id, resource).await?,
             ));
         }
         if row.sweep_started_at.is_none() {
@@ -515,7 +517,7 @@ impl Runner {
         }
         let live = records::count_live(&self.pool, resource, &run.lease.account_id).await?;
         if live > 0 {
-            store::set_expected_total(&self.pool, run.spec.job_id, resource, live).await?;
+            checkpoints::set_expected_total(&self.pool, run.spec.job_id, resource, live).await?;
         }
         Ok(())
     }
@@ -545,7 +547,7 @@ impl Runner {
         if spec.updated_since.is_some() {
             return Ok(spec.updated_since);
         }
-        let mark = store::high_water(&self.pool, &spec.connection_id, resource).await?;
+        let mark = checkpoints::high_water(&self.pool, &spec.connection_id, resource).await?;
         Ok(mark.map(|m| m - chrono::Duration::seconds(self.config.incremental_overlap_secs)))
     }
 

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use clio_api::fields::is_valid_field;
 use clio_api::listing::FILTERS;
-use proto::import::v1 as pb;
+use proto::imports::v1 as pb;
 use scope_catalog::{Resource, Scope};
 use uuid::Uuid;
 

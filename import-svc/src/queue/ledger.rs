@@ -59,7 +59,7 @@ pub fn describe(delivery: &Delivery) -> Option<DeadLetter> {
         .as_ref()
         .and_then(|w| Uuid::parse_str(w.job_id.trim()).ok());
     // Whatever a producer put there, stored and audited only in a printable, bounded form.
-    let text = |pick: fn(&proto::import::v1::ImportJob) -> &str| {
+    let text = |pick: fn(&proto::imports::v1::ImportJob) -> &str| {
         wire.as_ref()
             .map(|w| spec::printable(pick(w).trim(), 128))
             .unwrap_or_default()

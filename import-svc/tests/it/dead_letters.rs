@@ -61,7 +61,7 @@ async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered(
 
 #[tokio::test]
 async fn hostile_strings_are_dead_lettered_naming_the_field() {
-    use proto::import::v1 as pb;
+    use proto::imports::v1 as pb;
 
     let import = start("dlq-hostile", Setup::default()).await;
     let nul_connection = "0193a0c4-6d1e-7cc0-8000-0000000000e1";

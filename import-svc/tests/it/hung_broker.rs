@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use harness::{TcpProxy, channel, token_of, with_bearer};
-use proto::import::v1 as pb;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1 as pb;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use tonic::Code;
 
 use crate::support::{Setup, start};

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use harness::{channel, token_of, with_bearer};
 use import_svc::job::spec;
 use import_svc::job::store::{self, JobStatus};
-use proto::import::v1 as pb;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1 as pb;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use tonic::Code;
 
 use crate::support::{RunningImport, Setup, start};

@@ -2,8 +2,8 @@
 //! cannot be queued leaves no record behind to sit `queued` forever.
 
 use harness::{ServingStatus, TcpProxy, channel, token_of, with_bearer};
-use proto::import::v1 as pb;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1 as pb;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use tonic::Code;
 
 use crate::support::{RunningImport, Setup, start};
@@ -342,7 +342,7 @@ async fn submit_raw_requested_by(
     grpc.unary(
         with_bearer(request, &token_of("job_submitter")),
         tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/clio_connect.import.v1.ImportService/SubmitJob",
+            "/clio_connect.imports.v1.ImportService/SubmitJob",
         ),
         codec,
     )

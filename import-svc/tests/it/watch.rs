@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use harness::{channel, poll_until, token_of, with_bearer};
-use proto::import::v1 as pb;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1 as pb;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 
 use crate::support::{Setup, start};
 

@@ -66,7 +66,7 @@ async fn import(pages: u64, rate_limit: Option<RateLimit>) -> (f64, u64, u64, u6
     let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(
         done.status,
-        proto::import::v1::JobStatus::Completed as i32,
+        proto::imports::v1::JobStatus::Completed as i32,
         "{}",
         done.failure_reason
     );

@@ -145,3 +145,34 @@ async fn audit_svc_subcommands_answer_help_and_refuse_unknown_flags() {
         text(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_config_file_variable_names_the_file_and_is_not_a_setting() {
+    // A file whose one setting is refused: the error names it, so the file was read
+    // (and `<PREFIX>CONFIG` itself was not taken for an unknown setting).
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "[service]\nhealth_interval_ms = 0\n").unwrap();
+    for kind in Service::ALL {
+        let prefix = kind.env_prefix();
+        let child = Command::new(harness::service_binary(kind.binary()))
+            .env(format!("{prefix}CONFIG"), file.path())
+            .env(
+                format!("{prefix}SERVICE__LISTEN"),
+                free_address().to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("start-up is refused")
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{kind:?}: {stderr}");
+        assert!(stderr.contains("health_interval_ms"), "{kind:?}: {stderr}");
+        assert!(!stderr.contains("unknown field"), "{kind:?}: {stderr}");
+    }
+}

@@ -184,7 +184,7 @@ async fn inventory_reports_follow_real_events() {
     // A real import leases Ann's token; its aggregated use reaches the report durably.
     let job = stack.submit(full_job(&low, &["contacts"])).await;
     let done = stack.finished(&job, Duration::from_secs(30)).await;
-    assert_eq!(done.status, proto::import::v1::JobStatus::Completed as i32);
+    assert_eq!(done.status, proto::imports::v1::JobStatus::Completed as i32);
     let used = poll_until(
         "Ann's last use in the report",
         Duration::from_secs(15),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use harness::{poll_until, token_of, with_bearer};
 use proto::audit::v1 as audit;
 use proto::common::v1::EventKind;
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 
 use crate::stack::{Stack, StackSetup};
 
@@ -86,7 +86,7 @@ async fn every_service_audits_the_calls_it_refuses() {
         .collect();
     for (method, caller) in [
         (
-            "/clio_connect.import.v1.ImportService/GetJob",
+            "/clio_connect.imports.v1.ImportService/GetJob",
             "unauthenticated",
         ),
         (

@@ -30,7 +30,7 @@ async fn protected_call(kind: Service, address: std::net::SocketAddr, token: Opt
                 .map(drop)
         }
         Service::Import => {
-            use proto::import::v1::{ListJobsRequest, import_service_client::ImportServiceClient};
+            use proto::imports::v1::{ListJobsRequest, import_service_client::ImportServiceClient};
             ImportServiceClient::new(channel)
                 .list_jobs(request(ListJobsRequest::default(), token))
                 .await

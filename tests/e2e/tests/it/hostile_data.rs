@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 use serde_json::{Value, json};
 
 use crate::stack::{Stack, StackSetup, full_job};

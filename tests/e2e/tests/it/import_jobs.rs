@@ -7,7 +7,7 @@ use std::time::Duration;
 use clio_sim::{DatasetSize, Fault, Region, Resource, SimConfig};
 use harness::{ServingStatus, TcpProxy, poll_until, token_of, wait_for_health, with_bearer};
 use proto::common::v1::{AuditEvent, EventKind};
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 use proto::queue::header;
 
 use crate::stack::{Stack, StackSetup, full_job};
@@ -697,7 +697,7 @@ async fn a_json_job_from_the_queue_runs_to_completion() {
             "job_id": job_id,
             "connection_id": connection,
             "resources": ["contacts"],
-            "mode": "full",
+            "mode": "IMPORT_MODE_FULL",
             "requested_by": "json-producer",
         }))
         .await;

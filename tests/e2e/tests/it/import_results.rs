@@ -7,7 +7,7 @@ use clio_sim::{DatasetSize, Fault, Region, SimConfig};
 use harness::{poll_until, token_of, with_bearer};
 use proto::audit::v1 as audit;
 use proto::common::v1::EventKind;
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 use proto::queue::{content_type, event_key};
 use tokio_stream::StreamExt;
 

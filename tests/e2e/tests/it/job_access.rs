@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::{token_of, with_bearer};
 use proto::common::v1::{AuditEvent, EventKind, actor};
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 use tonic::Code;
 
 use crate::import_jobs::{assert_completed, contacts_only, sim_with};

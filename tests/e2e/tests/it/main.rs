@@ -14,6 +14,7 @@ mod import_results;
 mod job_access;
 mod outages;
 mod process;
+mod python_producer;
 mod services;
 mod stack;
 mod sync_integrity;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::poll_until;
 use proto::common::v1::EventKind;
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 
 use crate::import_jobs::{
     assert_completed, contacts_only, outbox_events, sim_with, wait_for_pages,

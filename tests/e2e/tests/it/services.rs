@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use harness::TestDatabase;
 use proto::audit::v1::{audit_service_server, compliance_service_server};
 use proto::auth::v1::auth_service_server;
-use proto::import::v1::import_service_server;
+use proto::imports::v1::import_service_server;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;

@@ -16,8 +16,8 @@ use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::common::v1 as common;
-use proto::import::v1 as import;
-use proto::import::v1::import_service_client::ImportServiceClient;
+use proto::imports::v1 as import;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use proto::queue::{self, JOB_ROUTING_KEY, content_type};
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
@@ -224,11 +224,11 @@ impl Stack {
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let clock: SharedClock = Arc::new(self.import_clock.clone());
-        let handle = tokio::spawn(import_svc::run_with_clock(
+        let handle = tokio::spawn(import_svc::run_with(
             config,
             listener,
             shutdown.clone(),
-            clock,
+            import_svc::Options { clock },
         ));
         wait_serving(address).await;
         self.import = Some(Task {

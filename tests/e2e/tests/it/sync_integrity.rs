@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clio_sim::{DatasetSize, Region, Resource, SimConfig};
-use proto::import::v1 as import;
+use proto::imports::v1 as import;
 
 use crate::import_jobs::{assert_completed, wait_for_pages};
 use crate::stack::{Stack, StackSetup, full_job};
