@@ -19,7 +19,7 @@ use audit_svc::append::{Appender, insert_events};
 use audit_svc::event::{EventBody, EventRecord};
 use chrono::Utc;
 use futures_util::TryStreamExt;
-use harness::{TestDatabase, channel, poll_until, with_bearer};
+use harness::{TestDatabase, channel, with_bearer};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::{RecordRequest, VerifyRequest};
 use proto::common::v1 as pb;
@@ -118,18 +118,7 @@ async fn start_service(database: &TestDatabase) -> (std::net::SocketAddr, Cancel
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(audit_svc::run(config, listener, shutdown.clone()));
-    poll_until(
-        "audit-svc serving",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let status = harness::health_status(channel(address).await, "")
-                .await
-                .ok()?;
-            (status == harness::ServingStatus::Serving).then_some(())
-        },
-    )
-    .await;
+    harness::wait_for_health(address, "", harness::ServingStatus::Serving).await;
     (address, shutdown)
 }
 

@@ -124,20 +124,7 @@ impl Appender {
     }
 
     async fn try_append(&self, bodies: &[EventBody]) -> Result<Appended, AuditError> {
-        // The first occurrence of each id in the request; a repeat must be identical.
-        let mut first_index: HashMap<Uuid, usize> = HashMap::new();
-        for (i, body) in bodies.iter().enumerate() {
-            if let Some(&first) = first_index.get(&body.event_id) {
-                if bodies[first] != *body {
-                    return Err(AuditError::invalid(
-                        format!("events[{i}].event_id"),
-                        format!("repeats events[{first}].event_id with different content"),
-                    ));
-                }
-            } else {
-                first_index.insert(body.event_id, i);
-            }
-        }
+        let first_index = first_occurrences(bodies)?;
         let mut tenants: Vec<String> = bodies.iter().map(|b| b.tenant.clone()).collect();
         tenants.sort_unstable();
         tenants.dedup();
@@ -147,43 +134,11 @@ impl Appender {
 
         let ids: Vec<Uuid> = first_index.keys().copied().collect();
         let existing = stored_events(&mut tx, &ids).await?;
-        let mut duplicates = 0u32;
-        for (id, stored) in &existing {
-            let i = first_index[id];
-            if !same_fact(&stored.body, &bodies[i]) {
-                return Err(AuditError::Conflict {
-                    field: format!("events[{i}].event_id"),
-                    problem: format!(
-                        "{id} is already recorded with different content (sequence {} of tenant {:?})",
-                        stored.sequence, stored.body.tenant
-                    ),
-                });
-            }
-            duplicates += 1;
-        }
+        let duplicates = check_duplicates(bodies, &first_index, &existing)?;
 
         let recorded_at = self.clock.now().trunc_subsecs(6);
         let mut heads = read_heads(&mut tx, &tenants).await?;
-        let mut fresh: Vec<EventRecord> = Vec::new();
-        for (i, body) in bodies.iter().enumerate() {
-            if first_index[&body.event_id] != i || existing.contains_key(&body.event_id) {
-                continue;
-            }
-            let head = heads
-                .get_mut(&body.tenant)
-                .ok_or_else(|| AuditError::Internal("no head for a locked tenant".into()))?;
-            let mut record = EventRecord {
-                body: body.clone(),
-                sequence: head.last_sequence + 1,
-                recorded_at,
-                prev_hash: head.last_hash.clone(),
-                hash: String::new(),
-            };
-            record.hash = record.expected_hash(&record.prev_hash);
-            head.last_sequence = record.sequence;
-            head.last_hash.clone_from(&record.hash);
-            fresh.push(record);
-        }
+        let fresh = chain_fresh(bodies, &first_index, &existing, &mut heads, recorded_at)?;
 
         if !fresh.is_empty() {
             insert_events(&mut tx, EVENTS_TABLE, &fresh).await?;
@@ -276,6 +231,81 @@ impl Appender {
         }
         Ok(())
     }
+}
+
+/// The index of the first occurrence of each event id in `bodies`; a repeat must be
+/// identical to it.
+fn first_occurrences(bodies: &[EventBody]) -> Result<HashMap<Uuid, usize>, AuditError> {
+    let mut first_index: HashMap<Uuid, usize> = HashMap::new();
+    for (i, body) in bodies.iter().enumerate() {
+        if let Some(&first) = first_index.get(&body.event_id) {
+            if bodies[first] != *body {
+                return Err(AuditError::invalid(
+                    format!("events[{i}].event_id"),
+                    format!("repeats events[{first}].event_id with different content"),
+                ));
+            }
+        } else {
+            first_index.insert(body.event_id, i);
+        }
+    }
+    Ok(first_index)
+}
+
+/// How many of the request's events are already stored; a stored one must be the same
+/// fact.
+fn check_duplicates(
+    bodies: &[EventBody],
+    first_index: &HashMap<Uuid, usize>,
+    existing: &HashMap<Uuid, EventRecord>,
+) -> Result<u32, AuditError> {
+    let mut duplicates = 0u32;
+    for (id, stored) in existing {
+        let i = first_index[id];
+        if !same_fact(&stored.body, &bodies[i]) {
+            return Err(AuditError::Conflict {
+                field: format!("events[{i}].event_id"),
+                problem: format!(
+                    "{id} is already recorded with different content (sequence {} of tenant {:?})",
+                    stored.sequence, stored.body.tenant
+                ),
+            });
+        }
+        duplicates += 1;
+    }
+    Ok(duplicates)
+}
+
+/// Chains the events not yet stored (first occurrences only) onto their tenants' heads,
+/// moving `heads` along.
+fn chain_fresh(
+    bodies: &[EventBody],
+    first_index: &HashMap<Uuid, usize>,
+    existing: &HashMap<Uuid, EventRecord>,
+    heads: &mut HashMap<String, Head>,
+    recorded_at: DateTime<Utc>,
+) -> Result<Vec<EventRecord>, AuditError> {
+    let mut fresh: Vec<EventRecord> = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        if first_index[&body.event_id] != i || existing.contains_key(&body.event_id) {
+            continue;
+        }
+        let head = heads
+            .get_mut(&body.tenant)
+            .ok_or_else(|| AuditError::Internal("no head for a locked tenant".into()))?;
+        let mut record = EventRecord {
+            body: body.clone(),
+            sequence: head.last_sequence + 1,
+            recorded_at,
+            prev_hash: head.last_hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = record.expected_hash(&record.prev_hash);
+        head.last_sequence = record.sequence;
+        head.last_hash.clone_from(&record.hash);
+        fresh.push(record);
+    }
+    Ok(fresh)
 }
 
 /// Whether a stored event and a new one are the same fact. An event stored before writers

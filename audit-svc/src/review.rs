@@ -371,6 +371,10 @@ fn time_text(at: Option<DateTime<Utc>>) -> String {
         .unwrap_or_default()
 }
 
+/// A review item with its risk tier and whether it grants full account access, as the
+/// scope catalogue says now.
+type DescribedItem = (ItemRow, String, bool);
+
 /// The review as CSV (header + one row per item) or one JSON document on one line.
 pub async fn export(
     pool: &PgPool,
@@ -379,7 +383,7 @@ pub async fn export(
 ) -> Result<Vec<u8>, AuditError> {
     let review = find_review(pool, id).await?;
     let rows = items(pool, id, None).await?;
-    let described: Vec<(ItemRow, String, bool)> = rows
+    let described: Vec<DescribedItem> = rows
         .into_iter()
         .map(|item| {
             let scopes = scope_set(&item.scopes);
@@ -389,79 +393,82 @@ pub async fn export(
         })
         .collect();
     match format {
-        api::ExportFormat::Csv => {
-            let mut out = String::from(CSV_COLUMNS);
-            for (item, tier, full) in &described {
-                let fields = [
-                    review.review_id.to_string(),
-                    review.tenant.clone(),
-                    review.year.to_string(),
-                    review.quarter.to_string(),
-                    item.connection_id.clone(),
-                    item.app_id.clone(),
-                    item.principal.clone(),
-                    item.clio_user_id.clone(),
-                    item.clio_account_id.clone(),
-                    item.region.clone(),
-                    item.scopes.join(" "),
-                    tier.clone(),
-                    full.to_string(),
-                    time_text(item.granted_at),
-                    time_text(item.last_used_at),
-                    item.grant_age_days.to_string(),
-                    item.decision.clone().unwrap_or_default(),
-                    item.reviewer.clone().unwrap_or_default(),
-                    time_text(item.decided_at),
-                    item.note.clone().unwrap_or_default(),
-                ];
-                for (i, field) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    csv_field(&mut out, field);
-                }
-                out.push('\n');
-            }
-            Ok(out.into_bytes())
-        }
-        api::ExportFormat::Json => {
-            let items: Vec<serde_json::Value> = described
-                .iter()
-                .map(|(item, tier, full)| {
-                    serde_json::json!({
-                        "connection_id": item.connection_id,
-                        "app_id": item.app_id,
-                        "principal": item.principal,
-                        "clio_user_id": item.clio_user_id,
-                        "clio_account_id": item.clio_account_id,
-                        "region": item.region,
-                        "scopes": item.scopes,
-                        "risk_tier": tier,
-                        "full_account_access": full,
-                        "granted_at": item.granted_at.map(|t| crate::canonical::format_time(&t)),
-                        "last_used_at": item.last_used_at.map(|t| crate::canonical::format_time(&t)),
-                        "grant_age_days": item.grant_age_days,
-                        "decision": item.decision,
-                        "reviewer": item.reviewer,
-                        "decided_at": item.decided_at.map(|t| crate::canonical::format_time(&t)),
-                        "note": item.note,
-                    })
-                })
-                .collect();
-            let document = serde_json::json!({
-                "review_id": review.review_id.to_string(),
-                "tenant": review.tenant,
-                "year": review.year,
-                "quarter": review.quarter,
-                "generated_at": crate::canonical::format_time(&review.generated_at),
-                "unreviewed": described.iter().filter(|(i, _, _)| i.decision.is_none()).count(),
-                "items": items,
-            });
-            let mut out =
-                serde_json::to_vec(&document).map_err(|e| AuditError::Internal(e.to_string()))?;
-            out.push(b'\n');
-            Ok(out)
-        }
+        api::ExportFormat::Csv => Ok(export_csv(&review, &described)),
+        api::ExportFormat::Json => export_json(&review, &described),
         api::ExportFormat::Unspecified => Err(AuditError::invalid("format", "must be CSV or JSON")),
     }
+}
+
+fn export_csv(review: &ReviewRow, described: &[DescribedItem]) -> Vec<u8> {
+    let mut out = String::from(CSV_COLUMNS);
+    for (item, tier, full) in described {
+        let fields = [
+            review.review_id.to_string(),
+            review.tenant.clone(),
+            review.year.to_string(),
+            review.quarter.to_string(),
+            item.connection_id.clone(),
+            item.app_id.clone(),
+            item.principal.clone(),
+            item.clio_user_id.clone(),
+            item.clio_account_id.clone(),
+            item.region.clone(),
+            item.scopes.join(" "),
+            tier.clone(),
+            full.to_string(),
+            time_text(item.granted_at),
+            time_text(item.last_used_at),
+            item.grant_age_days.to_string(),
+            item.decision.clone().unwrap_or_default(),
+            item.reviewer.clone().unwrap_or_default(),
+            time_text(item.decided_at),
+            item.note.clone().unwrap_or_default(),
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(&mut out, field);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn export_json(review: &ReviewRow, described: &[DescribedItem]) -> Result<Vec<u8>, AuditError> {
+    let items: Vec<serde_json::Value> = described
+        .iter()
+        .map(|(item, tier, full)| {
+            serde_json::json!({
+                "connection_id": item.connection_id,
+                "app_id": item.app_id,
+                "principal": item.principal,
+                "clio_user_id": item.clio_user_id,
+                "clio_account_id": item.clio_account_id,
+                "region": item.region,
+                "scopes": item.scopes,
+                "risk_tier": tier,
+                "full_account_access": full,
+                "granted_at": item.granted_at.map(|t| crate::canonical::format_time(&t)),
+                "last_used_at": item.last_used_at.map(|t| crate::canonical::format_time(&t)),
+                "grant_age_days": item.grant_age_days,
+                "decision": item.decision,
+                "reviewer": item.reviewer,
+                "decided_at": item.decided_at.map(|t| crate::canonical::format_time(&t)),
+                "note": item.note,
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "review_id": review.review_id.to_string(),
+        "tenant": review.tenant,
+        "year": review.year,
+        "quarter": review.quarter,
+        "generated_at": crate::canonical::format_time(&review.generated_at),
+        "unreviewed": described.iter().filter(|(i, _, _)| i.decision.is_none()).count(),
+        "items": items,
+    });
+    let mut out = serde_json::to_vec(&document).map_err(|e| AuditError::Internal(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
 }

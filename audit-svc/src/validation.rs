@@ -73,14 +73,8 @@ pub fn event_kind(field: &str, raw: i32) -> Result<pb::EventKind, AuditError> {
 
 /// Validates one event of a `Record` request; `at` is its path (`events[3]`).
 pub fn event(at: &str, wire: &pb::AuditEvent) -> Result<EventBody, AuditError> {
-    let field = |name: &str| format!("{at}.{name}");
-    let event_id = Uuid::parse_str(wire.event_id.trim()).map_err(|_| {
-        if wire.event_id.trim().is_empty() {
-            AuditError::invalid(field("event_id"), "must not be empty")
-        } else {
-            AuditError::invalid(field("event_id"), "not a UUID")
-        }
-    })?;
+    let field = |name: &str| path(at, name);
+    let event_id = event_id(at, &wire.event_id)?;
     let kind = event_kind(&field("kind"), wire.kind)?;
     if kind == pb::EventKind::ReviewGenerated {
         // Its payload drives the review projection; only GenerateQuarterlyReview writes it.
@@ -90,80 +84,15 @@ pub fn event(at: &str, wire: &pb::AuditEvent) -> Result<EventBody, AuditError> {
         ));
     }
     let tenant = required(&field("tenant"), &wire.tenant)?;
-
-    let actor = wire
-        .actor
-        .as_ref()
-        .ok_or_else(|| AuditError::invalid(field("actor"), "must be set"))?;
-    let actor_kind = match pb::actor::Kind::try_from(actor.kind) {
-        Ok(pb::actor::Kind::Unspecified) | Err(_) => {
-            return Err(AuditError::invalid(
-                field("actor.kind"),
-                format!("must be PERSON, SERVICE or SYSTEM, not {}", actor.kind),
-            ));
-        }
-        Ok(kind) => actor_kind_name(kind),
-    };
-    let actor_id = required(&field("actor.id"), &actor.id)?;
-
-    let subject = wire
-        .subject
-        .as_ref()
-        .ok_or_else(|| AuditError::invalid(field("subject"), "must be set"))?;
-    let subject_kind = match pb::subject::Kind::try_from(subject.kind) {
-        Ok(pb::subject::Kind::Unspecified) | Err(_) => {
-            return Err(AuditError::invalid(
-                field("subject.kind"),
-                format!("unknown subject kind {}", subject.kind),
-            ));
-        }
-        Ok(kind) => subject_kind_name(kind),
-    };
-    let subject_id = required(&field("subject.id"), &subject.id)?;
-
+    let (actor_kind, actor_id) = actor(at, wire.actor.as_ref())?;
+    let (subject_kind, subject_id) = subject(at, wire.subject.as_ref())?;
     let refs = match &wire.refs {
         None => Refs::default(),
-        Some(r) => Refs {
-            connection_id: text(&field("refs.connection_id"), &r.connection_id, MAX_ID_BYTES)?,
-            app_id: text(&field("refs.app_id"), &r.app_id, MAX_ID_BYTES)?,
-            principal: text(&field("refs.principal"), &r.principal, MAX_ID_BYTES)?,
-            clio_user_id: text(&field("refs.clio_user_id"), &r.clio_user_id, MAX_ID_BYTES)?,
-            clio_account_id: text(
-                &field("refs.clio_account_id"),
-                &r.clio_account_id,
-                MAX_ID_BYTES,
-            )?,
-            job_id: text(&field("refs.job_id"), &r.job_id, MAX_ID_BYTES)?,
-            region: pb::Region::try_from(r.region)
-                .map(region_name)
-                .map_err(|_| {
-                    AuditError::invalid(
-                        field("refs.region"),
-                        format!("unknown region {}", r.region),
-                    )
-                })?,
-        },
+        Some(r) => refs(at, r)?,
     };
-
     let scopes = ScopeSet::from_wire(&wire.scopes, &field("scopes"))
         .map_err(|e| AuditError::invalid(e.field, e.problem))?;
-    let risk_tier = match pb::RiskTier::try_from(wire.risk_tier) {
-        Err(_) => {
-            return Err(AuditError::invalid(
-                field("risk_tier"),
-                format!("unknown risk tier {}", wire.risk_tier),
-            ));
-        }
-        // Unset with scopes: the catalogue's tier of the set (never re-encoded here).
-        Ok(pb::RiskTier::Unspecified) if !scopes.is_empty() => {
-            scopes.risk_tier().as_str().to_owned()
-        }
-        Ok(pb::RiskTier::Unspecified) => String::new(),
-        Ok(_) => RiskTier::from_wire(wire.risk_tier)
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-    };
-
+    let risk_tier = risk_tier(at, wire.risk_tier, &scopes)?;
     let occurred_at = wire
         .occurred_at
         .as_ref()
@@ -187,6 +116,94 @@ pub fn event(at: &str, wire: &pb::AuditEvent) -> Result<EventBody, AuditError> {
         payload: payload(&field("payload_json"), &wire.payload_json)?,
         // Set from the authenticated caller, never from the request.
         writer: String::new(),
+    })
+}
+
+/// The path of the field `name` of the event at `at` (`events[3].tenant`).
+fn path(at: &str, name: &str) -> String {
+    format!("{at}.{name}")
+}
+
+fn event_id(at: &str, raw: &str) -> Result<Uuid, AuditError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        if raw.trim().is_empty() {
+            AuditError::invalid(path(at, "event_id"), "must not be empty")
+        } else {
+            AuditError::invalid(path(at, "event_id"), "not a UUID")
+        }
+    })
+}
+
+/// The actor's kind name and id.
+fn actor(at: &str, actor: Option<&pb::Actor>) -> Result<(String, String), AuditError> {
+    let actor = actor.ok_or_else(|| AuditError::invalid(path(at, "actor"), "must be set"))?;
+    let actor_kind = match pb::actor::Kind::try_from(actor.kind) {
+        Ok(pb::actor::Kind::Unspecified) | Err(_) => {
+            return Err(AuditError::invalid(
+                path(at, "actor.kind"),
+                format!("must be PERSON, SERVICE or SYSTEM, not {}", actor.kind),
+            ));
+        }
+        Ok(kind) => actor_kind_name(kind),
+    };
+    let actor_id = required(&path(at, "actor.id"), &actor.id)?;
+    Ok((actor_kind, actor_id))
+}
+
+/// The subject's kind name and id.
+fn subject(at: &str, subject: Option<&pb::Subject>) -> Result<(String, String), AuditError> {
+    let subject = subject.ok_or_else(|| AuditError::invalid(path(at, "subject"), "must be set"))?;
+    let subject_kind = match pb::subject::Kind::try_from(subject.kind) {
+        Ok(pb::subject::Kind::Unspecified) | Err(_) => {
+            return Err(AuditError::invalid(
+                path(at, "subject.kind"),
+                format!("unknown subject kind {}", subject.kind),
+            ));
+        }
+        Ok(kind) => subject_kind_name(kind),
+    };
+    let subject_id = required(&path(at, "subject.id"), &subject.id)?;
+    Ok((subject_kind, subject_id))
+}
+
+fn refs(at: &str, r: &pb::EventRefs) -> Result<Refs, AuditError> {
+    let field = |name: &str| path(at, name);
+    Ok(Refs {
+        connection_id: text(&field("refs.connection_id"), &r.connection_id, MAX_ID_BYTES)?,
+        app_id: text(&field("refs.app_id"), &r.app_id, MAX_ID_BYTES)?,
+        principal: text(&field("refs.principal"), &r.principal, MAX_ID_BYTES)?,
+        clio_user_id: text(&field("refs.clio_user_id"), &r.clio_user_id, MAX_ID_BYTES)?,
+        clio_account_id: text(
+            &field("refs.clio_account_id"),
+            &r.clio_account_id,
+            MAX_ID_BYTES,
+        )?,
+        job_id: text(&field("refs.job_id"), &r.job_id, MAX_ID_BYTES)?,
+        region: pb::Region::try_from(r.region)
+            .map(region_name)
+            .map_err(|_| {
+                AuditError::invalid(field("refs.region"), format!("unknown region {}", r.region))
+            })?,
+    })
+}
+
+/// The risk tier's name, the catalogue's tier of `scopes` when unset.
+fn risk_tier(at: &str, raw: i32, scopes: &ScopeSet) -> Result<String, AuditError> {
+    Ok(match pb::RiskTier::try_from(raw) {
+        Err(_) => {
+            return Err(AuditError::invalid(
+                path(at, "risk_tier"),
+                format!("unknown risk tier {raw}"),
+            ));
+        }
+        // Unset with scopes: the catalogue's tier of the set (never re-encoded here).
+        Ok(pb::RiskTier::Unspecified) if !scopes.is_empty() => {
+            scopes.risk_tier().as_str().to_owned()
+        }
+        Ok(pb::RiskTier::Unspecified) => String::new(),
+        Ok(_) => RiskTier::from_wire(raw)
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
     })
 }
 

@@ -120,37 +120,79 @@ pub async fn upsert_page(
     target: &Target<'_>,
     records: &[Value],
 ) -> Result<Upserted, RecordError> {
-    // A page should not repeat an id, but one statement cannot touch a row twice: keep the
-    // last occurrence.
-    let mut seen = std::collections::HashMap::new();
-    for (index, record) in records.iter().enumerate() {
-        let id = clio_id(target.resource, record).ok_or(RecordError::MissingId { index })?;
-        seen.insert(id, index);
-    }
-    let mut order: Vec<(ClioId, usize)> = seen.into_iter().collect();
-    order.sort_by_key(|(_, index)| *index);
+    let columns = PageColumns::of(target.resource, records)?;
+    let sql = upsert_sql(target.resource);
+    let query = sqlx::query_scalar::<_, i64>(&sql)
+        .bind(target.account_id)
+        .bind(target.connection_id)
+        .bind(target.job_id)
+        .bind(target.now);
+    let query = match collect_ids(target.resource, columns.ids) {
+        Ids::Int(ids) => query.bind(ids),
+        Ids::Text(ids) => query.bind(ids),
+    };
+    let written = query
+        .bind(columns.etags)
+        .bind(columns.updated)
+        .bind(columns.data)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Upserted {
+        rows: u64::try_from(written).unwrap_or(0),
+        max_updated_at: columns.max_updated_at,
+    })
+}
 
-    let mut ids = Vec::with_capacity(order.len());
-    let mut etags = Vec::with_capacity(order.len());
-    let mut updated = Vec::with_capacity(order.len());
-    let mut data = Vec::with_capacity(order.len());
-    let mut max_updated_at: Option<DateTime<Utc>> = None;
-    for (id, index) in order {
-        let record = &records[index];
-        let at = updated_at(record);
-        max_updated_at = max_updated_at.max(at);
-        ids.push(id);
-        etags.push(
-            record
-                .get("etag")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        );
-        updated.push(at);
-        data.push(record.clone());
-    }
+/// A page's records as the columns `upsert_sql` unnests, one entry per distinct id.
+struct PageColumns {
+    ids: Vec<ClioId>,
+    etags: Vec<Option<String>>,
+    updated: Vec<Option<DateTime<Utc>>>,
+    data: Vec<Value>,
+    max_updated_at: Option<DateTime<Utc>>,
+}
 
-    let t = table(target.resource);
+impl PageColumns {
+    fn of(resource: Resource, records: &[Value]) -> Result<PageColumns, RecordError> {
+        // A page should not repeat an id, but one statement cannot touch a row twice: keep the
+        // last occurrence.
+        let mut seen = std::collections::HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let id = clio_id(resource, record).ok_or(RecordError::MissingId { index })?;
+            seen.insert(id, index);
+        }
+        let mut order: Vec<(ClioId, usize)> = seen.into_iter().collect();
+        order.sort_by_key(|(_, index)| *index);
+
+        let mut columns = PageColumns {
+            ids: Vec::with_capacity(order.len()),
+            etags: Vec::with_capacity(order.len()),
+            updated: Vec::with_capacity(order.len()),
+            data: Vec::with_capacity(order.len()),
+            max_updated_at: None,
+        };
+        for (id, index) in order {
+            let record = &records[index];
+            let at = updated_at(record);
+            columns.max_updated_at = columns.max_updated_at.max(at);
+            columns.ids.push(id);
+            columns.etags.push(
+                record
+                    .get("etag")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            );
+            columns.updated.push(at);
+            columns.data.push(record.clone());
+        }
+        Ok(columns)
+    }
+}
+
+/// The statement upserting a page of `resource` (binds: account, connection, job, now,
+/// then the `PageColumns`), returning how many records it added or changed.
+fn upsert_sql(resource: Resource) -> String {
+    let t = table(resource);
     let newer = format!(
         "({t}.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= {t}.updated_at)"
     );
@@ -159,7 +201,7 @@ pub async fn upsert_page(
     // or changes: re-reading an unchanged record (an incremental job's overlap, a resumed
     // page) touches its row (seen_by) but is not a write. Seeing a record, whatever its
     // version, records that Clio still returns it to this connection (deletion detection).
-    let sql = format!(
+    format!(
         "WITH u AS (
              SELECT * FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[])
                  AS u(id, etag, updated_at, data)
@@ -187,27 +229,8 @@ pub async fn upsert_page(
          -- `stored` runs to completion whether or not it is read (as every data-modifying
          -- WITH does).
          SELECT n FROM changed",
-        ty = id_type(target.resource),
-    );
-    let query = sqlx::query_scalar::<_, i64>(&sql)
-        .bind(target.account_id)
-        .bind(target.connection_id)
-        .bind(target.job_id)
-        .bind(target.now);
-    let query = match collect_ids(target.resource, ids) {
-        Ids::Int(ids) => query.bind(ids),
-        Ids::Text(ids) => query.bind(ids),
-    };
-    let written = query
-        .bind(etags)
-        .bind(updated)
-        .bind(data)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(Upserted {
-        rows: u64::try_from(written).unwrap_or(0),
-        max_updated_at,
-    })
+        ty = id_type(resource),
+    )
 }
 
 /// The `seen_by` entry a page's transaction writes for the connection (`$2`): the

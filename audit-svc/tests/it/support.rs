@@ -1,12 +1,11 @@
 //! Starting audit-svc for a test, authorised clients, and an event builder.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use audit_svc::Config;
 use audit_svc::config::WriterGrant;
 use chrono::{DateTime, Utc};
-use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
+use harness::{ServingStatus, TestDatabase, channel, with_bearer};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
 use proto::audit::v1::{ExportChunk, RecordRequest, RecordResponse};
@@ -113,16 +112,7 @@ pub async fn start_configured(config: Config, setup: Setup) -> RunningAudit {
         shutdown.clone(),
         audit_svc::Options { clock },
     ));
-    poll_until(
-        "audit-svc serving",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let status = health_status(channel(address).await, "").await.ok()?;
-            (status == ServingStatus::Serving).then_some(())
-        },
-    )
-    .await;
+    harness::wait_for_health(address, "", ServingStatus::Serving).await;
     RunningAudit {
         address,
         shutdown,

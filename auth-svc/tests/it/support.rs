@@ -10,7 +10,7 @@ use auth_svc::config::KeyConfig;
 use base64::Engine;
 use clio_api::RegionUrls;
 use clio_sim::{AppSpec, ClioSim, ConsentOutcome, Decision, SimConfig};
-use harness::{ServingStatus, TestDatabase, channel, health_status, poll_until, with_bearer};
+use harness::{ServingStatus, TestDatabase, channel, with_bearer};
 use prost::Message;
 use proto::auth::v1 as pb;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -170,16 +170,7 @@ async fn serve(
         shutdown.clone(),
         options,
     ));
-    poll_until(
-        "auth-svc serving",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let status = health_status(channel(address).await, "").await.ok()?;
-            (status == ServingStatus::Serving).then_some(())
-        },
-    )
-    .await;
+    harness::wait_for_health(address, "", ServingStatus::Serving).await;
     (shutdown, task)
 }
 
@@ -832,16 +823,7 @@ impl Stack {
             let listener = TcpListener::from_std(listener).unwrap();
             auth_svc::run_with(config, listener, CancellationToken::new(), options).await
         });
-        poll_until(
-            "the killable replica serving",
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || async {
-                let status = health_status(channel(address).await, "").await.ok()?;
-                (status == ServingStatus::Serving).then_some(())
-            },
-        )
-        .await;
+        harness::wait_for_health(address, "", ServingStatus::Serving).await;
         KillableReplica {
             channel: channel(address).await,
             runtime: Some(runtime),

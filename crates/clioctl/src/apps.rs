@@ -184,167 +184,213 @@ fn parse_scope(text: &str) -> Result<common::ScopeJustification, String> {
 
 pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyhow::Result<()> {
     match command {
-        AppCommand::Register(args) => {
-            let client_secret = args.secret.read()?;
-            let (mut client, target) = clients.auth(&[Role::Operator])?;
-            let app = target
-                .call(
-                    "RegisterApp",
-                    client.register_app(auth::RegisterAppRequest {
-                        tenant: args.tenant,
-                        name: args.name,
-                        region: common::Region::from(args.region) as i32,
-                        client_id: args.client_id,
-                        client_secret,
-                        redirect_uris: args.redirect_uris,
-                        declared_scopes: args.scopes,
-                        pkce_enabled: args.pkce,
-                    }),
-                )
-                .await?;
-            one_app(&app).print_one(format)
-        }
+        AppCommand::Register(args) => register(clients, format, args).await,
         AppCommand::Approve {
             app,
             scopes_version,
             note,
-        } => {
-            let scopes_version = match scopes_version {
-                Some(version) => version,
-                None => {
-                    let (mut client, target) = clients.auth(&[Role::Compliance])?;
-                    target
-                        .call(
-                            "GetApp",
-                            client.get_app(auth::GetAppRequest {
-                                app_id: app.clone(),
-                            }),
-                        )
-                        .await?
-                        .scopes_version
-                }
-            };
-            let (mut client, target) = clients.auth(&[Role::Compliance])?;
-            let app = target
-                .call(
-                    "ApproveApp",
-                    client.approve_app(auth::ApproveAppRequest {
-                        app_id: app,
-                        scopes_version,
-                        note,
-                    }),
-                )
-                .await?;
-            one_app(&app).print_one(format)
-        }
+        } => approve(clients, format, app, scopes_version, note).await,
         AppCommand::List {
             tenant,
             status,
             page,
-        } => {
-            let status = status.map_or(0, |s| {
-                (match s {
-                    AppStatus::PendingApproval => auth::AppStatus::PendingApproval,
-                    AppStatus::Approved => auth::AppStatus::Approved,
-                    AppStatus::Revoked => auth::AppStatus::Revoked,
-                }) as i32
-            });
-            let (mut client, target) = clients.auth(&READERS)?;
-            let mut table = Table::new(&APP_COLUMNS);
-            let mut token = page.first_token();
-            loop {
-                let answer = target
-                    .call(
-                        "ListApps",
-                        client.list_apps(auth::ListAppsRequest {
-                            tenant: tenant.clone(),
-                            region: 0,
-                            status,
-                            page: Some(common::PageRequest {
-                                page_size: page.size(),
-                                page_token: token,
-                            }),
-                        }),
-                    )
-                    .await?;
-                for app in &answer.apps {
-                    table.row(app_cells(app));
-                }
-                match page.next(answer.page.unwrap_or_default().next_page_token) {
-                    Some(next) => token = next,
-                    None => break,
-                }
-            }
-            table.print(format)
-        }
-        AppCommand::Get { app } => {
-            let (mut client, target) = clients.auth(&READERS)?;
-            let app = target
-                .call(
-                    "GetApp",
-                    client.get_app(auth::GetAppRequest { app_id: app }),
-                )
-                .await?;
-            one_app(&app).print_one(format)
-        }
+        } => list(clients, format, tenant, status, page).await,
+        AppCommand::Get { app } => get(clients, format, app).await,
         AppCommand::UpdateScopes {
             app,
             scopes,
             reason,
-        } => {
-            let (mut client, target) = clients.auth(&[Role::Operator])?;
-            let app = target
-                .call(
-                    "UpdateAppScopes",
-                    client.update_app_scopes(auth::UpdateAppScopesRequest {
-                        app_id: app,
-                        declared_scopes: scopes,
-                        reason,
-                    }),
-                )
-                .await?;
-            one_app(&app).print_one(format)
-        }
+        } => update_scopes(clients, format, app, scopes, reason).await,
         AppCommand::ReplaceSecret {
             app,
             secret,
             reason,
-        } => {
-            let client_secret = secret.read()?;
-            let (mut client, target) = clients.auth(&[Role::Operator])?;
-            let app = target
-                .call(
-                    "ReplaceAppSecret",
-                    client.replace_app_secret(auth::ReplaceAppSecretRequest {
-                        app_id: app,
-                        client_secret,
-                        reason,
+        } => replace_secret(clients, format, app, secret, reason).await,
+        AppCommand::Revoke { app, reason } => revoke(clients, format, app, reason).await,
+    }
+}
+
+async fn register(clients: &Clients, format: Format, args: RegisterArgs) -> anyhow::Result<()> {
+    let client_secret = args.secret.read()?;
+    let (mut client, target) = clients.auth(&[Role::Operator])?;
+    let app = target
+        .call(
+            "RegisterApp",
+            client.register_app(auth::RegisterAppRequest {
+                tenant: args.tenant,
+                name: args.name,
+                region: common::Region::from(args.region) as i32,
+                client_id: args.client_id,
+                client_secret,
+                redirect_uris: args.redirect_uris,
+                declared_scopes: args.scopes,
+                pkce_enabled: args.pkce,
+            }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+async fn approve(
+    clients: &Clients,
+    format: Format,
+    app: String,
+    scopes_version: Option<u32>,
+    note: String,
+) -> anyhow::Result<()> {
+    let scopes_version = match scopes_version {
+        Some(version) => version,
+        None => current_scopes_version(clients, &app).await?,
+    };
+    let (mut client, target) = clients.auth(&[Role::Compliance])?;
+    let app = target
+        .call(
+            "ApproveApp",
+            client.approve_app(auth::ApproveAppRequest {
+                app_id: app,
+                scopes_version,
+                note,
+            }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+/// The scopes version `app approve` approves when none is given: the app's current one.
+async fn current_scopes_version(clients: &Clients, app: &str) -> anyhow::Result<u32> {
+    let (mut client, target) = clients.auth(&[Role::Compliance])?;
+    Ok(target
+        .call(
+            "GetApp",
+            client.get_app(auth::GetAppRequest {
+                app_id: app.to_owned(),
+            }),
+        )
+        .await?
+        .scopes_version)
+}
+
+async fn list(
+    clients: &Clients,
+    format: Format,
+    tenant: String,
+    status: Option<AppStatus>,
+    page: PageArgs,
+) -> anyhow::Result<()> {
+    let status = status.map_or(0, |s| {
+        (match s {
+            AppStatus::PendingApproval => auth::AppStatus::PendingApproval,
+            AppStatus::Approved => auth::AppStatus::Approved,
+            AppStatus::Revoked => auth::AppStatus::Revoked,
+        }) as i32
+    });
+    let (mut client, target) = clients.auth(&READERS)?;
+    let mut table = Table::new(&APP_COLUMNS);
+    let mut token = page.first_token();
+    loop {
+        let answer = target
+            .call(
+                "ListApps",
+                client.list_apps(auth::ListAppsRequest {
+                    tenant: tenant.clone(),
+                    region: 0,
+                    status,
+                    page: Some(common::PageRequest {
+                        page_size: page.size(),
+                        page_token: token,
                     }),
-                )
-                .await?;
-            one_app(&app).print_one(format)
+                }),
+            )
+            .await?;
+        for app in &answer.apps {
+            table.row(app_cells(app));
         }
-        AppCommand::Revoke { app, reason } => {
-            let (mut client, target) = clients.auth(&[Role::Operator])?;
-            let answer = target
-                .call(
-                    "RevokeApp",
-                    client.revoke_app(auth::RevokeAppRequest {
-                        app_id: app.clone(),
-                        reason,
-                    }),
-                )
-                .await?;
-            if format == Format::Table {
-                println!(
-                    "revoked app {}: {} connection(s)",
-                    answer.app_id,
-                    answer.results.len()
-                );
-            }
-            revocations(&answer.results).print(format)
+        match page.next(answer.page.unwrap_or_default().next_page_token) {
+            Some(next) => token = next,
+            None => break,
         }
     }
+    table.print(format)
+}
+
+async fn get(clients: &Clients, format: Format, app: String) -> anyhow::Result<()> {
+    let (mut client, target) = clients.auth(&READERS)?;
+    let app = target
+        .call(
+            "GetApp",
+            client.get_app(auth::GetAppRequest { app_id: app }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+async fn update_scopes(
+    clients: &Clients,
+    format: Format,
+    app: String,
+    scopes: Vec<common::ScopeJustification>,
+    reason: String,
+) -> anyhow::Result<()> {
+    let (mut client, target) = clients.auth(&[Role::Operator])?;
+    let app = target
+        .call(
+            "UpdateAppScopes",
+            client.update_app_scopes(auth::UpdateAppScopesRequest {
+                app_id: app,
+                declared_scopes: scopes,
+                reason,
+            }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+async fn replace_secret(
+    clients: &Clients,
+    format: Format,
+    app: String,
+    secret: ClientSecret,
+    reason: String,
+) -> anyhow::Result<()> {
+    let client_secret = secret.read()?;
+    let (mut client, target) = clients.auth(&[Role::Operator])?;
+    let app = target
+        .call(
+            "ReplaceAppSecret",
+            client.replace_app_secret(auth::ReplaceAppSecretRequest {
+                app_id: app,
+                client_secret,
+                reason,
+            }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+async fn revoke(
+    clients: &Clients,
+    format: Format,
+    app: String,
+    reason: String,
+) -> anyhow::Result<()> {
+    let (mut client, target) = clients.auth(&[Role::Operator])?;
+    let answer = target
+        .call(
+            "RevokeApp",
+            client.revoke_app(auth::RevokeAppRequest {
+                app_id: app.clone(),
+                reason,
+            }),
+        )
+        .await?;
+    if format == Format::Table {
+        println!(
+            "revoked app {}: {} connection(s)",
+            answer.app_id,
+            answer.results.len()
+        );
+    }
+    revocations(&answer.results).print(format)
 }
 
 const APP_COLUMNS: [&str; 9] = [

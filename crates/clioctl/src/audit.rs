@@ -106,92 +106,21 @@ pub async fn run(clients: &Clients, format: Format, command: AuditCommand) -> an
             to,
             page,
         } => {
-            let subject = match (connection, job) {
-                (Some(id), _) => Some(common::Subject {
-                    kind: common::subject::Kind::Connection as i32,
-                    id,
-                }),
-                (None, Some(id)) => Some(common::Subject {
-                    kind: common::subject::Kind::Job as i32,
-                    id,
-                }),
-                (None, None) => None,
+            let filter = audit::QueryRequest {
+                tenant,
+                kinds: kinds.iter().map(|k| *k as i32).collect(),
+                subject: query_subject(connection, job),
+                actor_id: actor.unwrap_or_default(),
+                occurred: Some(audit::TimeRange { from, to }),
+                page: None,
             };
-            let (mut client, target) = clients.audit()?;
-            let mut table = Table::new(&EVENT_COLUMNS);
-            let mut token = page.first_token();
-            loop {
-                let answer = target
-                    .call(
-                        "Query",
-                        client.query(audit::QueryRequest {
-                            tenant: tenant.clone(),
-                            kinds: kinds.iter().map(|k| *k as i32).collect(),
-                            subject: subject.clone(),
-                            actor_id: actor.clone().unwrap_or_default(),
-                            occurred: Some(audit::TimeRange { from, to }),
-                            page: Some(common::PageRequest {
-                                page_size: page.size(),
-                                page_token: token,
-                            }),
-                        }),
-                    )
-                    .await?;
-                for event in &answer.events {
-                    table.row(event_cells(event));
-                }
-                match page.next(answer.page.unwrap_or_default().next_page_token) {
-                    Some(next) => token = next,
-                    None => break,
-                }
-            }
-            table.print(format)
+            query(clients, format, filter, page).await
         }
         AuditCommand::Watch {
             tenant,
             after,
             kinds,
-        } => {
-            let (mut client, target) = clients.audit()?;
-            let mut stream = target
-                .call(
-                    "Watch",
-                    client.watch(audit::WatchRequest {
-                        tenant,
-                        after_sequence: after,
-                        kinds: kinds.iter().map(|k| *k as i32).collect(),
-                    }),
-                )
-                .await?;
-            loop {
-                let event = match stream.message().await {
-                    Ok(Some(event)) => event,
-                    Ok(None) => return Ok(()),
-                    Err(status) => return Err(target.explain("Watch", &status)),
-                };
-                let cells = event_cells(&event);
-                match format {
-                    Format::Json => {
-                        let object: serde_json::Map<String, Value> = EVENT_COLUMNS
-                            .iter()
-                            .map(|c| (*c).to_owned())
-                            .zip(cells)
-                            .collect();
-                        println!("{}", Value::Object(object));
-                    }
-                    Format::Csv | Format::Table => {
-                        let texts: Vec<String> = cells.iter().map(output::text).collect();
-                        let separator = if format == Format::Csv { "," } else { "  " };
-                        let texts: Vec<String> = if format == Format::Csv {
-                            texts.iter().map(|t| output::csv_field(t)).collect()
-                        } else {
-                            texts
-                        };
-                        println!("{}", texts.join(separator));
-                    }
-                }
-            }
-        }
+        } => watch(clients, format, tenant, after, kinds).await,
         AuditCommand::Verify {
             tenant,
             from_sequence,
@@ -202,21 +131,131 @@ pub async fn run(clients: &Clients, format: Format, command: AuditCommand) -> an
             from_sequence,
             to_sequence,
             out,
-        } => {
-            let (mut client, target) = clients.audit()?;
-            let stream = target
-                .call(
-                    "Export",
-                    client.export(audit::ExportRequest {
-                        tenant,
-                        from_sequence,
-                        to_sequence,
+        } => export(clients, tenant, from_sequence, to_sequence, out).await,
+    }
+}
+
+/// The subject `audit query --connection` or `--job` names, if any.
+fn query_subject(connection: Option<String>, job: Option<String>) -> Option<common::Subject> {
+    match (connection, job) {
+        (Some(id), _) => Some(common::Subject {
+            kind: common::subject::Kind::Connection as i32,
+            id,
+        }),
+        (None, Some(id)) => Some(common::Subject {
+            kind: common::subject::Kind::Job as i32,
+            id,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Prints the events matching `filter`, page by page as `page` asks.
+async fn query(
+    clients: &Clients,
+    format: Format,
+    filter: audit::QueryRequest,
+    page: PageArgs,
+) -> anyhow::Result<()> {
+    let (mut client, target) = clients.audit()?;
+    let mut table = Table::new(&EVENT_COLUMNS);
+    let mut token = page.first_token();
+    loop {
+        let answer = target
+            .call(
+                "Query",
+                client.query(audit::QueryRequest {
+                    page: Some(common::PageRequest {
+                        page_size: page.size(),
+                        page_token: token,
                     }),
-                )
-                .await?;
-            write_chunks(stream, &target, "Export", out).await
+                    ..filter.clone()
+                }),
+            )
+            .await?;
+        for event in &answer.events {
+            table.row(event_cells(event));
+        }
+        match page.next(answer.page.unwrap_or_default().next_page_token) {
+            Some(next) => token = next,
+            None => break,
         }
     }
+    table.print(format)
+}
+
+async fn watch(
+    clients: &Clients,
+    format: Format,
+    tenant: String,
+    after: u64,
+    kinds: Vec<common::EventKind>,
+) -> anyhow::Result<()> {
+    let (mut client, target) = clients.audit()?;
+    let mut stream = target
+        .call(
+            "Watch",
+            client.watch(audit::WatchRequest {
+                tenant,
+                after_sequence: after,
+                kinds: kinds.iter().map(|k| *k as i32).collect(),
+            }),
+        )
+        .await?;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(target.explain("Watch", &status)),
+        };
+        print_watched_event(format, &event);
+    }
+}
+
+/// Prints one event `audit watch` received, as soon as it arrives (no table to align).
+fn print_watched_event(format: Format, event: &common::AuditEvent) {
+    let cells = event_cells(event);
+    match format {
+        Format::Json => {
+            let object: serde_json::Map<String, Value> = EVENT_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .zip(cells)
+                .collect();
+            println!("{}", Value::Object(object));
+        }
+        Format::Csv | Format::Table => {
+            let texts: Vec<String> = cells.iter().map(output::text).collect();
+            let separator = if format == Format::Csv { "," } else { "  " };
+            let texts: Vec<String> = if format == Format::Csv {
+                texts.iter().map(|t| output::csv_field(t)).collect()
+            } else {
+                texts
+            };
+            println!("{}", texts.join(separator));
+        }
+    }
+}
+
+async fn export(
+    clients: &Clients,
+    tenant: String,
+    from_sequence: u64,
+    to_sequence: u64,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (mut client, target) = clients.audit()?;
+    let stream = target
+        .call(
+            "Export",
+            client.export(audit::ExportRequest {
+                tenant,
+                from_sequence,
+                to_sequence,
+            }),
+        )
+        .await?;
+    write_chunks(stream, &target, "Export", out).await
 }
 
 const EVENT_COLUMNS: [&str; 10] = [

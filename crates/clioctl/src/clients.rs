@@ -147,7 +147,7 @@ impl Service {
     }
 }
 
-type Authed = InterceptedService<Channel, BearerToken>;
+pub(crate) type Authed = InterceptedService<Channel, BearerToken>;
 
 /// The endpoint and credential of one call, to explain its failures.
 pub struct Target {

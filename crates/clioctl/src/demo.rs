@@ -38,6 +38,23 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     );
 
     println!("2. compliance approves it");
+    approve_app(clients, &app).await?;
+
+    println!("3. {DEMO_PRINCIPAL} connects out-of-band");
+    let connection = connect_out_of_band(clients, &demo, &app).await?;
+
+    println!("4. importing {}", RESOURCES.join(", "));
+    let job = import_resources(clients, &connection).await?;
+    print_sample_contacts(clients, &job).await?;
+
+    println!("5. the audit record");
+    print_audit_record(clients, &demo).await?;
+    println!("demo finished: job {} completed", job.job_id);
+    Ok(())
+}
+
+/// Approves the demo app as compliance, unless an earlier run did.
+async fn approve_app(clients: &Clients, app: &auth::AppRegistration) -> anyhow::Result<()> {
     let (mut compliance, target) = clients.auth(&[Role::Compliance])?;
     let approved = compliance
         .approve_app(auth::ApproveAppRequest {
@@ -51,8 +68,15 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
         other => drop(target.call("ApproveApp", async { other }).await?),
     }
+    Ok(())
+}
 
-    println!("3. {DEMO_PRINCIPAL} connects out-of-band");
+/// Connects the demo principal through the app, the simulator playing the person.
+async fn connect_out_of_band(
+    clients: &Clients,
+    demo: &DemoConfig,
+    app: &auth::AppRegistration,
+) -> anyhow::Result<auth::Connection> {
     let (mut connector, target) = clients.auth(&[Role::Connector])?;
     let started = target
         .call(
@@ -66,12 +90,18 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
         )
         .await?;
     println!("   Clio authorize URL: {}", started.authorization_url);
-    let pasted = crate::demo::simulated_consent(&demo, &started.authorization_url).await?;
+    let pasted = crate::demo::simulated_consent(demo, &started.authorization_url).await?;
     println!("   the person copies from Clio's page: {pasted:?}");
     let connection = connections::complete(clients, &started.state, &pasted).await?;
     connections::print_connection(&connection);
+    Ok(connection)
+}
 
-    println!("4. importing {}", RESOURCES.join(", "));
+/// Imports the demo resources through `connection` and waits for the job to complete.
+async fn import_resources(
+    clients: &Clients,
+    connection: &auth::Connection,
+) -> anyhow::Result<proto::imports::v1::Job> {
     let resources: Vec<String> = RESOURCES.iter().map(|r| (*r).to_owned()).collect();
     let job_id = jobs::submit_job(
         clients,
@@ -100,6 +130,14 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
         "   imported {fetched} records into Postgres, {written} new or changed (account {})",
         job.clio_account_id
     );
+    Ok(job)
+}
+
+/// Prints a few of the contacts the job stored.
+async fn print_sample_contacts(
+    clients: &Clients,
+    job: &proto::imports::v1::Job,
+) -> anyhow::Result<()> {
     let (mut reader, target) = clients.import(&[Role::DataReader])?;
     let sample = target
         .call(
@@ -115,8 +153,11 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     for record in sample.records {
         println!("   contact {}: {}", record.clio_id, record.data_json);
     }
+    Ok(())
+}
 
-    println!("5. the audit record");
+/// Verifies the tenant's audit chain and prints its connections by risk tier.
+async fn print_audit_record(clients: &Clients, demo: &DemoConfig) -> anyhow::Result<()> {
     audit::verify(clients, Format::Table, &demo.tenant, 0, 0).await?;
     let (mut compliance, target) = clients.compliance()?;
     let tiers = target
@@ -135,7 +176,6 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
             group.connections.len()
         );
     }
-    println!("demo finished: job {} completed", job.job_id);
     Ok(())
 }
 

@@ -27,6 +27,7 @@ mod jobs;
 mod output;
 mod paging;
 mod reports;
+mod reviews;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,7 +127,7 @@ enum Command {
     Report(reports::ReportCommand),
     /// The quarterly access review (needs tokens.compliance).
     #[command(subcommand)]
-    Review(reports::ReviewCommand),
+    Review(reviews::ReviewCommand),
     /// Register an app, connect, import, and report: the local stack's end-to-end run
     /// (needs every token and the [demo] section).
     Demo,
@@ -165,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(command) => jobs::run(&clients, format, command).await,
         Command::Audit(command) => audit::run(&clients, format, command).await,
         Command::Report(command) => reports::report(&clients, format, command).await,
-        Command::Review(command) => reports::review(&clients, format, command).await,
+        Command::Review(command) => reviews::review(&clients, format, command).await,
         Command::Demo => demo::run(&clients).await,
     }
 }

@@ -1,13 +1,12 @@
-//! `clioctl report ...` (ComplianceService's reports) and `clioctl review ...` (the
-//! quarterly access review). Every command needs tokens.compliance.
-
-use std::path::PathBuf;
+//! `clioctl report ...`: ComplianceService's reports. Every command needs
+//! tokens.compliance.
 
 use clap::{Subcommand, ValueEnum};
 use proto::audit::v1 as audit;
-use serde_json::{Value, json};
+use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
+use serde_json::json;
 
-use crate::clients::Clients;
+use crate::clients::{Authed, Clients, Target};
 use crate::output::{self, Format, Table};
 
 #[derive(Subcommand)]
@@ -91,467 +90,294 @@ impl From<Tier> for proto::common::v1::RiskTier {
     }
 }
 
+/// The ComplianceService client every report and review command calls.
+pub(crate) type ComplianceClient = ComplianceServiceClient<Authed>;
+
 pub async fn report(
     clients: &Clients,
     format: Format,
     command: ReportCommand,
 ) -> anyhow::Result<()> {
     let (mut client, target) = clients.compliance()?;
+    let (client, target) = (&mut client, &target);
     let table = match command {
         ReportCommand::RiskTiers { tenant, min_tier } => {
-            let answer = target
-                .call(
-                    "ConnectionsByRiskTier",
-                    client.connections_by_risk_tier(audit::ConnectionsByRiskTierRequest {
-                        tenant,
-                        min_tier: min_tier
-                            .map_or(0, |t| proto::common::v1::RiskTier::from(t) as i32),
-                    }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "tier",
-                "connection_id",
-                "principal",
-                "app_id",
-                "clio_user_id",
-                "scopes",
-                "full_account_access",
-                "granted_at",
-                "last_used_at",
-            ]);
-            for group in &answer.tiers {
-                for c in &group.connections {
-                    table.row(vec![
-                        json!(output::tier(group.tier)),
-                        json!(c.connection_id),
-                        json!(c.principal),
-                        json!(c.app_id),
-                        json!(c.clio_user_id),
-                        output::scopes(&c.scopes),
-                        json!(c.full_account_access),
-                        output::time(c.granted_at.as_ref()),
-                        output::time(c.last_used_at.as_ref()),
-                    ]);
-                }
-            }
-            table
+            risk_tiers(client, target, tenant, min_tier).await?
         }
         ReportCommand::FullAccessApps { tenant } => {
-            let answer = target
-                .call(
-                    "FullAccessApps",
-                    client.full_access_apps(audit::FullAccessAppsRequest { tenant }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "app_id",
-                "risk_tier",
-                "full_account_access",
-                "live_connections",
-                "declared_scopes",
-            ]);
-            for app in &answer.apps {
-                table.row(vec![
-                    json!(app.app_id),
-                    json!(output::tier(app.risk_tier)),
-                    json!(app.full_account_access),
-                    json!(app.live_connections),
-                    output::scopes(&app.declared_scopes),
-                ]);
-            }
-            table
+            full_access_apps(client, target, tenant).await?
         }
-        ReportCommand::WriteCapable { tenant } => {
-            let answer = target
-                .call(
-                    "WriteCapableConnections",
-                    client.write_capable_connections(audit::WriteCapableConnectionsRequest {
-                        tenant,
-                    }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "connection_id",
-                "principal",
-                "app_id",
-                "write_scopes",
-                "writes_performed",
-                "writes_approved",
-                "writes_unapproved",
-                "unapproved_write_event_ids",
-            ]);
-            for w in &answer.connections {
-                let c = w.connection.clone().unwrap_or_default();
-                table.row(vec![
-                    json!(c.connection_id),
-                    json!(c.principal),
-                    json!(c.app_id),
-                    output::scopes(&w.write_scopes),
-                    json!(w.writes_performed),
-                    json!(w.writes_approved),
-                    json!(w.writes_unapproved),
-                    output::strings(&w.unapproved_write_event_ids),
-                ]);
-            }
-            table
-        }
+        ReportCommand::WriteCapable { tenant } => write_capable(client, target, tenant).await?,
         ReportCommand::Zombies {
             tenant,
             idle_days,
             as_of,
-        } => {
-            let answer = target
-                .call(
-                    "ZombieConnections",
-                    client.zombie_connections(audit::ZombieConnectionsRequest {
-                        tenant,
-                        idle_days,
-                        as_of,
-                    }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "connection_id",
-                "principal",
-                "app_id",
-                "idle_days",
-                "last_used_at",
-                "risk_tier",
-                "scopes",
-            ]);
-            for z in &answer.connections {
-                let c = z.connection.clone().unwrap_or_default();
-                table.row(vec![
-                    json!(c.connection_id),
-                    json!(c.principal),
-                    json!(c.app_id),
-                    json!(z.idle_days),
-                    output::time(c.last_used_at.as_ref()),
-                    json!(output::tier(c.risk_tier)),
-                    output::scopes(&c.scopes),
-                ]);
-            }
-            table
-        }
+        } => zombies(client, target, tenant, idle_days, as_of).await?,
         ReportCommand::Offboarding { tenant, from, to } => {
-            let answer = target
-                .call(
-                    "OffboardingReport",
-                    client.offboarding_report(audit::OffboardingReportRequest {
-                        tenant,
-                        offboarded: Some(audit::TimeRange { from, to }),
-                    }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "principal",
-                "departed_at",
-                "offboarded_at",
-                "connections_revoked",
-                "failed_at_clio",
-                "seconds_to_clio_confirmation",
-                "open",
-                "flagged",
-                "flag_reasons",
-                "live_connection_ids",
-            ]);
-            for e in &answer.entries {
-                table.row(vec![
-                    json!(e.principal),
-                    output::time(e.departed_at.as_ref()),
-                    output::time(e.offboarded_at.as_ref()),
-                    json!(e.connections_revoked),
-                    json!(e.revocations_failed_at_clio),
-                    json!(e.seconds_to_clio_confirmation),
-                    json!(e.open),
-                    json!(e.flagged),
-                    output::strings(&e.flag_reasons),
-                    output::strings(&e.live_connection_ids),
-                ]);
-            }
-            table
+            offboarding(client, target, tenant, from, to).await?
         }
-        ReportCommand::ScopeDrift { tenant } => {
-            let answer = target
-                .call(
-                    "ScopeDriftReport",
-                    client.scope_drift_report(audit::ScopeDriftReportRequest { tenant }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "connection_id",
-                "principal",
-                "app_id",
-                "granted",
-                "declared",
-                "missing_from_grant",
-                "beyond_declaration",
-            ]);
-            for d in &answer.connections {
-                let c = d.connection.clone().unwrap_or_default();
-                table.row(vec![
-                    json!(c.connection_id),
-                    json!(c.principal),
-                    json!(c.app_id),
-                    output::scopes(&c.scopes),
-                    output::scopes(&d.app_declared_scopes),
-                    output::scopes(&d.missing_from_grant),
-                    output::scopes(&d.beyond_declaration),
-                ]);
-            }
-            table
-        }
-        ReportCommand::SharedLogins { tenant } => {
-            let answer = target
-                .call(
-                    "SharedLoginSuspicions",
-                    client.shared_login_suspicions(audit::SharedLoginSuspicionsRequest { tenant }),
-                )
-                .await?;
-            let mut table = Table::new(&[
-                "clio_user_id",
-                "clio_account_id",
-                "principals",
-                "connection_ids",
-            ]);
-            for s in &answer.suspicions {
-                table.row(vec![
-                    json!(s.clio_user_id),
-                    json!(s.clio_account_id),
-                    output::strings(&s.principals),
-                    output::strings(&s.connection_ids),
-                ]);
-            }
-            table
-        }
+        ReportCommand::ScopeDrift { tenant } => scope_drift(client, target, tenant).await?,
+        ReportCommand::SharedLogins { tenant } => shared_logins(client, target, tenant).await?,
     };
     table.print(format)
 }
 
-#[derive(Subcommand)]
-pub enum ReviewCommand {
-    /// Generate the quarterly access review of a tenant: one item per live connection.
-    #[command(
-        after_help = "Example:\n  clioctl review generate --tenant firm-1 --year 2026 --quarter 1"
-    )]
-    Generate {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        year: u32,
-        /// 1 to 4.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
-        quarter: u32,
-    },
-    /// Show a review and its items.
-    #[command(after_help = "Example:\n  clioctl review show 5d0e... --unreviewed-only")]
-    Show {
-        /// The review id `review generate` printed.
-        review: String,
-        /// Only items nobody has decided yet.
-        #[arg(long)]
-        unreviewed_only: bool,
-    },
-    /// Record your keep/revoke decision on one connection of a review. The credential that
-    /// generated the review may not attest it.
-    #[command(after_help = "Example:
-  clioctl review attest 5d0e... --connection 3f2c... --decision revoke --note \"left the firm\"")]
-    Attest {
-        review: String,
-        #[arg(long)]
-        connection: String,
-        #[arg(long, value_enum)]
-        decision: Decision,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-    /// Export a review for the auditors (CSV or JSON).
-    #[command(after_help = "Example:\n  clioctl review export 5d0e... --format csv --out q1.csv")]
-    Export {
-        review: String,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: ExportFormat,
-        /// Write to this file instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Decision {
-    Keep,
-    Revoke,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ExportFormat {
-    Csv,
-    Json,
-}
-
-pub async fn review(
-    clients: &Clients,
-    format: Format,
-    command: ReviewCommand,
-) -> anyhow::Result<()> {
-    let (mut client, target) = clients.compliance()?;
-    match command {
-        ReviewCommand::Generate {
-            tenant,
-            year,
-            quarter,
-        } => {
-            let review = target
-                .call(
-                    "GenerateQuarterlyReview",
-                    client.generate_quarterly_review(audit::GenerateQuarterlyReviewRequest {
-                        tenant,
-                        year,
-                        quarter,
-                    }),
-                )
-                .await?;
-            print_review(&review, format)
-        }
-        ReviewCommand::Show {
-            review,
-            unreviewed_only,
-        } => {
-            let review = target
-                .call(
-                    "GetQuarterlyReview",
-                    client.get_quarterly_review(audit::GetQuarterlyReviewRequest {
-                        review_id: review,
-                        unreviewed_only,
-                    }),
-                )
-                .await?;
-            print_review(&review, format)
-        }
-        ReviewCommand::Attest {
-            review,
-            connection,
-            decision,
-            note,
-        } => {
-            let decision = match decision {
-                Decision::Keep => audit::ReviewDecision::Keep,
-                Decision::Revoke => audit::ReviewDecision::Revoke,
-            };
-            let item = target
-                .call(
-                    "AttestReview",
-                    client.attest_review(audit::AttestReviewRequest {
-                        review_id: review,
-                        connection_id: connection,
-                        decision: decision as i32,
-                        reviewer: String::new(),
-                        note,
-                    }),
-                )
-                .await?;
-            let mut table = Table::new(&ITEM_COLUMNS);
-            table.row(item_cells(&item));
-            table.print_one(format)
-        }
-        ReviewCommand::Export {
-            review,
-            format: export_format,
-            out,
-        } => {
-            let export_format = match export_format {
-                ExportFormat::Csv => audit::ExportFormat::Csv,
-                ExportFormat::Json => audit::ExportFormat::Json,
-            };
-            let stream = target
-                .call(
-                    "ExportQuarterlyReview",
-                    client.export_quarterly_review(audit::ExportQuarterlyReviewRequest {
-                        review_id: review,
-                        format: export_format as i32,
-                    }),
-                )
-                .await?;
-            crate::audit::write_chunks(stream, &target, "ExportQuarterlyReview", out).await
+async fn risk_tiers(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+    min_tier: Option<Tier>,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "ConnectionsByRiskTier",
+            client.connections_by_risk_tier(audit::ConnectionsByRiskTierRequest {
+                tenant,
+                min_tier: min_tier.map_or(0, |t| proto::common::v1::RiskTier::from(t) as i32),
+            }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "tier",
+        "connection_id",
+        "principal",
+        "app_id",
+        "clio_user_id",
+        "scopes",
+        "full_account_access",
+        "granted_at",
+        "last_used_at",
+    ]);
+    for group in &answer.tiers {
+        for c in &group.connections {
+            table.row(vec![
+                json!(output::tier(group.tier)),
+                json!(c.connection_id),
+                json!(c.principal),
+                json!(c.app_id),
+                json!(c.clio_user_id),
+                output::scopes(&c.scopes),
+                json!(c.full_account_access),
+                output::time(c.granted_at.as_ref()),
+                output::time(c.last_used_at.as_ref()),
+            ]);
         }
     }
+    Ok(table)
 }
 
-const ITEM_COLUMNS: [&str; 9] = [
-    "connection_id",
-    "principal",
-    "app_id",
-    "risk_tier",
-    "grant_age_days",
-    "decision",
-    "reviewer",
-    "action",
-    "note",
-];
-
-fn item_cells(item: &audit::ReviewItem) -> Vec<Value> {
-    let c = item.connection.clone().unwrap_or_default();
-    vec![
-        json!(c.connection_id),
-        json!(c.principal),
-        json!(c.app_id),
-        json!(output::tier(c.risk_tier)),
-        json!(item.grant_age_days),
-        json!(output::enum_text(
-            audit::ReviewDecision::try_from(item.decision)
-                .ok()
-                .map(|d| d.as_str_name()),
-            "REVIEW_DECISION_"
-        )),
-        json!(item.reviewer),
-        json!(output::enum_text(
-            audit::ReviewActionStatus::try_from(item.action)
-                .ok()
-                .map(|d| d.as_str_name()),
-            "REVIEW_ACTION_STATUS_"
-        )),
-        json!(item.note),
-    ]
+async fn full_access_apps(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "FullAccessApps",
+            client.full_access_apps(audit::FullAccessAppsRequest { tenant }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "app_id",
+        "risk_tier",
+        "full_account_access",
+        "live_connections",
+        "declared_scopes",
+    ]);
+    for app in &answer.apps {
+        table.row(vec![
+            json!(app.app_id),
+            json!(output::tier(app.risk_tier)),
+            json!(app.full_account_access),
+            json!(app.live_connections),
+            output::scopes(&app.declared_scopes),
+        ]);
+    }
+    Ok(table)
 }
 
-fn print_review(review: &audit::QuarterlyReview, format: Format) -> anyhow::Result<()> {
-    let mut items = Table::new(&ITEM_COLUMNS);
-    for item in &review.items {
-        items.row(item_cells(item));
+async fn write_capable(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "WriteCapableConnections",
+            client.write_capable_connections(audit::WriteCapableConnectionsRequest { tenant }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "connection_id",
+        "principal",
+        "app_id",
+        "write_scopes",
+        "writes_performed",
+        "writes_approved",
+        "writes_unapproved",
+        "unapproved_write_event_ids",
+    ]);
+    for w in &answer.connections {
+        let c = w.connection.clone().unwrap_or_default();
+        table.row(vec![
+            json!(c.connection_id),
+            json!(c.principal),
+            json!(c.app_id),
+            output::scopes(&w.write_scopes),
+            json!(w.writes_performed),
+            json!(w.writes_approved),
+            json!(w.writes_unapproved),
+            output::strings(&w.unapproved_write_event_ids),
+        ]);
     }
-    match format {
-        Format::Json => {
-            println!(
-                "{}",
-                json!({
-                    "review_id": review.review_id,
-                    "tenant": review.tenant,
-                    "year": review.year,
-                    "quarter": review.quarter,
-                    "generated_at": output::time(review.generated_at.as_ref()),
-                    "generated_by": review.generated_by,
-                    "unreviewed": review.unreviewed,
-                    "open_actions": review.open_actions,
-                    "items": items.objects(),
-                })
-            );
-            Ok(())
-        }
-        Format::Csv => items.print(format),
-        Format::Table => {
-            println!(
-                "review {} of {} {} Q{}: {} items, {} unreviewed, {} open actions (generated by {})",
-                review.review_id,
-                review.tenant,
-                review.year,
-                review.quarter,
-                review.items.len(),
-                review.unreviewed,
-                review.open_actions,
-                review.generated_by
-            );
-            items.print(format)
-        }
+    Ok(table)
+}
+
+async fn zombies(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+    idle_days: u32,
+    as_of: Option<prost_types::Timestamp>,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "ZombieConnections",
+            client.zombie_connections(audit::ZombieConnectionsRequest {
+                tenant,
+                idle_days,
+                as_of,
+            }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "connection_id",
+        "principal",
+        "app_id",
+        "idle_days",
+        "last_used_at",
+        "risk_tier",
+        "scopes",
+    ]);
+    for z in &answer.connections {
+        let c = z.connection.clone().unwrap_or_default();
+        table.row(vec![
+            json!(c.connection_id),
+            json!(c.principal),
+            json!(c.app_id),
+            json!(z.idle_days),
+            output::time(c.last_used_at.as_ref()),
+            json!(output::tier(c.risk_tier)),
+            output::scopes(&c.scopes),
+        ]);
     }
+    Ok(table)
+}
+
+async fn offboarding(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+    from: Option<prost_types::Timestamp>,
+    to: Option<prost_types::Timestamp>,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "OffboardingReport",
+            client.offboarding_report(audit::OffboardingReportRequest {
+                tenant,
+                offboarded: Some(audit::TimeRange { from, to }),
+            }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "principal",
+        "departed_at",
+        "offboarded_at",
+        "connections_revoked",
+        "failed_at_clio",
+        "seconds_to_clio_confirmation",
+        "open",
+        "flagged",
+        "flag_reasons",
+        "live_connection_ids",
+    ]);
+    for e in &answer.entries {
+        table.row(vec![
+            json!(e.principal),
+            output::time(e.departed_at.as_ref()),
+            output::time(e.offboarded_at.as_ref()),
+            json!(e.connections_revoked),
+            json!(e.revocations_failed_at_clio),
+            json!(e.seconds_to_clio_confirmation),
+            json!(e.open),
+            json!(e.flagged),
+            output::strings(&e.flag_reasons),
+            output::strings(&e.live_connection_ids),
+        ]);
+    }
+    Ok(table)
+}
+
+async fn scope_drift(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "ScopeDriftReport",
+            client.scope_drift_report(audit::ScopeDriftReportRequest { tenant }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "connection_id",
+        "principal",
+        "app_id",
+        "granted",
+        "declared",
+        "missing_from_grant",
+        "beyond_declaration",
+    ]);
+    for d in &answer.connections {
+        let c = d.connection.clone().unwrap_or_default();
+        table.row(vec![
+            json!(c.connection_id),
+            json!(c.principal),
+            json!(c.app_id),
+            output::scopes(&c.scopes),
+            output::scopes(&d.app_declared_scopes),
+            output::scopes(&d.missing_from_grant),
+            output::scopes(&d.beyond_declaration),
+        ]);
+    }
+    Ok(table)
+}
+
+async fn shared_logins(
+    client: &mut ComplianceClient,
+    target: &Target,
+    tenant: String,
+) -> anyhow::Result<Table> {
+    let answer = target
+        .call(
+            "SharedLoginSuspicions",
+            client.shared_login_suspicions(audit::SharedLoginSuspicionsRequest { tenant }),
+        )
+        .await?;
+    let mut table = Table::new(&[
+        "clio_user_id",
+        "clio_account_id",
+        "principals",
+        "connection_ids",
+    ]);
+    for s in &answer.suspicions {
+        table.row(vec![
+            json!(s.clio_user_id),
+            json!(s.clio_account_id),
+            output::strings(&s.principals),
+            output::strings(&s.connection_ids),
+        ]);
+    }
+    Ok(table)
 }

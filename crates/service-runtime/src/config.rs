@@ -9,6 +9,7 @@
 //! silently ignored. That is why a service's config nests the shared part under `service`
 //! rather than flattening it: serde cannot deny unknown keys beside `flatten`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -189,91 +190,124 @@ impl Validate for ServiceConfig {
                 "must be greater than 0",
             ));
         }
-        let mut names = std::collections::HashSet::new();
-        let mut subjects = std::collections::HashSet::new();
+        let mut names = HashSet::new();
+        let mut subjects = HashSet::new();
         for (i, caller) in self.callers.iter().enumerate() {
-            if caller.name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("callers[{i}].name"),
-                    "must not be empty",
-                ));
-            }
-            if !names.insert(caller.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("callers[{i}].name"),
-                    format!("{:?} is listed twice", caller.name),
-                ));
-            }
-            match (&caller.token, &caller.tls_subject) {
-                (None, None) => {
-                    return Err(ConfigError::invalid(
-                        format!("callers[{i}].token"),
-                        "must be given (or tls_subject, to identify the caller by its client certificate)",
-                    ));
-                }
-                (Some(token), _) if token.expose_secret().len() < 16 => {
-                    return Err(ConfigError::invalid(
-                        format!("callers[{i}].token"),
-                        "must be at least 16 characters",
-                    ));
-                }
-                _ => {}
-            }
-            if let Some(subject) = &caller.tls_subject {
-                if subject.trim().is_empty() {
-                    return Err(ConfigError::invalid(
-                        format!("callers[{i}].tls_subject"),
-                        "must not be empty",
-                    ));
-                }
-                if !subjects.insert(subject.as_str()) {
-                    return Err(ConfigError::invalid(
-                        format!("callers[{i}].tls_subject"),
-                        format!("{subject:?} is listed twice"),
-                    ));
-                }
-                // Without a client CA no certificate is asked for, let alone verified.
-                if self
-                    .tls
-                    .as_ref()
-                    .is_none_or(|tls| tls.client_ca_path.is_none())
-                {
-                    return Err(ConfigError::invalid(
-                        format!("callers[{i}].tls_subject"),
-                        "needs service.tls.client_ca_path, which verifies client certificates",
-                    ));
-                }
-            }
-            if caller.roles.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("callers[{i}].roles"),
-                    "must not be empty",
-                ));
-            }
-            if let Some(tenants) = &caller.tenants
-                && (tenants.is_empty() || tenants.iter().any(|t| t.trim().is_empty()))
-            {
-                return Err(ConfigError::invalid(
-                    format!("callers[{i}].tenants"),
-                    "must list at least one non-empty tenant (leave it out for every tenant)",
-                ));
-            }
+            self.validate_caller(i, caller, &mut names, &mut subjects)?;
         }
         if let Some(tls) = &self.tls {
-            for (field, path) in [
-                ("tls.cert_path", &tls.cert_path),
-                ("tls.key_path", &tls.key_path),
-            ] {
-                if !path.exists() {
-                    return Err(ConfigError::invalid(
-                        field,
-                        format!("{} does not exist", path.display()),
-                    ));
-                }
-            }
+            validate_tls_files(tls)?;
         }
         Ok(())
     }
+}
+
+impl ServiceConfig {
+    /// `callers[i]`: a unique name, a credential (token or client certificate subject),
+    /// roles, and tenants when limited to some. `names` and `subjects` are the earlier
+    /// callers'.
+    fn validate_caller<'a>(
+        &self,
+        i: usize,
+        caller: &'a CallerCredential,
+        names: &mut HashSet<&'a str>,
+        subjects: &mut HashSet<&'a str>,
+    ) -> Result<(), ConfigError> {
+        if caller.name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if !names.insert(caller.name.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].name"),
+                format!("{:?} is listed twice", caller.name),
+            ));
+        }
+        match (&caller.token, &caller.tls_subject) {
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    format!("callers[{i}].token"),
+                    "must be given (or tls_subject, to identify the caller by its client certificate)",
+                ));
+            }
+            (Some(token), _) if token.expose_secret().len() < 16 => {
+                return Err(ConfigError::invalid(
+                    format!("callers[{i}].token"),
+                    "must be at least 16 characters",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(subject) = &caller.tls_subject {
+            self.validate_tls_subject(i, subject, subjects)?;
+        }
+        if caller.roles.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].roles"),
+                "must not be empty",
+            ));
+        }
+        if let Some(tenants) = &caller.tenants
+            && (tenants.is_empty() || tenants.iter().any(|t| t.trim().is_empty()))
+        {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].tenants"),
+                "must list at least one non-empty tenant (leave it out for every tenant)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `callers[i].tls_subject`: not empty, unique, and verifiable (a client CA is set).
+    fn validate_tls_subject<'a>(
+        &self,
+        i: usize,
+        subject: &'a str,
+        subjects: &mut HashSet<&'a str>,
+    ) -> Result<(), ConfigError> {
+        if subject.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].tls_subject"),
+                "must not be empty",
+            ));
+        }
+        if !subjects.insert(subject) {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].tls_subject"),
+                format!("{subject:?} is listed twice"),
+            ));
+        }
+        // Without a client CA no certificate is asked for, let alone verified.
+        if self
+            .tls
+            .as_ref()
+            .is_none_or(|tls| tls.client_ca_path.is_none())
+        {
+            return Err(ConfigError::invalid(
+                format!("callers[{i}].tls_subject"),
+                "needs service.tls.client_ca_path, which verifies client certificates",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The service's certificate and key files exist.
+fn validate_tls_files(tls: &TlsConfig) -> Result<(), ConfigError> {
+    for (field, path) in [
+        ("tls.cert_path", &tls.cert_path),
+        ("tls.key_path", &tls.key_path),
+    ] {
+        if !path.exists() {
+            return Err(ConfigError::invalid(
+                field,
+                format!("{} does not exist", path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Deserialize)]

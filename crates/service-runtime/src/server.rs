@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::caller_auth::{AccessPolicy, CallerAuthLayer, DenialSink, LogDenials};
 use crate::config::{ConfigError, ServiceConfig};
@@ -40,55 +42,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // TLS first: a bad certificate must fail start-up before any task is spawned.
-    let mut builder = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(crate::tls::server_tls(tls)?)
-            .map_err(|e| {
-                ConfigError::invalid(
-                    "service.tls",
-                    format!("unusable ({})", crate::tls::cause_of(&e)),
-                )
-            })?;
-    }
+    let builder = server_builder(config)?;
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let monitor = HealthMonitor::new(
-        reporter,
-        parts.health_services.clone(),
-        parts.checks,
-        Duration::from_millis(config.health_interval_ms),
-    );
-    monitor.start_not_serving().await;
-    // The monitor stops (and reports NOT_SERVING) before the listener closes.
-    let health_stop = CancellationToken::new();
-    let health_task = tokio::spawn(monitor.run(health_stop.clone()));
+    let (health_service, health_stop, health_task) =
+        start_health(config, parts.health_services.clone(), parts.checks).await;
 
-    // The descriptor set holds every clio-connect contract; list only what this process
-    // actually serves.
-    let reflection = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection");
-        // with_service_name switches the listing to the named services only.
-        for service in &parts.health_services {
-            builder = builder.with_service_name(service.clone());
-        }
-        builder
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let routes = parts
-        .routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let routes = with_reflection(
+        parts.routes.add_service(health_service),
+        &parts.health_services,
+    )?;
     let router = routes
         .into_axum_router()
         .merge(parts.metrics.router())
@@ -104,14 +66,7 @@ pub async fn serve(
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving gRPC and HTTP");
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let stop = shutdown.clone();
-    let signal = async move {
-        stop.cancelled().await;
-        health_stop.cancel();
-        // Health has gone NOT_SERVING; now stop accepting and drain.
-        let _ = health_task.await;
-        tracing::info!("draining in-flight calls");
-    };
+    let signal = drain_signal(shutdown.clone(), health_stop, health_task);
     let server = builder
         .layer(auth)
         .layer(crate::decode_errors::DecodeErrorsLayer)
@@ -128,4 +83,81 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The tonic server builder, with the service's TLS if it has one.
+fn server_builder(config: &ServiceConfig) -> anyhow::Result<tonic::transport::Server> {
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(crate::tls::server_tls(tls)?)
+            .map_err(|e| {
+                ConfigError::invalid(
+                    "service.tls",
+                    format!("unusable ({})", crate::tls::cause_of(&e)),
+                )
+            })?;
+    }
+    Ok(builder)
+}
+
+/// Reports every service NOT_SERVING, then starts the health monitor. Returns the health
+/// service, the token that stops the monitor and the monitor's task.
+async fn start_health(
+    config: &ServiceConfig,
+    services: Vec<String>,
+    checks: Vec<Arc<dyn DependencyCheck>>,
+) -> (HealthServer<impl Health>, CancellationToken, JoinHandle<()>) {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let monitor = HealthMonitor::new(
+        reporter,
+        services,
+        checks,
+        Duration::from_millis(config.health_interval_ms),
+    );
+    monitor.start_not_serving().await;
+    // The monitor stops (and reports NOT_SERVING) before the listener closes.
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(monitor.run(health_stop.clone()));
+    (health_service, health_stop, health_task)
+}
+
+/// `routes` with reflection (v1 and v1alpha) listing what this process serves.
+fn with_reflection(routes: Routes, health_services: &[String]) -> anyhow::Result<Routes> {
+    // The descriptor set holds every clio-connect contract; list only what this process
+    // actually serves.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection");
+        // with_service_name switches the listing to the named services only.
+        for service in health_services {
+            builder = builder.with_service_name(service.clone());
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    Ok(routes
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
+}
+
+/// Resolves once `shutdown` is cancelled and the health monitor has stopped: the server
+/// then stops accepting and drains.
+async fn drain_signal(
+    shutdown: CancellationToken,
+    health_stop: CancellationToken,
+    health_task: JoinHandle<()>,
+) {
+    shutdown.cancelled().await;
+    health_stop.cancel();
+    // Health has gone NOT_SERVING; now stop accepting and drain.
+    let _ = health_task.await;
+    tracing::info!("draining in-flight calls");
 }

@@ -95,23 +95,7 @@ impl Consumer {
         shutdown: &CancellationToken,
         slots: Arc<Semaphore>,
     ) -> anyhow::Result<()> {
-        let connection = Connection::connect_with_config(
-            self.config.url.expose_secret(),
-            ConnectionProperties::default(),
-            self.config.lapin_tls()?,
-            lapin::runtime::default_runtime()?,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("connect to {}: {e}", self.config.redacted_url()))?;
-        let channel = connection.create_channel().await?;
-        self.topology
-            .declare(&channel, self.config.delivery_limit)
-            .await?;
-        // Bounded prefetch: a consumer holds only as many jobs as it can work on soon.
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        self.publisher.attach(&connection).await?;
+        let (connection, channel) = self.open_session().await?;
         let (tag, mut deliveries) = consume(&channel, &self.topology.names.jobs_queue).await?;
         let (ledger_tag, mut dead_letters) =
             consume(&channel, &self.topology.names.dead_letter_ledger).await?;
@@ -127,21 +111,12 @@ impl Consumer {
                 () = shutdown.cancelled() => break Ok(()),
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
-                        let permit = tokio::select! {
-                            permit = slots.clone().acquire_owned() => permit?,
-                            () = shutdown.cancelled() => {
-                                // Not started: give it back now.
-                                let _ = self.hand_back(&delivery).await;
-                                break Ok(());
-                            }
-                        };
-                        let this = self.clone();
-                        let stop = in_flight_stop.child_token();
-                        tasks.spawn(async move {
-                            let outcome = this.handle(delivery, &stop).await;
-                            drop(permit);
-                            outcome
-                        });
+                        let started = self
+                            .start_job(delivery, &slots, shutdown, &mut tasks, &in_flight_stop)
+                            .await?;
+                        if !started {
+                            break Ok(());
+                        }
                     }
                     Some(Err(error)) => break Err(anyhow::anyhow!("consumer error: {error}")),
                     None => break Err(anyhow::anyhow!("consumer stream ended")),
@@ -174,6 +149,64 @@ impl Consumer {
                 .await;
         }
         in_flight_stop.cancel();
+        self.drain(&mut tasks).await;
+        let _ = channel.close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+        result
+    }
+
+    /// Connects, declares the topology on a new channel and attaches the publisher.
+    async fn open_session(&self) -> anyhow::Result<(Connection, lapin::Channel)> {
+        let connection = Connection::connect_with_config(
+            self.config.url.expose_secret(),
+            ConnectionProperties::default(),
+            self.config.lapin_tls()?,
+            lapin::runtime::default_runtime()?,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("connect to {}: {e}", self.config.redacted_url()))?;
+        let channel = connection.create_channel().await?;
+        self.topology
+            .declare(&channel, self.config.delivery_limit)
+            .await?;
+        // Bounded prefetch: a consumer holds only as many jobs as it can work on soon.
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        self.publisher.attach(&connection).await?;
+        Ok((connection, channel))
+    }
+
+    /// Runs `delivery` in a task of `tasks` once a job slot is free. False when shutdown
+    /// came first: the job did not start and its message was handed back.
+    async fn start_job(
+        &self,
+        delivery: Delivery,
+        slots: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<Result<(), SessionBroken>>,
+        in_flight_stop: &CancellationToken,
+    ) -> Result<bool, tokio::sync::AcquireError> {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit?,
+            () = shutdown.cancelled() => {
+                // Not started: give it back now.
+                let _ = self.hand_back(&delivery).await;
+                return Ok(false);
+            }
+        };
+        let this = self.clone();
+        let stop = in_flight_stop.child_token();
+        tasks.spawn(async move {
+            let outcome = this.handle(delivery, &stop).await;
+            drop(permit);
+            outcome
+        });
+        Ok(true)
+    }
+
+    /// Waits up to the shutdown grace for the (stopped) in-flight jobs, then aborts them.
+    async fn drain(&self, tasks: &mut JoinSet<Result<(), SessionBroken>>) {
         let drained = tokio::time::timeout(self.shutdown_grace, async {
             while let Some(joined) = tasks.join_next().await {
                 if let Ok(Err(broken)) = joined {
@@ -188,9 +221,6 @@ impl Consumer {
             );
             tasks.abort_all();
         }
-        let _ = channel.close(200, "bye".into()).await;
-        let _ = connection.close(200, "bye".into()).await;
-        result
     }
 
     /// Handles one delivery to the end: run, dead-letter, or hand back.

@@ -46,7 +46,8 @@ pub async fn health_status(
 pub async fn wait_for_health(address: SocketAddr, service: &str, wanted: ServingStatus) {
     crate::poll_until(
         &format!("{service:?} at {address} to be {wanted:?}"),
-        std::time::Duration::from_secs(20),
+        // A cold start on a busy 2-core machine (migrations, first connections) is slow.
+        std::time::Duration::from_secs(30),
         std::time::Duration::from_millis(50),
         || async {
             let status = health_status(channel(address).await, service).await.ok()?;

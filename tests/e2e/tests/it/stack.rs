@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
 use harness::{
-    ServingStatus, TcpProxy, TestBroker, TestDatabase, channel, health_status, poll_until,
-    token_of, with_bearer,
+    ServingStatus, TcpProxy, TestBroker, TestDatabase, channel, poll_until, token_of, with_bearer,
 };
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::auth::v1 as auth;
@@ -68,16 +67,7 @@ impl Task {
 }
 
 pub async fn wait_serving(address: SocketAddr) {
-    poll_until(
-        &format!("{address} SERVING"),
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let status = health_status(channel(address).await, "").await.ok()?;
-            (status == ServingStatus::Serving).then_some(())
-        },
-    )
-    .await;
+    harness::wait_for_health(address, "", ServingStatus::Serving).await;
 }
 
 /// What a test may change about the stack before it starts.
