@@ -118,20 +118,7 @@ pub async fn run_with(
     options: Options,
 ) -> anyhow::Result<()> {
     let clock = options.clock;
-    let signer = Arc::new(match Signer::from_config(&config.signing)? {
-        Some(signer) => signer,
-        None => {
-            let signer = Signer::ephemeral();
-            tracing::warn!(
-                key_id = signer.key_id(),
-                "no signing key configured: checkpoints are signed with an ephemeral key that \
-                 dies with this process (set signing.key for anything but tests)"
-            );
-            signer
-        }
-    });
-    let mut keys = TrustedKeys::parse(&config.signing.trusted_public_keys)?;
-    keys.add(signer.public_key());
+    let (signer, keys) = signer_and_keys(&config)?;
 
     // A configured witness that cannot be written stops start-up.
     let witness = match &config.checkpoints.witness_file {
@@ -202,6 +189,26 @@ pub async fn run_with(
     workers.stop().await;
     pool.close().await;
     served
+}
+
+/// The key checkpoints are signed with, and the public keys they are verified against
+/// (the configured trusted ones and the signer's own).
+fn signer_and_keys(config: &Config) -> anyhow::Result<(Arc<Signer>, TrustedKeys)> {
+    let signer = Arc::new(match Signer::from_config(&config.signing)? {
+        Some(signer) => signer,
+        None => {
+            let signer = Signer::ephemeral();
+            tracing::warn!(
+                key_id = signer.key_id(),
+                "no signing key configured: checkpoints are signed with an ephemeral key that \
+                 dies with this process (set signing.key for anything but tests)"
+            );
+            signer
+        }
+    });
+    let mut keys = TrustedKeys::parse(&config.signing.trusted_public_keys)?;
+    keys.add(signer.public_key());
+    Ok((signer, keys))
 }
 
 #[cfg(test)]

@@ -29,11 +29,14 @@ use futures_util::future::BoxFuture;
 use proto::imports::v1::import_service_server::ImportServiceServer;
 pub use service_runtime::Options;
 use service_runtime::background::STOP_GRACE;
+use service_runtime::caller_auth::DenialSink;
+use service_runtime::clock::SharedClock;
 use service_runtime::database::connect_and_migrate;
 use service_runtime::health::{DependencyCheck, PostgresCheck};
 use service_runtime::metrics::Metrics;
 use service_runtime::server::{ServerParts, serve};
 use service_runtime::{AccessPolicy, Background, CancellationToken, Role};
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -103,21 +106,8 @@ pub async fn run_with(
     let workers = Background::new("import-svc workers");
     let delivery = Background::new("import-svc audit delivery");
     let metrics = Metrics::new("import_svc");
-    let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
-    let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
-    let audit = audit::Auditor::new(&config.audit.platform_tenant, waker.clone());
-    let denials: Arc<dyn service_runtime::caller_auth::DenialSink> =
-        Arc::new(OutboxDenials::start(
-            pool.clone(),
-            audit::SOURCE,
-            config.audit.platform_tenant.clone(),
-            Some(waker),
-            clock.clone(),
-        ));
+    let (audit, denials) = start_audit(&config, &pool, &metrics, &delivery, &clock)?;
     let leases = leases::Leases::new(&config.auth)?;
-    if let Some(relay) = relay {
-        delivery.spawn(relay.run(delivery.token()));
-    }
     let topology = queue::topology::Topology::with_retry_delays(
         &config.amqp.prefix,
         &config.amqp.retry_delays_ms,
@@ -129,55 +119,24 @@ pub async fn run_with(
         publisher.clone(),
         topology.names.events_exchange.clone(),
     ));
-    let runner = job::runner::Runner {
+    let shared = Shared {
         pool: pool.clone(),
-        lister: job::listing::lister(&config.importer)?,
-        gates: clio_api::RateGates::default(),
-        leases: leases.clone(),
-        events: events.clone(),
-        clock: clock.clone(),
-        config: config.importer.clone(),
-        audit: audit.clone(),
-    };
-    let connected = Arc::new(AtomicBool::new(false));
-    let consumer = queue::consumer::Consumer {
-        config: config.amqp.clone(),
-        topology: topology.clone(),
-        runner,
-        publisher: publisher.clone(),
-        events: events.clone(),
-        pool: pool.clone(),
-        audit: audit.clone(),
-        max_concurrent_jobs: config.importer.max_concurrent_jobs,
-        shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
-        max_outage: Duration::from_secs(config.importer.max_outage_secs),
-        connected: connected.clone(),
-    };
-    let reconciler = queue::reconciler::Reconciler {
-        pool: pool.clone(),
-        publisher: publisher.clone(),
-        topology: topology.clone(),
+        leases,
+        audit,
+        topology,
+        publisher,
         events,
-        audit: audit.clone(),
-        config: config.importer.clone(),
-    };
-
-    workers.spawn(consumer.run(workers.token()));
-    workers.spawn(reconciler.run(workers.token()));
-    workers.spawn(retention::run(
-        pool.clone(),
-        config.retention.clone(),
         clock,
-        workers.token(),
-    ));
+    };
+    let connected = start_workers(&config, &shared, &workers)?;
 
     let api = api::Api {
         pool: pool.clone(),
-        publisher,
-        topology,
+        publisher: shared.publisher,
+        topology: shared.topology,
         shutdown: shutdown.clone(),
-        audit,
-        leases,
+        audit: shared.audit,
+        leases: shared.leases,
         refusals: access::Refusals(denials.clone()),
     };
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![
@@ -202,6 +161,92 @@ pub async fn run_with(
     delivery.stop().await;
     pool.close().await;
     served
+}
+
+/// The audit path: events and refused calls go to the outbox, and `delivery` relays them
+/// to audit-svc.
+fn start_audit(
+    config: &Config,
+    pool: &PgPool,
+    metrics: &Metrics,
+    delivery: &Background,
+    clock: &SharedClock,
+) -> anyhow::Result<(audit::Auditor, Arc<dyn DenialSink>)> {
+    let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(metrics));
+    let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
+    let audit = audit::Auditor::new(&config.audit.platform_tenant, waker.clone());
+    let denials = Arc::new(OutboxDenials::start(
+        pool.clone(),
+        audit::SOURCE,
+        config.audit.platform_tenant.clone(),
+        Some(waker),
+        clock.clone(),
+    ));
+    if let Some(relay) = relay {
+        delivery.spawn(relay.run(delivery.token()));
+    }
+    Ok((audit, denials))
+}
+
+/// What the gRPC API and the queue workers share.
+struct Shared {
+    pool: PgPool,
+    leases: leases::Leases,
+    audit: audit::Auditor,
+    topology: queue::topology::Topology,
+    publisher: Arc<queue::publisher::Publisher>,
+    events: Arc<events::Events>,
+    clock: SharedClock,
+}
+
+/// Starts the job consumer, the reconciler and retention on `workers`. Returns the flag
+/// the consumer holds up while it has a live AMQP session (RabbitMQ's health).
+fn start_workers(
+    config: &Config,
+    shared: &Shared,
+    workers: &Background,
+) -> anyhow::Result<Arc<AtomicBool>> {
+    let runner = job::runner::Runner {
+        pool: shared.pool.clone(),
+        lister: job::listing::lister(&config.importer)?,
+        gates: clio_api::RateGates::default(),
+        leases: shared.leases.clone(),
+        events: shared.events.clone(),
+        clock: shared.clock.clone(),
+        config: config.importer.clone(),
+        audit: shared.audit.clone(),
+    };
+    let connected = Arc::new(AtomicBool::new(false));
+    let consumer = queue::consumer::Consumer {
+        config: config.amqp.clone(),
+        topology: shared.topology.clone(),
+        runner,
+        publisher: shared.publisher.clone(),
+        events: shared.events.clone(),
+        pool: shared.pool.clone(),
+        audit: shared.audit.clone(),
+        max_concurrent_jobs: config.importer.max_concurrent_jobs,
+        shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
+        max_outage: Duration::from_secs(config.importer.max_outage_secs),
+        connected: connected.clone(),
+    };
+    let reconciler = queue::reconciler::Reconciler {
+        pool: shared.pool.clone(),
+        publisher: shared.publisher.clone(),
+        topology: shared.topology.clone(),
+        events: shared.events.clone(),
+        audit: shared.audit.clone(),
+        config: config.importer.clone(),
+    };
+    workers.spawn(consumer.run(workers.token()));
+    workers.spawn(reconciler.run(workers.token()));
+    workers.spawn(retention::run(
+        shared.pool.clone(),
+        config.retention.clone(),
+        shared.clock.clone(),
+        workers.token(),
+    ));
+    Ok(connected)
 }
 
 /// RabbitMQ is healthy while the consumer holds a live session.
