@@ -3,26 +3,26 @@
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
 
-pub mod api;
+pub(crate) mod api;
 pub mod append;
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
-pub mod denials;
-pub mod error;
+pub(crate) mod denials;
+pub(crate) mod error;
 pub mod event;
 pub mod export;
 pub mod projections;
-pub mod query;
-pub mod reports;
-pub mod review;
+pub(crate) mod query;
+pub(crate) mod reports;
+pub(crate) mod review;
 pub mod signing;
 pub mod store;
 pub mod validation;
-pub mod verify;
-pub mod watch;
+pub(crate) mod verify;
+pub(crate) mod watch;
 pub mod witness;
 
 use std::sync::Arc;

@@ -27,10 +27,8 @@ pub struct ConnectionRow {
     pub region: String,
     pub scopes: Vec<String>,
     pub granted_at: Option<DateTime<Utc>>,
-    pub first_granted_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
-    pub clio_outcome: Option<String>,
 }
 
 /// Stored scope strings as a set (the log only ever holds catalogue scopes).
@@ -71,15 +69,10 @@ impl ConnectionRow {
     }
 }
 
-/// Whether Clio's answer to a revocation means the grant may still be live there.
-pub fn clio_revocation_failed(outcome: &str) -> bool {
-    outcome.starts_with("failed") || outcome == "gave_up"
-}
-
 pub async fn connections(pool: &PgPool, tenant: &str) -> Result<Vec<ConnectionRow>, AuditError> {
     Ok(sqlx::query_as(
         "SELECT tenant, connection_id, app_id, principal, clio_user_id, clio_account_id, region, \
-         scopes, granted_at, first_granted_at, last_used_at, revoked_at, clio_outcome \
+         scopes, granted_at, last_used_at, revoked_at \
          FROM proj_connections WHERE tenant = $1 ORDER BY connection_id",
     )
     .bind(tenant)

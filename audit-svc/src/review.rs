@@ -73,10 +73,8 @@ impl ItemRow {
             region: self.region.clone(),
             scopes: self.scopes.clone(),
             granted_at: self.granted_at,
-            first_granted_at: None,
             last_used_at: self.last_used_at,
             revoked_at: None,
-            clio_outcome: None,
         };
         api::ReviewItem {
             review_id: review.review_id.to_string(),

@@ -8,17 +8,17 @@
 //! The service is this library; the binary only loads config and calls [`run`], and tests
 //! call the same [`run`] on `127.0.0.1:0`.
 
-pub mod access;
-pub mod api;
-pub mod audit;
+pub(crate) mod access;
+pub(crate) mod api;
+pub(crate) mod audit;
 pub mod config;
 mod error;
-pub mod events;
+pub(crate) mod events;
 pub mod job;
-pub mod leases;
+pub(crate) mod leases;
 pub mod queue;
 pub mod records;
-pub mod retention;
+pub(crate) mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
