@@ -139,6 +139,7 @@ async fn record_throughput(address: std::net::SocketAddr, pool: &PgPool, events:
             .record(with_bearer(
                 RecordRequest {
                     events: batch.clone(),
+                    ..Default::default()
                 },
                 &token,
             ))
@@ -198,6 +199,7 @@ async fn fill_chain(pool: &PgPool, events: usize) {
         signer: Arc::new(audit_svc::signing::Signer::from_seed(&seed)),
         clock: service_runtime::clock::system_clock(),
         checkpoint_every: 1_000,
+        metrics: Default::default(),
     };
     let started = Instant::now();
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<EventBody>>(4);

@@ -25,7 +25,9 @@ use crate::denials::AppendDenials;
 use crate::error::AuditError;
 use crate::event::{EventBody, kind_name, subject_kind_name};
 use crate::export::{checkpoint_line, event_line, header_line};
+use crate::metrics::AuditMetrics;
 use crate::query::{EventFilter, events_after, page_size, page_token, parse_page_token};
+use crate::record_spans::RecordSpans;
 use crate::signing::TrustedKeys;
 use crate::validation::{self, MAX_EVENTS_PER_RECORD};
 use crate::verify::{load_checkpoints, verify_tenant};
@@ -44,6 +46,8 @@ const ATTEST_REVIEW_METHOD: &str = "/clio_connect.audit.v1.ComplianceService/Att
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct Api {
+    /// `Verify` verdicts are counted here.
+    pub metrics: AuditMetrics,
     /// Where refused calls are recorded (as ACCESS_DENIED events of the platform tenant).
     pub denials: Arc<AppendDenials>,
     pub pool: PgPool,
@@ -239,7 +243,12 @@ impl AuditService for Api {
         for body in &mut bodies {
             body.writer.clone_from(&caller.name);
         }
-        let appended = self.appender.append(&bodies).await?;
+        let spans = RecordSpans::open(&request.get_ref().trace_parents, &bodies);
+        let appended = self
+            .appender
+            .append(&bodies)
+            .await
+            .inspect_err(|_| spans.failed())?;
         Ok(Response::new(api::RecordResponse {
             events: appended.events.iter().map(|e| e.to_wire()).collect(),
             duplicates: appended.duplicates,
@@ -334,6 +343,7 @@ impl AuditService for Api {
             request.to_sequence,
         )
         .await?;
+        self.metrics.verified(verdict.first_broken.is_none());
         if let Some(broken) = &verdict.first_broken {
             tracing::error!(
                 tenant = %tenant,

@@ -18,6 +18,7 @@ use crate::canonical::GENESIS_HASH;
 use crate::checkpoint::sign_head;
 use crate::error::AuditError;
 use crate::event::{EventBody, EventRecord};
+use crate::metrics::AuditMetrics;
 use crate::signing::Signer;
 use crate::store::{EVENT_COLUMNS, decode_event};
 
@@ -39,6 +40,8 @@ pub struct Appender {
     pub clock: SharedClock,
     /// Sign a tenant's head once it is this many events past its last checkpoint.
     pub checkpoint_every: u64,
+    /// Appends and duplicates are counted here.
+    pub metrics: AuditMetrics,
 }
 
 /// What an append stored or found.
@@ -146,6 +149,7 @@ impl Appender {
                 .await?;
         }
         tx.commit().await?;
+        self.metrics.appended(&fresh, duplicates);
 
         let mut by_id: HashMap<Uuid, EventRecord> = existing;
         by_id.extend(fresh.into_iter().map(|r| (r.body.event_id, r)));

@@ -14,8 +14,10 @@ pub(crate) mod denials;
 pub(crate) mod error;
 pub mod event;
 pub mod export;
+pub mod metrics;
 pub mod projections;
 pub(crate) mod query;
+pub(crate) mod record_spans;
 pub(crate) mod reports;
 pub(crate) mod review;
 pub mod signing;
@@ -43,6 +45,7 @@ use proto::audit::v1::compliance_service_server::ComplianceServiceServer;
 
 use crate::api::Api;
 use crate::append::Appender;
+use crate::metrics::AuditMetrics;
 use crate::signing::{Signer, TrustedKeys};
 use crate::watch::Notifier;
 
@@ -132,29 +135,15 @@ pub async fn run_with(
 
     // Stopped after the server (service_runtime::background).
     let workers = Background::new("audit-svc workers");
-    let notifier = Notifier::start(pool.clone(), workers.token());
-    workers.spawn(checkpoint::run_periodic(
-        pool.clone(),
-        signer.clone(),
-        clock.clone(),
-        Duration::from_millis(config.checkpoints.interval_ms),
-        workers.token(),
-    ));
-    if let Some(witness) = witness {
-        workers.spawn(witness::run(
-            witness,
-            pool.clone(),
-            notifier.subscribe(),
-            Duration::from_millis(config.checkpoints.interval_ms),
-            workers.token(),
-        ));
-    }
+    let notifier = start_workers(&config, &pool, &signer, &clock, witness, &workers);
 
+    let metrics = Metrics::new("audit_svc");
     let appender = Appender {
         pool: pool.clone(),
         signer,
         clock: clock.clone(),
         checkpoint_every: config.checkpoints.every_events,
+        metrics: AuditMetrics::registered(&metrics, pool.clone()),
     };
     let denials = Arc::new(denials::AppendDenials::start(
         appender.clone(),
@@ -163,6 +152,7 @@ pub async fn run_with(
     ));
     let config = Arc::new(config);
     let api = Api {
+        metrics: appender.metrics.clone(),
         denials: denials.clone(),
         pool: pool.clone(),
         appender,
@@ -182,13 +172,43 @@ pub async fn run_with(
         policy: access_policy(),
         health_services: vec![AUDIT_SERVICE.to_owned(), COMPLIANCE_SERVICE.to_owned()],
         checks,
-        metrics: Metrics::new("audit_svc"),
+        metrics,
         denials: Some(denials),
     };
     let served = serve(&config.service, parts, listener, shutdown).await;
     workers.stop().await;
     pool.close().await;
     served
+}
+
+/// Starts the periodic checkpoint signer and, when one is configured, the witness on
+/// `workers`. Returns the notifier of committed appends.
+fn start_workers(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    signer: &Arc<Signer>,
+    clock: &service_runtime::clock::SharedClock,
+    witness: Option<Arc<witness::Witness>>,
+    workers: &Background,
+) -> Notifier {
+    let notifier = Notifier::start(pool.clone(), workers.token());
+    workers.spawn(checkpoint::run_periodic(
+        pool.clone(),
+        signer.clone(),
+        clock.clone(),
+        Duration::from_millis(config.checkpoints.interval_ms),
+        workers.token(),
+    ));
+    if let Some(witness) = witness {
+        workers.spawn(witness::run(
+            witness,
+            pool.clone(),
+            notifier.subscribe(),
+            Duration::from_millis(config.checkpoints.interval_ms),
+            workers.token(),
+        ));
+    }
+    notifier
 }
 
 /// The key checkpoints are signed with, and the public keys they are verified against

@@ -174,9 +174,9 @@ impl AuthService for Api {
     ) -> Reply<pb::LeaseAccessTokenResponse> {
         let caller = caller(&request)?;
         let lease = leases::LeaseRequest::try_from(request.into_inner())?;
-        Ok(Response::new(
-            leases::lease(&self.ctx, &caller, lease).await?,
-        ))
+        let leased = leases::lease(&self.ctx, &caller, lease).await;
+        self.ctx.metrics.leased(&leased);
+        Ok(Response::new(leased?))
     }
 
     async fn revoke_connection(

@@ -1,5 +1,6 @@
 //! What every operation of the service works with: the database, the vault, the Clio
-//! client, the clock, the configuration, the outbox relay and the lease-usage recorder.
+//! client, the clock, the configuration, the outbox relay, the lease-usage recorder and
+//! the metrics.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::key_rotation::RotationMetrics;
+use crate::metrics::AuthMetrics;
 use crate::refresh::RefreshFlights;
 use crate::token_vault::TokenVault;
 use crate::usage::UsageRecorder;
@@ -26,6 +28,8 @@ pub struct Context {
     /// Refreshes in flight in this process, one per connection.
     pub refreshes: RefreshFlights,
     pub rotation: RotationMetrics,
+    /// Leases, refreshes and Clio calls in `/metrics`.
+    pub metrics: AuthMetrics,
 }
 
 impl Context {

@@ -124,11 +124,14 @@ async fn retry_one(ctx: &Context, id: ConnectionId) -> Result<bool, AuthError> {
 /// delay doubling per attempt, capped.
 fn backoff(ctx: &Context, attempts: i32) -> Duration {
     let revocation = &ctx.config.revocation;
-    let backoff_ms = revocation
-        .first_retry_after_ms
-        .saturating_mul(1u64 << attempts.clamp(0, 20));
-    let backoff = StdDuration::from_millis(backoff_ms)
-        .min(StdDuration::from_secs(revocation.max_backoff_secs));
+    // After failed attempt n the wait is first * 2^n: attempt n + 1 of the doubling.
+    let backoff = service_runtime::backoff::doubling(
+        StdDuration::from_millis(revocation.first_retry_after_ms),
+        u32::try_from(attempts.max(0))
+            .unwrap_or(0)
+            .saturating_add(1),
+        StdDuration::from_secs(revocation.max_backoff_secs),
+    );
     Duration::from_std(backoff).unwrap_or(Duration::hours(1))
 }
 

@@ -20,6 +20,7 @@ mod domain;
 mod error;
 mod key_rotation;
 mod leases;
+mod metrics;
 mod offboarding;
 mod paging;
 mod refresh;
@@ -125,13 +126,15 @@ pub async fn run_with(
     let pool = connect_and_migrate(&config.service.database, &MIGRATOR).await?;
     let vault = Arc::new(vault_of(&config)?);
     key_rotation::prepare(&pool, &vault).await?;
-    let clio = ClioClient::new(config.clio.regions.clone(), config.clio.http_settings())?;
+    let metrics = Metrics::new("auth_svc");
+    let auth_metrics = metrics::AuthMetrics::registered(&metrics);
+    let clio = ClioClient::new(config.clio.regions.clone(), config.clio.http_settings())?
+        .with_observer(auth_metrics.clio_observer());
     // Stopped after the server, in this order: the loops that write events, then the
     // relay that delivers them (service_runtime::background).
     let workers = Background::new("auth-svc workers");
     let delivery = Background::new("auth-svc audit delivery");
 
-    let metrics = Metrics::new("auth_svc");
     let relay = Relay::from_config(pool.clone(), &config.audit)?.map(|r| r.with_metrics(&metrics));
     let waker = relay.as_ref().map(Relay::waker).unwrap_or_default();
     if let Some(relay) = relay {
@@ -149,6 +152,7 @@ pub async fn run_with(
         usage: UsageRecorder,
         refreshes: refresh::RefreshFlights::default(),
         rotation: key_rotation::RotationMetrics::registered(&metrics),
+        metrics: auth_metrics,
     };
     workers.spawn(refresh::run_proactive(ctx.clone(), workers.token()));
     workers.spawn(deauthorize_retry::run(ctx.clone(), workers.token()));

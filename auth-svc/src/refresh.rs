@@ -15,14 +15,13 @@
 //! bounded number of times and leave the connection as it was, apart from a persisted,
 //! exponentially growing time before the proactive refresher tries it again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use clio_api::{AppCredentials, ClioError, Region, TokenGrant};
 use proto::common::v1::{Actor, AuditEvent, EventKind};
 use secrecy::SecretString;
+use service_runtime::backoff::doubling;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,6 +36,9 @@ use crate::store::connections::refresh::{
     DueForRefresh, RefreshClaim, RefreshFailure, RefreshedTokens,
 };
 use crate::store::connections::{access_binding, refresh_binding};
+
+mod flights;
+pub use flights::RefreshFlights;
 
 /// Longest wait between attempts, whatever Clio's Retry-After says.
 const MAX_RETRY_WAIT: StdDuration = StdDuration::from_secs(5);
@@ -89,104 +91,6 @@ impl Due {
 pub struct Fresh {
     pub access_token: SecretString,
     pub expires_at: DateTime<Utc>,
-}
-
-/// The in-process half of single flight: the refreshes of one connection queue here, so
-/// only one task per process claims, calls Clio or polls Postgres for a connection at a
-/// time, and those that queued behind a refresh Clio failed share its failure instead of
-/// each calling Clio again. Holds no database connection.
-#[derive(Clone, Default)]
-pub struct RefreshFlights {
-    lanes: Arc<Mutex<HashMap<Uuid, Arc<Lane>>>>,
-}
-
-type Lane = tokio::sync::Mutex<Option<(Instant, SharedFailure)>>;
-
-/// This task's turn at refreshing one connection; the next one queued goes on drop.
-struct Flight {
-    flights: RefreshFlights,
-    id: Uuid,
-    entered: Instant,
-    turn: Option<tokio::sync::OwnedMutexGuard<Option<(Instant, SharedFailure)>>>,
-}
-
-impl RefreshFlights {
-    async fn enter(&self, id: ConnectionId) -> Flight {
-        let entered = Instant::now();
-        let lane = self
-            .lanes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.0)
-            .or_default()
-            .clone();
-        Flight {
-            flights: self.clone(),
-            id: id.0,
-            entered,
-            turn: Some(lane.lock_owned().await),
-        }
-    }
-}
-
-impl Flight {
-    /// How the refresh that finished while this task queued failed at Clio, if it did.
-    fn failure_while_queued(&self) -> Option<AuthError> {
-        match self.turn.as_deref() {
-            Some(Some((at, failure))) if *at >= self.entered => Some(failure.to_error()),
-            _ => None,
-        }
-    }
-
-    fn record(&mut self, error: &AuthError) {
-        if let (Some(turn), Some(failure)) = (self.turn.as_mut(), SharedFailure::of(error)) {
-            **turn = Some((Instant::now(), failure));
-        }
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.turn.take();
-        let mut lanes = self
-            .flights
-            .lanes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Only the map holds it: nobody is queued, so the entry goes.
-        if lanes
-            .get(&self.id)
-            .is_some_and(|lane| Arc::strong_count(lane) == 1)
-        {
-            lanes.remove(&self.id);
-        }
-    }
-}
-
-/// A Clio failure every refresh queued behind it gets too.
-#[derive(Clone)]
-enum SharedFailure {
-    Unavailable(String),
-    Refused(String),
-}
-
-impl SharedFailure {
-    fn of(error: &AuthError) -> Option<SharedFailure> {
-        match error {
-            AuthError::ClioUnavailable(message) => {
-                Some(SharedFailure::Unavailable(message.clone()))
-            }
-            AuthError::FailedPrecondition(message) => Some(SharedFailure::Refused(message.clone())),
-            _ => None,
-        }
-    }
-
-    fn to_error(&self) -> AuthError {
-        match self {
-            SharedFailure::Unavailable(message) => AuthError::ClioUnavailable(message.clone()),
-            SharedFailure::Refused(message) => AuthError::FailedPrecondition(message.clone()),
-        }
-    }
 }
 
 /// The proactive margin: a share of the token's lifetime, capped.
@@ -322,7 +226,7 @@ async fn refresh_claimed(
         .open(refresh_ct, &refresh_binding(id))
         .map_err(AuthError::from)?;
     let outcome = refresh_at_clio(ctx, connection.region, &credentials, &refresh_token).await;
-    let grant = match outcome {
+    let grant = match ctx.metrics.refreshed(due.as_str(), outcome) {
         Ok(grant) => grant,
         Err(ClioError::InvalidGrant { description }) => {
             mark_needs_reconnect(ctx, connection, claim, &description, actor).await?;
@@ -364,8 +268,11 @@ async fn refresh_at_clio(
     loop {
         match ctx.clio.refresh(region, credentials, refresh_token).await {
             Err(error) if error.is_retryable() && attempt < ctx.config.refresh.attempts => {
-                let backoff =
-                    StdDuration::from_millis(ctx.config.refresh.backoff_ms) * 2u32.pow(attempt - 1);
+                let backoff = doubling(
+                    StdDuration::from_millis(ctx.config.refresh.backoff_ms),
+                    attempt,
+                    MAX_RETRY_WAIT,
+                );
                 let wait = error.retry_after().unwrap_or(backoff).min(MAX_RETRY_WAIT);
                 tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "refresh failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -468,7 +375,8 @@ async fn write_tokens(
             }
             Err(error) if attempt < STORE_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "cannot store the refreshed tokens yet; retrying");
-                tokio::time::sleep(StdDuration::from_millis(100) * 2u32.pow(attempt - 1)).await;
+                let wait = doubling(StdDuration::from_millis(100), attempt, MAX_RETRY_WAIT);
+                tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             Err(error) => {

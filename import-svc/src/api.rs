@@ -30,6 +30,7 @@ use crate::job::spec::{
 };
 use crate::job::store::{self, JobFilter, JobStatus};
 use crate::leases::{LeaseError, Leases};
+use crate::metrics::ImportMetrics;
 use crate::queue::publisher::{Outgoing, Publisher};
 use crate::queue::topology::Topology;
 use crate::records::{self, RecordQuery};
@@ -50,6 +51,7 @@ pub struct Api {
     /// auth-svc, for the tenant of a connection a tenant-limited caller submits for.
     pub leases: Leases,
     pub refusals: Refusals,
+    pub metrics: ImportMetrics,
 }
 
 /// A one-line string of the request, checked by the job rules ([`check_text`]).
@@ -104,6 +106,9 @@ impl Api {
         }
         tx.commit().await?;
         self.audit.committed();
+        if cancelled_now {
+            self.metrics.job_ended(JobStatus::Cancelled);
+        }
         Ok(())
     }
 
@@ -147,7 +152,8 @@ impl Api {
                 body: &body,
                 content_type: content_type::PROTOBUF,
                 message_id: Some(&job_id),
-                headers: Default::default(),
+                // The job runs in the trace of the call that submitted it.
+                headers: crate::queue::trace_headers::current(),
                 mandatory: true,
             })
             .await;

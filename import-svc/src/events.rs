@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use lapin::types::FieldTable;
 use proto::imports::v1 as pb;
 use proto::queue::{content_type, event_key};
 use scope_catalog::Resource;
@@ -90,7 +89,7 @@ impl Events {
                 body: &body,
                 content_type: content_type::PROTOBUF,
                 message_id: Some(&event.event_id),
-                headers: FieldTable::default(),
+                headers: crate::queue::trace_headers::current(),
                 mandatory: false,
             })
             .await;

@@ -11,6 +11,7 @@ use scope_catalog::{Scope, ScopeSet};
 use secrecy::SecretString;
 use service_runtime::caller_auth::BearerToken;
 use service_runtime::tls::grpc_endpoint;
+use service_runtime::trace_context::WithTraceContext;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use url::Url;
@@ -63,7 +64,7 @@ pub enum LeaseError {
 
 #[derive(Clone)]
 pub struct Leases {
-    client: AuthServiceClient<InterceptedService<Channel, BearerToken>>,
+    client: AuthServiceClient<InterceptedService<Channel, WithTraceContext<BearerToken>>>,
 }
 
 impl Leases {
@@ -73,7 +74,8 @@ impl Leases {
             .timeout(std::time::Duration::from_secs(30))
             .connect_lazy();
         let bearer = BearerToken::optional(config.token.as_ref())?;
-        let client = AuthServiceClient::with_interceptor(channel, bearer);
+        // Leases are taken inside a job's span: auth-svc's spans join the job's trace.
+        let client = AuthServiceClient::with_interceptor(channel, WithTraceContext(bearer));
         Ok(Leases { client })
     }
 

@@ -16,6 +16,7 @@ mod error;
 pub(crate) mod events;
 pub mod job;
 pub(crate) mod leases;
+pub mod metrics;
 pub mod queue;
 pub mod records;
 pub(crate) mod retention;
@@ -43,6 +44,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use config::Config;
+use metrics::ImportMetrics;
 
 /// Full gRPC name of `ImportService`, as its generated server names it.
 pub(crate) const IMPORT_SERVICE: &str = <ImportServiceServer<api::Api> as NamedService>::NAME;
@@ -106,6 +108,7 @@ pub async fn run_with(
     let workers = Background::new("import-svc workers");
     let delivery = Background::new("import-svc audit delivery");
     let metrics = Metrics::new("import_svc");
+    let import_metrics = ImportMetrics::registered(&metrics);
     let (audit, denials) = start_audit(&config, &pool, &metrics, &delivery, &clock)?;
     let leases = leases::Leases::new(&config.auth)?;
     let topology = queue::topology::Topology::with_retry_delays(
@@ -127,8 +130,10 @@ pub async fn run_with(
         publisher,
         events,
         clock,
+        metrics: import_metrics,
     };
     let connected = start_workers(&config, &shared, &workers)?;
+    ImportMetrics::watch_amqp(&metrics, connected.clone());
 
     let api = api::Api {
         pool: pool.clone(),
@@ -138,6 +143,7 @@ pub async fn run_with(
         audit: shared.audit,
         leases: shared.leases,
         refusals: access::Refusals(denials.clone()),
+        metrics: shared.metrics,
     };
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![
         Arc::new(PostgresCheck(pool.clone())),
@@ -197,6 +203,7 @@ struct Shared {
     publisher: Arc<queue::publisher::Publisher>,
     events: Arc<events::Events>,
     clock: SharedClock,
+    metrics: ImportMetrics,
 }
 
 /// Starts the job consumer, the reconciler and retention on `workers`. Returns the flag
@@ -208,13 +215,15 @@ fn start_workers(
 ) -> anyhow::Result<Arc<AtomicBool>> {
     let runner = job::runner::Runner {
         pool: shared.pool.clone(),
-        lister: job::listing::lister(&config.importer)?,
+        lister: job::listing::lister(&config.importer)?
+            .with_observer(shared.metrics.clio_observer()),
         gates: clio_api::RateGates::default(),
         leases: shared.leases.clone(),
         events: shared.events.clone(),
         clock: shared.clock.clone(),
         config: config.importer.clone(),
         audit: shared.audit.clone(),
+        metrics: shared.metrics.clone(),
     };
     let connected = Arc::new(AtomicBool::new(false));
     let consumer = queue::consumer::Consumer {
@@ -229,6 +238,7 @@ fn start_workers(
         shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
         max_outage: Duration::from_secs(config.importer.max_outage_secs),
         connected: connected.clone(),
+        metrics: shared.metrics.clone(),
     };
     let reconciler = queue::reconciler::Reconciler {
         pool: shared.pool.clone(),
@@ -237,6 +247,7 @@ fn start_workers(
         events: shared.events.clone(),
         audit: shared.audit.clone(),
         config: config.importer.clone(),
+        metrics: shared.metrics.clone(),
     };
     workers.spawn(consumer.run(workers.token()));
     workers.spawn(reconciler.run(workers.token()));

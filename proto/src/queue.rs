@@ -15,7 +15,11 @@
 //! field-name spelling (`connectionId` or `connection_id`), with [`content_type::JSON`]
 //! (what `MessageToJson`, `protojson` or `JsonFormat` print; decoded by [`crate::json`]). Publish it persistent (delivery mode 2), `mandatory`, with
 //! publisher confirms, and with the job id (a UUID) as `message_id`: a job id never runs
-//! twice, so publishing again after a lost confirm is safe.
+//! twice, so publishing again after a lost confirm is safe. A producer that traces its work
+//! adds the W3C trace context as the string headers [`header::TRACEPARENT`] (and
+//! [`header::TRACESTATE`]): import-svc runs the job in a span under it, so the job's spans
+//! in every service join the producer's trace. Without them the job starts a trace of its
+//! own; a malformed one is ignored, never a reason to refuse the job.
 //!
 //! # Reading what happened
 //!
@@ -130,6 +134,14 @@ pub mod header {
     /// On a job message import-svc's reconciler published again (its original was lost):
     /// [`IMPORT_SVC`].
     pub const REPUBLISHED_BY: &str = "x-republished-by";
+
+    /// On a job message (any producer's; import-svc's own `SubmitJob` sets it) and on job
+    /// events: the W3C trace context, `00-<trace id>-<parent span id>-<flags>`, as a
+    /// string. Kept when import-svc parks or hands back a job, so every run of it stays in
+    /// the producer's trace.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Beside [`TRACEPARENT`]: vendor-specific trace state (W3C), passed on unread.
+    pub const TRACESTATE: &str = "tracestate";
 
     /// On a job waiting in a delay tier: retries already spent on the current outage.
     pub const RETRY_ATTEMPT: &str = "x-retry-attempt";

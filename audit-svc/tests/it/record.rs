@@ -66,6 +66,7 @@ async fn concurrent_batches_to_one_tenant_form_one_unbroken_chain() {
                 client
                     .record(writer(RecordRequest {
                         events: import_events("firm-a", 20),
+                        ..Default::default()
                     }))
                     .await
                     .unwrap();

@@ -5,17 +5,14 @@ use std::net::SocketAddr;
 use audit_svc::Config;
 use audit_svc::config::WriterGrant;
 use chrono::{DateTime, Utc};
-use harness::{ServingStatus, TestDatabase, channel, with_bearer};
+use harness::{SpawnedService, TestDatabase, channel, spawn_service, with_bearer};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
 use proto::audit::v1::{ExportChunk, RecordRequest, RecordResponse};
 use proto::common::v1 as pb;
 use secrecy::SecretString;
-use service_runtime::CancellationToken;
 use service_runtime::clock::{ManualClock, SharedClock};
 use service_runtime::config::ServiceConfig;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -24,8 +21,7 @@ pub const SEED_HEX: &str = "0707070707070707070707070707070707070707070707070707
 
 pub struct RunningAudit {
     pub address: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
 }
 
 /// What a test may change before the service starts.
@@ -103,20 +99,13 @@ pub async fn start_configured(config: Config, setup: Setup) -> RunningAudit {
         Some(clock) => std::sync::Arc::new(clock),
         None => service_runtime::clock::system_clock(),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(audit_svc::run_with(
-        config,
-        listener,
-        shutdown.clone(),
-        audit_svc::Options { clock },
-    ));
-    harness::wait_for_health(address, "", ServingStatus::Serving).await;
+    let service = spawn_service(|listener, shutdown| {
+        audit_svc::run_with(config, listener, shutdown, audit_svc::Options { clock })
+    })
+    .await;
     RunningAudit {
-        address,
-        shutdown,
-        task,
+        address: service.address,
+        service,
     }
 }
 
@@ -136,14 +125,16 @@ impl RunningAudit {
     ) -> Result<RecordResponse, tonic::Status> {
         self.audit()
             .await
-            .record(writer(RecordRequest { events }))
+            .record(writer(RecordRequest {
+                events,
+                ..Default::default()
+            }))
             .await
             .map(tonic::Response::into_inner)
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 

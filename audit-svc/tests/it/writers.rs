@@ -24,7 +24,10 @@ async fn record_as(
         .audit()
         .await
         .record(with_bearer(
-            RecordRequest { events },
+            RecordRequest {
+                events,
+                ..Default::default()
+            },
             &harness::token_of(caller),
         ))
         .await

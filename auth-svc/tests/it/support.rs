@@ -10,7 +10,7 @@ use auth_svc::config::KeyConfig;
 use base64::Engine;
 use clio_api::RegionUrls;
 use clio_sim::{AppSpec, ClioSim, ConsentOutcome, Decision, SimConfig};
-use harness::{ServingStatus, TestDatabase, channel, with_bearer};
+use harness::{ServingStatus, SpawnedService, TestDatabase, channel, spawn_service, with_bearer};
 use prost::Message;
 use proto::auth::v1 as pb;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -20,7 +20,6 @@ use service_runtime::CancellationToken;
 use service_runtime::clock::ManualClock;
 use service_runtime::config::ServiceConfig;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub use clio_sim::Region as SimRegion;
@@ -66,8 +65,7 @@ pub struct Stack {
     pub database: TestDatabase,
     /// auth-svc's clock; every expiry it judges goes by this.
     pub clock: ManualClock,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
     /// The person's browser: cookies auth-svc's start links set (`name=value`).
     browser_cookies: std::sync::Mutex<Vec<String>>,
 }
@@ -135,51 +133,42 @@ pub async fn start(setup: Setup) -> Stack {
         .await
         .expect("start the simulator");
     let database = TestDatabase::create().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut config = test_config(&database, address, &sim);
-    (setup.tweak)(&mut config);
     let clock = ManualClock::default();
-    let (shutdown, task) = serve(config, listener, &clock).await;
+    let service = serve(&clock, |address| {
+        let mut config = test_config(&database, address, &sim);
+        (setup.tweak)(&mut config);
+        config
+    })
+    .await;
     Stack {
         sim,
-        address,
-        channel: channel(address).await,
+        address: service.address,
+        channel: channel(service.address).await,
         database,
         clock,
-        shutdown,
-        task,
+        service,
         browser_cookies: std::sync::Mutex::default(),
     }
 }
 
-/// Runs auth-svc on `listener` with `clock` and waits until it reports serving.
-async fn serve(
-    config: Config,
-    listener: TcpListener,
-    clock: &ManualClock,
-) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
+/// Runs auth-svc with `clock` and the config `config` builds for its address, and waits
+/// until it reports serving.
+async fn serve(clock: &ManualClock, config: impl FnOnce(SocketAddr) -> Config) -> SpawnedService {
     let options = auth_svc::Options {
         clock: std::sync::Arc::new(clock.clone()),
     };
-    let task = tokio::spawn(auth_svc::run_with(
-        config,
-        listener,
-        shutdown.clone(),
-        options,
-    ));
-    harness::wait_for_health(address, "", ServingStatus::Serving).await;
-    (shutdown, task)
+    spawn_service(|listener, shutdown| {
+        let config = config(listener.local_addr().unwrap());
+        auth_svc::run_with(config, listener, shutdown, options)
+    })
+    .await
 }
 
 /// Another auth-svc process beside a [`Stack`]'s: the same database, simulator, keys and
 /// clock, its own listener. What one replica does, the other must see.
 pub struct Replica {
     channel: Channel,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
 }
 
 impl Replica {
@@ -193,8 +182,7 @@ impl Replica {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
@@ -790,14 +778,13 @@ impl Stack {
     /// Starts a second auth-svc on this stack's database, simulator, keys and clock (the
     /// default test config: a `Setup::tweak` is not applied).
     pub async fn replica(&self) -> Replica {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let config = test_config(&self.database, address, &self.sim);
-        let (shutdown, task) = serve(config, listener, &self.clock).await;
+        let service = serve(&self.clock, |address| {
+            test_config(&self.database, address, &self.sim)
+        })
+        .await;
         Replica {
-            channel: channel(address).await,
-            shutdown,
-            task,
+            channel: channel(service.address).await,
+            service,
         }
     }
 
@@ -836,8 +823,7 @@ impl Stack {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
         self.sim.stop().await;
     }
 }

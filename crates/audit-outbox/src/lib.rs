@@ -12,8 +12,13 @@
 //! `proto::audit_limits`) before storing it, batches are capped in bytes as well as
 //! events, and an event audit-svc still refuses as invalid is moved to the quarantine
 //! ([`QUARANTINE_SQL`]) so the events behind it are delivered. Only transient failures
-//! are retried. The counts are in `/metrics` ([`Relay::with_metrics`]) and at
-//! [`HEALTH_PATH`].
+//! are retried. The backlog, its oldest event's age, the quarantine and deliveries are in
+//! `/metrics` ([`Relay::with_metrics`]); the counts also at [`HEALTH_PATH`].
+//!
+//! Each row also keeps the W3C `traceparent` of the work that enqueued it
+//! ([`TRACE_CONTEXT_SQL`]); the relay sends it beside the event (`RecordRequest.trace_parents`)
+//! and audit-svc records the event in a span under it, so an import's trace reaches
+//! audit-svc although delivery happens later, in batches, on another task.
 //!
 //! [`AuditEvent`]: proto::common::v1::AuditEvent
 
@@ -21,7 +26,9 @@ mod config;
 mod denials;
 mod fit;
 mod health;
+mod metrics;
 mod outbox;
+mod record_call;
 mod relay;
 
 pub use config::OutboxConfig;
@@ -38,6 +45,11 @@ pub const SCHEMA_SQL: &str = include_str!("../sql/audit_outbox.sql");
 /// into a migration of its own after [`SCHEMA_SQL`].
 pub const QUARANTINE_SQL: &str = include_str!("../sql/audit_outbox_quarantine.sql");
 
+/// The outbox's `traceparent` column: each event goes to audit-svc with the trace context
+/// of the work that enqueued it, so audit-svc's span of it joins that trace. A producer
+/// copies it, unchanged, into a migration of its own after [`QUARANTINE_SQL`].
+pub const TRACE_CONTEXT_SQL: &str = include_str!("../sql/audit_outbox_trace_context.sql");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +63,18 @@ mod tests {
         assert_eq!(
             include_str!("../../../import-svc/migrations/0010_audit_outbox_quarantine.sql"),
             QUARANTINE_SQL
+        );
+    }
+
+    #[test]
+    fn every_producer_migrates_the_trace_context_unchanged() {
+        assert_eq!(
+            include_str!("../../../auth-svc/migrations/0010_audit_outbox_trace_context.sql"),
+            TRACE_CONTEXT_SQL
+        );
+        assert_eq!(
+            include_str!("../../../import-svc/migrations/0011_audit_outbox_trace_context.sql"),
+            TRACE_CONTEXT_SQL
         );
     }
 }

@@ -24,8 +24,8 @@ pub enum OutboxError {
 /// An empty `event_id` gets a fresh UUID (v7, so ids sort by time); an unset
 /// `occurred_at` gets now; strings and payload are fitted to audit-svc's limits
 /// ([`crate::fit_to_limits`]). A missing tenant or kind is a bug of the producer and
-/// refused (anything else audit-svc still refuses is quarantined by the relay). Returns
-/// the event id.
+/// refused (anything else audit-svc still refuses is quarantined by the relay). The
+/// current span's trace context is kept with the event. Returns the event id.
 ///
 /// Call it as the last statement before commit: from here to the commit the transaction
 /// holds the outbox's ordering lock, and every other producer's enqueue waits for it.
@@ -74,13 +74,19 @@ pub async fn enqueue(
         .bind(ENQUEUE_LOCK)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO audit_outbox (event_id, kind, tenant, event) VALUES ($1, $2, $3, $4)")
-        .bind(event_id)
-        .bind(kind.as_str_name())
-        .bind(&event.tenant)
-        .bind(event.encode_to_vec())
-        .execute(&mut **tx)
-        .await?;
+    // The work being recorded is the current span: audit-svc's span of the event joins it.
+    let traceparent = service_runtime::trace_context::current_traceparent();
+    sqlx::query(
+        "INSERT INTO audit_outbox (event_id, kind, tenant, event, traceparent) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event_id)
+    .bind(kind.as_str_name())
+    .bind(&event.tenant)
+    .bind(event.encode_to_vec())
+    .bind(traceparent)
+    .execute(&mut **tx)
+    .await?;
     Ok(event_id)
 }
 

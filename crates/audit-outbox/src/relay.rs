@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
-use proto::audit::v1::RecordRequest;
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit_limits::MAX_RECORD_BYTES;
 use proto::common::v1::AuditEvent;
@@ -20,13 +18,17 @@ use service_runtime::caller_auth::BearerToken;
 use service_runtime::config::{ClientTls, ConfigError};
 use service_runtime::metrics::Metrics;
 use service_runtime::tls::grpc_endpoint;
+use service_runtime::trace_context::WithTraceContext;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::config::OutboxConfig;
+use crate::metrics::OutboxMetrics;
+use crate::record_call;
 
 /// Only one relay delivers at a time.
 const RELAY_LOCK: i64 = 0x6175_6469_745f_726c; // "audit_rl"
@@ -131,17 +133,12 @@ fn classify(status: &tonic::Status, batch_len: usize) -> Refusal {
     }
 }
 
-/// The outbox's gauges in the producer's `/metrics`.
-#[derive(Clone, Default)]
-struct OutboxGauges {
-    pending: Gauge,
-    quarantined: Gauge,
-}
-
 /// One outbox row as the relay reads it.
 struct Row {
     seq: i64,
     event: AuditEvent,
+    /// The trace context the event was enqueued under, if that work was traced.
+    traceparent: Option<String>,
 }
 
 /// Wakes the relay now instead of at its next poll (call after committing events).
@@ -154,14 +151,14 @@ impl Waker {
     }
 }
 
-type Client = AuditServiceClient<InterceptedService<Channel, BearerToken>>;
+type Client = AuditServiceClient<InterceptedService<Channel, WithTraceContext<BearerToken>>>;
 
 pub struct Relay {
     pool: PgPool,
     client: Client,
     config: RelayConfig,
     waker: Waker,
-    gauges: Option<OutboxGauges>,
+    metrics: OutboxMetrics,
 }
 
 impl Relay {
@@ -179,13 +176,14 @@ impl Relay {
             .connect_timeout(config.request_timeout)
             .timeout(config.request_timeout);
         let bearer = BearerToken::optional(config.token.as_ref()).map_err(refused)?;
-        let client = AuditServiceClient::with_interceptor(endpoint.connect_lazy(), bearer);
+        let client =
+            AuditServiceClient::with_interceptor(endpoint.connect_lazy(), WithTraceContext(bearer));
         Ok(Relay {
             pool,
             client,
             config,
             waker: Waker::default(),
-            gauges: None,
+            metrics: OutboxMetrics::default(),
         })
     }
 
@@ -205,35 +203,12 @@ impl Relay {
         self.waker.clone()
     }
 
-    /// Exports `audit_outbox_pending` and `audit_outbox_quarantined` (under the registry's
-    /// prefix) in `metrics`, refreshed as the relay works.
+    /// Exports the outbox in `metrics`, under the registry's prefix: its backlog, the
+    /// oldest pending event's age and the quarantine (read on scrape), and what this
+    /// relay delivered or failed to ([`crate::metrics`]).
     pub fn with_metrics(mut self, metrics: &Metrics) -> Relay {
-        let gauges = OutboxGauges::default();
-        metrics.register(
-            "audit_outbox_pending",
-            "Audit events not yet accepted by audit-svc",
-            gauges.pending.clone(),
-        );
-        metrics.register(
-            "audit_outbox_quarantined",
-            "Audit events audit-svc refused as invalid, kept in audit_outbox_quarantine",
-            gauges.quarantined.clone(),
-        );
-        self.gauges = Some(gauges);
+        self.metrics = OutboxMetrics::registered(metrics, self.pool.clone());
         self
-    }
-
-    async fn refresh_gauges(&self) {
-        let Some(gauges) = &self.gauges else {
-            return;
-        };
-        match crate::health::health(&self.pool).await {
-            Ok(state) => {
-                gauges.pending.set(state.pending);
-                gauges.quarantined.set(state.quarantined);
-            }
-            Err(error) => tracing::debug!(%error, "cannot refresh the outbox gauges"),
-        }
     }
 
     /// Delivers until `shutdown`. Failures back off exponentially (with jitter) up to
@@ -260,6 +235,7 @@ impl Relay {
                 }
                 Err(error) => {
                     failures += 1;
+                    self.metrics.delivery_failed();
                     if failures >= FAILURES_BEFORE_ERROR {
                         tracing::error!(error = %error, failures, "audit events are not being delivered");
                     } else {
@@ -274,7 +250,6 @@ impl Relay {
                     continue;
                 }
             }
-            self.refresh_gauges().await;
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = tokio::time::Instant::now();
                 if let Err(error) = self.prune().await {
@@ -306,8 +281,9 @@ impl Relay {
         if !leader {
             return Ok(Delivery::OtherRelayActive);
         }
-        let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, event FROM audit_outbox WHERE delivered_at IS NULL ORDER BY seq LIMIT $1",
+        let stored: Vec<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT seq, event, traceparent FROM audit_outbox WHERE delivered_at IS NULL \
+             ORDER BY seq LIMIT $1",
         )
         .bind(i64::from(self.config.batch_size))
         .fetch_all(&mut *tx)
@@ -317,13 +293,20 @@ impl Relay {
         }
         let mut rows = Vec::with_capacity(stored.len());
         let mut bytes = 0;
-        for (seq, encoded) in stored {
+        for (seq, encoded, traceparent) in stored {
             bytes += encoded.len() + PER_EVENT_OVERHEAD;
             if !rows.is_empty() && bytes > MAX_RECORD_BYTES {
                 break;
             }
             match AuditEvent::decode(encoded.as_slice()) {
-                Ok(event) => rows.push(Row { seq, event }),
+                Ok(event) => {
+                    bytes += record_call::trace_entry_bytes(&event, traceparent.as_deref());
+                    rows.push(Row {
+                        seq,
+                        event,
+                        traceparent,
+                    });
+                }
                 Err(source) => {
                     // Stored by something other than `enqueue`: it can never be sent.
                     let error = RelayError::Corrupt { seq, source };
@@ -337,8 +320,7 @@ impl Relay {
                 }
             }
         }
-        let events: Vec<AuditEvent> = rows.iter().map(|r| r.event.clone()).collect();
-        let outcome = match self.send(events).await {
+        let outcome = match self.send(&rows).await {
             Ok(()) => {
                 mark_delivered(&mut tx, &rows).await?;
                 Delivery::Delivered(rows.len())
@@ -358,20 +340,26 @@ impl Relay {
         tx.commit().await?;
         match outcome {
             Delivery::Delivered(count) => {
+                self.metrics.delivered(count);
                 tracing::debug!(count, first_seq = rows[0].seq, "delivered audit events");
             }
-            Delivery::Sorted { .. } => self.refresh_gauges().await,
+            Delivery::Sorted { delivered, .. } => self.metrics.delivered(delivered),
             Delivery::Idle | Delivery::OtherRelayActive => {}
         }
         Ok(outcome)
     }
 
-    async fn send(&self, events: Vec<AuditEvent>) -> Result<(), tonic::Status> {
-        self.client
-            .clone()
-            .record(RecordRequest { events })
+    /// One `Record` call with `rows`, each event with the trace context it was enqueued
+    /// under ([`record_call`]).
+    async fn send(&self, rows: &[Row]) -> Result<(), tonic::Status> {
+        let (request, span) = record_call::request(
+            rows.iter()
+                .map(|row| (&row.event, row.traceparent.as_deref())),
+        );
+        let mut client = self.client.clone();
+        async move { client.record(request).await.map(|_| ()) }
+            .instrument(span)
             .await
-            .map(|_| ())
     }
 
     /// Each of `rows` on its own, after audit-svc refused them together without naming
@@ -383,7 +371,7 @@ impl Relay {
     ) -> Result<Delivery, RelayError> {
         let (mut delivered, mut quarantined) = (0, 0);
         for row in rows {
-            match self.send(vec![row.event.clone()]).await {
+            match self.send(std::slice::from_ref(row)).await {
                 Ok(()) => {
                     mark_delivered(tx, std::slice::from_ref(row)).await?;
                     delivered += 1;

@@ -1,8 +1,10 @@
 //! The HTTP client every Clio call goes through, and the region hosts it may talk to.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::ClioError;
+use crate::observer::{CallObserver, Endpoint, Observer};
 use crate::region::{Region, RegionUrls};
 
 /// Timeouts for calls to Clio.
@@ -27,6 +29,7 @@ impl Default for HttpSettings {
 pub struct ClioClient {
     http: reqwest::Client,
     regions: RegionUrls,
+    observer: Observer,
 }
 
 /// The one way this crate builds an HTTP client: `settings`' timeouts, our user agent,
@@ -46,7 +49,21 @@ pub(crate) fn http_client(settings: HttpSettings) -> Result<reqwest::Client, Cli
 impl ClioClient {
     pub fn new(regions: RegionUrls, settings: HttpSettings) -> Result<Self, ClioError> {
         let http = http_client(settings)?;
-        Ok(ClioClient { http, regions })
+        Ok(ClioClient {
+            http,
+            regions,
+            observer: Observer::default(),
+        })
+    }
+
+    /// Reports every call this client makes to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Observer::new(observer);
+        self
+    }
+
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     pub fn regions(&self) -> &RegionUrls {
@@ -67,12 +84,14 @@ impl ClioClient {
     /// failure otherwise.
     pub(crate) async fn send(
         &self,
+        endpoint: Endpoint<'_>,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClioError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClioError::from_transport(&e))?;
+        let started = Instant::now();
+        let sent = request.send().await;
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        self.observer.called(endpoint, status, started.elapsed());
+        let response = sent.map_err(|e| ClioError::from_transport(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

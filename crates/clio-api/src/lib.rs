@@ -13,6 +13,7 @@
 //!   [`paging`], each record checked on its own ([`record_check`]);
 //! - [`rate_gate`]: pacing each token within Clio's rate limit; [`retry`]: `Retry-After`
 //!   and capped backoff;
+//! - [`observer`]: a hook that sees every call and rate-limit wait, for metrics;
 //! - [`error`]: how Clio's failures are classified ([`ClioError`]), so callers can decide
 //!   between "ask the person to reconnect", "wait and retry" and "give up".
 //!
@@ -26,6 +27,7 @@ pub mod fields;
 pub mod host_pin;
 pub mod listing;
 pub mod oauth;
+pub mod observer;
 pub mod paging;
 mod printable;
 pub mod rate_gate;
@@ -38,6 +40,7 @@ pub use client::{ClioClient, HttpSettings};
 pub use error::{ClioError, ClioErrorKind};
 pub use listing::{ListQuery, Lister, ListingSettings, PageRequest, WaitObserver};
 pub use oauth::{AppCredentials, AuthorizeRequest, Pkce, TokenGrant};
+pub use observer::{Call, CallObserver, Endpoint};
 pub use paging::Page;
 pub use printable::printable;
 pub use rate_gate::{RateGate, RateGates};

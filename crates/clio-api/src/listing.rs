@@ -15,7 +15,8 @@
 //! escaped before they become part of an error.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
@@ -25,6 +26,7 @@ use url::Url;
 
 use crate::client::{HttpSettings, http_client};
 use crate::error::ClioError;
+use crate::observer::{CallObserver, Endpoint, Observer};
 use crate::paging::{Page, parse_page};
 use crate::printable::printable;
 use crate::rate_gate::RateGate;
@@ -138,6 +140,7 @@ pub struct PageRequest<'a> {
 pub struct Lister {
     http: reqwest::Client,
     settings: ListingSettings,
+    observer: Observer,
 }
 
 /// What one answer from Clio means for the read.
@@ -154,7 +157,14 @@ impl Lister {
         Ok(Lister {
             http: http_client(http)?,
             settings,
+            observer: Observer::default(),
         })
+    }
+
+    /// Reports every page request and rate-limit wait to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Observer::new(observer);
+        self
     }
 
     /// GETs one page. [`ClioError::InvalidToken`] on a 401 (the caller may retry with a
@@ -166,6 +176,7 @@ impl Lister {
         let mut rate_limited = 0;
         loop {
             self.wait_turn(request).await?;
+            let started = Instant::now();
             let sent = self
                 .http
                 .get(request.url.clone())
@@ -173,6 +184,11 @@ impl Lister {
                 .header("X-API-VERSION", crate::API_VERSION)
                 .send()
                 .await;
+            self.observer.called(
+                Endpoint::List(listed_resource(request.url)),
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+                started.elapsed(),
+            );
             let failure = match sent {
                 Err(error) => ClioError::transport_failure(&error).to_owned(),
                 Ok(response) => match self.answer(response, request, &mut rate_limited).await? {
@@ -197,6 +213,7 @@ impl Lister {
         };
         if !waited.is_zero() {
             request.observer.waited(waited);
+            self.observer.rate_limit_waited(waited);
         }
         Ok(())
     }
@@ -300,6 +317,12 @@ impl Lister {
             () = tokio::time::sleep(delay) => Ok(()),
         }
     }
+}
+
+/// The resource a page URL lists: its path's last segment without `.json`.
+fn listed_resource(url: &Url) -> &str {
+    let last = url.path_segments().and_then(|mut s| s.next_back());
+    last.map_or("", |segment| segment.trim_end_matches(".json"))
 }
 
 /// Why a body was not read.

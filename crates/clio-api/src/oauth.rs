@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::client::ClioClient;
 use crate::error::{ClioError, classify_oauth_code, truncate};
+use crate::observer::{Endpoint, Observer};
 use crate::region::Region;
 
 /// A Clio developer app's credentials in one region.
@@ -155,7 +156,7 @@ impl ClioClient {
             exchange = exchange
                 .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
         }
-        let transport = Transport(self.http().clone());
+        let transport = self.transport();
         let response = exchange
             .request_async(&transport)
             .await
@@ -173,7 +174,7 @@ impl ClioClient {
     ) -> Result<TokenGrant, ClioError> {
         let client = self.token_client(region, credentials)?;
         let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let transport = Transport(self.http().clone());
+        let transport = self.transport();
         let response = client
             .exchange_refresh_token(&token)
             .request_async(&transport)
@@ -195,7 +196,15 @@ impl ClioClient {
             .post(self.regions().deauthorize_url(region))
             .bearer_auth(access_token.expose_secret())
             .form(&[("token", access_token.expose_secret())]);
-        self.send(request).await.map(drop)
+        self.send(Endpoint::Deauthorize, request).await.map(drop)
+    }
+
+    /// What `oauth2` sends the token requests with.
+    fn transport(&self) -> Transport {
+        Transport {
+            http: self.http().clone(),
+            observer: self.observer().clone(),
+        }
     }
 
     fn token_client(
@@ -272,8 +281,11 @@ fn from_oauth(
 
 /// Sends `oauth2`'s requests with the shared reqwest client and turns every non-200 answer
 /// into a classified error, keeping the status (which `oauth2` would drop) and never the
-/// body.
-struct Transport(reqwest::Client);
+/// body. Every call is reported to the client's observer.
+struct Transport {
+    http: reqwest::Client,
+    observer: Observer,
+}
 
 impl<'c> AsyncHttpClient<'c> for Transport {
     type Error = Classified;
@@ -287,11 +299,12 @@ impl<'c> AsyncHttpClient<'c> for Transport {
                     detail: format!("cannot build the token request: {e}"),
                 })
             })?;
-            let response = self
-                .0
-                .execute(request)
-                .await
-                .map_err(|e| Classified(ClioError::from_transport(&e)))?;
+            let started = Instant::now();
+            let sent = self.http.execute(request).await;
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            self.observer
+                .called(Endpoint::Token, status, started.elapsed());
+            let response = sent.map_err(|e| Classified(ClioError::from_transport(&e)))?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = response

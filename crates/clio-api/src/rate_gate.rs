@@ -36,20 +36,26 @@ pub struct RateGate {
 
 impl RateGate {
     /// Waits until a request may be sent, keeping `reserve` requests unused. Returns how
-    /// long it waited.
+    /// long it waited: zero unless it slept for the window or queued behind a caller
+    /// that did, so a caller can count the requests the rate limit held back.
     pub async fn acquire(&self, reserve: u32) -> Duration {
         let started = Instant::now();
-        let mut window = self.window.lock().await;
+        let (mut window, mut held_back) = match self.window.try_lock() {
+            Ok(window) => (window, false),
+            Err(_) => (self.window.lock().await, true),
+        };
         if let Some(until) = window.blocked_until.take()
             && until > Instant::now()
         {
             tokio::time::sleep_until(until).await;
+            held_back = true;
         }
         if let (Some(remaining), Some(reset_at)) = (window.remaining, window.reset_at)
             && remaining <= reserve
         {
             if reset_at > Instant::now() {
                 tokio::time::sleep_until(reset_at + RESET_MARGIN).await;
+                held_back = true;
             }
             // A new window: the next response tells us its size.
             window.remaining = None;
@@ -58,7 +64,11 @@ impl RateGate {
         if let Some(remaining) = window.remaining.as_mut() {
             *remaining = remaining.saturating_sub(1);
         }
-        started.elapsed()
+        if held_back {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Takes in what a response said about the window.

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::client::ClioClient;
 use crate::error::ClioError;
+use crate::observer::Endpoint;
 use crate::region::Region;
 
 /// The Clio user and account (firm) behind a token.
@@ -76,7 +77,7 @@ impl ClioClient {
             .query(&[("fields", WHO_AM_I_FIELDS)])
             .header("X-API-VERSION", crate::API_VERSION)
             .bearer_auth(access_token.expose_secret());
-        let response = self.send(request).await?;
+        let response = self.send(Endpoint::WhoAmI, request).await?;
         let body = response
             .bytes()
             .await

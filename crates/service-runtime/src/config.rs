@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::caller_auth::Role;
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, TracingConfig};
 pub use crate::tls::{ClientTls, TlsConfig};
 
 /// Why configuration was refused. Every variant names the field.
@@ -143,6 +143,8 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// `RUST_LOG` syntax; the `RUST_LOG` variable wins when set.
     pub log_filter: String,
+    /// `[service.tracing]`: where spans are exported (OTLP), if anywhere.
+    pub tracing: TracingConfig,
     pub database: DatabaseConfig,
     pub callers: Vec<CallerCredential>,
     pub tls: Option<TlsConfig>,
@@ -158,6 +160,7 @@ impl Default for ServiceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
+            tracing: TracingConfig::default(),
             database: DatabaseConfig::default(),
             callers: Vec::new(),
             tls: None,
@@ -184,6 +187,7 @@ impl ServiceConfig {
 impl Validate for ServiceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
+        self.tracing.validate()?;
         if self.health_interval_ms == 0 {
             return Err(ConfigError::invalid(
                 "health_interval_ms",

@@ -156,16 +156,23 @@ where
     };
     let outcome = runtime.block_on(async move {
         let service = config.service();
-        crate::telemetry::init(service.log_format, &service.log_filter);
-        let listener = TcpListener::bind(service.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", service.listen))?;
-        tracing::info!(
-            service = name,
-            version = env!("CARGO_PKG_VERSION"),
-            "starting"
-        );
-        run(config, listener, crate::shutdown::on_signal()).await
+        let telemetry = crate::telemetry::init(name, service)?;
+        let listen = service.listen;
+        let outcome = async {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(
+                service = name,
+                version = env!("CARGO_PKG_VERSION"),
+                "starting"
+            );
+            run(config, listener, crate::shutdown::on_signal()).await
+        }
+        .await;
+        // The service has stopped: the spans of its last work go out before the runtime ends.
+        telemetry.shutdown().await;
+        outcome
     });
     match outcome {
         Ok(()) => {

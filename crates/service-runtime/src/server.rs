@@ -2,7 +2,8 @@
 //!
 //! gRPC (HTTP/2) and plain HTTP/1.1 (`/metrics`, OAuth callbacks) share the port, so a
 //! service is reached through one address and `run(config, listener, shutdown)` needs one
-//! listener. Every request passes the caller-auth layer first.
+//! listener. Every gRPC call gets a span in its caller's trace (`trace_context`), is counted
+//! and timed (`rpc_metrics`), then passes the caller-auth layer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::caller_auth::{AccessPolicy, CallerAuthLayer, DenialSink, LogDenials};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::health::{DependencyCheck, HealthMonitor};
 use crate::metrics::Metrics;
+use crate::rpc_metrics::RpcMetricsLayer;
 
 /// Everything a service hands to the shared server.
 pub struct ServerParts {
@@ -56,6 +58,8 @@ pub async fn serve(
         .merge(parts.metrics.router())
         .merge(parts.http);
 
+    // Only declared RPCs get a label of their own; the policy declares them.
+    let red = RpcMetricsLayer::new(parts.metrics.rpc(), parts.policy.methods());
     let auth = CallerAuthLayer::new(
         &config.callers,
         parts.policy,
@@ -68,6 +72,9 @@ pub async fn serve(
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let signal = drain_signal(shutdown.clone(), health_stop, health_task);
     let server = builder
+        .layer(crate::trace_context::ServerTraceLayer)
+        // Outside caller auth, so the calls it refuses are counted too.
+        .layer(red)
         .layer(auth)
         .layer(crate::decode_errors::DecodeErrorsLayer)
         .add_routes(Routes::from(router))
@@ -133,6 +140,13 @@ fn with_reflection(routes: Routes, health_services: &[String]) -> anyhow::Result
         let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection versions' own files in both servers: a client on v1alpha
+            // (grpcio-reflection, older grpcurl) may ask for the v1 service it is listed.
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
             .with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection");
         // with_service_name switches the listing to the named services only.

@@ -28,6 +28,7 @@ use crate::audit::{self, Auditor, JobContext, RecordError};
 use crate::config::ImporterConfig;
 use crate::events::{EventKind, Events};
 use crate::leases::{Lease, LeaseError, Leases};
+use crate::metrics::ImportMetrics;
 use crate::records::{self, Target};
 
 /// How a run ended, which decides what happens to the queue message.
@@ -55,6 +56,7 @@ pub struct Runner {
     pub clock: SharedClock,
     pub config: ImporterConfig,
     pub audit: Auditor,
+    pub metrics: ImportMetrics,
 }
 
 /// Rate-limit and backoff waits, added to the job's total with the next checkpoint.
@@ -175,10 +177,11 @@ impl Runner {
             return Err(Stop(Outcome::Failed(reason)));
         }
         let purpose = format!("import job {}", spec.job_id);
-        let lease = self
-            .leases
-            .lease(&spec.connection_id, &required, &purpose, false)
-            .await?;
+        let lease = self.metrics.lease(
+            self.leases
+                .lease(&spec.connection_id, &required, &purpose, false)
+                .await,
+        )?;
         job.learn_account(&lease.account_id);
         let mut tx = self.pool.begin().await?;
         let attempt = store::set_account(&mut *tx, spec.job_id, &lease.account_id).await?;
@@ -266,9 +269,9 @@ impl Runner {
             };
             let mut tx = self.pool.begin().await?;
             let target = self.target(run, resource);
-            let upserted = page_records::store_page(&mut tx, &target, &page.records, &page.skipped)
-                .await?
-                .upserted;
+            let stored =
+                page_records::store_page(&mut tx, &target, &page.records, &page.skipped).await?;
+            let upserted = stored.upserted;
             let deleted = match sweep_started {
                 Some(started) if last => {
                     records::mark_unseen_deleted(&mut tx, &target, started).await?
@@ -287,6 +290,9 @@ impl Runner {
                 clio_started_at,
             };
             self.commit_page(tx, run, resource, &delta).await?;
+            let skipped = stored.skipped;
+            self.metrics
+                .page_stored(resource, delta.written, delta.deleted, skipped);
             row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
             self.events
                 .page(run.spec.job_id, resource, page.records.len(), &self.pool)
@@ -336,6 +342,7 @@ impl Runner {
                 ..Default::default()
             };
             self.commit_page(tx, run, resource, &delta).await?;
+            self.metrics.page_stored(resource, 0, delta.deleted, 0);
             self.check_stop(run).await?;
             match page.next {
                 Some(next) => url = next,
@@ -460,7 +467,7 @@ impl Runner {
     /// Replaces the run's lease with a new one from auth-svc.
     async fn relet(&self, run: &mut Run<'_>, why: &str, force_refresh: bool) -> Result<(), Stop> {
         let purpose = format!("import job {} ({why})", run.spec.job_id);
-        run.lease = self
+        let leased = self
             .leases
             .lease(
                 &run.spec.connection_id,
@@ -468,7 +475,8 @@ impl Runner {
                 &purpose,
                 force_refresh,
             )
-            .await?;
+            .await;
+        run.lease = self.metrics.lease(leased)?;
         Ok(())
     }
 

@@ -29,10 +29,12 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::publisher::Publisher;
 use super::topology::Topology;
+use super::trace_headers;
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::AmqpConfig;
 use crate::events::{EventKind, Events};
@@ -40,6 +42,7 @@ use crate::job::body;
 use crate::job::runner::{Outcome, Runner};
 use crate::job::spec::{self, JobSpec};
 use crate::job::store::{self, JobStatus};
+use crate::metrics::ImportMetrics;
 
 mod endings;
 
@@ -63,6 +66,7 @@ pub struct Consumer {
     pub max_outage: Duration,
     /// True while a session consumes; drives gRPC health.
     pub connected: Arc<AtomicBool>,
+    pub metrics: ImportMetrics,
 }
 
 impl Consumer {
@@ -197,11 +201,16 @@ impl Consumer {
         };
         let this = self.clone();
         let stop = in_flight_stop.child_token();
-        tasks.spawn(async move {
-            let outcome = this.handle(delivery, &stop).await;
-            drop(permit);
-            outcome
-        });
+        // Everything the job does (leases, records, audit events) is in its producer's trace.
+        let span = trace_headers::job_span(&delivery);
+        tasks.spawn(
+            async move {
+                let outcome = this.handle(delivery, &stop).await;
+                drop(permit);
+                outcome
+            }
+            .instrument(span),
+        );
         Ok(true)
     }
 
@@ -304,6 +313,7 @@ impl Consumer {
         // On error the connection closes on drop, releasing the lock; the caller nacks.
         let outcome = match self.claim(spec.job_id, &mut job).await? {
             Some(row) if row.status() == JobStatus::Running => {
+                let _running = self.metrics.job_running();
                 Some(self.runner.run(spec, &mut job, stop).await)
             }
             // Finished (or cancelled while queued): this delivery is a duplicate.
@@ -335,6 +345,7 @@ impl Consumer {
             self.audit.job_ended(&mut tx, job, &cancelled).await?;
             tx.commit().await?;
             self.audit.committed();
+            self.metrics.job_ended(JobStatus::Cancelled);
             return Ok(Some(cancelled));
         }
         let claimed = store::claim(&mut tx, job_id).await?;

@@ -1,5 +1,6 @@
-//! RabbitMQ: the queue topology ([`topology`]), confirmed publishing ([`publisher`]) and the
-//! job consumer with its reconnect loop ([`consumer`]).
+//! RabbitMQ: the queue topology ([`topology`]), confirmed publishing ([`publisher`]), the
+//! job consumer with its reconnect loop ([`consumer`]) and the trace context on messages
+//! ([`trace_headers`]).
 
 pub mod consumer;
 pub mod ledger;
@@ -7,3 +8,4 @@ pub mod publisher;
 pub mod reconciler;
 pub mod retry;
 pub mod topology;
+pub(crate) mod trace_headers;

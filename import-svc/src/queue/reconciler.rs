@@ -24,7 +24,8 @@ use super::topology::Topology;
 use crate::audit::{Auditor, JobContext, RecordError};
 use crate::config::ImporterConfig;
 use crate::events::{EventKind, Events};
-use crate::job::store::{self, StaleJob};
+use crate::job::store::{self, JobStatus, StaleJob};
+use crate::metrics::ImportMetrics;
 
 /// Jobs looked at in one round.
 const BATCH: i64 = 100;
@@ -36,6 +37,7 @@ pub struct Reconciler {
     pub events: Arc<Events>,
     pub audit: Auditor,
     pub config: ImporterConfig,
+    pub metrics: ImportMetrics,
 }
 
 impl Reconciler {
@@ -144,6 +146,9 @@ impl Reconciler {
         }
         tx.commit().await?;
         self.audit.committed();
+        if ended {
+            self.metrics.job_ended(JobStatus::DeadLettered);
+        }
         Ok(ended)
     }
 }

@@ -5,16 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use harness::{
-    AmqpMessage, ServingStatus, TestBroker, TestDatabase, channel, health_status, poll_until,
+    AmqpMessage, ServingStatus, SpawnedService, TestBroker, TestDatabase, channel, health_status,
+    poll_until, spawn_service,
 };
 use import_svc::Config;
 use import_svc::queue::topology::Topology;
 use proto::queue::{JOB_ROUTING_KEY, header};
 use secrecy::SecretString;
-use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// The platform tenant the tests configure (events whose firm is unknown).
 pub const PLATFORM_TENANT: &str = "platform-test";
@@ -24,8 +22,7 @@ pub struct RunningImport {
     pub topology: Topology,
     pub database: TestDatabase,
     pub broker: TestBroker,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
 }
 
 /// What a test may change before the service starts.
@@ -87,20 +84,15 @@ pub async fn start(test: &str, setup: Setup) -> RunningImport {
     }
     (setup.tweak)(&mut config);
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(import_svc::run(config, listener, shutdown.clone()));
-    let running = RunningImport {
-        address,
+    let service =
+        spawn_service(|listener, shutdown| import_svc::run(config, listener, shutdown)).await;
+    RunningImport {
+        address: service.address,
         topology,
         database,
         broker,
-        shutdown,
-        task,
-    };
-    running.wait_health(ServingStatus::Serving).await;
-    running
+        service,
+    }
 }
 
 impl RunningImport {
@@ -154,15 +146,13 @@ impl RunningImport {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 
     /// Stops the service but keeps its queues. Once its channel is closed, every message
     /// it had taken but not settled is back in the queue, visible to `basic_get`.
     pub async fn stop_keeping_broker(self) -> (TestBroker, Topology) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
         (self.broker, self.topology)
     }
 }

@@ -3,75 +3,23 @@
 //! Everything is plain data built in memory, so tests state the exact Clio behaviour they
 //! depend on instead of inheriting it from the environment.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A Clio Manage region. Each region is a separate silo with its own listener, developer
-/// apps, grants and data, as in production (`app.clio.com`, `eu.app.clio.com`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Region {
-    Us,
-    Eu,
-    Ca,
-    Au,
-}
+/// A Clio Manage region: the client's own enum, so a region means the same thing on both
+/// sides. Each region is a separate silo with its own listener, developer apps, grants and
+/// data, as in production (`app.clio.com`, `eu.app.clio.com`, ...).
+pub use clio_api::Region;
 
-impl Region {
-    /// All regions, in the order `--base-port` assigns ports.
-    pub const ALL: [Region; 4] = [Region::Us, Region::Eu, Region::Ca, Region::Au];
-
-    /// Lowercase name used in URLs, JSON and the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::Us => "us",
-            Region::Eu => "eu",
-            Region::Ca => "ca",
-            Region::Au => "au",
-        }
-    }
-
-    /// The production host this region stands in for (shown on pages, never contacted).
-    pub fn clio_host(self) -> &'static str {
-        match self {
-            Region::Us => "app.clio.com",
-            Region::Eu => "eu.app.clio.com",
-            Region::Ca => "ca.app.clio.com",
-            Region::Au => "au.app.clio.com",
-        }
-    }
-
-    pub(crate) fn index(self) -> u64 {
-        match self {
-            Region::Us => 0,
-            Region::Eu => 1,
-            Region::Ca => 2,
-            Region::Au => 3,
-        }
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Region {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "us" => Ok(Region::Us),
-            "eu" => Ok(Region::Eu),
-            "ca" => Ok(Region::Ca),
-            "au" => Ok(Region::Au),
-            other => anyhow::bail!("unknown region {other:?} (expected us, eu, ca or au)"),
-        }
-    }
+/// A region's position in [`Region::ALL`]: its port offset from `--base-port` and its
+/// share of the seed, so each region's data differs.
+pub(crate) fn region_index(region: Region) -> u64 {
+    Region::ALL
+        .iter()
+        .position(|r| *r == region)
+        .and_then(|i| u64::try_from(i).ok())
+        .unwrap_or(0)
 }
 
 /// How many generated records each resource has in every region. Records are produced on

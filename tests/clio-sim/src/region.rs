@@ -79,7 +79,7 @@ pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
                 apps: RwLock::default(),
                 oauth: OAuthStore::default(),
                 data: Dataset::new(config.seed, *region, config.dataset),
-                faults: FaultSet::new(config.seed ^ region.index()),
+                faults: FaultSet::new(config.seed ^ crate::config::region_index(*region)),
                 limiter,
                 hidden: RwLock::default(),
             })

@@ -61,7 +61,7 @@ impl ClioSim {
         let tasks = TaskTracker::new();
         let mut regions = BTreeMap::new();
         for state in states {
-            let offset = u16::try_from(state.region.index()).unwrap_or(0);
+            let offset = u16::try_from(crate::config::region_index(state.region)).unwrap_or(0);
             let port = if base_port == 0 {
                 0
             } else {

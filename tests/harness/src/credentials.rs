@@ -71,3 +71,29 @@ pub fn caller_config() -> Vec<CallerCredential> {
         })
         .collect()
 }
+
+/// The test callers as the value of a service config file's `service.callers` (an inline
+/// TOML array), for services started as processes.
+pub fn callers_toml() -> String {
+    let callers: Vec<String> = test_callers()
+        .into_iter()
+        .map(|c| {
+            let roles: Vec<String> = c
+                .roles
+                .iter()
+                .map(|r| format!("{:?}", r.as_str()))
+                .collect();
+            let tenants = c
+                .tenants
+                .map(|t| format!(", tenants = {t:?}"))
+                .unwrap_or_default();
+            format!(
+                "{{ name = {:?}, token = {:?}, roles = [{}]{tenants} }}",
+                c.name,
+                c.token,
+                roles.join(", ")
+            )
+        })
+        .collect();
+    format!("[{}]", callers.join(", "))
+}

@@ -14,20 +14,26 @@ mod database;
 mod descriptor;
 mod grpc;
 mod logs;
+mod otlp;
+mod out_of_band;
 mod polling;
 mod proxy;
+mod service;
 pub mod tls;
 
 pub use amqp::{AmqpMessage, TestBroker};
 pub use audit_stand_in::{RecordHandler, RecordOnly, audit_stand_in};
 pub use binary::service_binary;
-pub use credentials::{TestCaller, caller_config, test_callers, token_of};
+pub use credentials::{TestCaller, caller_config, callers_toml, test_callers, token_of};
 pub use database::{TestDatabase, postgres_admin_url};
 pub use descriptor::declared_rpc_paths;
 pub use grpc::{channel, health_status, reflection_services, wait_for_health, with_bearer};
 pub use logs::{CapturedLogs, capture_logs};
+pub use otlp::{CollectedSpan, OtlpCollector};
+pub use out_of_band::connect_out_of_band;
 pub use polling::poll_until;
 pub use proxy::TcpProxy;
+pub use service::{SpawnedService, spawn_service};
 pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A prefix no other test uses, for queues, exchanges and other shared names.

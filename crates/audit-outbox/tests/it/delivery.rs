@@ -1,9 +1,11 @@
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit_outbox::{
-    Delivery, QUARANTINE_SQL, Relay, RelayConfig, SCHEMA_SQL, enqueue, pending_count,
+    Delivery, QUARANTINE_SQL, Relay, RelayConfig, SCHEMA_SQL, TRACE_CONTEXT_SQL, enqueue,
+    pending_count,
 };
 use harness::{RecordHandler, TcpProxy, TestDatabase, audit_stand_in, poll_until};
 use proto::audit::v1::{RecordRequest, RecordResponse};
@@ -18,6 +20,8 @@ const TOKEN: &str = "outbox-test-credential-0123456789";
 #[derive(Clone, Default)]
 struct Recorder {
     received: Arc<Mutex<Vec<AuditEvent>>>,
+    /// Every `trace_parents` entry sent, by event id.
+    trace_parents: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[tonic::async_trait]
@@ -35,7 +39,12 @@ impl RecordHandler for Recorder {
         if bearer != format!("Bearer {TOKEN}") {
             return Err(tonic::Status::unauthenticated("bad credential"));
         }
-        let events = request.into_inner().events;
+        let request = request.into_inner();
+        self.trace_parents
+            .lock()
+            .unwrap()
+            .extend(request.trace_parents);
+        let events = request.events;
         let mut received = self.received.lock().unwrap();
         let mut duplicates = 0;
         for event in &events {
@@ -67,6 +76,10 @@ pub async fn outbox_database() -> (TestDatabase, PgPool) {
     let pool = PgPool::connect(&database.url).await.unwrap();
     sqlx::raw_sql(SCHEMA_SQL).execute(&pool).await.unwrap();
     sqlx::raw_sql(QUARANTINE_SQL).execute(&pool).await.unwrap();
+    sqlx::raw_sql(TRACE_CONTEXT_SQL)
+        .execute(&pool)
+        .await
+        .unwrap();
     (database, pool)
 }
 
@@ -195,4 +208,39 @@ async fn malformed_events_are_refused_at_enqueue() {
     };
     let error = enqueue(&mut tx, bad_id).await.unwrap_err().to_string();
     assert!(error.contains("event_id"), "{error}");
+}
+
+#[tokio::test]
+async fn each_event_goes_with_the_trace_context_it_was_enqueued_under() {
+    let (_database, pool) = outbox_database().await;
+    let (recorder, address) = start_recorder().await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let mut tx = pool.begin().await.unwrap();
+        ids.push(enqueue(&mut tx, event(n)).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    // Enqueued outside any traced span: no context is kept.
+    let untraced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_outbox WHERE traceparent IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(untraced, 2);
+    // The first stands for an event a traced job enqueued.
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    sqlx::query("UPDATE audit_outbox SET traceparent = $1 WHERE event_id = $2")
+        .bind(parent)
+        .bind(ids[0])
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let relay = Relay::new(pool.clone(), relay_config(address)).unwrap();
+    assert_eq!(relay.deliver_batch().await.unwrap(), Delivery::Delivered(2));
+    let carried = recorder.trace_parents.lock().unwrap().clone();
+    assert_eq!(
+        carried,
+        HashMap::from([(ids[0].to_string(), parent.to_owned())])
+    );
 }

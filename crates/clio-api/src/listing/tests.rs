@@ -234,3 +234,42 @@ async fn a_cancelled_read_stops() {
     assert_eq!(error, ClioError::Cancelled);
     assert_eq!(seen.load(Ordering::SeqCst), 0);
 }
+
+/// What an observer was told.
+#[derive(Default)]
+struct Seen {
+    calls: Mutex<Vec<(String, Option<u16>)>>,
+    rate_limit_waits: AtomicUsize,
+}
+
+impl crate::CallObserver for Seen {
+    fn called(&self, call: &crate::Call<'_>) {
+        let endpoint = match call.endpoint {
+            crate::Endpoint::List(resource) => format!("list:{resource}"),
+            other => other.name().to_owned(),
+        };
+        self.calls.lock().unwrap().push((endpoint, call.status));
+    }
+
+    fn rate_limit_waited(&self, _waited: Duration) {
+        self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_every_request_and_rate_limit_wait() {
+    let (base, _) = server(vec![
+        answer(503, &[], ""),
+        answer(429, &[("retry-after", "1")], ""),
+    ])
+    .await;
+    let seen = Arc::new(Seen::default());
+    let lister = lister().with_observer(seen.clone());
+    read(&lister, &contacts(&base), &base).await.unwrap();
+    let calls = seen.calls.lock().unwrap().clone();
+    let contacts = |status| ("list:contacts".to_owned(), Some(status));
+    assert_eq!(calls, vec![contacts(503), contacts(429), contacts(200)]);
+    // Only the request after the 429 waited; the retry after the 503 backed off, which is
+    // not the rate limit.
+    assert_eq!(seen.rate_limit_waits.load(Ordering::Relaxed), 1);
+}

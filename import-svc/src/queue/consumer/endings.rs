@@ -205,6 +205,9 @@ impl Consumer {
         }
         tx.commit().await?;
         self.audit.committed();
+        if ended && dead.job_id.is_some() {
+            self.metrics.job_ended(JobStatus::DeadLettered);
+        }
         Ok(ended)
     }
 
@@ -219,11 +222,15 @@ impl Consumer {
             return Ok(());
         };
         let mut tx = self.pool.begin().await?;
-        if let Some(row) = store::finish(&mut *tx, job_id, status, reason).await? {
-            self.audit.job_ended(&mut tx, job, &row).await?;
+        let ended = store::finish(&mut *tx, job_id, status, reason).await?;
+        if let Some(row) = &ended {
+            self.audit.job_ended(&mut tx, job, row).await?;
         }
         tx.commit().await?;
         self.audit.committed();
+        if ended.is_some() {
+            self.metrics.job_ended(status);
+        }
         Ok(())
     }
 
@@ -314,8 +321,10 @@ impl Consumer {
         payload: serde_json::Value,
     ) -> Result<(), RecordError> {
         let mut tx = self.pool.begin().await?;
+        let mut ended = false;
         if let Some(job_id) = job.job_id {
-            store::record_dead_lettered(&mut *tx, job_id, job.connection_id(), reason).await?;
+            ended =
+                store::record_dead_lettered(&mut *tx, job_id, job.connection_id(), reason).await?;
         }
         self.audit
             .enqueue(
@@ -328,6 +337,9 @@ impl Consumer {
             .await?;
         tx.commit().await?;
         self.audit.committed();
+        if ended {
+            self.metrics.job_ended(JobStatus::DeadLettered);
+        }
         Ok(())
     }
 }

@@ -77,14 +77,15 @@ struct CalendarIdentity {
 impl Generator {
     pub(crate) fn new(seed: u64, region: Region, sizes: DatasetSize) -> Generator {
         // Each region is its own silo: same seed, different people.
-        let seed = rng::mix(seed, TAG_ACCOUNT, region.index() + 1);
+        let seed = rng::mix(seed, TAG_ACCOUNT, crate::config::region_index(region) + 1);
         let mut r = Rng::new(seed, TAG_ACCOUNT, 0);
         let a = r.pick(rng::LAST_NAMES);
         let b = r.pick(rng::LAST_NAMES);
         let account_name = format!("{a} & {b} LLP");
         let firm_domain = format!("{}{}.example.com", ascii_lower(a), ascii_lower(b));
         let account_id = 90_000_000
-            + i64::try_from(region.index() * 1_000_000 + r.below(1_000_000)).unwrap_or(0);
+            + i64::try_from(crate::config::region_index(region) * 1_000_000 + r.below(1_000_000))
+                .unwrap_or(0);
         Generator {
             seed,
             region,

@@ -15,34 +15,14 @@ impl ImportProcess {
     /// Starts the `import-svc` binary with the settings of `config` that tests change:
     /// database, broker, queue prefix, auth-svc, callers. It listens on a free port.
     pub fn spawn(config: &import_svc::Config) -> ImportProcess {
-        let callers: Vec<String> = harness::test_callers()
-            .into_iter()
-            .map(|c| {
-                let roles: Vec<String> = c
-                    .roles
-                    .iter()
-                    .map(|r| format!("{:?}", r.as_str()))
-                    .collect();
-                let tenants = c
-                    .tenants
-                    .map(|t| format!(", tenants = {t:?}"))
-                    .unwrap_or_default();
-                format!(
-                    "{{ name = {:?}, token = {:?}, roles = [{}]{tenants} }}",
-                    c.name,
-                    c.token,
-                    roles.join(", ")
-                )
-            })
-            .collect();
         let toml = format!(
             "[service]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
-             database.url = {:?}\ncallers = [{}]\n\n\
+             database.url = {:?}\ncallers = {}\n\n\
              [amqp]\nurl = {:?}\nprefix = {:?}\nreconnect_delay_ms = 200\n\n\
              [auth]\nendpoint = {:?}\ntoken = {:?}\n\n\
              [importer]\nbackoff_base_ms = {}\n",
             config.service.database.url.expose_secret(),
-            callers.join(", "),
+            harness::callers_toml(),
             config.amqp.url.expose_secret(),
             config.amqp.prefix,
             config.auth.endpoint,

@@ -24,12 +24,12 @@ use crate::sync_integrity::assert_stored_as_in_clio;
 const PERSON: &str = "person@firm.example";
 const REQUESTED_BY: &str = "examples/python/producer.py";
 
-fn repository() -> PathBuf {
+pub(crate) fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The virtual environment's interpreter, with the example's requirements installed.
-async fn python() -> PathBuf {
+pub(crate) async fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("CLIO_CONNECT_PYTHON").filter(|p| !p.is_empty()) {
         return python.into();
     }
@@ -46,7 +46,7 @@ async fn python() -> PathBuf {
     PathBuf::from(python.trim())
 }
 
-async fn run(mut command: Command, within: Duration) -> Output {
+pub(crate) async fn run(mut command: Command, within: Duration) -> Output {
     tokio::time::timeout(within, command.kill_on_drop(true).output())
         .await
         .unwrap_or_else(|_| panic!("{command:?} finishes within {within:?}"))

@@ -2,14 +2,13 @@
 
 use std::net::SocketAddr;
 
-use harness::TestDatabase;
+use harness::{SpawnedService, TestDatabase};
 use proto::audit::v1::{audit_service_server, compliance_service_server};
 use proto::auth::v1::auth_service_server;
 use proto::imports::v1::import_service_server;
 use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::ServiceConfig;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,34 +119,38 @@ pub async fn start_with_config(
     database: TestDatabase,
     service: ServiceConfig,
 ) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = match kind {
-        Service::Auth => {
-            let config = auth_svc::Config {
-                service,
-                ..Default::default()
-            };
-            tokio::spawn(auth_svc::run(config, listener, token))
+    // Not waited for: tests here watch a service come up, or fail to.
+    let SpawnedService {
+        address,
+        shutdown,
+        task,
+    } = SpawnedService::start(|listener, token| async move {
+        match kind {
+            Service::Auth => {
+                let config = auth_svc::Config {
+                    service,
+                    ..Default::default()
+                };
+                auth_svc::run(config, listener, token).await
+            }
+            Service::Import => {
+                let config = import_svc::Config {
+                    service,
+                    ..Default::default()
+                };
+                import_svc::run(config, listener, token).await
+            }
+            Service::Audit => {
+                let config = audit_svc::Config {
+                    service,
+                    writers: test_writers(),
+                    ..Default::default()
+                };
+                audit_svc::run(config, listener, token).await
+            }
         }
-        Service::Import => {
-            let config = import_svc::Config {
-                service,
-                ..Default::default()
-            };
-            tokio::spawn(import_svc::run(config, listener, token))
-        }
-        Service::Audit => {
-            let config = audit_svc::Config {
-                service,
-                writers: test_writers(),
-                ..Default::default()
-            };
-            tokio::spawn(audit_svc::run(config, listener, token))
-        }
-    };
+    })
+    .await;
     Running {
         address,
         shutdown,

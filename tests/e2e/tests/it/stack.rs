@@ -7,14 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
+use clio_sim::{ClioSim, Region, SimConfig};
 use harness::{
-    ServingStatus, TcpProxy, TestBroker, TestDatabase, channel, poll_until, token_of, with_bearer,
+    SpawnedService, TcpProxy, TestBroker, TestDatabase, channel, poll_until, spawn_service,
+    token_of, with_bearer,
 };
 use proto::audit::v1::audit_service_client::AuditServiceClient;
-use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
-use proto::common::v1 as common;
 use proto::imports::v1 as import;
 use proto::imports::v1::import_service_client::ImportServiceClient;
 use proto::queue::{self, JOB_ROUTING_KEY, content_type};
@@ -22,7 +21,6 @@ use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::clock::{ManualClock, SharedClock};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::services::{test_service_config, test_writers};
 
@@ -31,43 +29,33 @@ fn import_token() -> String {
     token_of("import")
 }
 
-/// A service task started in-process.
+/// A service started in-process, with the database it owns.
 struct Task {
-    address: SocketAddr,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
     /// Dropped (and so removed) when the task is; import-svc's lives on the stack instead,
     /// because import-svc restarts on the same database.
     database: Option<TestDatabase>,
 }
 
 impl Task {
-    async fn start<F, Fut>(database: TestDatabase, run: F) -> Task
+    async fn start<F, Fut>(database: Option<TestDatabase>, run: F) -> Task
     where
         F: FnOnce(TcpListener, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(run(listener, shutdown.clone()));
-        wait_serving(address).await;
         Task {
-            address,
-            shutdown,
-            handle,
-            database: Some(database),
+            service: spawn_service(run).await,
+            database,
         }
     }
 
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
+    fn address(&self) -> SocketAddr {
+        self.service.address
     }
-}
 
-pub async fn wait_serving(address: SocketAddr) {
-    harness::wait_for_health(address, "", ServingStatus::Serving).await;
+    async fn stop(self) {
+        self.service.stop().await.unwrap();
+    }
 }
 
 /// What a test may change about the stack before it starts.
@@ -83,6 +71,9 @@ pub struct StackSetup {
     /// import-svc delivers audit events through a proxy the test can cut
     /// ([`Stack::audit_proxy`]).
     pub audit_proxy: bool,
+    /// auth-svc delivers audit events through a proxy the test can cut
+    /// ([`Stack::auth_audit_proxy`]).
+    pub auth_audit_proxy: bool,
 }
 
 impl Default for StackSetup {
@@ -97,6 +88,7 @@ impl Default for StackSetup {
             auth_proxy: false,
             import_db_proxy: false,
             audit_proxy: false,
+            auth_audit_proxy: false,
         }
     }
 }
@@ -117,6 +109,8 @@ pub struct Stack {
     pub import_db_proxy: Option<TcpProxy>,
     /// Between import-svc and audit-svc, when the setup asked for it.
     pub audit_proxy: Option<TcpProxy>,
+    /// Between auth-svc and audit-svc, when the setup asked for it.
+    pub auth_audit_proxy: Option<TcpProxy>,
     import: Option<Task>,
     auth: Task,
     audit: Task,
@@ -132,14 +126,21 @@ impl Stack {
             writers: test_writers(),
             ..Default::default()
         };
-        let audit = Task::start(audit_db, |listener, shutdown| {
+        let audit = Task::start(Some(audit_db), |listener, shutdown| {
             audit_svc::run(audit_config, listener, shutdown)
         })
         .await;
 
         let auth_db = TestDatabase::create().await;
-        let auth_config = auth_config(&sim, auth_db.secret_url(), audit.address);
-        let auth = Task::start(auth_db, |listener, shutdown| {
+        let auth_audit_proxy = match setup.auth_audit_proxy {
+            true => Some(TcpProxy::start(audit.address()).await),
+            false => None,
+        };
+        let auth_audit = auth_audit_proxy
+            .as_ref()
+            .map_or(audit.address(), |p| p.address);
+        let auth_config = auth_config(&sim, auth_db.secret_url(), auth_audit);
+        let auth = Task::start(Some(auth_db), |listener, shutdown| {
             auth_svc::run(auth_config, listener, shutdown)
         })
         .await;
@@ -155,11 +156,11 @@ impl Stack {
             None => import_database.secret_url(),
         };
         let auth_proxy = match setup.auth_proxy {
-            true => Some(TcpProxy::start(auth.address).await),
+            true => Some(TcpProxy::start(auth.address()).await),
             false => None,
         };
         let audit_proxy = match setup.audit_proxy {
-            true => Some(TcpProxy::start(audit.address).await),
+            true => Some(TcpProxy::start(audit.address()).await),
             false => None,
         };
         let mut import_config = import_svc::Config {
@@ -171,13 +172,13 @@ impl Stack {
         import_config.amqp.reconnect_delay_ms = 200;
         import_config.auth.endpoint = format!(
             "http://{}",
-            auth_proxy.as_ref().map_or(auth.address, |p| p.address)
+            auth_proxy.as_ref().map_or(auth.address(), |p| p.address)
         );
         import_config.auth.token = Some(SecretString::from(import_token()));
         import_config.importer.backoff_base_ms = 20;
         import_config.audit.endpoint = format!(
             "http://{}",
-            audit_proxy.as_ref().map_or(audit.address, |p| p.address)
+            audit_proxy.as_ref().map_or(audit.address(), |p| p.address)
         );
         import_config.audit.token = Some(SecretString::from(token_of("import_writer")));
         (setup.import)(&mut import_config);
@@ -199,6 +200,7 @@ impl Stack {
             auth_proxy,
             import_db_proxy,
             audit_proxy,
+            auth_audit_proxy,
             import: None,
             auth,
             audit,
@@ -210,23 +212,12 @@ impl Stack {
     /// Starts import-svc in-process (again, after [`Stack::stop_import`]).
     pub async fn start_import(&mut self) {
         let config = self.import_config.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
         let clock: SharedClock = Arc::new(self.import_clock.clone());
-        let handle = tokio::spawn(import_svc::run_with(
-            config,
-            listener,
-            shutdown.clone(),
-            import_svc::Options { clock },
-        ));
-        wait_serving(address).await;
-        self.import = Some(Task {
-            address,
-            shutdown,
-            handle,
-            database: None,
-        });
+        let task = Task::start(None, |listener, shutdown| {
+            import_svc::run_with(config, listener, shutdown, import_svc::Options { clock })
+        })
+        .await;
+        self.import = Some(task);
     }
 
     /// Stops the in-process import-svc gracefully.
@@ -237,15 +228,18 @@ impl Stack {
     }
 
     pub fn import_address(&self) -> SocketAddr {
-        self.import.as_ref().expect("import-svc is running").address
+        self.import
+            .as_ref()
+            .expect("import-svc is running")
+            .address()
     }
 
     pub async fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
-        AuthServiceClient::new(channel(self.auth.address).await)
+        AuthServiceClient::new(channel(self.auth.address()).await)
     }
 
     pub fn auth_address(&self) -> SocketAddr {
-        self.auth.address
+        self.auth.address()
     }
 
     /// auth-svc's database, for tests that break what it stores.
@@ -254,7 +248,7 @@ impl Stack {
     }
 
     pub async fn audit(&self) -> AuditServiceClient<tonic::transport::Channel> {
-        AuditServiceClient::new(channel(self.audit.address).await)
+        AuditServiceClient::new(channel(self.audit.address()).await)
     }
 
     pub async fn compliance(
@@ -263,7 +257,7 @@ impl Stack {
         tonic::transport::Channel,
     > {
         proto::audit::v1::compliance_service_client::ComplianceServiceClient::new(
-            channel(self.audit.address).await,
+            channel(self.audit.address()).await,
         )
     }
 
@@ -341,89 +335,8 @@ impl Stack {
         principal: &str,
         clio_user: i64,
     ) -> Result<String, tonic::Status> {
-        let client_id = format!("app-{}", short_id());
-        let client_secret = format!("secret-{}", short_id());
-        let approval = format!("{}/oauth/approval", self.sim.base_url(Region::Us));
-        self.sim
-            .admin()
-            .register_app(
-                Region::Us,
-                &AppSpec {
-                    client_id: client_id.clone(),
-                    client_secret: client_secret.clone(),
-                    redirect_uris: vec![approval.clone()],
-                    permissions: scopes.iter().map(|s| (*s).to_owned()).collect(),
-                },
-            )
-            .await
-            .unwrap();
-
-        let mut auth = self.auth().await;
-        let declared = scopes
-            .iter()
-            .map(|s| common::ScopeJustification {
-                scope: Some(s.parse::<scope_catalog::Scope>().unwrap().to_wire()),
-                justification: format!("test needs {s}"),
-            })
-            .collect();
-        let app = auth
-            .register_app(with_bearer(
-                auth::RegisterAppRequest {
-                    tenant: "firm-1".into(),
-                    name: format!("import app {client_id}"),
-                    region: common::Region::Us as i32,
-                    client_id: client_id.clone(),
-                    client_secret,
-                    redirect_uris: vec![approval],
-                    declared_scopes: declared,
-                    pkce_enabled: false,
-                },
-                &token_of("operator"),
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        auth.approve_app(with_bearer(
-            auth::ApproveAppRequest {
-                app_id: app.app_id.clone(),
-                scopes_version: app.scopes_version,
-                note: "approved for the test".into(),
-            },
-            &token_of("compliance"),
-        ))
-        .await
-        .unwrap();
-        let started = auth
-            .start_authorization(with_bearer(
-                auth::StartAuthorizationRequest {
-                    app_id: app.app_id,
-                    principal: principal.into(),
-                    mode: auth::AuthorizationMode::OutOfBand as i32,
-                    reconnect_connection_id: String::new(),
-                },
-                &token_of("connector"),
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let consent = self
-            .sim
-            .admin()
-            .consent(&started.authorization_url, clio_user, Decision::Allow)
-            .await
-            .unwrap();
-        let pasted = consent
-            .page_title
-            .expect("the approval page shows the code");
-        auth.complete_authorization(with_bearer(
-            auth::CompleteAuthorizationRequest {
-                state: started.state,
-                code: pasted,
-            },
-            &token_of("connector"),
-        ))
-        .await
-        .map(|answer| answer.into_inner().connection_id)
+        let auth = self.auth_address();
+        harness::connect_out_of_band(&self.sim, auth, scopes, principal, clio_user).await
     }
 
     /// Publishes `job` on the import exchange as a producer would (protobuf body).
@@ -546,10 +459,6 @@ pub fn full_job(connection: &str, resources: &[&str]) -> import::ImportJob {
         requested_by: "e2e".into(),
         ..Default::default()
     }
-}
-
-fn short_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 fn auth_config(sim: &ClioSim, database: SecretString, audit: SocketAddr) -> auth_svc::Config {

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use clio_sim::{AppSpec, ClioSim, Region, SimConfig};
 use harness::tls::{Protocol, TestCa, TlsFront};
-use harness::{ServingStatus, TestBroker, TestDatabase, health_status, poll_until, token_of};
+use harness::{
+    ServingStatus, SpawnedService, TestBroker, TestDatabase, health_status, poll_until, token_of,
+};
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::common::v1 as common;
 use proto::queue;
@@ -21,7 +23,6 @@ use secrecy::SecretString;
 use service_runtime::CancellationToken;
 use service_runtime::config::{ClientTls, TlsConfig};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::clioctl::clioctl_with_env;
@@ -65,9 +66,7 @@ impl Certificates {
 
 /// A service task serving mTLS; reachable only with a client certificate.
 struct Task {
-    address: SocketAddr,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    service: SpawnedService,
     _database: TestDatabase,
 }
 
@@ -77,10 +76,9 @@ impl Task {
         F: FnOnce(TcpListener, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(run(listener, shutdown.clone()));
+        let service = SpawnedService::start(run).await;
+        let address = service.address;
+        // harness::wait_for_health speaks plain HTTP/2; this one presents a certificate.
         let probe = https(address, certificates, "health-probe");
         poll_until(
             &format!("{address} SERVING over mTLS"),
@@ -94,16 +92,13 @@ impl Task {
         )
         .await;
         Task {
-            address,
-            shutdown,
-            handle,
+            service,
             _database: database,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
@@ -214,7 +209,7 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     }];
     auth_config.active_key_id = "k1".into();
     auth_config.clio.regions.us = sim.base_url(Region::Us);
-    auth_config.audit.endpoint = format!("https://{}", audit.address);
+    auth_config.audit.endpoint = format!("https://{}", audit.service.address);
     auth_config.audit.token = None;
     auth_config.audit.tls = Some(certificates.client("auth-svc"));
     let auth = Task::start(auth_db, &certificates, |listener, shutdown| {
@@ -238,10 +233,10 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     });
     import_config.amqp.prefix = broker.prefix.clone();
     import_config.amqp.reconnect_delay_ms = 200;
-    import_config.auth.endpoint = format!("https://{}", auth.address);
+    import_config.auth.endpoint = format!("https://{}", auth.service.address);
     import_config.auth.token = None;
     import_config.auth.tls = Some(certificates.client("import-svc"));
-    import_config.audit.endpoint = format!("https://{}", audit.address);
+    import_config.audit.endpoint = format!("https://{}", audit.service.address);
     import_config.audit.token = None;
     import_config.audit.tls = Some(certificates.client("import-svc"));
     let topology = queue::Names::with_prefix(&broker.prefix);
@@ -262,7 +257,7 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     let config = tempfile::NamedTempFile::new().unwrap();
     let mut text = format!(
         "auth = \"https://{}\"\nimport = \"https://{}\"\naudit = \"https://{}\"\n\n[tokens]\n",
-        auth.address, import.address, audit.address
+        auth.service.address, import.service.address, audit.service.address
     );
     for role in [
         "operator",
@@ -309,7 +304,7 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     assert!(run.stderr.contains("tls.ca_path"), "{run:?}");
 
     // Both producers' events reached audit-svc under their own writers, by certificate.
-    let compliance = https(audit.address, &certificates, "compliance-console");
+    let compliance = https(audit.service.address, &certificates, "compliance-console");
     let writers = poll_until(
         "events of both writers in audit-svc",
         Duration::from_secs(20),
@@ -353,7 +348,11 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     assert_eq!(broker_front.refused(), Vec::<String>::new());
 
     // And no service answers a client without a certificate, or in plaintext.
-    for address in [auth.address, import.address, audit.address] {
+    for address in [
+        auth.service.address,
+        import.service.address,
+        audit.service.address,
+    ] {
         let plaintext = Channel::from_shared(format!("http://{address}"))
             .unwrap()
             .connect_timeout(Duration::from_secs(5))

@@ -1,0 +1,105 @@
+//! Connecting a person through auth-svc's out-of-band flow at the Clio simulator, as a
+//! user would: register the app at Clio and at auth-svc, have compliance approve it,
+//! start the authorization, consent at the simulator, paste the code. Works with any
+//! auth-svc (in-process, a child process) reached at an address.
+
+use std::net::SocketAddr;
+
+use crate::{channel, token_of, with_bearer};
+use clio_sim::{AppSpec, ClioSim, Decision, Region};
+use proto::auth::v1 as auth;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::common::v1 as common;
+
+/// Connects `principal` of tenant `firm-1` as Clio user `clio_user` (US) through the
+/// auth-svc at `auth_address`, with an app declaring `scopes`. Returns the connection id,
+/// or auth-svc's refusal of the completion.
+pub async fn connect_out_of_band(
+    sim: &ClioSim,
+    auth_address: SocketAddr,
+    scopes: &[&str],
+    principal: &str,
+    clio_user: i64,
+) -> Result<String, tonic::Status> {
+    let client_id = format!("app-{}", uuid::Uuid::new_v4().simple());
+    let client_secret = format!("secret-{}", uuid::Uuid::new_v4().simple());
+    let approval = format!("{}/oauth/approval", sim.base_url(Region::Us));
+    sim.admin()
+        .register_app(
+            Region::Us,
+            &AppSpec {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                redirect_uris: vec![approval.clone()],
+                permissions: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let mut auth = AuthServiceClient::new(channel(auth_address).await);
+    let declared = scopes
+        .iter()
+        .map(|s| common::ScopeJustification {
+            scope: Some(s.parse::<scope_catalog::Scope>().unwrap().to_wire()),
+            justification: format!("test needs {s}"),
+        })
+        .collect();
+    let app = auth
+        .register_app(with_bearer(
+            auth::RegisterAppRequest {
+                tenant: "firm-1".into(),
+                name: format!("import app {client_id}"),
+                region: common::Region::Us as i32,
+                client_id,
+                client_secret,
+                redirect_uris: vec![approval],
+                declared_scopes: declared,
+                pkce_enabled: false,
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    auth.approve_app(with_bearer(
+        auth::ApproveAppRequest {
+            app_id: app.app_id.clone(),
+            scopes_version: app.scopes_version,
+            note: "approved for the test".into(),
+        },
+        &token_of("compliance"),
+    ))
+    .await
+    .unwrap();
+    let started = auth
+        .start_authorization(with_bearer(
+            auth::StartAuthorizationRequest {
+                app_id: app.app_id,
+                principal: principal.into(),
+                mode: auth::AuthorizationMode::OutOfBand as i32,
+                reconnect_connection_id: String::new(),
+            },
+            &token_of("connector"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let consent = sim
+        .admin()
+        .consent(&started.authorization_url, clio_user, Decision::Allow)
+        .await
+        .unwrap();
+    let pasted = consent
+        .page_title
+        .expect("the approval page shows the code");
+    auth.complete_authorization(with_bearer(
+        auth::CompleteAuthorizationRequest {
+            state: started.state,
+            code: pasted,
+        },
+        &token_of("connector"),
+    ))
+    .await
+    .map(|answer| answer.into_inner().connection_id)
+}

@@ -1,0 +1,321 @@
+//! The audit log (ported from `audit-svc/benches/throughput.rs`), each figure beside a
+//! reference in the same run on the same database:
+//!
+//! - `Record` in batches of 1,000 over gRPC (validation, hash chain, projections,
+//!   checkpoints; one tenant, so every append serialises on one chain), against plain
+//!   INSERTs of the same rows from the client with no chain (same batch size); then the
+//!   chain is verified intact.
+//! - `Verify` of a chain over gRPC, against a plain full scan of the same rows (streamed to
+//!   the client, not decoded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use audit_svc::append::{Appender, insert_events};
+use audit_svc::event::{EventBody, EventRecord};
+use chrono::Utc;
+use futures_util::TryStreamExt;
+use harness::{SpawnedService, TestDatabase, channel, spawn_service, with_bearer};
+use proto::audit::v1::audit_service_client::AuditServiceClient;
+use proto::audit::v1::{RecordRequest, VerifyRequest, VerifyResponse};
+use proto::common::v1 as pb;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::platform::service_config;
+use crate::row::{Row, Target};
+
+const BATCH: usize = 1_000;
+/// The chain `Verify` reads is filled in batches of this many events.
+const FILL_BATCH: usize = 5_000;
+const RECORD_TENANT: &str = "bench-firm";
+const VERIFY_TENANT: &str = "verify-firm";
+const SEED_HEX: &str = "0909090909090909090909090909090909090909090909090909090909090909";
+
+/// audit-svc on a fresh database, with a writer grant for the benchmark's events.
+struct AuditUnderTest {
+    service: SpawnedService,
+    pool: PgPool,
+    _database: TestDatabase,
+}
+
+impl AuditUnderTest {
+    async fn start() -> Result<AuditUnderTest> {
+        let database = TestDatabase::create().await;
+        let mut config = audit_svc::Config {
+            service: service_config(database.secret_url()),
+            ..Default::default()
+        };
+        config.signing.key = Some(SecretString::from(SEED_HEX));
+        config.writers = vec![audit_svc::config::WriterGrant {
+            caller: "audit_writer".into(),
+            sources: vec!["bench".into()],
+            kinds: vec![
+                "token_leased".into(),
+                "import_started".into(),
+                "import_completed".into(),
+            ],
+        }];
+        let service =
+            spawn_service(|listener, shutdown| audit_svc::run(config, listener, shutdown)).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&database.url)
+            .await?;
+        Ok(AuditUnderTest {
+            service,
+            pool,
+            _database: database,
+        })
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.pool.close().await;
+        self.service.stop().await
+    }
+}
+
+/// A realistic event (~250 bytes of payload), one of three kinds.
+fn wire_event(tenant: &str, i: usize) -> pb::AuditEvent {
+    let kind = [
+        pb::EventKind::TokenLeased,
+        pb::EventKind::ImportStarted,
+        pb::EventKind::ImportCompleted,
+    ][i % 3];
+    pb::AuditEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        kind: kind as i32,
+        tenant: tenant.into(),
+        actor: Some(pb::Actor {
+            kind: pb::actor::Kind::Service as i32,
+            id: "import-svc".into(),
+        }),
+        subject: Some(pb::Subject {
+            kind: pb::subject::Kind::Connection as i32,
+            id: format!("conn-{}", i % 97),
+        }),
+        refs: Some(pb::EventRefs {
+            connection_id: format!("conn-{}", i % 97),
+            app_id: "import-app".into(),
+            principal: format!("person-{}", i % 31),
+            region: pb::Region::Us as i32,
+            ..Default::default()
+        }),
+        scopes: vec![pb::Scope {
+            family: "contacts".into(),
+            access: pb::Access::Read as i32,
+        }],
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: Utc::now().timestamp(),
+            nanos: 0,
+        }),
+        payload_json: serde_json::json!({
+            "lease_count": i % 50,
+            "first_used_at": "2025-01-01T00:00:00Z",
+            "last_used_at": "2025-01-01T01:00:00Z",
+            "purposes": ["import:contacts", "import:matters"],
+            "job_id": format!("job-{i}"),
+            "records": i * 7,
+        })
+        .to_string(),
+        source: "bench".into(),
+        ..Default::default()
+    }
+}
+
+fn bodies(tenant: &str, from: usize, n: usize) -> Result<Vec<EventBody>> {
+    (from..from + n)
+        .map(|i| {
+            audit_svc::validation::event("events[0]", &wire_event(tenant, i))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect()
+}
+
+async fn verify(address: SocketAddr, tenant: &str) -> Result<VerifyResponse> {
+    let mut client = AuditServiceClient::new(channel(address).await);
+    let verdict = client
+        .verify(with_bearer(
+            VerifyRequest {
+                tenant: tenant.into(),
+                ..Default::default()
+            },
+            &harness::token_of("compliance"),
+        ))
+        .await?
+        .into_inner();
+    Ok(verdict)
+}
+
+/// Record throughput: batched `Record` over gRPC against plain INSERTs of the same rows.
+pub async fn record(events: usize) -> Result<Row> {
+    let events = events.max(BATCH) / BATCH * BATCH;
+    let audit = AuditUnderTest::start().await?;
+    let measured = measure_record(&audit, events).await;
+    audit.stop().await?;
+    let (chained, plain) = measured?;
+    let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+    Ok(Row::new(
+        format!("audit Record, {events} events in batches of {BATCH}"),
+        rate(chained),
+        "events/s",
+    )
+    .against(
+        "plain INSERT of the same rows, no chain",
+        rate(plain),
+        "events/s",
+    )
+    .target(Target::FigureAtLeast { min: 20_000.0 })
+    .command(format!(
+        "cargo run --release -p load -- audit-record --events {events}"
+    ))
+    .note(format!(
+        "one tenant (one chain); chain verified intact afterwards; chained {:.2} s, plain {:.2} s",
+        chained.as_secs_f64(),
+        plain.as_secs_f64()
+    )))
+}
+
+async fn measure_record(audit: &AuditUnderTest, events: usize) -> Result<(Duration, Duration)> {
+    let mut client = AuditServiceClient::new(channel(audit.service.address).await);
+    let token = harness::token_of("audit_writer");
+    let batches: Vec<Vec<pb::AuditEvent>> = (0..events / BATCH)
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| wire_event(RECORD_TENANT, b * BATCH + i))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in batches {
+        client
+            .record(with_bearer(
+                RecordRequest {
+                    events: batch,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await?;
+    }
+    let chained = started.elapsed();
+    let verdict = verify(audit.service.address, RECORD_TENANT).await?;
+    if !verdict.ok || verdict.events_checked != events as u64 {
+        bail!("the recorded chain is not intact: {verdict:?}");
+    }
+
+    sqlx::query("CREATE TABLE events_plain (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)")
+        .execute(&audit.pool)
+        .await?;
+    let mut rows = Vec::with_capacity(events / BATCH);
+    for b in 0..events / BATCH {
+        let batch: Vec<EventRecord> = bodies(RECORD_TENANT, b * BATCH, BATCH)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| EventRecord {
+                body,
+                sequence: (b * BATCH + i + 1) as u64,
+                recorded_at: Utc::now(),
+                prev_hash: String::new(),
+                hash: String::new(),
+            })
+            .collect();
+        rows.push(batch);
+    }
+    let started = Instant::now();
+    for batch in &rows {
+        let mut tx = audit.pool.begin().await?;
+        insert_events(&mut tx, "events_plain", batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+    }
+    Ok((chained, started.elapsed()))
+}
+
+/// Fills one tenant's chain to `events` through the library's append path (bodies are
+/// built on another task while the previous batch is appended).
+async fn fill_chain(pool: &PgPool, events: usize) -> Result<()> {
+    let seed: [u8; 32] = hex::decode(SEED_HEX)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("seed length"))?;
+    let appender = Appender {
+        pool: pool.clone(),
+        signer: Arc::new(audit_svc::signing::Signer::from_seed(&seed)),
+        clock: service_runtime::clock::system_clock(),
+        checkpoint_every: 1_000,
+        metrics: audit_svc::metrics::AuditMetrics::default(),
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<EventBody>>(4);
+    let producer = tokio::spawn(async move {
+        for b in 0..events / FILL_BATCH {
+            let batch = bodies(VERIFY_TENANT, b * FILL_BATCH, FILL_BATCH)?;
+            if sender.send(batch).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    while let Some(batch) = receiver.recv().await {
+        appender
+            .append(&batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("append: {e}"))?;
+    }
+    producer.await??;
+    Ok(())
+}
+
+/// Verify speed: `Verify` of a chain of `events` against a plain scan of its rows.
+pub async fn verify_chain(events: usize) -> Result<Row> {
+    let events = events.max(FILL_BATCH) / FILL_BATCH * FILL_BATCH;
+    let audit = AuditUnderTest::start().await?;
+    let measured = measure_verify(&audit, events).await;
+    audit.stop().await?;
+    let (verify, scan, checkpoints) = measured?;
+    Ok(Row::new(
+        format!("audit Verify of {events} events"),
+        verify.as_secs_f64(),
+        "s",
+    )
+    .against("plain full scan of the same rows", scan.as_secs_f64(), "s")
+    .target(Target::FigureBelow { max: 3.0 })
+    .command(format!(
+        "cargo run --release -p load -- audit-verify --events {events}"
+    ))
+    .note(format!(
+        "{checkpoints} checkpoints checked; {:.0} events/s",
+        events as f64 / verify.as_secs_f64().max(1e-9)
+    )))
+}
+
+async fn measure_verify(
+    audit: &AuditUnderTest,
+    events: usize,
+) -> Result<(Duration, Duration, u64)> {
+    fill_chain(&audit.pool, events).await?;
+    let started = Instant::now();
+    let verdict = verify(audit.service.address, VERIFY_TENANT).await?;
+    let verify_time = started.elapsed();
+    if !verdict.ok || verdict.events_checked != events as u64 {
+        bail!("Verify of {events} events: {verdict:?}");
+    }
+    let started = Instant::now();
+    let sql = format!(
+        "SELECT {} FROM events WHERE tenant = '{VERIFY_TENANT}' ORDER BY sequence",
+        audit_svc::store::EVENT_COLUMNS
+    );
+    let mut rows = sqlx::query(&sql).fetch(&audit.pool);
+    let mut scanned = 0usize;
+    while rows.try_next().await.context("scan the events")?.is_some() {
+        scanned += 1;
+    }
+    let scan = started.elapsed();
+    if scanned != events {
+        bail!("the scan read {scanned} events of {events}");
+    }
+    Ok((verify_time, scan, verdict.checkpoints_checked))
+}

@@ -1,0 +1,153 @@
+//! clio-load: every hot path of clio-connect measured beside its reference in the same run
+//! (issue 16). Each row prints the figure, the reference, their ratio and the target.
+//!
+//! The rows start what they measure themselves, on `127.0.0.1` only: the Clio simulator,
+//! the services (in this process, or import-svc as a child process), a fresh Postgres
+//! database per service and per reference, and a unique RabbitMQ prefix. `clio-load all
+//! --smoke` runs every row at tiny sizes; the integration test `tests/smoke.rs` runs the
+//! same through [`run`], so the test command exercises the tool.
+//!
+//! A row's error is a broken run (a failed job, a stored count that does not match); a
+//! missed target is not, since shared machines drift.
+
+pub mod audit;
+pub mod import;
+pub mod import_host;
+pub mod lease;
+pub mod markdown;
+pub mod perf;
+pub mod platform;
+pub mod procstat;
+pub mod row;
+pub mod script;
+
+use std::time::Duration;
+
+pub use import::ImportOptions;
+pub use import_host::ImportHost;
+pub use lease::LeaseOptions;
+pub use row::{Row, Target};
+
+/// The rows, in the order `all` runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    Import,
+    Lease,
+    AuditRecord,
+    AuditVerify,
+}
+
+impl Bench {
+    pub const ALL: [Bench; 4] = [
+        Bench::Import,
+        Bench::Lease,
+        Bench::AuditRecord,
+        Bench::AuditVerify,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bench::Import => "import",
+            Bench::Lease => "lease",
+            Bench::AuditRecord => "audit-record",
+            Bench::AuditVerify => "audit-verify",
+        }
+    }
+}
+
+/// The sizes of every row.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub import: ImportOptions,
+    pub lease: LeaseOptions,
+    pub audit_record_events: usize,
+    pub audit_verify_events: usize,
+}
+
+impl Sizes {
+    /// The issue's sizes: 200,000 contacts (the naive script over 20,000 of them), 200
+    /// lease callers for 5 s, 200,000 audit events recorded, a 1,000,000-event chain
+    /// verified.
+    pub fn full(host: ImportHost) -> Sizes {
+        Sizes {
+            import: ImportOptions {
+                records: 200_000,
+                naive_records: 20_000,
+                host,
+                perf_data: None,
+            },
+            lease: LeaseOptions {
+                callers: 200,
+                duration: Duration::from_secs(5),
+                warmup: Duration::from_secs(1),
+            },
+            audit_record_events: 200_000,
+            audit_verify_events: 1_000_000,
+        }
+    }
+
+    /// Tiny sizes that prove every row works, in well under a minute.
+    pub fn smoke(host: ImportHost) -> Sizes {
+        Sizes {
+            import: ImportOptions {
+                records: 2_000,
+                naive_records: 2_000,
+                host,
+                perf_data: None,
+            },
+            lease: LeaseOptions {
+                callers: 200,
+                duration: Duration::from_millis(1_000),
+                warmup: Duration::from_millis(200),
+            },
+            audit_record_events: 2_000,
+            audit_verify_events: 10_000,
+        }
+    }
+}
+
+/// What a run of several rows produced: every row that ran, and the benches that broke.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rows: Vec<Row>,
+    /// Where the import's time went (see [`import::ImportReport::time_split`]).
+    pub time_split: Vec<String>,
+    pub broken: Vec<(Bench, anyhow::Error)>,
+}
+
+/// Runs `benches` in order; a broken one is recorded and the others still run.
+pub async fn run(benches: &[Bench], sizes: &Sizes) -> Outcome {
+    let mut outcome = Outcome::default();
+    for &bench in benches {
+        eprintln!("clio-load: {} …", bench.name());
+        match run_one(bench, sizes).await {
+            Ok((rows, split)) => {
+                outcome.rows.extend(rows);
+                outcome.time_split.extend(split);
+            }
+            Err(error) => {
+                eprintln!("clio-load: {} broke: {error:#}", bench.name());
+                outcome.broken.push((bench, error));
+            }
+        }
+    }
+    outcome
+}
+
+async fn run_one(bench: Bench, sizes: &Sizes) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    Ok(match bench {
+        Bench::Import => {
+            let report = import::run(&sizes.import).await?;
+            (report.rows, report.time_split)
+        }
+        Bench::Lease => (lease::run(&sizes.lease).await?.rows, Vec::new()),
+        Bench::AuditRecord => (
+            vec![audit::record(sizes.audit_record_events).await?],
+            Vec::new(),
+        ),
+        Bench::AuditVerify => (
+            vec![audit::verify_chain(sizes.audit_verify_events).await?],
+            Vec::new(),
+        ),
+    })
+}

@@ -1,0 +1,254 @@
+//! `clio-load`: the benchmark rows of issue 16 from the command line.
+//!
+//! `clio-load [--json] all [--smoke]` runs every row; `import`, `lease`, `audit-record`
+//! and `audit-verify` run one. Sizes default to the issue's (`--smoke`: tiny) and each
+//! has a flag. The exit code is 1 only when a row broke (a failed job, a stored count that
+//! does not match), never for a missed target.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use load::{Bench, ImportHost, Outcome, Sizes};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clio-load",
+    version,
+    about = "Benchmarks of clio-connect's hot paths, each beside its reference"
+)]
+struct Cli {
+    /// Print the rows as JSON on stdout (the table goes to stderr)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every row, in priority order
+    All(Sizing),
+    /// import-svc against the competent and the naive script
+    Import(Sizing),
+    /// LeaseAccessToken against the health check under the same load
+    Lease(Sizing),
+    /// audit Record against plain INSERTs
+    AuditRecord(Sizing),
+    /// audit Verify against a plain scan
+    AuditVerify(Sizing),
+    /// BENCHMARKS.md from the JSON of `--json all` (tests/load/report.sh)
+    Render {
+        /// The JSON `clio-load --json all` printed
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// `perf report` text of a profiled import, for "Where the time goes"
+        #[arg(long, value_name = "FILE")]
+        profile: Option<PathBuf>,
+        /// The git revision measured
+        #[arg(long, default_value = "")]
+        revision: String,
+        /// The command that regenerates the file
+        #[arg(long, default_value = "tests/load/report.sh")]
+        command: String,
+        /// Conditions of the run, quoted under the title
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// import-svc itself, on this binary's copy of its code (how the import row runs it as
+    /// a process of its own)
+    #[command(hide = true)]
+    ServeImportSvc {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct Sizing {
+    /// Tiny sizes: proves every row works in well under a minute
+    #[arg(long)]
+    smoke: bool,
+    /// Contacts to import (default 200000; smoke 2000)
+    #[arg(long)]
+    records: Option<u64>,
+    /// Contacts the naive script stores (default 20000, at most --records; smoke 2000)
+    #[arg(long)]
+    naive_records: Option<u64>,
+    /// Run import-svc in this process instead of as a child process
+    #[arg(long, conflicts_with = "import_binary")]
+    in_process: bool,
+    /// Run this import-svc binary instead of this tool's own copy of import-svc
+    #[arg(long, value_name = "PATH")]
+    import_binary: Option<PathBuf>,
+    /// Record a CPU profile of import-svc during the job into this file (`perf record`;
+    /// not with --in-process)
+    #[arg(long, value_name = "FILE", conflicts_with = "in_process")]
+    perf_data: Option<PathBuf>,
+    /// Concurrent LeaseAccessToken callers (default 200)
+    #[arg(long)]
+    callers: Option<usize>,
+    /// Seconds each lease load runs (default 5; smoke 1)
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Events of the Record row (audit-record; default 200000), or of the chain the
+    /// Verify row reads (audit-verify; default 1000000)
+    #[arg(long)]
+    events: Option<usize>,
+    /// Events of the Record row when running `all` (default 200000; smoke 2000)
+    #[arg(long)]
+    record_events: Option<usize>,
+    /// Events of the Verify row's chain when running `all` (default 1000000; smoke 10000)
+    #[arg(long)]
+    verify_events: Option<usize>,
+}
+
+impl Sizing {
+    fn host(&self) -> ImportHost {
+        if self.in_process {
+            return ImportHost::InProcess;
+        }
+        if let Some(program) = &self.import_binary {
+            return ImportHost::Process {
+                program: program.clone(),
+                args: Vec::new(),
+            };
+        }
+        match std::env::current_exe() {
+            Ok(program) => ImportHost::Process {
+                program,
+                args: vec!["serve-import-svc".into()],
+            },
+            Err(_) => ImportHost::InProcess,
+        }
+    }
+
+    fn sizes(&self, bench: Option<Bench>) -> Sizes {
+        let host = self.host();
+        let mut sizes = match self.smoke {
+            true => Sizes::smoke(host),
+            false => Sizes::full(host),
+        };
+        if let Some(records) = self.records {
+            sizes.import.records = records;
+        }
+        sizes.import.perf_data = self.perf_data.clone();
+        sizes.import.naive_records = self
+            .naive_records
+            .unwrap_or(sizes.import.naive_records)
+            .min(sizes.import.records);
+        if let Some(callers) = self.callers {
+            sizes.lease.callers = callers.max(1);
+        }
+        if let Some(seconds) = self.seconds {
+            sizes.lease.duration = Duration::from_secs_f64(seconds.max(0.1));
+        }
+        sizes.audit_record_events = self.record_events.unwrap_or(sizes.audit_record_events);
+        sizes.audit_verify_events = self.verify_events.unwrap_or(sizes.audit_verify_events);
+        match (bench, self.events) {
+            (Some(Bench::AuditRecord), Some(events)) => sizes.audit_record_events = events,
+            (Some(Bench::AuditVerify), Some(events)) => sizes.audit_verify_events = events,
+            _ => {}
+        }
+        sizes
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (benches, sizing): (Vec<Bench>, &Sizing) = match &cli.command {
+        Command::ServeImportSvc { config } => {
+            return service_runtime::entrypoint::run_service(
+                "import-svc",
+                "IMPORT_SVC_",
+                Some(config.as_path()),
+                import_svc::run,
+            );
+        }
+        Command::Render {
+            input,
+            profile,
+            revision,
+            command,
+            note,
+        } => return render(input, profile.as_deref(), revision, command, note),
+        Command::All(sizing) => (Bench::ALL.to_vec(), sizing),
+        Command::Import(sizing) => (vec![Bench::Import], sizing),
+        Command::Lease(sizing) => (vec![Bench::Lease], sizing),
+        Command::AuditRecord(sizing) => (vec![Bench::AuditRecord], sizing),
+        Command::AuditVerify(sizing) => (vec![Bench::AuditVerify], sizing),
+    };
+    let sizes = sizing.sizes(benches.first().copied().filter(|_| benches.len() == 1));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("clio-load: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(load::run(&benches, &sizes));
+    report(&outcome, cli.json)
+}
+
+fn report(outcome: &Outcome, json: bool) -> ExitCode {
+    let table = load::row::table(&outcome.rows);
+    if json {
+        eprint!("{table}");
+        let broken: Vec<serde_json::Value> = outcome
+            .broken
+            .iter()
+            .map(|(bench, error)| {
+                serde_json::json!({ "bench": bench.name(), "error": format!("{error:#}") })
+            })
+            .collect();
+        let document = serde_json::json!({
+            "rows": outcome.rows,
+            "time_split": outcome.time_split,
+            "broken": broken,
+        });
+        println!("{document:#}");
+    } else {
+        print!("{table}");
+        for line in &outcome.time_split {
+            println!("  {line}");
+        }
+    }
+    for (bench, error) in &outcome.broken {
+        eprintln!("clio-load: {} BROKE: {error:#}", bench.name());
+    }
+    match outcome.broken.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+fn render(
+    input: &std::path::Path,
+    profile: Option<&std::path::Path>,
+    revision: &str,
+    command: &str,
+    note: &str,
+) -> ExitCode {
+    let document = std::fs::read_to_string(input)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Ok(serde_json::from_str::<load::markdown::Document>(&text)?));
+    let document = match document {
+        Ok(document) => document,
+        Err(error) => {
+            eprintln!("clio-load: cannot read {}: {error:#}", input.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let provenance = load::markdown::Provenance {
+        revision: revision.to_owned(),
+        command: command.to_owned(),
+        note: note.to_owned(),
+        profile: profile.and_then(|p| std::fs::read_to_string(p).ok()),
+    };
+    print!("{}", load::markdown::render(&document, &provenance));
+    ExitCode::SUCCESS
+}
