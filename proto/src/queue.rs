@@ -166,7 +166,8 @@ pub mod header {
 /// Routing keys of `JobEvent`s on [`Names::events_exchange`].
 pub mod event_key {
     pub const JOB_STARTED: &str = "job.started";
-    /// A page committed.
+    /// Pages committed: at most one event a quarter second per job, and always after a
+    /// listing's last page.
     pub const JOB_PROGRESS: &str = "job.progress";
     pub const JOB_COMPLETED: &str = "job.completed";
     pub const JOB_FAILED: &str = "job.failed";

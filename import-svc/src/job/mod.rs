@@ -7,6 +7,7 @@ pub mod body;
 pub mod checkpoints;
 pub mod listing;
 pub mod page_records;
+mod pages;
 pub mod runner;
 pub mod spec;
 pub mod store;

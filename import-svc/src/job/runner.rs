@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::checkpoints::{self, CheckpointDelta, ResourceRow};
+use super::checkpoints::{self, ResourceRow};
 use super::listing::first_page_url;
 use super::page_records;
 use super::spec::{JobSpec, Mode};
@@ -61,7 +61,7 @@ pub struct Runner {
 
 /// Rate-limit and backoff waits, added to the job's total with the next checkpoint.
 #[derive(Default)]
-struct Waits(AtomicU64);
+pub(super) struct Waits(pub(super) AtomicU64);
 
 impl WaitObserver for Waits {
     fn waited(&self, wait: Duration) {
@@ -73,7 +73,7 @@ impl WaitObserver for Waits {
 }
 
 /// Why a run stopped before completing; `?` carries it out of the page loops.
-struct Stop(Outcome);
+pub(super) struct Stop(pub(super) Outcome);
 
 impl From<sqlx::Error> for Stop {
     /// Postgres being unreachable is worth waiting out; Postgres refusing a value (SQLSTATE
@@ -123,14 +123,15 @@ impl From<LeaseError> for Stop {
 const LEASE_RENEW_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The job's state while it runs.
-struct Run<'a> {
-    spec: &'a JobSpec,
-    lease: Lease,
+pub(super) struct Run<'a> {
+    pub(super) spec: &'a JobSpec,
+    pub(super) lease: Lease,
     /// A forced refresh was spent on the current 401 episode; cleared by the next call
     /// Clio accepts, so a later, separate expiry gets its own refresh.
     refreshed: bool,
-    waits: Waits,
-    stop: &'a CancellationToken,
+    /// Shared with the page being written while the next is fetched.
+    pub(super) waits: &'a Waits,
+    pub(super) stop: &'a CancellationToken,
 }
 
 impl Runner {
@@ -200,11 +201,12 @@ impl Runner {
             .job(EventKind::Started, spec.job_id, &self.pool)
             .await;
 
+        let waits = Waits::default();
         let mut run = Run {
             spec,
             lease,
             refreshed: false,
-            waits: Waits::default(),
+            waits: &waits,
             stop,
         };
         let rows = checkpoints::resources(&self.pool, spec.job_id, &spec.resources).await?;
@@ -231,171 +233,8 @@ impl Runner {
         Ok(())
     }
 
-    /// The fetch phase: pages of records, each stored with its checkpoint. A full,
-    /// unfiltered listing ends by sweeping what it did not see; an incremental one moves on
-    /// to the reconcile phase.
-    async fn fetch_records(
-        &self,
-        run: &mut Run<'_>,
-        resource: Resource,
-        row: &mut ResourceRow,
-    ) -> Result<(), Stop> {
-        let spec = run.spec;
-        let listing_all = spec.filters.is_empty();
-        if row.next_url.is_none() && row.records_total.is_none() {
-            self.expect_total(run, resource).await?;
-        }
-        let since = self.since(spec, resource).await?;
-        let sweeps = spec.mode == Mode::Full && listing_all;
-        let sweep_started = if sweeps {
-            self.sweep_start(run, resource, row).await?
-        } else {
-            None
-        };
-        // Only the listing's first page says when it began (a resumed job kept it).
-        let mut first_page = row.next_url.is_none();
-        let mut url = self.start_url(run, resource, row, since, false)?;
-        loop {
-            let page = self.fetch(run, &url).await?;
-            let last = page.next.is_none();
-            let clio_started_at = if first_page { page.server_date } else { None };
-            first_page = false;
-            // After the last page: a full, unfiltered listing has seen every record, so
-            // the rest are deleted; an incremental one lists ids next to find deletions.
-            let next_phase = match (last, spec.mode, listing_all) {
-                (false, _, _) => "fetch",
-                (true, Mode::Full, true) | (true, _, false) => "done",
-                (true, Mode::Incremental, true) => "reconcile",
-            };
-            let mut tx = self.pool.begin().await?;
-            let target = self.target(run, resource);
-            let stored =
-                page_records::store_page(&mut tx, &target, &page.records, &page.skipped).await?;
-            let upserted = stored.upserted;
-            let deleted = match sweep_started {
-                Some(started) if last => {
-                    records::mark_unseen_deleted(&mut tx, &target, started).await?
-                }
-                _ => 0,
-            };
-            let delta = CheckpointDelta {
-                phase: next_phase,
-                next_url: page.next.as_ref().map(Url::as_str),
-                pages: 1,
-                fetched: len_i64(page.records.len() + page.skipped.len()),
-                written: i64::try_from(upserted.rows).unwrap_or(i64::MAX),
-                deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
-                total: page.total.and_then(|t| i64::try_from(t).ok()),
-                max_updated_at: upserted.max_updated_at,
-                clio_started_at,
-            };
-            self.commit_page(tx, run, resource, &delta).await?;
-            let skipped = stored.skipped;
-            self.metrics
-                .page_stored(resource, delta.written, delta.deleted, skipped);
-            row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
-            self.events
-                .page(run.spec.job_id, resource, page.records.len(), &self.pool)
-                .await;
-            self.check_stop(run).await?;
-            match page.next {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
-        row.phase = if spec.mode == Mode::Incremental && listing_all {
-            "reconcile".into()
-        } else {
-            "done".into()
-        };
-        row.next_url = None;
-        Ok(())
-    }
-
-    /// The reconcile phase of an incremental job: every id Clio lists is marked seen, and
-    /// the rest are swept as deleted after the last page.
-    async fn reconcile_ids(
-        &self,
-        run: &mut Run<'_>,
-        resource: Resource,
-        row: &ResourceRow,
-    ) -> Result<(), Stop> {
-        let sweep_started = self.sweep_start(run, resource, row).await?;
-        let mut url = self.start_url(run, resource, row, None, true)?;
-        loop {
-            let page = self.fetch(run, &url).await?;
-            let last = page.next.is_none();
-            let mut tx = self.pool.begin().await?;
-            let target = self.target(run, resource);
-            records::mark_seen(&mut tx, &target, &page.records).await?;
-            let deleted = match sweep_started {
-                Some(started) if last => {
-                    records::mark_unseen_deleted(&mut tx, &target, started).await?
-                }
-                _ => 0,
-            };
-            let delta = CheckpointDelta {
-                phase: if last { "done" } else { "reconcile" },
-                next_url: page.next.as_ref().map(Url::as_str),
-                pages: 1,
-                deleted: i64::try_from(deleted).unwrap_or(i64::MAX),
-                ..Default::default()
-            };
-            self.commit_page(tx, run, resource, &delta).await?;
-            self.metrics.page_stored(resource, 0, delta.deleted, 0);
-            self.check_stop(run).await?;
-            match page.next {
-                Some(next) => url = next,
-                None => break,
-            }
-        }
-        Ok(())
-    }
-
-    /// Commits a page: its records (already in `tx`), the checkpoint, the waits, and — on
-    /// the resource's last page — the connection's new high-water mark: Clio's time when
-    /// the listing began (so an edit to a page already read is picked up next time), or
-    /// without a `Date` from Clio the newest `updated_at` seen.
-    async fn commit_page(
-        &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        run: &Run<'_>,
-        resource: Resource,
-        delta: &CheckpointDelta<'_>,
-    ) -> Result<(), Stop> {
-        checkpoints::save_checkpoint(&mut tx, run.spec.job_id, resource, delta).await?;
-        let waited = run.waits.0.swap(0, Ordering::Relaxed);
-        if waited > 0 {
-            sqlx::query(
-                "UPDATE jobs SET rate_limit_wait_ms = rate_limit_wait_ms + $2 WHERE job_id = $1",
-            )
-            .bind(run.spec.job_id)
-            .bind(i64::try_from(waited).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if delta.phase == "done" {
-            let mark =
-                checkpoints::finished_listing_mark(&mut *tx, run.spec.job_id, resource).await?;
-            if let Some(mark) = mark
-                && run.spec.filters.is_empty()
-            {
-                checkpoints::advance_high_water(
-                    &mut tx,
-                    &run.spec.connection_id,
-                    resource,
-                    mark,
-                    run.spec.job_id,
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// One page, re-leasing the token once if Clio says 401.
-    async fn fetch(&self, run: &mut Run<'_>, url: &Url) -> Result<Page, Stop> {
+    pub(super) async fn fetch(&self, run: &mut Run<'_>, url: &Url) -> Result<Page, Stop> {
         let gate = self.gates.gate(&run.spec.connection_id);
         loop {
             self.renew_if_due(run).await?;
@@ -407,7 +246,7 @@ impl Runner {
                     token: &run.lease.token,
                     gate: &gate,
                     cancel: run.stop,
-                    observer: &run.waits,
+                    observer: run.waits,
                 })
                 .await;
             match outcome {
@@ -480,7 +319,7 @@ impl Runner {
         Ok(())
     }
 
-    async fn check_stop(&self, run: &Run<'_>) -> Result<(), Stop> {
+    pub(super) async fn check_stop(&self, run: &Run<'_>) -> Result<(), Stop> {
         if store::cancel_requested(&self.pool, run.spec.job_id).await? {
             return Err(Stop(Outcome::Cancelled));
         }
@@ -494,7 +333,7 @@ impl Runner {
     /// now (before its first request to Clio), else as the checkpoint kept it. `None` for a
     /// listing resumed from a checkpoint that predates the record (a job in flight across
     /// the upgrade): without its start no sweep is safe, so that listing deletes nothing.
-    async fn sweep_start(
+    pub(super) async fn sweep_start(
         &self,
         run: &Run<'_>,
         resource: Resource,
@@ -519,7 +358,7 @@ impl Runner {
     /// on. A first sync (nothing stored yet) and incremental or filtered jobs have no
     /// estimate, and their ETA stays unknown. A `meta.records` total, should Clio send one,
     /// replaces the estimate with the first page.
-    async fn expect_total(&self, run: &Run<'_>, resource: Resource) -> Result<(), Stop> {
+    pub(super) async fn expect_total(&self, run: &Run<'_>, resource: Resource) -> Result<(), Stop> {
         if run.spec.mode != Mode::Full || !run.spec.filters.is_empty() {
             return Ok(());
         }
@@ -530,12 +369,19 @@ impl Runner {
         Ok(())
     }
 
-    fn target<'a>(&self, run: &'a Run<'_>, resource: Resource) -> Target<'a> {
+    /// Where a page of `resource` is written, for the account the lease is for (the same
+    /// through every renewal: a lease is for one connection).
+    pub(super) fn target<'a>(
+        &self,
+        spec: &'a JobSpec,
+        account_id: &'a str,
+        resource: Resource,
+    ) -> Target<'a> {
         Target {
             resource,
-            account_id: &run.lease.account_id,
-            connection_id: &run.spec.connection_id,
-            job_id: run.spec.job_id,
+            account_id,
+            connection_id: &spec.connection_id,
+            job_id: spec.job_id,
             now: self.clock.now(),
         }
     }
@@ -544,7 +390,7 @@ impl Runner {
     /// high-water mark (Clio's time when the previous sync began) less a small overlap
     /// (`importer.incremental_overlap_secs`: clock granularity and Clio's own commit lag);
     /// a full job (or a first sync) reads everything.
-    async fn since(
+    pub(super) async fn since(
         &self,
         spec: &JobSpec,
         resource: Resource,
@@ -561,7 +407,7 @@ impl Runner {
 
     /// Where a listing (re)starts: its checkpoint's next page, else its first page
     /// ([`first_page_url`]).
-    fn start_url(
+    pub(super) fn start_url(
         &self,
         run: &Run<'_>,
         resource: Resource,
@@ -584,6 +430,6 @@ impl Runner {
     }
 }
 
-fn len_i64(n: usize) -> i64 {
+pub(super) fn len_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
