@@ -45,6 +45,17 @@ impl Validate for Config {
         self.amqp.validate()?;
         self.auth.validate()?;
         self.importer.validate()?;
+        // The broker hands a consumer at most `prefetch` jobs: slots beyond it never fill.
+        if usize::from(self.amqp.prefetch) < self.importer.max_concurrent_jobs {
+            return Err(ConfigError::invalid(
+                "amqp.prefetch",
+                format!(
+                    "is {} but importer.max_concurrent_jobs is {}: only {} jobs would ever \
+                     run at once; raise amqp.prefetch to at least importer.max_concurrent_jobs",
+                    self.amqp.prefetch, self.importer.max_concurrent_jobs, self.amqp.prefetch
+                ),
+            ));
+        }
         self.retention.validate()?;
         self.audit.validate().map_err(|e| e.within("audit"))
     }
@@ -443,6 +454,26 @@ mod tests {
         let mut config = valid;
         config.audit.token = Some(SecretString::from(""));
         assert!(error_of(&config).contains("audit.token"));
+    }
+
+    #[test]
+    fn job_slots_the_broker_would_never_fill_are_refused_naming_both_settings() {
+        let mut config = valid();
+        config.importer.max_concurrent_jobs = 20;
+        let error = error_of(&config);
+        assert!(error.contains("amqp.prefetch"), "{error}");
+        assert!(
+            error.contains("importer.max_concurrent_jobs is 20"),
+            "{error}"
+        );
+
+        config.amqp.prefetch = 20;
+        assert!(config.validate().is_ok());
+        config.amqp.prefetch = 32;
+        assert!(
+            config.validate().is_ok(),
+            "a prefetch above the slots is fine"
+        );
     }
 
     #[test]

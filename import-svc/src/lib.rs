@@ -39,6 +39,7 @@ use service_runtime::server::{ServerParts, serve};
 use service_runtime::{AccessPolicy, Background, CancellationToken, Role};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -206,6 +207,16 @@ struct Shared {
     metrics: ImportMetrics,
 }
 
+/// The pool of job locks: one connection per job slot, opened as jobs start (same server
+/// and login as `pool`). A session advisory lock lives as long as its connection, so each
+/// running job keeps one for its whole run, whatever it waits for.
+fn job_lock_pool(pool: &PgPool, slots: usize) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(u32::try_from(slots).unwrap_or(u32::MAX))
+        .min_connections(0)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 /// Starts the job consumer, the reconciler and retention on `workers`. Returns the flag
 /// the consumer holds up while it has a live AMQP session (RabbitMQ's health).
 fn start_workers(
@@ -233,6 +244,7 @@ fn start_workers(
         publisher: shared.publisher.clone(),
         events: shared.events.clone(),
         pool: shared.pool.clone(),
+        locks: job_lock_pool(&shared.pool, config.importer.max_concurrent_jobs),
         audit: shared.audit.clone(),
         max_concurrent_jobs: config.importer.max_concurrent_jobs,
         shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),

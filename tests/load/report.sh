@@ -23,20 +23,34 @@ mkdir -p "$work"
 status=0
 "$tool" --json all "$@" >"$work/rows.json" || status=$?
 
+# perf pads every line to the terminal's width and prints comment headers.
+trim() {
+    grep -v '^#' | grep -v '^[[:space:]]*$' | cut -c1-170 | sed -e 's/[[:space:]]*$//'
+}
+
 profile_args=()
 if [[ "${PROFILE:-1}" != 0 ]] && command -v perf >/dev/null; then
     records="${PROFILE_RECORDS:-200000}"
     rm -f "$work/import.perf.data"
     if "$tool" import --records "$records" --naive-records 1000 \
         --perf-data "$work/import.perf.data" >"$work/profiled-import.txt"; then
+        # Inclusive time of the program's frames (runtime, thread, future-adapter and
+        # kernel frames left out: they include everything or show in the object summary),
+        # then self time by symbol and by object.
         {
-            echo "# import of $records contacts, import-svc only; top symbols"
-            perf report -i "$work/import.perf.data" --stdio --no-children --sort symbol \
-                --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
+            echo "# import of $records contacts: import-svc's process only, inclusive (children) time"
+            perf report -i "$work/import.perf.data" --stdio --children --sort symbol -g none \
+                --percent-limit 3 2>/dev/null | trim |
+                grep -Ev '\[k\]|tokio::runtime|std::sys|start_thread|clone3|call_once|__rust_begin|0xffffffffffffffff|PollFn|MaybeDone|future::map::Map' |
+                head -30 || true
             echo
-            echo "# by shared object"
-            perf report -i "$work/import.perf.data" --stdio --no-children --sort dso \
-                --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
+            echo "# self time by symbol"
+            perf report -i "$work/import.perf.data" --stdio --no-children --sort symbol -g none \
+                --percent-limit 1.5 2>/dev/null | trim | head -20 || true
+            echo
+            echo "# self time by shared object"
+            perf report -i "$work/import.perf.data" --stdio --no-children --sort dso -g none \
+                --percent-limit 0.5 2>/dev/null | trim | head -8 || true
         } >"$work/profile.txt"
         profile_args=(--profile "$work/profile.txt")
     else

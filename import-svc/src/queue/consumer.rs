@@ -59,6 +59,10 @@ pub struct Consumer {
     pub publisher: Arc<Publisher>,
     pub events: Arc<Events>,
     pub pool: PgPool,
+    /// Connections that hold running jobs' advisory locks, one per job slot, apart from
+    /// `pool`: a replica running many (mostly rate-limit-waiting) jobs must not starve the
+    /// pool its page writes and API calls use.
+    pub locks: PgPool,
     pub audit: Auditor,
     pub max_concurrent_jobs: usize,
     pub shutdown_grace: Duration,
@@ -296,7 +300,7 @@ impl Consumer {
         stop: &CancellationToken,
     ) -> Result<Result<(), SessionBroken>, RecordError> {
         store::insert_queued(&self.pool, spec).await?;
-        let mut lock = self.pool.acquire().await?;
+        let mut lock = self.locks.acquire().await?;
         // A session lock lives as long as its connection. Closing the connection instead
         // of returning it to the pool means a task aborted mid-job (shutdown grace over)
         // cannot leave the job locked on a pooled connection for good.

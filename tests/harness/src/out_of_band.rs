@@ -21,6 +21,47 @@ pub async fn connect_out_of_band(
     principal: &str,
     clio_user: i64,
 ) -> Result<String, tonic::Status> {
+    let mut auth = AuthServiceClient::new(channel(auth_address).await);
+    let app_id = approved_app(sim, &mut auth, scopes).await;
+    let started = auth
+        .start_authorization(with_bearer(
+            auth::StartAuthorizationRequest {
+                app_id,
+                principal: principal.into(),
+                mode: auth::AuthorizationMode::OutOfBand as i32,
+                reconnect_connection_id: String::new(),
+            },
+            &token_of("connector"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let consent = sim
+        .admin()
+        .consent(&started.authorization_url, clio_user, Decision::Allow)
+        .await
+        .unwrap();
+    let pasted = consent
+        .page_title
+        .expect("the approval page shows the code");
+    auth.complete_authorization(with_bearer(
+        auth::CompleteAuthorizationRequest {
+            state: started.state,
+            code: pasted,
+        },
+        &token_of("connector"),
+    ))
+    .await
+    .map(|answer| answer.into_inner().connection_id)
+}
+
+/// An app declaring `scopes`, registered at the simulator (US) and at auth-svc and
+/// approved by compliance; returns auth-svc's app id.
+async fn approved_app(
+    sim: &ClioSim,
+    auth: &mut AuthServiceClient<tonic::transport::Channel>,
+    scopes: &[&str],
+) -> String {
     let client_id = format!("app-{}", uuid::Uuid::new_v4().simple());
     let client_secret = format!("secret-{}", uuid::Uuid::new_v4().simple());
     let approval = format!("{}/oauth/approval", sim.base_url(Region::Us));
@@ -37,7 +78,6 @@ pub async fn connect_out_of_band(
         .await
         .unwrap();
 
-    let mut auth = AuthServiceClient::new(channel(auth_address).await);
     let declared = scopes
         .iter()
         .map(|s| common::ScopeJustification {
@@ -72,34 +112,5 @@ pub async fn connect_out_of_band(
     ))
     .await
     .unwrap();
-    let started = auth
-        .start_authorization(with_bearer(
-            auth::StartAuthorizationRequest {
-                app_id: app.app_id,
-                principal: principal.into(),
-                mode: auth::AuthorizationMode::OutOfBand as i32,
-                reconnect_connection_id: String::new(),
-            },
-            &token_of("connector"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let consent = sim
-        .admin()
-        .consent(&started.authorization_url, clio_user, Decision::Allow)
-        .await
-        .unwrap();
-    let pasted = consent
-        .page_title
-        .expect("the approval page shows the code");
-    auth.complete_authorization(with_bearer(
-        auth::CompleteAuthorizationRequest {
-            state: started.state,
-            code: pasted,
-        },
-        &token_of("connector"),
-    ))
-    .await
-    .map(|answer| answer.into_inner().connection_id)
+    app.app_id
 }

@@ -155,7 +155,7 @@ async fn run_service(
     options: &ImportOptions,
     connection: &str,
 ) -> Result<ServiceRun> {
-    let import = ImportSvc::start(platform, &options.host, 4).await?;
+    let import = ImportSvc::start(platform, &options.host, |_| {}).await?;
     let measured = async {
         let idle = procstat::sample(import.pid());
         let perf = match (&options.perf_data, import.pid()) {

@@ -70,7 +70,6 @@ pub fn import_config(
     platform: &Platform,
     database: SecretString,
     prefix: &str,
-    max_concurrent_jobs: usize,
 ) -> import_svc::Config {
     let mut config = import_svc::Config {
         service: service_config(database),
@@ -85,24 +84,21 @@ pub fn import_config(
     config.audit.token = Some(SecretString::from(token_of("import_writer")));
     config.importer.backoff_base_ms = 20;
     config.importer.rate_limit_reserve = 0;
-    config.importer.max_concurrent_jobs = max_concurrent_jobs;
     config
 }
 
 impl ImportSvc {
+    /// Starts import-svc with [`import_config`], changed by `tweak` (page size,
+    /// concurrency).
     pub async fn start(
         platform: &Platform,
         host: &ImportHost,
-        max_concurrent_jobs: usize,
+        tweak: impl FnOnce(&mut import_svc::Config),
     ) -> Result<ImportSvc> {
         let mut broker = TestBroker::connect("load").await;
         let database = TestDatabase::create().await;
-        let config = import_config(
-            platform,
-            database.secret_url(),
-            &broker.prefix,
-            max_concurrent_jobs,
-        );
+        let mut config = import_config(platform, database.secret_url(), &broker.prefix);
+        tweak(&mut config);
         let topology = proto::queue::Names::with_prefix(&broker.prefix);
         let queues = topology.all_queues(&config.amqp.retry_delays_ms);
         let exchanges = topology.all_exchanges();
@@ -149,7 +145,8 @@ impl ImportSvc {
                 import::SubmitJobRequest { job: Some(job) },
                 &token_of("job_submitter"),
             ))
-            .await?;
+            .await
+            .context("SubmitJob")?;
         Ok(answer.into_inner().job_id)
     }
 
@@ -176,26 +173,56 @@ impl ImportSvc {
 
     /// Polls until the job is final; an error unless it COMPLETED.
     pub async fn completed(&self, job_id: &str, within: Duration) -> Result<import::Job> {
+        let done = self.all_completed(&[job_id.to_owned()], within).await?;
+        Ok(done
+            .into_iter()
+            .next()
+            .map(|(job, _)| job)
+            .unwrap_or_default())
+    }
+
+    /// Polls until every job is final, noting when each was first seen COMPLETED; an
+    /// error unless all completed.
+    pub async fn all_completed(
+        &self,
+        job_ids: &[String],
+        within: Duration,
+    ) -> Result<Vec<(import::Job, std::time::Instant)>> {
         let mut client = self.client().await;
         let give_up = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(job) = self.job(&mut client, job_id).await? {
-                let status = import::JobStatus::try_from(job.status).unwrap_or_default();
-                match status {
-                    import::JobStatus::Completed => return Ok(job),
-                    import::JobStatus::Failed
-                    | import::JobStatus::Cancelled
-                    | import::JobStatus::DeadLettered => {
-                        bail!("job {job_id} ended {status:?}: {}", job.failure_reason)
-                    }
-                    _ => {}
+        let mut done: Vec<Option<(import::Job, std::time::Instant)>> = vec![None; job_ids.len()];
+        while done.iter().any(Option::is_none) {
+            for (slot, job_id) in done.iter_mut().zip(job_ids) {
+                if slot.is_none() {
+                    *slot = self.final_state(&mut client, job_id).await?;
                 }
             }
             if tokio::time::Instant::now() >= give_up {
-                bail!("job {job_id} did not complete within {within:?}");
+                bail!("jobs did not complete within {within:?}");
             }
             // Short enough to add little to a job of seconds, long enough to cost nothing.
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    async fn final_state(
+        &self,
+        client: &mut ImportServiceClient<Channel>,
+        job_id: &str,
+    ) -> Result<Option<(import::Job, std::time::Instant)>> {
+        let Some(job) = self.job(client, job_id).await? else {
+            return Ok(None);
+        };
+        let status = import::JobStatus::try_from(job.status).unwrap_or_default();
+        match status {
+            import::JobStatus::Completed => Ok(Some((job, std::time::Instant::now()))),
+            import::JobStatus::Failed
+            | import::JobStatus::Cancelled
+            | import::JobStatus::DeadLettered => {
+                bail!("job {job_id} ended {status:?}: {}", job.failure_reason)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -290,26 +317,6 @@ async fn stop_child(child: &mut tokio::process::Child) -> Result<()> {
 /// The settings [`import_config`] makes, as the binary's TOML (its `Config` reads files,
 /// it is not serialisable).
 fn config_toml(config: &import_svc::Config, listen: SocketAddr) -> String {
-    let callers: Vec<String> = harness::test_callers()
-        .into_iter()
-        .map(|c| {
-            let roles: Vec<String> = c
-                .roles
-                .iter()
-                .map(|r| format!("{:?}", r.as_str()))
-                .collect();
-            let tenants = c
-                .tenants
-                .map(|t| format!(", tenants = {t:?}"))
-                .unwrap_or_default();
-            format!(
-                "{{ name = {:?}, token = {:?}, roles = [{}]{tenants} }}",
-                c.name,
-                c.token,
-                roles.join(", ")
-            )
-        })
-        .collect();
     let secret = |s: &Option<SecretString>| {
         s.as_ref()
             .map(|t| t.expose_secret().to_owned())
@@ -318,22 +325,26 @@ fn config_toml(config: &import_svc::Config, listen: SocketAddr) -> String {
     format!(
         "[service]\nlisten = \"{listen}\"\nlog_format = \"json\"\nlog_filter = \"warn\"\n\
          health_interval_ms = {health}\n\
-         database.url = {db:?}\ncallers = [{callers}]\n\n\
-         [amqp]\nurl = {amqp:?}\nprefix = {prefix:?}\nreconnect_delay_ms = 200\n\n\
+         database.url = {db:?}\ndatabase.max_connections = {pool}\ncallers = {callers}\n\n\
+         [amqp]\nurl = {amqp:?}\nprefix = {prefix:?}\nreconnect_delay_ms = 200\n\
+         prefetch = {prefetch}\n\n\
          [auth]\nendpoint = {auth:?}\ntoken = {auth_token:?}\n\n\
          [importer]\nbackoff_base_ms = {backoff}\nrate_limit_reserve = {reserve}\n\
-         max_concurrent_jobs = {jobs}\n\n\
+         max_concurrent_jobs = {jobs}\npage_size = {page_size}\n\n\
          [audit]\nendpoint = {audit:?}\ntoken = {audit_token:?}\n",
         health = config.service.health_interval_ms,
         db = config.service.database.url.expose_secret(),
-        callers = callers.join(", "),
+        pool = config.service.database.max_connections,
+        callers = harness::callers_toml(),
         amqp = config.amqp.url.expose_secret(),
         prefix = config.amqp.prefix,
+        prefetch = config.amqp.prefetch,
         auth = config.auth.endpoint,
         auth_token = secret(&config.auth.token),
         backoff = config.importer.backoff_base_ms,
         reserve = config.importer.rate_limit_reserve,
         jobs = config.importer.max_concurrent_jobs,
+        page_size = config.importer.page_size,
         audit = config.audit.endpoint,
         audit_token = secret(&config.audit.token),
     )

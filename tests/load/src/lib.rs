@@ -15,9 +15,11 @@ pub mod import;
 pub mod import_host;
 pub mod lease;
 pub mod markdown;
+pub mod offboarding;
 pub mod perf;
 pub mod platform;
 pub mod procstat;
+pub mod rate_limited;
 pub mod row;
 pub mod script;
 
@@ -26,6 +28,7 @@ use std::time::Duration;
 pub use import::ImportOptions;
 pub use import_host::ImportHost;
 pub use lease::LeaseOptions;
+pub use rate_limited::RateOptions;
 pub use row::{Row, Target};
 
 /// The rows, in the order `all` runs them.
@@ -35,14 +38,18 @@ pub enum Bench {
     Lease,
     AuditRecord,
     AuditVerify,
+    RateLimited,
+    Offboarding,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 4] = [
+    pub const ALL: [Bench; 6] = [
         Bench::Import,
         Bench::Lease,
         Bench::AuditRecord,
         Bench::AuditVerify,
+        Bench::RateLimited,
+        Bench::Offboarding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +58,8 @@ impl Bench {
             Bench::Lease => "lease",
             Bench::AuditRecord => "audit-record",
             Bench::AuditVerify => "audit-verify",
+            Bench::RateLimited => "rate-limited",
+            Bench::Offboarding => "offboarding",
         }
     }
 }
@@ -62,14 +71,28 @@ pub struct Sizes {
     pub lease: LeaseOptions,
     pub audit_record_events: usize,
     pub audit_verify_events: usize,
+    pub rate: RateOptions,
+    /// Connections of the person `OffboardUser` offboards.
+    pub offboarding_connections: usize,
 }
 
 impl Sizes {
     /// The sizes: 200,000 contacts (the naive script over 20,000 of them), 200
     /// lease callers for 5 s, 200,000 audit events recorded, a 1,000,000-event chain
-    /// verified.
+    /// verified; rate-limited imports of 1 and 20 tokens at Clio's 50 requests per 60 s;
+    /// a person with 100 connections offboarded.
     pub fn full(host: ImportHost) -> Sizes {
         Sizes {
+            rate: RateOptions {
+                limit: 50,
+                // Clio's window: its reset is announced in whole seconds, so a shorter
+                // window would measure that rounding rather than the pacing.
+                window: Duration::from_secs(60),
+                windows: 2,
+                page_size: 200,
+                tokens: vec![1, 20],
+                host: host.clone(),
+            },
             import: ImportOptions {
                 records: 200_000,
                 naive_records: 20_000,
@@ -83,12 +106,21 @@ impl Sizes {
             },
             audit_record_events: 200_000,
             audit_verify_events: 1_000_000,
+            offboarding_connections: 100,
         }
     }
 
     /// Tiny sizes that prove every row works, in well under a minute.
     pub fn smoke(host: ImportHost) -> Sizes {
         Sizes {
+            rate: RateOptions {
+                limit: 10,
+                window: Duration::from_secs(1),
+                windows: 2,
+                page_size: 20,
+                tokens: vec![1, 4],
+                host: host.clone(),
+            },
             import: ImportOptions {
                 records: 2_000,
                 naive_records: 2_000,
@@ -102,6 +134,7 @@ impl Sizes {
             },
             audit_record_events: 2_000,
             audit_verify_events: 10_000,
+            offboarding_connections: 5,
         }
     }
 }
@@ -147,6 +180,11 @@ async fn run_one(bench: Bench, sizes: &Sizes) -> anyhow::Result<(Vec<Row>, Vec<S
         ),
         Bench::AuditVerify => (
             vec![audit::verify_chain(sizes.audit_verify_events).await?],
+            Vec::new(),
+        ),
+        Bench::RateLimited => (rate_limited::run(&sizes.rate).await?, Vec::new()),
+        Bench::Offboarding => (
+            vec![offboarding::run(sizes.offboarding_connections).await?],
             Vec::new(),
         ),
     })

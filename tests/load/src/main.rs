@@ -38,6 +38,10 @@ enum Command {
     AuditRecord(Sizing),
     /// audit Verify against a plain scan
     AuditVerify(Sizing),
+    /// Rate-limited imports (1 and 20 tokens) against the limit's bound
+    RateLimited(Sizing),
+    /// OffboardUser of a person with many connections
+    Offboarding(Sizing),
     /// BENCHMARKS.md from the JSON of `--json all` (tests/load/report.sh)
     Render {
         /// The JSON `clio-load --json all` printed
@@ -96,6 +100,18 @@ struct Sizing {
     /// Verify row reads (audit-verify; default 1000000)
     #[arg(long)]
     events: Option<usize>,
+    /// Requests per window per token of the rate-limited rows (default 50; smoke 10)
+    #[arg(long)]
+    limit: Option<u32>,
+    /// The rate limit's window in seconds (default 60, Clio's; smoke 1)
+    #[arg(long)]
+    window_secs: Option<f64>,
+    /// Token counts of the rate-limited rows, one row each (default 1,20; smoke 1,4)
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<usize>>,
+    /// Connections of the offboarded person (default 100; smoke 5)
+    #[arg(long)]
+    connections: Option<usize>,
     /// Events of the Record row when running `all` (default 200000; smoke 2000)
     #[arg(long)]
     record_events: Option<usize>,
@@ -144,6 +160,18 @@ impl Sizing {
         if let Some(seconds) = self.seconds {
             sizes.lease.duration = Duration::from_secs_f64(seconds.max(0.1));
         }
+        if let Some(connections) = self.connections {
+            sizes.offboarding_connections = connections.max(1);
+        }
+        if let Some(limit) = self.limit {
+            sizes.rate.limit = limit.max(1);
+        }
+        if let Some(window) = self.window_secs {
+            sizes.rate.window = Duration::from_secs_f64(window.max(0.1));
+        }
+        if let Some(tokens) = &self.tokens {
+            sizes.rate.tokens = tokens.iter().map(|&t| t.max(1)).collect();
+        }
         sizes.audit_record_events = self.record_events.unwrap_or(sizes.audit_record_events);
         sizes.audit_verify_events = self.verify_events.unwrap_or(sizes.audit_verify_events);
         match (bench, self.events) {
@@ -178,6 +206,8 @@ fn main() -> ExitCode {
         Command::Lease(sizing) => (vec![Bench::Lease], sizing),
         Command::AuditRecord(sizing) => (vec![Bench::AuditRecord], sizing),
         Command::AuditVerify(sizing) => (vec![Bench::AuditVerify], sizing),
+        Command::RateLimited(sizing) => (vec![Bench::RateLimited], sizing),
+        Command::Offboarding(sizing) => (vec![Bench::Offboarding], sizing),
     };
     let sizes = sizing.sizes(benches.first().copied().filter(|_| benches.len() == 1));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -140,8 +140,10 @@ fn time_section(document: &Document, provenance: &Provenance) -> String {
     if let Some(profile) = &provenance.profile {
         out.push_str(
             "### import-svc's CPU profile during the import\n\n\
-             `perf record -F 499 -p <import-svc>` over the whole job (a separate run of the \
-             import row with `--perf-data`), flat by symbol and by shared object:\n\n```text\n",
+             `perf record -F 499 --call-graph dwarf -p <import-svc>` over the whole job (a \
+             separate run of the import row with `--perf-data`): inclusive time of the frames \
+             that matter (runtime and thread frames left out), then self time by symbol and by \
+             shared object.\n\n```text\n",
         );
         out.push_str(profile.trim_end());
         out.push_str("\n```\n");

@@ -7,11 +7,10 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use clio_sim::{AppSpec, ClioSim, Decision, Region, SimConfig};
+use clio_sim::{ClioSim, Region, SimConfig};
 use harness::{SpawnedService, TestDatabase, channel, spawn_service, token_of, with_bearer};
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
-use proto::common::v1 as common;
 use secrecy::SecretString;
 use service_runtime::config::ServiceConfig;
 use tonic::transport::Channel;
@@ -89,104 +88,17 @@ impl Platform {
     }
 
     /// Registers a Clio app with `scopes` at the simulator and at auth-svc, has compliance
-    /// approve it, and connects `principal` as Clio user `clio_user` out-of-band
-    /// (the e2e stack's `Stack::connect`). Returns the connection id.
+    /// approve it, and connects `principal` of [`TENANT`] as Clio user `clio_user`
+    /// out-of-band, as the e2e tests do. Returns the connection id.
     pub async fn connect(
         &self,
         scopes: &[&str],
         principal: &str,
         clio_user: i64,
     ) -> Result<String> {
-        let short = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let client_id = format!("app-{short}");
-        let client_secret = format!("secret-{short}");
-        let approval = format!("{}/oauth/approval", self.sim.base_url(Region::Us));
-        let spec = AppSpec {
-            client_id: client_id.clone(),
-            client_secret: client_secret.clone(),
-            redirect_uris: vec![approval.clone()],
-            permissions: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        self.sim.admin().register_app(Region::Us, &spec).await?;
-        let mut auth = self.auth().await;
-        let declared = scopes
-            .iter()
-            .map(|s| {
-                let scope = s.parse::<scope_catalog::Scope>()?;
-                Ok(common::ScopeJustification {
-                    scope: Some(scope.to_wire()),
-                    justification: format!("benchmark needs {s}"),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let app = auth
-            .register_app(with_bearer(
-                auth::RegisterAppRequest {
-                    tenant: TENANT.into(),
-                    name: format!("load app {client_id}"),
-                    region: common::Region::Us as i32,
-                    client_id,
-                    client_secret,
-                    redirect_uris: vec![approval],
-                    declared_scopes: declared,
-                    pkce_enabled: false,
-                },
-                &token_of("operator"),
-            ))
-            .await?
-            .into_inner();
-        auth.approve_app(with_bearer(
-            auth::ApproveAppRequest {
-                app_id: app.app_id.clone(),
-                scopes_version: app.scopes_version,
-                note: "approved for the benchmark".into(),
-            },
-            &token_of("compliance"),
-        ))
-        .await?;
-        self.authorize(&mut auth, app.app_id, principal, clio_user)
+        harness::connect_out_of_band(&self.sim, self.auth.address, scopes, principal, clio_user)
             .await
-    }
-
-    /// The out-of-band authorization of `principal` on an approved app.
-    async fn authorize(
-        &self,
-        auth: &mut AuthServiceClient<Channel>,
-        app_id: String,
-        principal: &str,
-        clio_user: i64,
-    ) -> Result<String> {
-        let started = auth
-            .start_authorization(with_bearer(
-                auth::StartAuthorizationRequest {
-                    app_id,
-                    principal: principal.into(),
-                    mode: auth::AuthorizationMode::OutOfBand as i32,
-                    reconnect_connection_id: String::new(),
-                },
-                &token_of("connector"),
-            ))
-            .await?
-            .into_inner();
-        let consent = self
-            .sim
-            .admin()
-            .consent(&started.authorization_url, clio_user, Decision::Allow)
-            .await?;
-        let pasted = consent
-            .page_title
-            .context("the approval page shows no code")?;
-        let connection = auth
-            .complete_authorization(with_bearer(
-                auth::CompleteAuthorizationRequest {
-                    state: started.state,
-                    code: pasted,
-                },
-                &token_of("connector"),
-            ))
-            .await?
-            .into_inner();
-        Ok(connection.connection_id)
+            .map_err(|status| anyhow::anyhow!("{principal} could not connect: {status}"))
     }
 
     /// A lease of `connection`'s access token, as import-svc takes one.

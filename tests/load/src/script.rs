@@ -46,7 +46,8 @@ const ACCOUNT: &str = "script";
 const UPSERT_PAGE: &str = "
 INSERT INTO contacts (clio_account_id, clio_id, etag, updated_at, data, connection_id)
 SELECT $1, u.id, u.etag, u.updated_at, u.data, $1
-FROM UNNEST($2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[]) AS u(id, etag, updated_at, data)
+FROM UNNEST($2::bigint[], $3::text[], $4::timestamptz[], $5::jsonb[])
+    AS u(id, etag, updated_at, data)
 ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET
     etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data,
     stored_at = now(), deleted_at = NULL

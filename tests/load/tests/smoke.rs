@@ -36,6 +36,12 @@ async fn every_row_runs_at_smoke_sizes() {
             .await
             .unwrap(),
     );
+    rows.extend(load::rate_limited::run(&sizes.rate).await.unwrap());
+    rows.push(
+        load::offboarding::run(sizes.offboarding_connections)
+            .await
+            .unwrap(),
+    );
     rows.push(
         load::audit::verify_chain(sizes.audit_verify_events)
             .await

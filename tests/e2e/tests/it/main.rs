@@ -12,6 +12,7 @@ mod hostile_data;
 mod import_jobs;
 mod import_results;
 mod job_access;
+mod job_slots;
 mod metrics;
 mod outages;
 mod process;
