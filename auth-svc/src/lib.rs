@@ -149,7 +149,7 @@ pub async fn run_with(
         clock: options.clock.clone(),
         config: config.clone(),
         outbox: waker.clone(),
-        usage: UsageRecorder,
+        usage: UsageRecorder::default(),
         refreshes: refresh::RefreshFlights::default(),
         rotation: key_rotation::RotationMetrics::registered(&metrics),
         metrics: auth_metrics,

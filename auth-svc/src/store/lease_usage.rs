@@ -10,31 +10,43 @@ use crate::error::AuthError;
 /// Distinct purposes kept per row (a job id each); beyond this only the count grows.
 const MAX_PURPOSES: i32 = 20;
 
-/// One lease handed out.
-pub struct LeaseUse<'a> {
+/// Leases handed out to one caller for one connection, written together.
+pub struct LeaseUses<'a> {
     pub connection: ConnectionId,
     pub caller: &'a str,
-    pub purpose: &'a str,
-    pub at: DateTime<Utc>,
+    pub count: i64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// Distinct purposes, in the order they came, at most `MAX_PURPOSES` of them.
+    pub purposes: Vec<&'a str>,
 }
 
-/// Adds one lease to its connection's and caller's row.
-pub async fn add(db: impl PgExecutor<'_>, lease: &LeaseUse<'_>) -> Result<(), AuthError> {
+/// The most distinct purposes one write carries.
+pub const fn max_purposes() -> usize {
+    MAX_PURPOSES as usize
+}
+
+/// Adds leases to their connection's and caller's row. Purposes already on the row keep
+/// their place; new ones follow until the row holds `MAX_PURPOSES`.
+pub async fn add(db: impl PgExecutor<'_>, uses: &LeaseUses<'_>) -> Result<(), AuthError> {
     sqlx::query(
         "INSERT INTO lease_usage AS u (connection_id, caller, lease_count, first_used_at, \
-         last_used_at, purposes) VALUES ($1, $2, 1, $3, $3, ARRAY[$4]) \
+         last_used_at, purposes) VALUES ($1, $2, $3, $4, $5, $6::text[]) \
          ON CONFLICT (connection_id, caller) DO UPDATE SET \
-         lease_count = u.lease_count + 1, \
+         lease_count = u.lease_count + EXCLUDED.lease_count, \
          first_used_at = LEAST(u.first_used_at, EXCLUDED.first_used_at), \
          last_used_at = GREATEST(u.last_used_at, EXCLUDED.last_used_at), \
-         purposes = CASE WHEN $4 = ANY(u.purposes) OR cardinality(u.purposes) >= $5 \
-                    THEN u.purposes ELSE u.purposes || $4 END",
+         purposes = ARRAY(SELECT p FROM unnest(u.purposes || EXCLUDED.purposes) \
+                          WITH ORDINALITY AS x(p, o) \
+                          GROUP BY p ORDER BY min(o) LIMIT $7)",
     )
-    .bind(lease.connection.0)
-    .bind(lease.caller)
-    .bind(lease.at)
-    .bind(lease.purpose)
-    .bind(MAX_PURPOSES)
+    .bind(uses.connection.0)
+    .bind(uses.caller)
+    .bind(uses.count)
+    .bind(uses.first_at)
+    .bind(uses.last_at)
+    .bind(&uses.purposes)
+    .bind(i64::from(MAX_PURPOSES))
     .execute(db)
     .await?;
     Ok(())
