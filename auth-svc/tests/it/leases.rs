@@ -120,3 +120,55 @@ async fn leases_record_last_use_and_aggregated_usage() {
     );
     stack.stop().await;
 }
+
+/// Leases are recorded in groups (one transaction for the leases that arrive together);
+/// when that write fails, every lease of the group is refused as UNAVAILABLE (no token
+/// leaves unrecorded) and the next leases are written again once the database accepts.
+#[tokio::test]
+async fn leases_whose_usage_cannot_be_written_are_refused_and_later_ones_succeed() {
+    // No flush during the test: the rows stay to be counted.
+    let setup = Setup {
+        tweak: Box::new(|config| config.leases.usage_flush_ms = 600_000),
+        ..Setup::default()
+    };
+    let stack = support::start(setup).await;
+    let (_, connection) = stack.app_with_connection("kim@firm").await;
+    let id = connection.connection_id.as_str();
+    stack.lease(id, &["contacts:read"]).await.unwrap();
+
+    let mut admin = stack.database.connect().await;
+    sqlx::query("ALTER TABLE lease_usage RENAME TO lease_usage_away")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let refused =
+        futures_util::future::join_all((0..10).map(|_| stack.lease(id, &["contacts:read"]))).await;
+    for lease in refused {
+        let status = lease.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            !status.message().contains("lease_usage"),
+            "no SQL detail sent: {status:?}"
+        );
+    }
+
+    sqlx::query("ALTER TABLE lease_usage_away RENAME TO lease_usage")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let granted =
+        futures_util::future::join_all((0..10).map(|_| stack.lease(id, &["contacts:read"]))).await;
+    for lease in granted {
+        lease.unwrap();
+    }
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(lease_count), 0)::bigint FROM lease_usage")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(
+        recorded >= 10,
+        "the ten later leases are recorded: {recorded}"
+    );
+    stack.stop().await;
+}
