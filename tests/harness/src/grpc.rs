@@ -80,3 +80,22 @@ pub async fn reflection_services(channel: Channel) -> Vec<String> {
         other => panic!("unexpected reflection response {other:?}"),
     }
 }
+
+/// The events audit-svc at `address` holds for `tenant`, of `kinds` (all kinds when
+/// empty), read as the `compliance` caller.
+pub async fn audit_events(
+    address: SocketAddr,
+    tenant: &str,
+    kinds: &[proto::common::v1::EventKind],
+) -> Result<Vec<proto::common::v1::AuditEvent>, tonic::Status> {
+    let request = proto::audit::v1::QueryRequest {
+        tenant: tenant.into(),
+        kinds: kinds.iter().map(|k| *k as i32).collect(),
+        ..Default::default()
+    };
+    let answer =
+        proto::audit::v1::audit_service_client::AuditServiceClient::new(channel(address).await)
+            .query(with_bearer(request, &crate::token_of("compliance")))
+            .await?;
+    Ok(answer.into_inner().events)
+}

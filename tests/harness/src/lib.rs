@@ -27,7 +27,9 @@ pub use binary::service_binary;
 pub use credentials::{TestCaller, caller_config, callers_toml, test_callers, token_of};
 pub use database::{TestDatabase, postgres_admin_url};
 pub use descriptor::declared_rpc_paths;
-pub use grpc::{channel, health_status, reflection_services, wait_for_health, with_bearer};
+pub use grpc::{
+    audit_events, channel, health_status, reflection_services, wait_for_health, with_bearer,
+};
 pub use logs::{CapturedLogs, capture_logs};
 pub use otlp::{CollectedSpan, OtlpCollector};
 pub use out_of_band::connect_out_of_band;

@@ -4,28 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{poll_until, token_of, with_bearer};
-use proto::audit::v1 as audit;
+use harness::poll_until;
 use proto::common::v1::{AuditEvent, EventKind};
 use tonic::codegen::http::uri::PathAndQuery;
 
 use crate::stack::{Stack, StackSetup};
 
 async fn events_of(stack: &Stack, tenant: &str, kind: EventKind) -> Vec<AuditEvent> {
-    stack
-        .audit()
-        .await
-        .query(with_bearer(
-            audit::QueryRequest {
-                tenant: tenant.into(),
-                kinds: vec![kind as i32],
-                ..Default::default()
-            },
-            &token_of("compliance"),
-        ))
-        .await
-        .map(|r| r.into_inner().events)
-        .unwrap_or_default()
+    stack.audit_events(tenant, &[kind]).await
 }
 
 /// Calls `path` on auth-svc without a credential; it is refused whatever the path is.
@@ -223,21 +209,8 @@ async fn auth_svc_events_committed_while_audit_svc_is_unreachable_arrive_in_comm
         Duration::from_secs(15),
         Duration::from_millis(100),
         || async {
-            let answer = stack
-                .audit()
-                .await
-                .query(with_bearer(
-                    audit::QueryRequest {
-                        tenant: tenant.clone(),
-                        ..Default::default()
-                    },
-                    &token_of("compliance"),
-                ))
-                .await
-                .ok()?
-                .into_inner();
+            let answer = stack.audit_events(&tenant, &[]).await;
             let mut events: Vec<AuditEvent> = answer
-                .events
                 .into_iter()
                 .filter(|e| e.source == "auth-svc")
                 .collect();

@@ -57,20 +57,8 @@ async fn every_service_audits_the_calls_it_refuses() {
         Duration::from_millis(100),
         || async {
             let events = stack
-                .audit()
-                .await
-                .query(with_bearer(
-                    audit::QueryRequest {
-                        tenant: "platform".into(),
-                        kinds: vec![EventKind::AccessDenied as i32],
-                        ..Default::default()
-                    },
-                    &token_of("compliance"),
-                ))
-                .await
-                .ok()?
-                .into_inner()
-                .events;
+                .audit_events("platform", &[EventKind::AccessDenied])
+                .await;
             (events.len() >= 3).then_some(events)
         },
     )

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clio_sim::{DatasetSize, Fault, Region, SimConfig};
 use harness::{poll_until, token_of, with_bearer};
-use proto::audit::v1 as audit;
 use proto::common::v1::EventKind;
 use proto::imports::v1 as import;
 use proto::queue::{content_type, event_key};
@@ -123,23 +122,11 @@ async fn progress_streams_records_read_back_and_the_import_is_audited() {
         Duration::from_millis(100),
         || async {
             let found = stack
-                .audit()
-                .await
-                .query(with_bearer(
-                    audit::QueryRequest {
-                        tenant: "firm-1".into(),
-                        kinds: vec![
-                            EventKind::ImportStarted as i32,
-                            EventKind::ImportCompleted as i32,
-                        ],
-                        ..Default::default()
-                    },
-                    &token_of("compliance"),
-                ))
-                .await
-                .ok()?
-                .into_inner()
-                .events;
+                .audit_events(
+                    "firm-1",
+                    &[EventKind::ImportStarted, EventKind::ImportCompleted],
+                )
+                .await;
             (found.len() == 2).then_some(found)
         },
     )

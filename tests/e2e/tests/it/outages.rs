@@ -321,27 +321,12 @@ async fn a_job_lost_again_and_again_is_dead_lettered_by_the_reconciler() {
 
 /// Import events about `job_id` that audit-svc holds for firm-1.
 async fn delivered_import_events(stack: &Stack, job_id: &str) -> Vec<EventKind> {
-    let Ok(answer) = stack
-        .audit()
+    stack
+        .audit_events(
+            "firm-1",
+            &[EventKind::ImportStarted, EventKind::ImportCompleted],
+        )
         .await
-        .query(harness::with_bearer(
-            proto::audit::v1::QueryRequest {
-                tenant: "firm-1".into(),
-                kinds: vec![
-                    EventKind::ImportStarted as i32,
-                    EventKind::ImportCompleted as i32,
-                ],
-                ..Default::default()
-            },
-            &harness::token_of("compliance"),
-        ))
-        .await
-    else {
-        return Vec::new();
-    };
-    answer
-        .into_inner()
-        .events
         .iter()
         .filter(|e| e.refs.as_ref().is_some_and(|r| r.job_id == job_id))
         .map(|e| e.kind())

@@ -14,6 +14,7 @@ use harness::{
 };
 use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::common::v1::{AuditEvent, EventKind};
 use proto::imports::v1 as import;
 use proto::imports::v1::import_service_client::ImportServiceClient;
 use proto::queue::{self, JOB_ROUTING_KEY, content_type};
@@ -245,6 +246,18 @@ impl Stack {
     /// auth-svc's database, for tests that break what it stores.
     pub fn auth_database(&self) -> &TestDatabase {
         self.auth.database.as_ref().expect("auth-svc's database")
+    }
+
+    pub fn audit_address(&self) -> SocketAddr {
+        self.audit.address()
+    }
+
+    /// The events audit-svc holds for `tenant` of `kinds` (all when empty); none while
+    /// audit-svc cannot answer.
+    pub async fn audit_events(&self, tenant: &str, kinds: &[EventKind]) -> Vec<AuditEvent> {
+        harness::audit_events(self.audit_address(), tenant, kinds)
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn audit(&self) -> AuditServiceClient<tonic::transport::Channel> {

@@ -9,8 +9,6 @@
 use std::time::Duration;
 
 use harness::{CollectedSpan, OtlpCollector, channel, poll_until, token_of, with_bearer};
-use proto::audit::v1 as audit;
-use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::common::v1::EventKind;
 use proto::imports::v1 as import;
 use proto::imports::v1::import_service_client::ImportServiceClient;
@@ -87,19 +85,9 @@ async fn recorded(stack: &ProcessStack, kind: EventKind) {
         Duration::from_secs(30),
         Duration::from_millis(50),
         || async {
-            let events = AuditServiceClient::new(channel(stack.audit.address).await)
-                .query(with_bearer(
-                    audit::QueryRequest {
-                        tenant: "firm-1".into(),
-                        kinds: vec![kind as i32],
-                        ..Default::default()
-                    },
-                    &token_of("compliance"),
-                ))
+            let events = harness::audit_events(stack.audit.address, "firm-1", &[kind])
                 .await
-                .ok()?
-                .into_inner()
-                .events;
+                .ok()?;
             (!events.is_empty()).then_some(())
         },
     )
