@@ -5,6 +5,8 @@
 //! never overwrites a newer one (Clio's `updated_at`), so redelivered or overlapping pages
 //! are harmless.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use scope_catalog::Resource;
 use serde_json::Value;
@@ -61,10 +63,20 @@ fn clio_id(resource: Resource, record: &Value) -> Option<ClioId> {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum ClioId {
+/// A record's id as its table keys it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClioId {
     Int(i64),
     Text(String),
+}
+
+/// The ids of a page's records (those that have one), to tell whether two pages touch a
+/// common row.
+pub fn page_ids(resource: Resource, records: &[Value]) -> HashSet<ClioId> {
+    records
+        .iter()
+        .filter_map(|r| clio_id(resource, r))
+        .collect()
 }
 
 fn collect_ids(resource: Resource, ids: Vec<ClioId>) -> Ids {
@@ -143,20 +155,21 @@ pub async fn upsert_page(
     })
 }
 
-/// A page's records as the columns `upsert_sql` unnests, one entry per distinct id.
-struct PageColumns {
+/// A page's records as the columns `upsert_sql` unnests, one entry per distinct id. The
+/// records themselves are borrowed: sqlx encodes them straight from the parsed page.
+struct PageColumns<'r> {
     ids: Vec<ClioId>,
-    etags: Vec<Option<String>>,
+    etags: Vec<Option<&'r str>>,
     updated: Vec<Option<DateTime<Utc>>>,
-    data: Vec<Value>,
+    data: Vec<&'r Value>,
     max_updated_at: Option<DateTime<Utc>>,
 }
 
-impl PageColumns {
-    fn of(resource: Resource, records: &[Value]) -> Result<PageColumns, RecordError> {
+impl<'r> PageColumns<'r> {
+    fn of(resource: Resource, records: &'r [Value]) -> Result<PageColumns<'r>, RecordError> {
         // A page should not repeat an id, but one statement cannot touch a row twice: keep the
         // last occurrence.
-        let mut seen = std::collections::HashMap::new();
+        let mut seen = HashMap::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             let id = clio_id(resource, record).ok_or(RecordError::MissingId { index })?;
             seen.insert(id, index);
@@ -176,14 +189,11 @@ impl PageColumns {
             let at = updated_at(record);
             columns.max_updated_at = columns.max_updated_at.max(at);
             columns.ids.push(id);
-            columns.etags.push(
-                record
-                    .get("etag")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            );
+            columns
+                .etags
+                .push(record.get("etag").and_then(Value::as_str));
             columns.updated.push(at);
-            columns.data.push(record.clone());
+            columns.data.push(record);
         }
         Ok(columns)
     }

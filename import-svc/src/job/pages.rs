@@ -6,6 +6,9 @@
 //!   URL is in page N). Clio's wait and Postgres's work overlap instead of adding up. The
 //!   checkpoint still moves one committed page at a time, so a crash resumes exactly where
 //!   it did before; a page fetched ahead and never written is simply fetched again.
+//! - **Two pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own connection,
+//!   committing in listing order ([`Turn`]). Pages that share a record, and the last page
+//!   (its sweep must see every page), are written alone.
 //! - **Asynchronous page commits.** A page's transaction (records, skipped records,
 //!   checkpoint) commits without waiting for its WAL flush (`synchronous_commit = off`,
 //!   for that transaction only). Should Postgres itself crash, the last pages are lost
@@ -17,23 +20,33 @@
 //!   per page: each costs two reads and a confirmed publish. A requested cancel is looked
 //!   for as often (it is a read too); shutdown is seen at once.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clio_api::Page;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use scope_catalog::Resource;
 use sqlx::{Postgres, Transaction};
+use tokio::sync::oneshot;
 use url::Url;
 
 use super::checkpoints::{self, CheckpointDelta, ResourceRow};
 use super::page_records;
-use super::runner::{Run, Runner, Stop, Waits, len_i64};
+use super::runner::{Outcome, Run, Runner, Stop, Waits, len_i64};
 use super::spec::{JobSpec, Mode};
-use crate::records::{self, Upserted};
+use crate::records::{self, ClioId, Upserted};
 
 /// The most often a running job publishes a progress event.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Pages of one listing written at once, each in its own transaction on its own
+/// connection. Postgres spends most of a page's time on the upsert (index and WAL work), so
+/// a second page's upsert can use a second core while the first commits; more than two
+/// gains little on the machines we run on and costs connections.
+const PAGES_IN_FLIGHT: usize = 2;
 
 /// What writing one page needs, copied out of the run so the next page can be fetched
 /// (which may renew the lease) while this one is written.
@@ -46,6 +59,53 @@ struct PageSink<'a> {
     sweep_started: Option<DateTime<Utc>>,
     /// The phase after the listing's last page.
     phase_after_last: &'static str,
+}
+
+/// A page write's place in the listing. Pages commit in listing order, so the checkpoint
+/// only ever moves over pages that are all stored, exactly as when they were written one
+/// at a time; only their upserts overlap.
+struct Turn {
+    /// The previous page's commit; `None` once waited for, or for the first page.
+    previous: Option<oneshot::Receiver<()>>,
+    /// Wait for the previous page before writing anything, not only before committing.
+    alone: bool,
+    /// Told once this page is committed.
+    committed: oneshot::Sender<()>,
+}
+
+impl Turn {
+    fn first(committed: oneshot::Sender<()>) -> Turn {
+        Turn {
+            previous: None,
+            alone: true,
+            committed,
+        }
+    }
+
+    fn after(previous: oneshot::Receiver<()>, alone: bool, committed: oneshot::Sender<()>) -> Turn {
+        Turn {
+            previous: Some(previous),
+            alone,
+            committed,
+        }
+    }
+
+    /// Waits for the previous page's commit. Should the previous page fail instead, its
+    /// error is what the listing reports (writes are collected in order); this page's
+    /// transaction is rolled back unused.
+    async fn wait(&mut self) -> Result<(), Stop> {
+        if let Some(previous) = self.previous.take() {
+            previous.await.map_err(|_| Stop(Outcome::Interrupted))?;
+        }
+        Ok(())
+    }
+}
+
+/// What writing a page did, for the listing's progress.
+struct WrittenPage {
+    upserted: Upserted,
+    records: usize,
+    last: bool,
 }
 
 /// A job's progress events, published at most every [`PROGRESS_EVERY`].
@@ -98,38 +158,76 @@ impl Runner {
             phase_after_last,
         };
         // Only the listing's first page says when it began (a resumed job kept it).
-        let mut clio_started_at = None;
         let first_page = row.next_url.is_none();
         let url = self.start_url(run, resource, row, since, false)?;
-        let mut page = self.fetch(run, &url).await?;
-        if first_page {
-            clio_started_at = page.server_date;
-        }
+        let mut fetched = Some(self.fetch(run, &url).await?);
+        let mut clio_started_at = match first_page {
+            true => fetched.as_ref().and_then(|page| page.server_date),
+            false => None,
+        };
+        let mut next_url = None;
+        let mut writes = FuturesOrdered::new();
+        // The newest page being written: its ids, and the signal of its commit.
+        let mut newest: Option<(HashSet<ClioId>, oneshot::Receiver<()>)> = None;
         let mut progress = Progress { last: None };
         loop {
-            let write = self.write_page(&sink, &page, clio_started_at.take());
-            // The next page is fetched while this one is written.
-            let (written, next) = match &page.next {
-                Some(next_url) => {
-                    let (written, next) = tokio::join!(write, self.fetch(run, next_url));
-                    (written, Some(next))
-                }
-                None => (write.await, None),
-            };
-            let upserted = written?;
-            row.max_updated_at = row.max_updated_at.max(upserted.max_updated_at);
-            if progress.due(next.is_none()) {
-                self.events
-                    .page(spec.job_id, resource, page.records.len(), &self.pool)
-                    .await;
-                // A cancel is looked for as often as progress is told (a read each).
-                self.check_stop(run).await?;
-            } else if run.stop.is_cancelled() {
-                self.check_stop(run).await?;
+            if let Some(page) = fetched.take() {
+                next_url.clone_from(&page.next);
+                let ids = records::page_ids(resource, &page.records);
+                let (committed, signal) = oneshot::channel();
+                let turn = match newest.take() {
+                    None => Turn::first(committed),
+                    Some((newest_ids, previous)) => {
+                        // Two writes touching one row would each wait for the other (one
+                        // on the row lock, one on its turn to commit), and the sweep after
+                        // the last page must see every page: such pages wait their turn.
+                        let alone = page.next.is_none() || !ids.is_disjoint(&newest_ids);
+                        Turn::after(previous, alone, committed)
+                    }
+                };
+                newest = Some((ids, signal));
+                writes.push_back(self.write_page(&sink, page, clio_started_at.take(), turn));
             }
-            match next {
-                Some(next) => page = next?,
-                None => break,
+            let mut written = Vec::new();
+            if writes.len() < PAGES_IN_FLIGHT
+                && let Some(url) = next_url.take()
+            {
+                // The next page is fetched while the pages before it are written.
+                let fetch = self.fetch(run, &url);
+                tokio::pin!(fetch);
+                fetched = Some(loop {
+                    tokio::select! {
+                        page = &mut fetch => match page {
+                            Ok(page) => break page,
+                            Err(stop) => {
+                                // The pages already fetched are still stored, as they
+                                // would be one at a time; the fetch's failure is the
+                                // listing's.
+                                while writes.next().await.is_some() {}
+                                return Err(stop);
+                            }
+                        },
+                        Some(stored) = writes.next() => written.push(stored?),
+                    }
+                });
+            } else if let Some(stored) = writes.next().await {
+                written.push(stored?);
+            } else {
+                break;
+            }
+            let mut stop_check = run.stop.is_cancelled();
+            for page in written {
+                row.max_updated_at = row.max_updated_at.max(page.upserted.max_updated_at);
+                if progress.due(page.last) {
+                    self.events
+                        .page(spec.job_id, resource, page.records, &self.pool)
+                        .await;
+                    // A cancel is looked for as often as progress is told (a read each).
+                    stop_check = true;
+                }
+            }
+            if stop_check {
+                self.check_stop(run).await?;
             }
         }
         row.phase = phase_after_last.into();
@@ -137,18 +235,24 @@ impl Runner {
         Ok(())
     }
 
-    /// Stores one fetched page with its checkpoint in one transaction.
+    /// Stores one fetched page with its checkpoint in one transaction, committed in its
+    /// turn (see [`Turn`]).
     async fn write_page(
         &self,
         sink: &PageSink<'_>,
-        page: &Page,
+        page: Page,
         clio_started_at: Option<DateTime<Utc>>,
-    ) -> Result<Upserted, Stop> {
+        mut turn: Turn,
+    ) -> Result<WrittenPage, Stop> {
         let last = page.next.is_none();
-        let mut tx = self.begin_page().await?;
+        if turn.alone {
+            turn.wait().await?;
+        }
+        let mut tx = page_records::begin(&self.pool).await?;
         let target = self.target(sink.spec, &sink.account_id, sink.resource);
         let stored =
-            page_records::store_page(&mut tx, &target, &page.records, &page.skipped).await?;
+            page_records::store_page(&self.pool, &mut tx, &target, &page.records, &page.skipped)
+                .await?;
         let upserted = stored.upserted;
         let deleted = match sink.sweep_started {
             Some(started) if last => {
@@ -167,11 +271,18 @@ impl Runner {
             max_updated_at: upserted.max_updated_at,
             clio_started_at,
         };
+        turn.wait().await?;
         self.commit_page(tx, sink.spec, sink.waits, sink.resource, &delta)
             .await?;
+        // The next page may commit now. (Nobody listening means the listing is over.)
+        let _ = turn.committed.send(());
         self.metrics
             .page_stored(sink.resource, delta.written, delta.deleted, stored.skipped);
-        Ok(upserted)
+        Ok(WrittenPage {
+            upserted,
+            records: page.records.len(),
+            last,
+        })
     }
 
     /// The reconcile phase of an incremental job: every id Clio lists is marked seen, and
@@ -187,7 +298,7 @@ impl Runner {
         loop {
             let page = self.fetch(run, &url).await?;
             let last = page.next.is_none();
-            let mut tx = self.begin_page().await?;
+            let mut tx = page_records::begin(&self.pool).await?;
             let target = self.target(run.spec, &run.lease.account_id, resource);
             records::mark_seen(&mut tx, &target, &page.records).await?;
             let deleted = match sweep_started {
@@ -213,16 +324,6 @@ impl Runner {
             }
         }
         Ok(())
-    }
-
-    /// A page's transaction, committed without waiting for its WAL flush (see the module
-    /// documentation for why that loses nothing).
-    async fn begin_page(&self) -> Result<Transaction<'static, Postgres>, Stop> {
-        // One round trip: both statements go as one simple query.
-        Ok(self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-            .await?)
     }
 
     /// Commits a page: its records (already in `tx`), the checkpoint, the waits, and — on

@@ -46,9 +46,15 @@ async fn a_page_postgres_refuses_is_stored_record_by_record() {
 
     // Contact 5 is stored already; this page's version of it was checked out before.
     let mut tx = pool.begin().await.unwrap();
-    store_page(&mut tx, &target, &[json!({"id": 5, "name": "five"})], &[])
-        .await
-        .unwrap();
+    store_page(
+        &pool,
+        &mut tx,
+        &target,
+        &[json!({"id": 5, "name": "five"})],
+        &[],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     sqlx::query("UPDATE contacts SET seen_by = '{}'::jsonb")
         .execute(&pool)
@@ -68,7 +74,7 @@ async fn a_page_postgres_refuses_is_stored_record_by_record() {
     ];
     let checked_out = [SkippedRecord::new(Some(json!(5)), "too deep")];
     let mut tx = pool.begin().await.unwrap();
-    let stored = store_page(&mut tx, &target, &page, &checked_out)
+    let stored = store_page(&pool, &mut tx, &target, &page, &checked_out)
         .await
         .unwrap();
     tx.commit().await.unwrap();
