@@ -211,6 +211,12 @@ fn upsert_sql(resource: Resource) -> String {
     // or changes: re-reading an unchanged record (an incremental job's overlap, a resumed
     // page) touches its row (seen_by) but is not a write. Seeing a record, whatever its
     // version, records that Clio still returns it to this connection (deletion detection).
+    //
+    // The lookup is a LATERAL ... LIMIT 1 (one row at most: the primary key) so that it
+    // stays one index probe per record whatever the statistics say. As a plain LEFT JOIN,
+    // a first import of a large account (its rows newer than the last ANALYZE) was planned
+    // as a hash join reading every row of the account already stored, on every page:
+    // 11 ms instead of 0.4 ms a page at 20,000 rows, growing with the account.
     format!(
         "WITH u AS (
              SELECT * FROM UNNEST($5::{ty}[], $6::text[], $7::timestamptz[], $8::jsonb[])
@@ -218,10 +224,14 @@ fn upsert_sql(resource: Resource) -> String {
          ),
          changed AS (
              SELECT count(*) AS n FROM u
-             LEFT JOIN {t} ON {t}.clio_account_id = $1 AND {t}.clio_id = u.id
-             WHERE {t}.clio_id IS NULL OR {t}.deleted_at IS NOT NULL
-                OR ((u.etag IS DISTINCT FROM {t}.etag OR u.updated_at IS DISTINCT FROM {t}.updated_at)
-                    AND ({t}.updated_at IS NULL OR u.updated_at IS NULL OR u.updated_at >= {t}.updated_at))
+             LEFT JOIN LATERAL (
+                 SELECT true AS found, {t}.etag, {t}.updated_at, {t}.deleted_at FROM {t}
+                 WHERE {t}.clio_account_id = $1 AND {t}.clio_id = u.id
+                 LIMIT 1
+             ) old ON true
+             WHERE old.found IS NULL OR old.deleted_at IS NOT NULL
+                OR ((u.etag IS DISTINCT FROM old.etag OR u.updated_at IS DISTINCT FROM old.updated_at)
+                    AND (old.updated_at IS NULL OR u.updated_at IS NULL OR u.updated_at >= old.updated_at))
          ),
          stored AS (
              INSERT INTO {t} (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at, seen_by)

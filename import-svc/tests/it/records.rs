@@ -72,3 +72,61 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     );
     pool.close().await;
 }
+
+/// A first import of a large account runs ahead of Postgres's statistics (ANALYZE has not
+/// seen its rows yet). Each page must still cost about its own size: the upsert looks up
+/// each of its records by key, and never reads the rows the account already has (a hash
+/// join over the account on every page made a large first import quadratic).
+#[tokio::test]
+async fn a_page_reads_only_its_own_records_while_statistics_lag_behind() {
+    let database = TestDatabase::create().await;
+    let pool = PgPool::connect(&database.url).await.unwrap();
+    import_svc::MIGRATOR.run(&pool).await.unwrap();
+    // Statistics stay as they are (empty table) while the account grows, as they do
+    // between two autovacuum runs.
+    sqlx::query("ALTER TABLE contacts SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE contacts")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO contacts (clio_account_id, clio_id, etag, updated_at, data, connection_id)
+         SELECT $1, g, 'e', now(), jsonb_build_object('id', g), 'c-1'
+         FROM generate_series(1, 20000) g",
+    )
+    .bind(ACCOUNT)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let page: Vec<Value> = (30_000..30_200)
+        .map(|id| json!({ "id": id, "etag": "e", "updated_at": "2024-05-01T12:00:00Z" }))
+        .collect();
+    let target = Target {
+        resource: Resource::Contacts,
+        account_id: ACCOUNT,
+        connection_id: "c-1",
+        job_id: Uuid::new_v4(),
+        now: Utc::now(),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let upserted = upsert_page(&mut tx, &target, &page).await.unwrap();
+    assert_eq!(upserted.rows, 200);
+    // This transaction's own reads of the table so far.
+    let (sequential, by_index): (i64, i64) = sqlx::query_as(
+        "SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables
+         WHERE relname = 'contacts'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        sequential + by_index <= 200,
+        "a page of 200 new records read {sequential} rows by scan and {by_index} by index \
+         from an account of 20,000"
+    );
+}
