@@ -53,6 +53,11 @@ pub struct CallCounts {
     pub api: Vec<ApiCalls>,
     /// Per [`token_id`]: the most requests one rate-limit window of that token saw.
     pub max_in_window: BTreeMap<String, u64>,
+    /// Successful refreshes per grant (`"{region}/{n}"`, the region's n-th approval): a
+    /// grant is one connection of one client, so this tells how often each connection
+    /// was refreshed.
+    #[serde(default)]
+    pub refreshes_by_grant: BTreeMap<String, u64>,
 }
 
 impl CallCounts {
@@ -98,6 +103,11 @@ impl CallCounts {
     pub fn total_api_calls(&self) -> u64 {
         self.api.iter().map(|calls| calls.count).sum()
     }
+
+    /// The most refreshes any one grant had (0 when none was refreshed).
+    pub fn most_refreshes_of_one_grant(&self) -> u64 {
+        self.refreshes_by_grant.values().copied().max().unwrap_or(0)
+    }
 }
 
 type ApiKey = (Region, String, String, String);
@@ -107,6 +117,7 @@ struct Inner {
     token: TokenCalls,
     deauthorize: u64,
     api: HashMap<ApiKey, (u64, u64)>,
+    refreshes_by_grant: BTreeMap<String, u64>,
 }
 
 /// The shared counters behind `GET /__sim/calls`.
@@ -116,10 +127,13 @@ pub(crate) struct CallLog {
 }
 
 /// What a token-endpoint request turned out to be.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum TokenOutcome {
     Code,
-    Refresh,
+    /// A refresh of this grant (`"{region}/{n}"`).
+    Refresh {
+        grant: String,
+    },
     Error,
 }
 
@@ -132,7 +146,10 @@ impl CallLog {
         let mut inner = self.lock();
         match outcome {
             TokenOutcome::Code => inner.token.authorization_code += 1,
-            TokenOutcome::Refresh => inner.token.refresh_token += 1,
+            TokenOutcome::Refresh { grant } => {
+                inner.token.refresh_token += 1;
+                *inner.refreshes_by_grant.entry(grant).or_default() += 1;
+            }
             TokenOutcome::Error => inner.token.errors += 1,
         }
     }
@@ -195,6 +212,7 @@ impl CallLog {
             deauthorize: inner.deauthorize,
             api,
             max_in_window: BTreeMap::new(),
+            refreshes_by_grant: inner.refreshes_by_grant.clone(),
         }
     }
 }

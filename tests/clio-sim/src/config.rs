@@ -86,6 +86,13 @@ pub struct SimConfig {
     /// Seed of the generated data (and of seeded fault fractions).
     pub seed: u64,
     pub dataset: DatasetSize,
+    /// Clio accounts (firms) in every region, each with its own account id, users and
+    /// records (all of `dataset`'s sizes, generated from their own seed). Account 1 is the
+    /// region's usual firm, the one the admin record endpoints edit; a consent names the
+    /// account its user belongs to (default 1) and that grant's tokens see only that
+    /// account's records. Many accounts let a benchmark import many firms at once without
+    /// two connections writing the same rows.
+    pub accounts: u32,
     /// `None` switches the limiter off; responses then carry no `X-RateLimit-*` headers.
     pub rate_limit: Option<RateLimit>,
     /// The `expires_in` handed out with access tokens (Clio documents 30 days).
@@ -108,6 +115,7 @@ impl Default for SimConfig {
             regions: Region::ALL.to_vec(),
             seed: 1,
             dataset: DatasetSize::default(),
+            accounts: 1,
             rate_limit: Some(RateLimit::clio_default()),
             access_token_ttl: Duration::from_secs(30 * 24 * 3600),
             rotate_refresh_tokens: false,

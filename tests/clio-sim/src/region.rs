@@ -47,7 +47,10 @@ pub(crate) struct RegionState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) apps: RwLock<HashMap<String, AppSpec>>,
     pub(crate) oauth: OAuthStore,
+    /// Account 1's records: the region's usual firm, which the admin API edits.
     pub(crate) data: Dataset,
+    /// Accounts 2 and on (`SimConfig::accounts`), read through their grants' tokens.
+    more_accounts: Vec<Dataset>,
     pub(crate) faults: FaultSet,
     pub(crate) limiter: Arc<RateLimiter>,
     /// Records a user may not see (by user key and resource: record keys), as Clio hides
@@ -78,7 +81,10 @@ pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
                 shared: shared.clone(),
                 apps: RwLock::default(),
                 oauth: OAuthStore::default(),
-                data: Dataset::new(config.seed, *region, config.dataset),
+                data: Dataset::new(config.seed, *region, 1, config.dataset),
+                more_accounts: (2..=config.accounts)
+                    .map(|account| Dataset::new(config.seed, *region, account, config.dataset))
+                    .collect(),
                 faults: FaultSet::new(config.seed ^ crate::config::region_index(*region)),
                 limiter,
                 hidden: RwLock::default(),
@@ -104,14 +110,25 @@ impl RegionState {
             .insert(app.client_id.clone(), app);
     }
 
-    /// The user a consent or revoke names: a user id of this region, or (for
-    /// convenience in tests) the user's 1-based position among the generated users.
-    pub(crate) fn resolve_user(&self, user_id: i64) -> Option<i64> {
+    /// The records of `account` (1-based), if the region has that account.
+    pub(crate) fn account(&self, account: u32) -> Option<&Dataset> {
+        match account {
+            1 => Some(&self.data),
+            n => self
+                .more_accounts
+                .get(usize::try_from(n).ok()?.checked_sub(2)?),
+        }
+    }
+
+    /// The user a consent or revoke names in `account`: a user id of that account, or
+    /// (for convenience in tests) the user's 1-based position among its generated users.
+    pub(crate) fn resolve_user(&self, account: u32, user_id: i64) -> Option<i64> {
+        let data = self.account(account)?;
         let position = Resource::Users.id_base().checked_add(user_id);
         [Some(user_id), position]
             .into_iter()
             .flatten()
-            .find(|key| self.data.get(Resource::Users, *key).is_some())
+            .find(|key| data.get(Resource::Users, *key).is_some())
     }
 
     /// From now on, listings show `user_key` none of `keys` of `resource` (replacing what

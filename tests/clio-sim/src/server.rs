@@ -143,7 +143,7 @@ impl ClioSim {
             host: url.trim_start_matches("http://"),
             path,
         };
-        page_body(state, resource, &params, &origin, &Default::default())
+        page_body(&state.data, resource, &params, &origin, &Default::default())
             .map_err(|error| anyhow::anyhow!("{error:?}"))
     }
 

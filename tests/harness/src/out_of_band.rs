@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 
 use crate::{channel, token_of, with_bearer};
-use clio_sim::{AppSpec, ClioSim, Decision, Region};
+use clio_sim::{AdminClient, AppSpec, ClioSim, Decision, Region};
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::common::v1 as common;
+use tonic::transport::Channel;
 
 /// Connects `principal` of tenant `firm-1` as Clio user `clio_user` (US) through the
 /// auth-svc at `auth_address`, with an app declaring `scopes`. Returns the connection id,
@@ -23,27 +24,77 @@ pub async fn connect_out_of_band(
 ) -> Result<String, tonic::Status> {
     let mut auth = AuthServiceClient::new(channel(auth_address).await);
     let app_id = approved_app(sim, &mut auth, scopes).await;
+    connect_to_app(
+        &sim.admin(),
+        &mut auth,
+        &app_id,
+        principal,
+        ClioUser::first_account(clio_user),
+    )
+    .await
+}
+
+/// Who approves at the simulator: user `user` (an id, or the 1-based position among
+/// the account's users) of Clio account `account` (1-based; see `SimConfig::accounts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClioUser {
+    pub account: u32,
+    pub user: i64,
+}
+
+impl ClioUser {
+    /// A user of account 1, the region's usual firm.
+    pub fn first_account(user: i64) -> ClioUser {
+        ClioUser { account: 1, user }
+    }
+}
+
+/// Connects `principal` of tenant `firm-1` as `clio_user` through an app already
+/// approved at auth-svc ([`approved_app`]), out-of-band: start, consent at the
+/// simulator (through `admin`, the simulator's admin client), paste the code. Many connections may share one app (one per principal and
+/// Clio user), so a bulk set-up can run many of these at once on clones of one client.
+/// Returns the connection id, or auth-svc's refusal (a consent the simulator refused is
+/// `FAILED_PRECONDITION`).
+pub async fn connect_to_app(
+    admin: &AdminClient,
+    auth: &mut AuthServiceClient<Channel>,
+    app_id: &str,
+    principal: &str,
+    clio_user: ClioUser,
+) -> Result<String, tonic::Status> {
     let started = auth
         .start_authorization(with_bearer(
             auth::StartAuthorizationRequest {
-                app_id,
+                app_id: app_id.to_owned(),
                 principal: principal.into(),
                 mode: auth::AuthorizationMode::OutOfBand as i32,
                 reconnect_connection_id: String::new(),
             },
             &token_of("connector"),
         ))
-        .await
-        .unwrap()
+        .await?
         .into_inner();
-    let consent = sim
-        .admin()
-        .consent(&started.authorization_url, clio_user, Decision::Allow)
+    let consent = admin
+        .consent_in_account(
+            &started.authorization_url,
+            clio_user.account,
+            clio_user.user,
+            Decision::Allow,
+        )
         .await
-        .unwrap();
-    let pasted = consent
-        .page_title
-        .expect("the approval page shows the code");
+        .map_err(|error| {
+            tonic::Status::unavailable(format!("consent at the simulator: {error:#}"))
+        })?;
+    // What the person pastes: the approval page's title (`Success code=...`).
+    let pasted = match (consent.status, consent.page_title) {
+        (status, Some(title)) if status < 400 => title,
+        (status, title) => {
+            return Err(tonic::Status::failed_precondition(format!(
+                "the simulator refused the consent ({status}): {}",
+                title.unwrap_or_default()
+            )));
+        }
+    };
     auth.complete_authorization(with_bearer(
         auth::CompleteAuthorizationRequest {
             state: started.state,
@@ -57,9 +108,9 @@ pub async fn connect_out_of_band(
 
 /// An app declaring `scopes`, registered at the simulator (US) and at auth-svc and
 /// approved by compliance; returns auth-svc's app id.
-async fn approved_app(
+pub async fn approved_app(
     sim: &ClioSim,
-    auth: &mut AuthServiceClient<tonic::transport::Channel>,
+    auth: &mut AuthServiceClient<Channel>,
     scopes: &[&str],
 ) -> String {
     let client_id = format!("app-{}", uuid::Uuid::new_v4().simple());

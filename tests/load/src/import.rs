@@ -39,7 +39,7 @@ pub struct CpuSplit {
 }
 
 /// Samples of the processes a contender's run uses, before and after.
-struct Probe {
+pub(crate) struct Probe {
     pid: Option<u32>,
     database: String,
     process: Option<procstat::Sample>,
@@ -48,7 +48,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(pid: Option<u32>, database: &str) -> Probe {
+    pub(crate) fn start(pid: Option<u32>, database: &str) -> Probe {
         Probe {
             pid,
             database: database.to_owned(),
@@ -59,7 +59,7 @@ impl Probe {
     }
 
     /// The CPU each part used since [`Probe::start`], and the process's sample now.
-    fn finish(&self) -> (CpuSplit, Option<procstat::Sample>) {
+    pub(crate) fn finish(&self) -> (CpuSplit, Option<procstat::Sample>) {
         let process = self.pid.and_then(|pid| procstat::sample(Some(pid)));
         let tool = procstat::sample(None);
         let postgres = procstat::postgres_backends_cpu(&self.database);

@@ -11,6 +11,7 @@
 //! missed target is not, since shared machines drift.
 
 pub mod audit;
+pub mod concurrent_import;
 pub mod import;
 pub mod import_host;
 pub mod lease;
@@ -20,22 +21,27 @@ pub mod perf;
 pub mod platform;
 pub mod procstat;
 pub mod rate_limited;
+pub mod refresh_storm;
 pub mod row;
 pub mod script;
 
 use std::time::Duration;
 
+pub use concurrent_import::ConcurrentOptions;
 pub use import::ImportOptions;
 pub use import_host::ImportHost;
 pub use lease::LeaseOptions;
 pub use rate_limited::RateOptions;
+pub use refresh_storm::StormOptions;
 pub use row::{Row, Target};
 
 /// The rows, in the order `all` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bench {
     Import,
+    ConcurrentImport,
     Lease,
+    RefreshStorm,
     AuditRecord,
     AuditVerify,
     RateLimited,
@@ -43,9 +49,11 @@ pub enum Bench {
 }
 
 impl Bench {
-    pub const ALL: [Bench; 6] = [
+    pub const ALL: [Bench; 8] = [
         Bench::Import,
+        Bench::ConcurrentImport,
         Bench::Lease,
+        Bench::RefreshStorm,
         Bench::AuditRecord,
         Bench::AuditVerify,
         Bench::RateLimited,
@@ -55,7 +63,9 @@ impl Bench {
     pub fn name(self) -> &'static str {
         match self {
             Bench::Import => "import",
+            Bench::ConcurrentImport => "concurrent-import",
             Bench::Lease => "lease",
+            Bench::RefreshStorm => "refresh-storm",
             Bench::AuditRecord => "audit-record",
             Bench::AuditVerify => "audit-verify",
             Bench::RateLimited => "rate-limited",
@@ -68,7 +78,9 @@ impl Bench {
 #[derive(Debug, Clone)]
 pub struct Sizes {
     pub import: ImportOptions,
+    pub concurrent: ConcurrentOptions,
     pub lease: LeaseOptions,
+    pub storm: StormOptions,
     pub audit_record_events: usize,
     pub audit_verify_events: usize,
     pub rate: RateOptions,
@@ -77,10 +89,11 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    /// The sizes: 200,000 contacts (the naive script over 20,000 of them), 200
-    /// lease callers for 5 s, 200,000 audit events recorded, a 1,000,000-event chain
-    /// verified; rate-limited imports of 1 and 20 tokens at Clio's 50 requests per 60 s;
-    /// a person with 100 connections offboarded.
+    /// The sizes: 200,000 contacts (the naive script over 20,000 of them); 20
+    /// concurrent jobs of 50,000 contacts each; 200 lease callers for 5 s; 10,000
+    /// connections expiring at once, leased by 200 callers; 200,000 audit events
+    /// recorded, a 1,000,000-event chain verified; rate-limited imports of 1 and 20 tokens
+    /// at Clio's 50 requests per 60 s; a person with 100 connections offboarded.
     pub fn full(host: ImportHost) -> Sizes {
         Sizes {
             rate: RateOptions {
@@ -93,6 +106,11 @@ impl Sizes {
                 tokens: vec![1, 20],
                 host: host.clone(),
             },
+            concurrent: ConcurrentOptions {
+                jobs: 20,
+                records_per_job: 50_000,
+                host: host.clone(),
+            },
             import: ImportOptions {
                 records: 200_000,
                 naive_records: 20_000,
@@ -103,6 +121,10 @@ impl Sizes {
                 callers: 200,
                 duration: Duration::from_secs(5),
                 warmup: Duration::from_secs(1),
+            },
+            storm: StormOptions {
+                connections: 10_000,
+                callers: 200,
             },
             audit_record_events: 200_000,
             audit_verify_events: 1_000_000,
@@ -121,6 +143,11 @@ impl Sizes {
                 tokens: vec![1, 4],
                 host: host.clone(),
             },
+            concurrent: ConcurrentOptions {
+                jobs: 3,
+                records_per_job: 500,
+                host: host.clone(),
+            },
             import: ImportOptions {
                 records: 2_000,
                 naive_records: 2_000,
@@ -131,6 +158,10 @@ impl Sizes {
                 callers: 200,
                 duration: Duration::from_millis(1_000),
                 warmup: Duration::from_millis(200),
+            },
+            storm: StormOptions {
+                connections: 50,
+                callers: 200,
             },
             audit_record_events: 2_000,
             audit_verify_events: 10_000,
@@ -173,7 +204,12 @@ async fn run_one(bench: Bench, sizes: &Sizes) -> anyhow::Result<(Vec<Row>, Vec<S
             let report = import::run(&sizes.import).await?;
             (report.rows, report.time_split)
         }
+        Bench::ConcurrentImport => {
+            let report = concurrent_import::run(&sizes.concurrent).await?;
+            (report.rows, report.time_split)
+        }
         Bench::Lease => (lease::run(&sizes.lease).await?.rows, Vec::new()),
+        Bench::RefreshStorm => (refresh_storm::run(&sizes.storm).await?.rows, Vec::new()),
         Bench::AuditRecord => (
             vec![audit::record(sizes.audit_record_events).await?],
             Vec::new(),

@@ -1,7 +1,8 @@
 //! `clio-load`: the benchmark rows of issue 16 from the command line.
 //!
-//! `clio-load [--json] all [--smoke]` runs every row; `import`, `lease`, `audit-record`
-//! and `audit-verify` run one. Sizes default to the issue's (`--smoke`: tiny) and each
+//! `clio-load [--json] all [--smoke]` runs every row; `import`, `concurrent-import`,
+//! `lease`, `refresh-storm`, `audit-record`, `audit-verify`, `rate-limited` and
+//! `offboarding` run one. Sizes default to the issue's (`--smoke`: tiny) and each
 //! has a flag. The exit code is 1 only when a row broke (a failed job, a stored count that
 //! does not match), never for a missed target.
 
@@ -32,8 +33,12 @@ enum Command {
     All(Sizing),
     /// import-svc against the competent and the naive script
     Import(Sizing),
+    /// Concurrent jobs, one Clio account and connection each, against COPY of the same rows
+    ConcurrentImport(Sizing),
     /// LeaseAccessToken against the health check under the same load
     Lease(Sizing),
+    /// Every connection's token expiring at once, then leased by many callers
+    RefreshStorm(Sizing),
     /// audit Record against plain INSERTs
     AuditRecord(Sizing),
     /// audit Verify against a plain scan
@@ -90,7 +95,15 @@ struct Sizing {
     /// not with --in-process)
     #[arg(long, value_name = "FILE", conflicts_with = "in_process")]
     perf_data: Option<PathBuf>,
-    /// Concurrent LeaseAccessToken callers (default 200)
+    /// Concurrent import jobs, each its own connection of its own Clio account
+    /// (concurrent-import; default 20; smoke 3)
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Contacts each concurrent job imports (concurrent-import; default 50000; smoke 500)
+    #[arg(long)]
+    records_per_job: Option<u64>,
+    /// Concurrent LeaseAccessToken callers of the lease row and the refresh storm
+    /// (default 200)
     #[arg(long)]
     callers: Option<usize>,
     /// Seconds each lease load runs (default 5; smoke 1)
@@ -109,9 +122,13 @@ struct Sizing {
     /// Token counts of the rate-limited rows, one row each (default 1,20; smoke 1,4)
     #[arg(long, value_delimiter = ',')]
     tokens: Option<Vec<usize>>,
-    /// Connections of the offboarded person (default 100; smoke 5)
+    /// Connections of the offboarded person (offboarding; default 100; smoke 5), or
+    /// connections expiring at once (refresh-storm; default 10000; smoke 50)
     #[arg(long)]
     connections: Option<usize>,
+    /// Connections expiring at once when running `all` (default 10000; smoke 50)
+    #[arg(long)]
+    storm_connections: Option<usize>,
     /// Events of the Record row when running `all` (default 200000; smoke 2000)
     #[arg(long)]
     record_events: Option<usize>,
@@ -156,12 +173,26 @@ impl Sizing {
             .min(sizes.import.records);
         if let Some(callers) = self.callers {
             sizes.lease.callers = callers.max(1);
+            sizes.storm.callers = callers.max(1);
+        }
+        if let Some(jobs) = self.jobs {
+            sizes.concurrent.jobs = jobs.max(1);
+        }
+        if let Some(records) = self.records_per_job {
+            sizes.concurrent.records_per_job = records.max(1);
         }
         if let Some(seconds) = self.seconds {
             sizes.lease.duration = Duration::from_secs_f64(seconds.max(0.1));
         }
-        if let Some(connections) = self.connections {
-            sizes.offboarding_connections = connections.max(1);
+        if let Some(connections) = self.storm_connections {
+            sizes.storm.connections = connections.max(1);
+        }
+        match (bench, self.connections) {
+            (Some(Bench::RefreshStorm), Some(connections)) => {
+                sizes.storm.connections = connections.max(1);
+            }
+            (_, Some(connections)) => sizes.offboarding_connections = connections.max(1),
+            _ => {}
         }
         if let Some(limit) = self.limit {
             sizes.rate.limit = limit.max(1);
@@ -203,7 +234,9 @@ fn main() -> ExitCode {
         } => return render(input, profile.as_deref(), revision, command, note),
         Command::All(sizing) => (Bench::ALL.to_vec(), sizing),
         Command::Import(sizing) => (vec![Bench::Import], sizing),
+        Command::ConcurrentImport(sizing) => (vec![Bench::ConcurrentImport], sizing),
         Command::Lease(sizing) => (vec![Bench::Lease], sizing),
+        Command::RefreshStorm(sizing) => (vec![Bench::RefreshStorm], sizing),
         Command::AuditRecord(sizing) => (vec![Bench::AuditRecord], sizing),
         Command::AuditVerify(sizing) => (vec![Bench::AuditVerify], sizing),
         Command::RateLimited(sizing) => (vec![Bench::RateLimited], sizing),

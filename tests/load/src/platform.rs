@@ -5,13 +5,21 @@
 //! ([`crate::import_host`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, TimeDelta, Utc};
 use clio_sim::{ClioSim, Region, SimConfig};
-use harness::{SpawnedService, TestDatabase, channel, spawn_service, token_of, with_bearer};
+use futures_util::{StreamExt, TryStreamExt};
+use harness::{
+    ClioUser, SpawnedService, TestDatabase, channel, spawn_service, token_of, with_bearer,
+};
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use secrecy::SecretString;
+use service_runtime::clock::{Clock, SharedClock, system_clock};
 use service_runtime::config::ServiceConfig;
 use tonic::transport::Channel;
 
@@ -24,8 +32,8 @@ pub struct Platform {
     audit: SpawnedService,
     auth: SpawnedService,
     // Dropped (so removed) after the services stop.
-    _audit_db: TestDatabase,
-    _auth_db: TestDatabase,
+    audit_db: TestDatabase,
+    auth_db: TestDatabase,
 }
 
 /// The shared part of each service's config: the test callers (harness), a fresh database.
@@ -46,6 +54,12 @@ impl Platform {
     /// Starts the simulator with `sim` (one region, US, is all the rows use) and the two
     /// services.
     pub async fn start(sim: SimConfig) -> Result<Platform> {
+        Platform::start_with_clock(sim, system_clock()).await
+    }
+
+    /// [`Platform::start`] with auth-svc on `clock` (e.g. a [`ShiftedClock`], to make
+    /// tokens expire without waiting).
+    pub async fn start_with_clock(sim: SimConfig, clock: SharedClock) -> Result<Platform> {
         let sim = ClioSim::start(sim)
             .await
             .context("start the Clio simulator")?;
@@ -63,20 +77,28 @@ impl Platform {
                 .await;
         let auth_db = TestDatabase::create().await;
         let auth_config = auth_config(&sim, auth_db.secret_url(), audit.address);
-        let auth =
-            spawn_service(|listener, shutdown| auth_svc::run(auth_config, listener, shutdown))
-                .await;
+        let options = auth_svc::Options { clock };
+        let auth = spawn_service(|listener, shutdown| {
+            auth_svc::run_with(auth_config, listener, shutdown, options)
+        })
+        .await;
         Ok(Platform {
             sim,
             audit,
             auth,
-            _audit_db: audit_db,
-            _auth_db: auth_db,
+            audit_db,
+            auth_db,
         })
     }
 
     pub fn auth_address(&self) -> SocketAddr {
         self.auth.address
+    }
+
+    /// The names of auth-svc's and audit-svc's databases (their Postgres backends carry
+    /// them in their process titles, see [`crate::procstat::postgres_backends_cpu`]).
+    pub fn database_names(&self) -> (&str, &str) {
+        (&self.auth_db.name, &self.audit_db.name)
     }
 
     pub fn audit_address(&self) -> SocketAddr {
@@ -99,6 +121,40 @@ impl Platform {
         harness::connect_out_of_band(&self.sim, self.auth.address, scopes, principal, clio_user)
             .await
             .map_err(|status| anyhow::anyhow!("{principal} could not connect: {status}"))
+    }
+
+    /// An app declaring `scopes`, registered at the simulator and at auth-svc and approved
+    /// by compliance, for [`Platform::connect_many`]; returns its id.
+    pub async fn approved_app(&self, scopes: &[&str]) -> String {
+        harness::approved_app(&self.sim, &mut self.auth().await, scopes).await
+    }
+
+    /// Connects every `(principal, Clio user)` of `people` through app `app_id`, each
+    /// through the whole out-of-band flow (start, consent at the simulator, paste the
+    /// code), `concurrency` at a time; returns the connection ids in the order of
+    /// `people`. The quick way to set up thousands of connections honestly.
+    pub async fn connect_many(
+        &self,
+        app_id: &str,
+        people: &[(String, ClioUser)],
+        concurrency: usize,
+    ) -> Result<Vec<String>> {
+        let admin = self.sim.admin();
+        let auth = self.auth().await;
+        futures_util::stream::iter(people)
+            .map(|(principal, user)| {
+                let (admin, mut auth) = (&admin, auth.clone());
+                async move {
+                    harness::connect_to_app(admin, &mut auth, app_id, principal, *user)
+                        .await
+                        .map_err(|status| {
+                            anyhow::anyhow!("{principal} could not connect: {status}")
+                        })
+                }
+            })
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await
     }
 
     /// A lease of `connection`'s access token, as import-svc takes one.
@@ -173,5 +229,30 @@ pub fn unlimited_sim(contacts: u64) -> SimConfig {
             ..clio_sim::DatasetSize::default()
         },
         ..SimConfig::default()
+    }
+}
+
+/// Wall-clock time plus an offset moved forward by hand: auth-svc's clock in a row that
+/// makes every token expire at once, moved together with the simulator's
+/// (`advance_clock`), so both sides agree the tokens are dead without anyone waiting.
+#[derive(Debug, Clone, Default)]
+pub struct ShiftedClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl ShiftedClock {
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 }

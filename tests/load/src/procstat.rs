@@ -74,6 +74,17 @@ pub fn postgres_backends_cpu(name: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// The one-minute load average (`/proc/loadavg`): on a shared machine, how many others
+/// wanted the cores while a row ran.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()

@@ -22,7 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
 /// import-svc's `contacts` table: its columns and indexes (migrations 0003 and 0007).
-const CONTACTS_DDL: &str = "
+pub(crate) const CONTACTS_DDL: &str = "
 CREATE TABLE contacts (
     clio_account_id text NOT NULL,
     clio_id         bigint NOT NULL,

@@ -86,10 +86,27 @@ impl AdminClient {
         user_id: i64,
         decision: Decision,
     ) -> anyhow::Result<ConsentOutcome> {
+        self.consent_in_account(authorize_url, 1, user_id, decision)
+            .await
+    }
+
+    /// [`AdminClient::consent`] by a user of `account` (1-based, see
+    /// `SimConfig::accounts`): the grant's tokens read that account's records.
+    pub async fn consent_in_account(
+        &self,
+        authorize_url: &str,
+        account: u32,
+        user_id: i64,
+        decision: Decision,
+    ) -> anyhow::Result<ConsentOutcome> {
         let url = Url::parse(authorize_url).context("authorize_url is not a URL")?;
         let origin = url.origin().ascii_serialization();
-        let body =
-            json!({"authorize_url": authorize_url, "user_id": user_id, "decision": decision});
+        let body = json!({
+            "authorize_url": authorize_url,
+            "account": account,
+            "user_id": user_id,
+            "decision": decision,
+        });
         self.post(format!("{origin}/__sim/consent"), &body).await
     }
 

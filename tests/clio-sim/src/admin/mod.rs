@@ -65,9 +65,17 @@ async fn register_app(State(state): Shared, Json(app): Json<AppSpec>) -> StatusC
     StatusCode::CREATED
 }
 
+/// Account 1: the region's usual firm, where users are unless a request says otherwise.
+fn first_account() -> u32 {
+    1
+}
+
 #[derive(Deserialize)]
 struct ConsentRequest {
     authorize_url: String,
+    /// The account (1-based) the user belongs to.
+    #[serde(default = "first_account")]
+    account: u32,
     user_id: i64,
     decision: Decision,
 }
@@ -77,7 +85,14 @@ async fn consent(State(state): Shared, Json(request): Json<ConsentRequest>) -> R
         return admin_error(StatusCode::BAD_REQUEST, "authorize_url is not a URL");
     };
     let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    Json(decide(&state, &params, request.user_id, request.decision)).into_response()
+    let outcome = decide(
+        &state,
+        &params,
+        request.account,
+        request.user_id,
+        request.decision,
+    );
+    Json(outcome).into_response()
 }
 
 async fn calls(State(state): Shared) -> Response {
@@ -92,6 +107,8 @@ async fn reset_calls(State(state): Shared) -> StatusCode {
 #[derive(Deserialize)]
 struct RevokeRequest {
     client_id: Option<String>,
+    #[serde(default = "first_account")]
+    account: u32,
     user_id: Option<i64>,
     access_token: Option<String>,
 }
@@ -104,11 +121,12 @@ async fn revoke(State(state): Shared, Json(request): Json<RevokeRequest>) -> Res
         } => state.oauth.revoke_by_access_token(&token),
         RevokeRequest {
             client_id: Some(client_id),
+            account,
             user_id: Some(user_id),
             ..
         } => {
-            let user_key = state.resolve_user(user_id).unwrap_or(user_id);
-            state.oauth.revoke_grants_of(&client_id, user_key)
+            let user_key = state.resolve_user(account, user_id).unwrap_or(user_id);
+            state.oauth.revoke_grants_of(&client_id, account, user_key)
         }
         _ => {
             return admin_error(
@@ -238,7 +256,8 @@ async fn hide_records(State(state): Shared, Json(request): Json<HideRequest>) ->
         Ok(resource) => resource,
         Err(error) => return error.into_response(),
     };
-    let Some(user_key) = state.resolve_user(request.user_id) else {
+    // Visibility is a matter of account 1, the firm the admin API edits.
+    let Some(user_key) = state.resolve_user(1, request.user_id) else {
         return admin_error(
             StatusCode::BAD_REQUEST,
             format!("no user {}", request.user_id),

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::fields::Fields;
 use super::params::Params;
 use super::record::write_body;
+use crate::dataset::Dataset;
 use crate::region::RegionState;
 use crate::resource::{RecordId, Resource};
 
@@ -20,7 +21,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// The linked record `data[field].id` names, which must exist.
 fn linked(
-    state: &RegionState,
+    records: &Dataset,
     data: &Map<String, Value>,
     field: &str,
     resource: Resource,
@@ -32,8 +33,7 @@ fn linked(
         .get("id")
         .map(RecordId::from)
         .ok_or_else(|| invalid(format!("{field} must be {{\"id\": ...}}")))?;
-    state
-        .data
+    records
         .find(resource, &id)
         .map(Some)
         .ok_or_else(|| invalid(format!("{field} {id} does not exist")))
@@ -45,6 +45,7 @@ fn field_of(record: &Value, name: &str) -> Value {
 
 pub(crate) fn create(
     state: &RegionState,
+    records: &Dataset,
     user_key: i64,
     params: &Params,
     body: &Bytes,
@@ -64,15 +65,14 @@ pub(crate) fn create(
         .and_then(Value::as_f64)
         .filter(|q| *q >= 0.0)
         .ok_or_else(|| invalid("quantity must be a non-negative number"))?;
-    let matter = linked(state, &data, "matter", Resource::Matters)?;
-    let user = match linked(state, &data, "user", Resource::Users)? {
+    let matter = linked(records, &data, "matter", Resource::Matters)?;
+    let user = match linked(records, &data, "user", Resource::Users)? {
         Some(user) => user,
-        None => state
-            .data
+        None => records
             .get(Resource::Users, user_key)
             .ok_or_else(|| invalid("user does not exist"))?,
     };
-    let calendar_entry = linked(state, &data, "calendar_entry", Resource::CalendarEntries)?;
+    let calendar_entry = linked(records, &data, "calendar_entry", Resource::CalendarEntries)?;
     let rate = user.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
     let (hours, price) = if kind == "TimeEntry" {
         (
@@ -103,9 +103,7 @@ pub(crate) fn create(
     let Value::Object(record) = record else {
         return Err(invalid("the entry could not be built"));
     };
-    let created = state
-        .data
-        .create(Resource::Activities, record, state.shared.clock.now());
+    let created = records.create(Resource::Activities, record, state.shared.clock.now());
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"data": fields.project(&created)})),

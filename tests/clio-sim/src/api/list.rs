@@ -14,7 +14,8 @@ use super::error::ApiError;
 use super::fields::Fields;
 use super::filter::Filter;
 use super::params::Params;
-use crate::dataset::mix;
+use crate::dataset::{Dataset, mix};
+use crate::oauth::store::Bearer;
 use crate::region::RegionState;
 use crate::resource::Resource;
 
@@ -103,16 +104,21 @@ impl Origin<'_> {
     }
 }
 
-/// One page of `resource`, as the user `viewer` sees it.
+/// One page of `resource` of `data` (the bearer's account), as the bearer's user sees it.
 pub(crate) fn list(
     state: &RegionState,
+    data: &Dataset,
     resource: Resource,
     params: &Params,
     origin: &Origin<'_>,
-    viewer: i64,
+    viewer: &Bearer,
 ) -> Result<Response, ApiError> {
-    let hidden = state.hidden_from(viewer, resource);
-    let bytes = page_body(state, resource, params, origin, &hidden)?;
+    // Visibility is set on account 1's users (the admin API's firm).
+    let hidden = match viewer.account {
+        1 => state.hidden_from(viewer.user_key, resource),
+        _ => BTreeSet::new(),
+    };
+    let bytes = page_body(data, resource, params, origin, &hidden)?;
     let content_type = [(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
@@ -122,7 +128,7 @@ pub(crate) fn list(
 
 /// The serialised `{"data": [...], "meta": {...}}` of one page, without the `hidden` keys.
 pub(crate) fn page_body(
-    state: &RegionState,
+    data: &Dataset,
     resource: Resource,
     params: &Params,
     origin: &Origin<'_>,
@@ -142,7 +148,7 @@ pub(crate) fn page_body(
     // Positions in `page` whose record is a raw text (`Dataset::set_raw`).
     let mut raw: Vec<(usize, Arc<str>)> = Vec::new();
     let (mut more, mut last_key) = (false, None);
-    state.data.scan(resource, after, |key, record| {
+    data.scan(resource, after, |key, record| {
         if stop_after.is_some_and(|last| key > last) {
             return false;
         }
@@ -158,7 +164,7 @@ pub(crate) fn page_body(
             return false;
         }
         last_key = Some(key);
-        match state.data.raw(resource, key) {
+        match data.raw(resource, key) {
             Some(text) => {
                 raw.push((page.len(), text));
                 page.push(Value::Null);

@@ -189,8 +189,12 @@ async fn endpoint(
         )
     })?;
     let params = Params::parse(uri.query());
+    // The grant's account: validated when the user approved, so always there.
+    let data = state
+        .account(bearer.account)
+        .ok_or(ApiError::InvalidToken("the access token is invalid"))?;
     match (method.clone(), route) {
-        (Method::GET, ApiRoute::WhoAmI) => record::who_am_i(state, bearer.user_key, &params),
+        (Method::GET, ApiRoute::WhoAmI) => record::who_am_i(data, bearer.user_key, &params),
         (Method::GET, ApiRoute::Collection(resource)) => {
             require(state, bearer, resource, Access::Read)?;
             if let Some(delay) = state.shared.config.page_delay {
@@ -204,19 +208,19 @@ async fn endpoint(
                 host,
                 path: uri.path(),
             };
-            list::list(state, resource, &params, &origin, bearer.user_key)
+            list::list(state, data, resource, &params, &origin, bearer)
         }
         (Method::GET, ApiRoute::Record(resource, id)) => {
             require(state, bearer, resource, Access::Read)?;
-            record::show(state, resource, &id, &params, headers)
+            record::show(data, resource, &id, &params, headers)
         }
         (Method::PATCH, ApiRoute::Record(resource, id)) => {
             require(state, bearer, resource, Access::Write)?;
-            record::update(state, resource, &id, &params, headers, body)
+            record::update(state, data, resource, &id, &params, headers, body)
         }
         (Method::POST, ApiRoute::Collection(Resource::Activities)) => {
             require(state, bearer, Resource::Activities, Access::Write)?;
-            activity::create(state, bearer.user_key, &params, body)
+            activity::create(state, data, bearer.user_key, &params, body)
         }
         (method, _) => Err(ApiError::typed(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::error::ApiError;
 use super::fields::Fields;
 use super::params::Params;
-use crate::dataset::schema;
+use crate::dataset::{Dataset, schema};
 use crate::region::RegionState;
 use crate::resource::{RecordId, Resource};
 
@@ -19,17 +19,14 @@ use crate::resource::{RecordId, Resource};
 const MAINTAINED: &[&str] = &["id", "etag", "created_at", "updated_at"];
 
 /// The live record a path id names.
-fn find(state: &RegionState, resource: Resource, id: &str) -> Result<(i64, Value), ApiError> {
+fn find(data: &Dataset, resource: Resource, id: &str) -> Result<(i64, Value), ApiError> {
     let id = if resource.has_string_ids() {
         RecordId::from(id)
     } else {
         RecordId::Int(id.parse().map_err(|_| ApiError::not_found())?)
     };
     let key = id.key().ok_or_else(ApiError::not_found)?;
-    let record = state
-        .data
-        .find(resource, &id)
-        .ok_or_else(ApiError::not_found)?;
+    let record = data.find(resource, &id).ok_or_else(ApiError::not_found)?;
     Ok((key, record))
 }
 
@@ -73,14 +70,14 @@ fn add_validators(headers: &mut HeaderMap, record: &Value) {
 }
 
 pub(crate) fn show(
-    state: &RegionState,
+    data: &Dataset,
     resource: Resource,
     id: &str,
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let fields = Fields::parse(resource, params.get("fields"))?;
-    let (_, record) = find(state, resource, id)?;
+    let (_, record) = find(data, resource, id)?;
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -117,6 +114,7 @@ pub(crate) fn write_body(resource: Resource, body: &[u8]) -> Result<Map<String, 
 
 pub(crate) fn update(
     state: &RegionState,
+    data: &Dataset,
     resource: Resource,
     id: &str,
     params: &Params,
@@ -124,7 +122,7 @@ pub(crate) fn update(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let fields = Fields::parse(resource, params.get("fields"))?;
-    let (key, record) = find(state, resource, id)?;
+    let (key, record) = find(data, resource, id)?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     if if_match.is_some_and(|value| !names_etag(value, etag_of(&record))) {
         return Err(ApiError::typed(
@@ -134,8 +132,7 @@ pub(crate) fn update(
         ));
     }
     let patch = write_body(resource, body)?;
-    let updated = state
-        .data
+    let updated = data
         .update(resource, key, &patch, state.shared.clock.now())
         .ok_or_else(ApiError::not_found)?;
     Ok(record_response(
@@ -146,13 +143,12 @@ pub(crate) fn update(
 }
 
 pub(crate) fn who_am_i(
-    state: &RegionState,
+    data: &Dataset,
     user_key: i64,
     params: &Params,
 ) -> Result<Response, ApiError> {
     let fields = Fields::parse(Resource::Users, params.get("fields"))?;
-    let record = state
-        .data
+    let record = data
         .get(Resource::Users, user_key)
         .ok_or_else(ApiError::not_found)?;
     Ok(record_response(

@@ -75,17 +75,27 @@ struct CalendarIdentity {
 }
 
 impl Generator {
-    pub(crate) fn new(seed: u64, region: Region, sizes: DatasetSize) -> Generator {
-        // Each region is its own silo: same seed, different people.
-        let seed = rng::mix(seed, TAG_ACCOUNT, crate::config::region_index(region) + 1);
+    /// The records of `account` (1-based: 1 is the region's usual firm) of `region`.
+    pub(crate) fn new(seed: u64, region: Region, account: u32, sizes: DatasetSize) -> Generator {
+        // Each region is its own silo: same seed, different people; and each further
+        // account of a region is a firm of its own.
+        let region_index = crate::config::region_index(region);
+        let mut seed = rng::mix(seed, TAG_ACCOUNT, region_index + 1);
+        if account > 1 {
+            seed = rng::mix(seed, TAG_ACCOUNT + 1, u64::from(account));
+        }
         let mut r = Rng::new(seed, TAG_ACCOUNT, 0);
         let a = r.pick(rng::LAST_NAMES);
         let b = r.pick(rng::LAST_NAMES);
         let account_name = format!("{a} & {b} LLP");
         let firm_domain = format!("{}{}.example.com", ascii_lower(a), ascii_lower(b));
-        let account_id = 90_000_000
-            + i64::try_from(crate::config::region_index(region) * 1_000_000 + r.below(1_000_000))
-                .unwrap_or(0);
+        // Account 1 keeps the id it always had; the others are numbered below it, so no
+        // two accounts of a region share an id.
+        let account_id = match account {
+            0 | 1 => 90_000_000 + region_index * 1_000_000 + r.below(1_000_000),
+            n => 80_000_000 + region_index * 1_000_000 + u64::from(n),
+        };
+        let account_id = i64::try_from(account_id).unwrap_or(0);
         Generator {
             seed,
             region,

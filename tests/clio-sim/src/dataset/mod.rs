@@ -55,9 +55,10 @@ impl std::fmt::Display for EditError {
 }
 
 impl Dataset {
-    pub(crate) fn new(seed: u64, region: Region, sizes: DatasetSize) -> Dataset {
+    /// The records of `account` (1-based) of `region`.
+    pub(crate) fn new(seed: u64, region: Region, account: u32, sizes: DatasetSize) -> Dataset {
         Dataset {
-            generator: Generator::new(seed, region, sizes),
+            generator: Generator::new(seed, region, account, sizes),
             seed,
             overlays: Default::default(),
             edits: AtomicU64::new(0),

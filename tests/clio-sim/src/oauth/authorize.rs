@@ -122,10 +122,12 @@ fn approval_title(state: &RegionState, params: &[(String, String)]) -> Option<St
     param(params, "error").map(|error| format!("Failure error={error}"))
 }
 
-/// The person's decision on the consent page for the authorize request in `params`.
+/// The decision of user `user_id` of `account` (1-based) on the consent page for the
+/// authorize request in `params`.
 pub(crate) fn decide(
     state: &RegionState,
     params: &[(String, String)],
+    account: u32,
     user_id: i64,
     decision: Decision,
 ) -> ConsentOutcome {
@@ -133,7 +135,10 @@ pub(crate) fn decide(
         Ok(request) => request,
         Err(message) => return error_outcome(&message),
     };
-    let Some(user_key) = state.resolve_user(user_id) else {
+    if state.account(account).is_none() {
+        return error_outcome(&format!("unknown Clio account {account}"));
+    }
+    let Some(user_key) = state.resolve_user(account, user_id) else {
         return error_outcome(&format!("unknown Clio user {user_id}"));
     };
     let out_of_band = is_out_of_band(&request.redirect_uri);
@@ -165,6 +170,7 @@ pub(crate) fn decide(
             let code = state.oauth.issue_code(
                 &request.app.client_id,
                 &request.redirect_uri,
+                account,
                 user_key,
                 expires,
             );
@@ -227,7 +233,7 @@ pub(crate) async fn consent_page(
         .map(|permission| format!("<li>{}</li>", escape(permission)))
         .collect();
     let body = format!(
-        "<p>{} requests access to:</p><ul>{permissions}</ul>\n<form method=\"post\" action=\"/oauth/authorize\">{hidden}\n<label>Clio user id <input name=\"user_id\" value=\"1\"></label>\n<button name=\"decision\" value=\"allow\">Allow</button> <button name=\"decision\" value=\"deny\">Deny</button></form>",
+        "<p>{} requests access to:</p><ul>{permissions}</ul>\n<form method=\"post\" action=\"/oauth/authorize\">{hidden}\n<label>Clio account <input name=\"account\" value=\"1\"></label>\n<label>Clio user id <input name=\"user_id\" value=\"1\"></label>\n<button name=\"decision\" value=\"allow\">Allow</button> <button name=\"decision\" value=\"deny\">Deny</button></form>",
         escape(&request.app.client_id)
     );
     page(
@@ -246,12 +252,15 @@ pub(crate) async fn decide_in_browser(
     let user_id = param(&params, "user_id")
         .and_then(|id| id.trim().parse().ok())
         .unwrap_or(1);
+    let account = param(&params, "account")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(1);
     let decision = if param(&params, "decision") == Some("allow") {
         Decision::Allow
     } else {
         Decision::Deny
     };
-    let outcome = decide(&state, &params, user_id, decision);
+    let outcome = decide(&state, &params, account, user_id, decision);
     let title = outcome.page_title.clone().unwrap_or_default();
     match outcome.location {
         Some(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),

@@ -18,6 +18,8 @@ use crate::clock::after;
 /// Tokens handed out by a successful code exchange or refresh.
 #[derive(Debug)]
 pub(crate) struct Issued {
+    /// The grant the tokens belong to (its index in the region).
+    pub(crate) grant: usize,
     pub(crate) access_token: String,
     /// Present on code exchange, and on refresh when rotation is on.
     pub(crate) refresh_token: Option<String>,
@@ -28,6 +30,8 @@ pub(crate) struct Issued {
 pub(crate) struct Bearer {
     pub(crate) grant: usize,
     pub(crate) client_id: String,
+    /// The account (1-based) whose user approved, whose records the token reads.
+    pub(crate) account: u32,
     pub(crate) user_key: i64,
 }
 
@@ -35,6 +39,7 @@ pub(crate) struct Bearer {
 struct PendingCode {
     client_id: String,
     redirect_uri: String,
+    account: u32,
     user_key: i64,
     expires_at: DateTime<Utc>,
 }
@@ -42,6 +47,7 @@ struct PendingCode {
 #[derive(Debug)]
 struct Grant {
     client_id: String,
+    account: u32,
     user_key: i64,
     revoked: bool,
 }
@@ -84,11 +90,12 @@ impl OAuthStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records an approval and returns its code.
+    /// Records an approval by `user_key` of `account` and returns its code.
     pub(crate) fn issue_code(
         &self,
         client_id: &str,
         redirect_uri: &str,
+        account: u32,
         user_key: i64,
         expires_at: DateTime<Utc>,
     ) -> String {
@@ -98,6 +105,7 @@ impl OAuthStore {
             PendingCode {
                 client_id: client_id.to_owned(),
                 redirect_uri: redirect_uri.to_owned(),
+                account,
                 user_key,
                 expires_at,
             },
@@ -132,6 +140,7 @@ impl OAuthStore {
         }
         inner.grants.push(Grant {
             client_id: client_id.to_owned(),
+            account: pending.account,
             user_key: pending.user_key,
             revoked: false,
         });
@@ -139,6 +148,7 @@ impl OAuthStore {
         let access_token = Self::new_access(&mut inner, grant, now, access_ttl);
         let refresh_token = Self::new_refresh(&mut inner, grant, client_id);
         Ok(Issued {
+            grant,
             access_token,
             refresh_token: Some(refresh_token),
         })
@@ -171,6 +181,7 @@ impl OAuthStore {
             Self::new_refresh(&mut inner, grant, client_id)
         });
         Ok(Issued {
+            grant,
             access_token,
             refresh_token,
         })
@@ -222,6 +233,7 @@ impl OAuthStore {
         Ok(Bearer {
             grant: token.grant,
             client_id: grant.client_id.clone(),
+            account: grant.account,
             user_key: grant.user_key,
         })
     }
@@ -238,13 +250,18 @@ impl OAuthStore {
         }
     }
 
-    /// Revokes every live grant a user gave an app; returns how many.
-    pub(crate) fn revoke_grants_of(&self, client_id: &str, user_key: i64) -> usize {
+    /// Revokes every live grant a user of `account` gave an app; returns how many.
+    pub(crate) fn revoke_grants_of(&self, client_id: &str, account: u32, user_key: i64) -> usize {
         let mut inner = self.lock();
         inner
             .grants
             .iter_mut()
-            .filter(|g| !g.revoked && g.client_id == client_id && g.user_key == user_key)
+            .filter(|g| {
+                !g.revoked
+                    && g.client_id == client_id
+                    && g.account == account
+                    && g.user_key == user_key
+            })
             .map(|g| g.revoked = true)
             .count()
     }
@@ -267,13 +284,13 @@ mod tests {
         let now = Utc::now();
         let ttl = Duration::from_secs(60);
         let later = after(now, Duration::from_secs(600));
-        let code = store.issue_code("cid", "https://a/cb", 7, later);
+        let code = store.issue_code("cid", "https://a/cb", 1, 7, later);
         assert!(
             store
                 .exchange_code("cid", &code, "https://a/cb/", now, ttl)
                 .is_err()
         );
-        let code = store.issue_code("cid", "https://a/cb", 7, later);
+        let code = store.issue_code("cid", "https://a/cb", 1, 7, later);
         let issued = store
             .exchange_code("cid", &code, "https://a/cb", now, ttl)
             .unwrap();

@@ -135,7 +135,13 @@ fn exchange(state: &RegionState, headers: &HeaderMap, body: &[u8]) -> (Response,
                 config.access_token_ttl,
                 rotate,
             ) {
-                Ok(issued) => (token_response(state, issued), TokenOutcome::Refresh),
+                Ok(issued) => {
+                    let grant = format!("{}/{}", state.region, issued.grant);
+                    (
+                        token_response(state, issued),
+                        TokenOutcome::Refresh { grant },
+                    )
+                }
                 Err(description) => fail(invalid_grant(description)),
             }
         }

@@ -79,12 +79,23 @@ pub struct Tokens {
 /// Registers `app` in `region` (if `register`), approves it as user 1 and exchanges the
 /// code.
 pub async fn connect_as(sim: &ClioSim, region: Region, app: &AppSpec, user: i64) -> Tokens {
+    connect_in_account(sim, region, app, 1, user).await
+}
+
+/// [`connect_as`] by a user of `account` (1-based, `SimConfig::accounts`).
+pub async fn connect_in_account(
+    sim: &ClioSim,
+    region: Region,
+    app: &AppSpec,
+    account: u32,
+    user: i64,
+) -> Tokens {
     let base = sim.base_url(region);
     sim.admin().register_app(region, app).await.unwrap();
     let url = authorize_url(&base, &app.client_id, REDIRECT, "st");
     let consent = sim
         .admin()
-        .consent(&url, user, Decision::Allow)
+        .consent_in_account(&url, account, user, Decision::Allow)
         .await
         .unwrap();
     let code = consent.code.expect("approved");
