@@ -40,9 +40,13 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::Value;
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
+
+mod from_text;
+
+pub use from_text::{CanonicalTextWriter, write_canonical_text};
 
 /// `prev_hash` of a tenant's first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -56,15 +60,79 @@ pub const CHECKPOINT_PURPOSE: &str = "clio-connect.audit.checkpoint.v1";
 
 /// The link to the previous event: `hex(SHA-256(prev_hash ‖ canonical))`.
 pub fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
+    chain_hash_hex(prev_hash, canonical).as_str().to_owned()
+}
+
+/// [`chain_hash`] without allocating (`Verify` computes one per stored event).
+pub fn chain_hash_hex(prev_hash: &str, canonical: &[u8]) -> HashHex {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical);
-    hex::encode(hasher.finalize())
+    let mut hex = [0; 64];
+    // 32 bytes are always 64 hex digits.
+    let _ = hex::encode_to_slice(hasher.finalize(), &mut hex);
+    HashHex(hex)
+}
+
+/// A SHA-256 hash as 64 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashHex([u8; 64]);
+
+impl HashHex {
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// An instant as the canonical form writes it.
 pub fn format_time(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    let mut out = Vec::with_capacity(27);
+    write_time(&mut out, at);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`format_time`]'s text: chrono's RFC 3339 with microseconds and `Z`, written
+/// digit by digit for years 0 to 9999 (what chrono writes there, without its formatting
+/// machinery: `Verify` writes two per stored event).
+pub fn write_time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    let nanos = at.nanosecond();
+    let year = u32::try_from(at.date_naive().year())
+        .ok()
+        .filter(|year| *year <= 9999);
+    let Some(year) = year.filter(|_| nanos < 1_000_000_000) else {
+        // A signed year, or a leap second: chrono's own spelling.
+        let text = at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        out.extend_from_slice(text.as_bytes());
+        return;
+    };
+    // The calendar fields once (each accessor of a `DateTime` converts it anew).
+    let (date, time) = (at.date_naive(), at.time());
+    two_digits(out, year / 100);
+    two_digits(out, year % 100);
+    out.push(b'-');
+    two_digits(out, date.month());
+    out.push(b'-');
+    two_digits(out, date.day());
+    out.push(b'T');
+    two_digits(out, time.hour());
+    out.push(b':');
+    two_digits(out, time.minute());
+    out.push(b':');
+    two_digits(out, time.second());
+    out.push(b'.');
+    let micros = nanos / 1_000;
+    two_digits(out, micros / 10_000);
+    two_digits(out, micros / 100 % 100);
+    two_digits(out, micros % 100);
+    out.push(b'Z');
+}
+
+/// `value` (below 100) as two decimal digits.
+fn two_digits(out: &mut Vec<u8>, value: u32) {
+    // Decimal digits: below 10, so the casts keep them.
+    out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
 }
 
 /// Writes `value` in canonical form: sorted keys, no whitespace, zero as `0`.
@@ -73,16 +141,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(number) => {
-            // jsonb has no negative zero and prints 0.0 as "0.0", -0 as "0": one spelling
-            // for every zero keeps the bytes stable through the database.
-            if number.as_f64() == Some(0.0) {
-                out.push(b'0');
-            } else {
-                // Number's Display is serde_json's own formatting (itoa / ryu).
-                let _ = write!(out, "{number}");
-            }
-        }
+        Value::Number(number) => write_number(out, number),
         Value::String(text) => write_str(out, text),
         Value::Array(items) => {
             out.push(b'[');
@@ -113,16 +172,64 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+fn write_number(out: &mut Vec<u8>, number: &Number) {
+    // jsonb has no negative zero and prints 0.0 as "0.0", -0 as "0": one spelling for
+    // every zero keeps the bytes stable through the database.
+    if number.as_f64() == Some(0.0) {
+        out.push(b'0');
+    } else if let Some(value) = number.as_u64() {
+        write_u64(out, value);
+    } else if let Some(value) = number.as_i64() {
+        // Negative here: positive integers are u64s.
+        out.push(b'-');
+        write_u64(out, value.unsigned_abs());
+    } else {
+        // Number's Display is serde_json's own formatting (ryu for floats).
+        let _ = write!(out, "{number}");
+    }
+}
+
+/// `value` in decimal, as `Display` (and serde_json's itoa) writes it.
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        // A decimal digit: below 10, so the cast keeps it.
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
 /// A JSON string with minimal escaping.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
-    // Writing a &str to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    // Most strings need no escape at all: copied as they are, which is what serde_json
+    // writes for them. (A fold with no early exit, which the compiler vectorises.)
+    let plain = text.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a &str to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
 }
 
 /// The canonical text of a JSON document given as text.
 pub fn canonical_text(json: &str) -> Result<String, serde_json::Error> {
-    let value: Value = serde_json::from_str(json)?;
-    Ok(canonical_value(&value))
+    let mut out = Vec::with_capacity(json.len());
+    write_canonical_text(&mut out, json)?;
+    // Only valid UTF-8 was written.
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 pub fn canonical_value(value: &Value) -> String {
@@ -162,12 +269,18 @@ impl<'a> ObjectWriter<'a> {
             );
             self.last_key = Some(key);
         }
+        debug_assert!(
+            key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "canonical keys need no escapes: {key}"
+        );
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_str(self.out, key);
-        self.out.push(b':');
+        // What `write_str` writes for a key without escapes.
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
 
@@ -179,25 +292,35 @@ impl<'a> ObjectWriter<'a> {
 
     pub fn uint(&mut self, key: &'static str, value: u64) -> &mut Self {
         let out = self.key(key);
-        let _ = write!(out, "{value}");
+        write_u64(out, value);
         self
     }
 
     /// A value that is already canonical JSON text.
-    pub fn raw(&mut self, key: &'static str, canonical: &str) -> &mut Self {
+    pub fn raw(&mut self, key: &'static str, canonical: &[u8]) -> &mut Self {
         let out = self.key(key);
-        out.extend_from_slice(canonical.as_bytes());
+        out.extend_from_slice(canonical);
         self
     }
 
-    pub fn strings(&mut self, key: &'static str, values: &[String]) -> &mut Self {
+    /// An instant, as [`format_time`] writes it.
+    pub fn time(&mut self, key: &'static str, at: &DateTime<Utc>) -> &mut Self {
+        let out = self.key(key);
+        // The text of a time needs no escapes.
+        out.push(b'"');
+        write_time(out, at);
+        out.push(b'"');
+        self
+    }
+
+    pub fn strings(&mut self, key: &'static str, values: &[impl AsRef<str>]) -> &mut Self {
         let out = self.key(key);
         out.push(b'[');
         for (i, value) in values.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(out, value);
+            write_str(out, value.as_ref());
         }
         out.push(b']');
         self
@@ -236,7 +359,7 @@ pub fn checkpoint_message(
         .str("key_id", key_id)
         .str("purpose", CHECKPOINT_PURPOSE)
         .uint("sequence", sequence)
-        .str("signed_at", &format_time(signed_at))
+        .time("signed_at", signed_at)
         .str("tenant", tenant);
     object.end();
     out
@@ -274,6 +397,97 @@ mod tests {
             let once = canonical_text(input).unwrap();
             let twice = canonical_text(&once).unwrap();
             assert_eq!(once, twice);
+        }
+    }
+
+    #[test]
+    fn text_is_canonicalised_as_its_parsed_value_is() {
+        // `canonical_text` parses without building a `Value`: the same bytes as
+        // `canonical_value` of serde_json's own parse, for anything JSON can hold.
+        let inputs = [
+            r#"{ "b": 1, "a": {"z": [true, null, "x"], "y": 2.5} }"#,
+            r#"{"n":[1,1.0,1.5e300,1e20,18446744073709551616,-12,0.30000000000000004,123456789012345678,-9223372036854775808,1e-7,-0.0,0e5]}"#,
+            r#"{"s":"tab\there \u00e9 \ud83d\ude00 quote\" back\\ nl\n ctl\u0001 del\u007f","k\u0000ey":"\/"}"#,
+            r#"{"dup":1,"a":2,"dup":3,"dup":{"x":1}}"#,
+            r#"{"aa":1,"a":2,"b":3,"ab":4,"":5,"é":6,"z":7,"Z":8,"😀":9}"#,
+            r#"{"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz":1,"$serde_json::private::RawValue":"[1]"}"#,
+            r#"[[],{},[{}],"",0,-1,{"a":[{"c":1,"b":2}]}]"#,
+            r#""just a string""#,
+            "null",
+            "  \n\t{\"spaced\" :\r\n [ 1 , 2 ] }  ",
+        ];
+        for input in inputs {
+            let value: Value = serde_json::from_str(input).unwrap();
+            assert_eq!(
+                canonical_text(input).unwrap(),
+                canonical_value(&value),
+                "{input}"
+            );
+        }
+        // Where serde_json's `Value` reads a first key of that name as a raw value (and
+        // then fails on the rest of the object), as jsonb prints the object above (shorter
+        // keys first), the canonical text is simply the object's.
+        let stored = r#"{"$serde_json::private::RawValue": "[1]", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz": 1}"#;
+        assert!(serde_json::from_str::<Value>(stored).is_err());
+        assert_eq!(
+            canonical_text(stored).unwrap(),
+            canonical_text(inputs[5]).unwrap()
+        );
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "[1,]",
+            "{\"a\":1}x",
+            "\"\\ud800\"",
+            "1e400",
+        ] {
+            assert!(canonical_text(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_ascii: String = (0u8..128).map(char::from).collect();
+        every_ascii.push_str("é😀\u{2028}");
+        let mut texts: Vec<String> = every_ascii.chars().map(String::from).collect();
+        texts.extend([String::new(), every_ascii.clone(), "plain text".into()]);
+        for text in texts {
+            let mut out = Vec::new();
+            write_str(&mut out, &text);
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let instants = [
+            DateTime::from_timestamp(0, 0),
+            DateTime::from_timestamp(1_700_000_000, 1_000),
+            DateTime::from_timestamp(1_700_000_000, 999_999_999),
+            DateTime::from_timestamp(951_782_400, 123_456_000),
+            // Years 0, 9999, 10000 and before 0.
+            DateTime::from_timestamp(-62_167_219_200, 0),
+            DateTime::from_timestamp(253_402_300_799, 999_999_000),
+            DateTime::from_timestamp(253_402_300_800, 0),
+            DateTime::from_timestamp(-62_167_219_201, 5_000),
+            // A leap second.
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000),
+        ];
+        for at in instants.into_iter().map(Option::unwrap) {
+            assert_eq!(
+                format_time(&at),
+                at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "{at:?}"
+            );
+        }
+        for seconds in (-100_000_000_000i64..300_000_000_000).step_by(7_777_777_777) {
+            let at = DateTime::from_timestamp(seconds, 654_321_987).unwrap();
+            assert_eq!(
+                format_time(&at),
+                at.to_rfc3339_opts(SecondsFormat::Micros, true)
+            );
         }
     }
 

@@ -158,6 +158,25 @@ impl<'k> ChainVerifier<'k> {
         self
     }
 
+    /// Resumes after the event `event_id`, which verified: `first_sequence` and `prev_hash`
+    /// of [`ChainVerifier::new`] are the sequence after it and its hash. Names it when the
+    /// events after it are missing.
+    #[must_use]
+    pub fn after_event(mut self, event_id: &str) -> Self {
+        event_id.clone_into(&mut self.last_event_id);
+        self
+    }
+
+    /// The last sequence checked while no event is broken; `first_sequence - 1` before any.
+    pub fn intact_through(&self) -> Option<u64> {
+        self.broken.is_none().then(|| self.next_sequence - 1)
+    }
+
+    /// The id of the last event that verified (empty before any).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
     /// True while more events can change the verdict.
     pub fn wants_more(&self) -> bool {
         match (&self.broken, &self.unlinked) {
@@ -266,9 +285,13 @@ impl<'k> ChainVerifier<'k> {
             }
         }
         self.events_checked += 1;
-        self.prev_hash = Some(link.hash.to_owned());
+        // Into the strings already held: one event after another, no allocation.
+        match &mut self.prev_hash {
+            Some(prev_hash) => link.hash.clone_into(prev_hash),
+            None => self.prev_hash = Some(link.hash.to_owned()),
+        }
         self.next_sequence += 1;
-        self.last_event_id = link.event_id.to_owned();
+        link.event_id.clone_into(&mut self.last_event_id);
     }
 
     /// The verdict once every event was pushed. `expected_last` is the last sequence the

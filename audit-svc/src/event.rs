@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use proto::common::v1 as pb;
 use uuid::Uuid;
 
-use crate::canonical::{CANONICAL_VERSION, ObjectWriter, chain_hash, format_time};
+use crate::canonical::{CANONICAL_VERSION, ObjectWriter, chain_hash};
 
 /// Identifiers an event relates to beyond its subject; empty when they do not apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,48 +62,114 @@ pub struct EventRecord {
     pub hash: String,
 }
 
-impl EventRecord {
+/// Everything an event's canonical bytes cover, borrowed: from an [`EventRecord`], or
+/// straight from the bytes of a stored row while verifying
+/// ([`crate::stored_chain::RowHasher`]), so that both write the bytes with the same code.
+#[derive(Debug, Clone, Copy)]
+pub struct CanonicalEvent<'a, S = String> {
+    pub event_id: Uuid,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub actor_kind: &'a str,
+    pub actor_id: &'a str,
+    pub subject_kind: &'a str,
+    pub subject_id: &'a str,
+    pub connection_id: &'a str,
+    pub app_id: &'a str,
+    pub principal: &'a str,
+    pub clio_user_id: &'a str,
+    pub clio_account_id: &'a str,
+    pub job_id: &'a str,
+    pub region: &'a str,
+    pub scopes: &'a [S],
+    pub risk_tier: &'a str,
+    pub reason: &'a str,
+    pub source: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    /// Canonical JSON text (UTF-8) of an object.
+    pub payload: &'a [u8],
+    pub writer: &'a str,
+    pub sequence: u64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl<S: AsRef<str>> CanonicalEvent<'_, S> {
     /// Appends the canonical bytes (see [`crate::canonical`]) to `out`.
-    pub fn write_canonical(&self, out: &mut Vec<u8>) {
-        let body = &self.body;
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut event_id = Uuid::encode_buffer();
+        let event_id = self.event_id.hyphenated().encode_lower(&mut event_id);
         let mut object = ObjectWriter::begin(out);
         object
             .object("actor", |actor| {
-                actor
-                    .str("id", &body.actor_id)
-                    .str("kind", &body.actor_kind);
+                actor.str("id", self.actor_id).str("kind", self.actor_kind);
             })
-            .str("event_id", &body.event_id.to_string())
-            .str("kind", &body.kind)
-            .str("occurred_at", &format_time(&body.occurred_at))
-            .raw("payload", &body.payload)
-            .str("reason", &body.reason)
-            .str("recorded_at", &format_time(&self.recorded_at))
+            .str("event_id", event_id)
+            .str("kind", self.kind)
+            .time("occurred_at", &self.occurred_at)
+            .raw("payload", self.payload)
+            .str("reason", self.reason)
+            .time("recorded_at", &self.recorded_at)
             .object("refs", |refs| {
-                let r = &body.refs;
-                refs.str("app_id", &r.app_id)
-                    .str("clio_account_id", &r.clio_account_id)
-                    .str("clio_user_id", &r.clio_user_id)
-                    .str("connection_id", &r.connection_id)
-                    .str("job_id", &r.job_id)
-                    .str("principal", &r.principal)
-                    .str("region", &r.region);
+                refs.str("app_id", self.app_id)
+                    .str("clio_account_id", self.clio_account_id)
+                    .str("clio_user_id", self.clio_user_id)
+                    .str("connection_id", self.connection_id)
+                    .str("job_id", self.job_id)
+                    .str("principal", self.principal)
+                    .str("region", self.region);
             })
-            .str("risk_tier", &body.risk_tier)
-            .strings("scopes", &body.scopes)
+            .str("risk_tier", self.risk_tier)
+            .strings("scopes", self.scopes)
             .uint("sequence", self.sequence)
-            .str("source", &body.source)
+            .str("source", self.source)
             .object("subject", |subject| {
                 subject
-                    .str("id", &body.subject_id)
-                    .str("kind", &body.subject_kind);
+                    .str("id", self.subject_id)
+                    .str("kind", self.subject_kind);
             })
-            .str("tenant", &body.tenant)
+            .str("tenant", self.tenant)
             .uint("v", u64::from(CANONICAL_VERSION));
-        if !body.writer.is_empty() {
-            object.str("writer", &body.writer);
+        if !self.writer.is_empty() {
+            object.str("writer", self.writer);
         }
         object.end();
+    }
+}
+
+impl EventRecord {
+    /// What the canonical bytes cover.
+    pub fn canonical_event(&self) -> CanonicalEvent<'_> {
+        let body = &self.body;
+        CanonicalEvent {
+            event_id: body.event_id,
+            tenant: &body.tenant,
+            kind: &body.kind,
+            actor_kind: &body.actor_kind,
+            actor_id: &body.actor_id,
+            subject_kind: &body.subject_kind,
+            subject_id: &body.subject_id,
+            connection_id: &body.refs.connection_id,
+            app_id: &body.refs.app_id,
+            principal: &body.refs.principal,
+            clio_user_id: &body.refs.clio_user_id,
+            clio_account_id: &body.refs.clio_account_id,
+            job_id: &body.refs.job_id,
+            region: &body.refs.region,
+            scopes: &body.scopes,
+            risk_tier: &body.risk_tier,
+            reason: &body.reason,
+            source: &body.source,
+            occurred_at: body.occurred_at,
+            payload: body.payload.as_bytes(),
+            writer: &body.writer,
+            sequence: self.sequence,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// Appends the canonical bytes (see [`crate::canonical`]) to `out`.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        self.canonical_event().write(out);
     }
 
     pub fn canonical_bytes(&self) -> Vec<u8> {

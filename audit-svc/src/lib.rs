@@ -22,6 +22,7 @@ pub(crate) mod reports;
 pub(crate) mod review;
 pub mod signing;
 pub mod store;
+pub mod stored_chain;
 pub mod validation;
 pub(crate) mod verify;
 pub(crate) mod watch;

@@ -201,8 +201,8 @@ fn internal(what: &str, error: impl std::fmt::Display) -> AuditError {
     AuditError::Internal(format!("stored event {what}: {error}"))
 }
 
-/// A row selected with [`EVENT_COLUMNS`]. Columns are read by position: verification
-/// decodes a million of these.
+/// A row selected with [`EVENT_COLUMNS`], columns read by position. (`Verify` reads the
+/// same columns without building records: [`crate::stored_chain`].)
 pub fn decode_event(row: &PgRow) -> Result<EventRecord, AuditError> {
     let sequence: i64 = row.try_get(1)?;
     let scopes: Vec<String> = row.try_get(15)?;

@@ -1,6 +1,6 @@
 //! What every operation of the service works with: the database, the vault, the Clio
-//! client, the clock, the configuration, the outbox relay, the lease-usage recorder and
-//! the metrics.
+//! client, the clock, the configuration, the outbox relay, the lease-usage recorder, the
+//! lease cache and the metrics.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::key_rotation::RotationMetrics;
+use crate::lease_cache::LeaseCache;
 use crate::metrics::AuthMetrics;
 use crate::refresh::RefreshFlights;
 use crate::token_vault::TokenVault;
@@ -25,6 +26,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub outbox: audit_outbox::Waker,
     pub usage: UsageRecorder,
+    /// What leases read of connections, served again while still current.
+    pub lease_cache: LeaseCache,
     /// Refreshes in flight in this process, one per connection.
     pub refreshes: RefreshFlights,
     pub rotation: RotationMetrics,

@@ -19,6 +19,7 @@ mod deauthorize_retry;
 mod domain;
 mod error;
 mod key_rotation;
+mod lease_cache;
 mod leases;
 mod metrics;
 mod offboarding;
@@ -150,6 +151,7 @@ pub async fn run_with(
         config: config.clone(),
         outbox: waker.clone(),
         usage: UsageRecorder::default(),
+        lease_cache: lease_cache::LeaseCache::default(),
         refreshes: refresh::RefreshFlights::default(),
         rotation: key_rotation::RotationMetrics::registered(&metrics),
         metrics: auth_metrics,

@@ -91,6 +91,9 @@ impl Due {
 pub struct Fresh {
     pub access_token: SecretString,
     pub expires_at: DateTime<Utc>,
+    /// The connection's `token_version` that stores this token: a lease records its use
+    /// only while the row still has it (see `store::lease_usage`).
+    pub token_version: i64,
 }
 
 /// The proactive margin: a share of the token's lifetime, capped.
@@ -128,6 +131,7 @@ pub fn current(ctx: &Context, connection: &Connection) -> Result<Fresh, AuthErro
     Ok(Fresh {
         access_token: ctx.vault.open(ct, &access_binding(connection.id))?,
         expires_at,
+        token_version: connection.token_version,
     })
 }
 
@@ -341,6 +345,8 @@ async fn store_tokens(
     Ok(Fresh {
         access_token: grant.access_token.clone(),
         expires_at: new_expiry,
+        // `replace_tokens` wrote them over `from_version`, bumping it once.
+        token_version: connection.token_version + 1,
     })
 }
 

@@ -172,3 +172,97 @@ async fn leases_whose_usage_cannot_be_written_are_refused_and_later_ones_succeed
     );
     stack.stop().await;
 }
+
+/// A lease of a connection auth-svc leased before is served from what it read then, and
+/// only while the connection is still that one: revoked directly in the database (status
+/// alone), revoked by another replica, or given new tokens by another replica's refresh,
+/// the next lease through this replica is refused, or hands out the new token.
+#[tokio::test]
+async fn a_remembered_connection_changed_elsewhere_is_read_again_before_it_is_leased() {
+    let stack = support::start(Setup::default()).await;
+    let replica = stack.replica().await;
+    let app = stack.app(support::AppOptions::default()).await;
+    let mut ids = Vec::new();
+    for user in 1..=3 {
+        let connection = stack.connect(&app, "ida@firm", user, None).await;
+        ids.push(connection.connection_id);
+    }
+    let [in_database, by_replica, refreshed] = [&ids[0], &ids[1], &ids[2]];
+    let mut before = Vec::new();
+    for id in &ids {
+        // The first lease reads the connection, the second is served from that read.
+        let first = stack.lease_token(id).await;
+        assert_eq!(stack.lease_token(id).await, first);
+        before.push(first);
+    }
+
+    let mut admin = stack.database.connect().await;
+    sqlx::query("UPDATE connections SET status = 'revoked' WHERE connection_id = $1::uuid")
+        .bind(in_database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let refused = stack
+        .lease(in_database, &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "revoked");
+
+    replica.revoke(by_replica).await;
+    let refused = stack
+        .lease(by_replica, &["contacts:read"])
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "revoked");
+    for id in [in_database, by_replica] {
+        let denied = stack.events_about(EventKind::AccessDenied, id).await;
+        assert_eq!(denied.len(), 1, "the refusal is audited: {denied:?}");
+    }
+
+    let renewed = replica
+        .lease_refreshed(refreshed, &["contacts:read"])
+        .await
+        .unwrap()
+        .access_token;
+    assert_ne!(
+        renewed, before[2],
+        "the replica's refresh issued a new token"
+    );
+    assert_eq!(
+        stack.lease_token(refreshed).await,
+        renewed,
+        "not the token this replica read before the refresh"
+    );
+    assert_eq!(stack.lease_token(refreshed).await, renewed);
+    replica.stop().await;
+    stack.stop().await;
+}
+
+/// Every lease served from a remembered read is still recorded before its token leaves:
+/// the usage rows count each of them.
+#[tokio::test]
+async fn leases_served_from_a_remembered_read_are_each_recorded() {
+    let setup = Setup {
+        tweak: Box::new(|config| config.leases.usage_flush_ms = 600_000),
+        ..Setup::default()
+    };
+    let stack = support::start(setup).await;
+    let (_, connection) = stack.app_with_connection("lou@firm").await;
+    let id = connection.connection_id.as_str();
+    let leases = (0..50).map(|_| stack.lease(id, &["contacts:read"]));
+    for lease in futures_util::future::join_all(leases).await {
+        lease.unwrap();
+    }
+    for _ in 0..10 {
+        stack.lease(id, &["contacts:read"]).await.unwrap();
+    }
+    let recorded: i64 = stack
+        .scalar_about(
+            "SELECT coalesce(sum(lease_count), 0)::bigint FROM lease_usage \
+             WHERE connection_id = $1::uuid",
+            id,
+        )
+        .await;
+    assert_eq!(recorded, 60);
+    stack.stop().await;
+}

@@ -181,6 +181,21 @@ impl Replica {
         lease_through(&self.channel, "import", connection_id, scopes, false).await
     }
 
+    /// Leases as `import` with `force_refresh` (as after Clio refused the token) through
+    /// this replica: the connection gets new tokens.
+    pub async fn lease_refreshed(
+        &self,
+        connection_id: &str,
+        scopes: &[&str],
+    ) -> Result<pb::LeaseAccessTokenResponse, tonic::Status> {
+        lease_through(&self.channel, "import", connection_id, scopes, true).await
+    }
+
+    /// Revokes as `operator`, like [`Stack::revoke`], through this replica.
+    pub async fn revoke(&self, connection_id: &str) -> pb::RevocationResult {
+        revoke_through(&self.channel, connection_id).await
+    }
+
     pub async fn stop(self) {
         self.service.stop().await.unwrap();
     }
@@ -239,6 +254,21 @@ async fn lease_through(
         ))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// RevokeConnection as `operator` over `channel`, which must succeed.
+async fn revoke_through(channel: &Channel, connection_id: &str) -> pb::RevocationResult {
+    AuthServiceClient::new(channel.clone())
+        .revoke_connection(with_bearer(
+            pb::RevokeConnectionRequest {
+                connection_id: connection_id.into(),
+                reason: "left the matter team".into(),
+            },
+            &harness::token_of("operator"),
+        ))
+        .await
+        .expect("RevokeConnection")
+        .into_inner()
 }
 
 /// `<family>:<read|write>` as the wire type.
@@ -698,18 +728,7 @@ impl Stack {
     }
 
     pub async fn revoke(&self, connection_id: &str) -> pb::RevocationResult {
-        self.client()
-            .await
-            .revoke_connection(with_bearer(
-                pb::RevokeConnectionRequest {
-                    connection_id: connection_id.into(),
-                    reason: "left the matter team".into(),
-                },
-                &harness::token_of("operator"),
-            ))
-            .await
-            .expect("RevokeConnection")
-            .into_inner()
+        revoke_through(&self.channel, connection_id).await
     }
 
     /// Every event in the outbox, in order, with its kind.
