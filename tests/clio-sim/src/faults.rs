@@ -45,6 +45,12 @@ pub enum Fault {
     /// 302, 307, 308) and `Location` the request's own path and query: a client that
     /// follows redirects gets the page on its next request, one that does not gets the 3xx.
     Redirect { status: u16, count: Option<u32> },
+    /// For the next `count` creates (`POST /api/v4/...`), do the work (the record is
+    /// created) and then close the connection without answering, after waiting `delay_ms`
+    /// (default 0) first: a client whose timeout is shorter than `delay_ms` times out, one
+    /// with a longer timeout sees the connection dropped. Either way it cannot know the
+    /// entry exists unless it looks. Other requests are untouched and do not use it up.
+    DropAfterCreate { count: u32, delay_ms: Option<u64> },
 }
 
 /// What to do to one request.
@@ -64,6 +70,8 @@ pub(crate) enum Outcome {
     },
     /// A redirect with this status to the request's own URL.
     Redirect(u16),
+    /// Handle the request, then wait this long and close the connection unanswered.
+    DropAfterHandling(Duration),
 }
 
 #[derive(Debug)]
@@ -103,7 +111,9 @@ impl FaultSet {
             Fault::Status { count, .. }
             | Fault::Latency { count, .. }
             | Fault::Redirect { count, .. } => *count,
-            Fault::Drop { count } | Fault::RateLimitStorm { count } => Some(*count),
+            Fault::Drop { count }
+            | Fault::RateLimitStorm { count }
+            | Fault::DropAfterCreate { count, .. } => Some(*count),
             Fault::RevokeAfter { .. } => Some(1),
             Fault::RateLimitStormFor { .. } => None,
         };
@@ -125,9 +135,9 @@ impl FaultSet {
         draw < fraction
     }
 
-    /// Decides (and uses up) the faults that apply to a request for `path` made with the
-    /// token whose id is `token` (`"none"` without one).
-    pub(crate) fn plan(&self, path: &str, token: &str) -> Plan {
+    /// Decides (and uses up) the faults that apply to a `method` request for `path` made
+    /// with the token whose id is `token` (`"none"` without one).
+    pub(crate) fn plan(&self, method: &str, path: &str, token: &str) -> Plan {
         let mut plan = Plan::default();
         let mut active = self.lock();
         let now = Instant::now();
@@ -158,6 +168,11 @@ impl FaultSet {
                 Fault::Drop { .. } | Fault::RateLimitStorm { .. } | Fault::Redirect { .. } => {
                     plan.outcome.is_none() && path.starts_with(API_PREFIX)
                 }
+                Fault::DropAfterCreate { .. } => {
+                    plan.outcome.is_none()
+                        && method.eq_ignore_ascii_case("POST")
+                        && path.starts_with(API_PREFIX)
+                }
                 Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => false,
             };
             if !fires {
@@ -171,6 +186,10 @@ impl FaultSet {
                 }
                 Fault::Drop { .. } => plan.outcome = Some(Outcome::Drop),
                 Fault::Redirect { status, .. } => plan.outcome = Some(Outcome::Redirect(*status)),
+                Fault::DropAfterCreate { delay_ms, .. } => {
+                    let delay = Duration::from_millis(delay_ms.unwrap_or(0));
+                    plan.outcome = Some(Outcome::DropAfterHandling(delay));
+                }
                 Fault::RateLimitStorm { .. } => {
                     plan.outcome = Some(Outcome::Storm {
                         retry_after_secs: 1,
@@ -241,15 +260,15 @@ mod tests {
             path_prefix: None,
         });
         faults.add(Fault::Latency { ms: 5, count: None });
-        let first = faults.plan("/api/v4/contacts", "t1");
+        let first = faults.plan("GET", "/api/v4/contacts", "t1");
         assert_eq!(first.outcome, Some(Outcome::Status(503)));
         assert_eq!(first.delay, Some(Duration::from_millis(5)));
-        assert_eq!(faults.plan("/oauth/token", "t1").outcome, None);
+        assert_eq!(faults.plan("GET", "/oauth/token", "t1").outcome, None);
         assert_eq!(
-            faults.plan("/api/v4/contacts", "t1").outcome,
+            faults.plan("GET", "/api/v4/contacts", "t1").outcome,
             Some(Outcome::Status(503))
         );
-        assert_eq!(faults.plan("/api/v4/contacts", "t1").outcome, None);
+        assert_eq!(faults.plan("GET", "/api/v4/contacts", "t1").outcome, None);
     }
 
     #[test]
@@ -262,7 +281,12 @@ mod tests {
             path_prefix: None,
         });
         let failed = (0..4000)
-            .filter(|_| faults.plan("/api/v4/matters", "t1").outcome.is_some())
+            .filter(|_| {
+                faults
+                    .plan("GET", "/api/v4/matters", "t1")
+                    .outcome
+                    .is_some()
+            })
             .count();
         assert!((800..1200).contains(&failed), "{failed}");
     }
@@ -271,7 +295,7 @@ mod tests {
     fn a_storm_for_a_duration_lasts_that_long_per_token_from_its_first_call() {
         let faults = FaultSet::new(1);
         faults.add(Fault::RateLimitStormFor { ms: 60_000 });
-        let storm = |token| faults.plan("/api/v4/contacts", token).outcome;
+        let storm = |token| faults.plan("GET", "/api/v4/contacts", token).outcome;
         assert_eq!(
             storm("t1"),
             Some(Outcome::Storm {
@@ -288,7 +312,7 @@ mod tests {
             }),
             "each token has its own storm"
         );
-        assert_eq!(faults.plan("/oauth/token", "t1").outcome, None);
+        assert_eq!(faults.plan("GET", "/oauth/token", "t1").outcome, None);
 
         let mut entry = faults.lock().pop().unwrap();
         let later = Instant::now() + Duration::from_secs(61);
@@ -304,6 +328,31 @@ mod tests {
         assert_eq!(whole_seconds_up(Duration::from_millis(2_001)), 3);
         assert_eq!(whole_seconds_up(Duration::from_millis(2_000)), 2);
         assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
+    }
+
+    #[test]
+    fn drop_after_create_fires_on_creates_only() {
+        let faults = FaultSet::new(1);
+        faults.add(Fault::DropAfterCreate {
+            count: 2,
+            delay_ms: Some(50),
+        });
+        assert_eq!(faults.plan("GET", "/api/v4/activities", "t1").outcome, None);
+        assert_eq!(faults.plan("POST", "/oauth/token", "t1").outcome, None);
+        let dropped = Some(Outcome::DropAfterHandling(Duration::from_millis(50)));
+        assert_eq!(
+            faults.plan("POST", "/api/v4/activities.json", "t1").outcome,
+            dropped
+        );
+        assert_eq!(
+            faults.plan("POST", "/api/v4/activities", "t2").outcome,
+            dropped
+        );
+        assert_eq!(
+            faults.plan("POST", "/api/v4/activities", "t1").outcome,
+            None,
+            "worn off after count creates"
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ async fn apply_faults(
     next: Next,
 ) -> Response {
     let token = api::bearer_token(request.headers()).map_or_else(|| "none".to_owned(), token_id);
-    let plan = state.faults.plan(request.uri().path(), &token);
+    let plan = state
+        .faults
+        .plan(request.method().as_str(), request.uri().path(), &token);
     if let Some(delay) = plan.delay {
         tokio::time::sleep(delay).await;
     }
@@ -71,6 +73,13 @@ async fn apply_faults(
         None => next.run(request).await,
         Some(Outcome::Drop) => {
             let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            response.extensions_mut().insert(DropConnection);
+            response
+        }
+        Some(Outcome::DropAfterHandling(delay)) => {
+            // The write happens; only its answer is lost.
+            let mut response = next.run(request).await;
+            tokio::time::sleep(delay).await;
             response.extensions_mut().insert(DropConnection);
             response
         }

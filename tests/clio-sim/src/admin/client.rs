@@ -251,6 +251,21 @@ impl AdminClient {
             .map(drop)
     }
 
+    /// The activities created through `POST /api/v4/activities` in `account` (1-based) of
+    /// the region, oldest first, as stored now (`GET /__sim/activities/created?account=N`).
+    pub async fn created_activities(
+        &self,
+        region: Region,
+        account: u32,
+    ) -> anyhow::Result<Vec<Value>> {
+        let url = self.url(region, &format!("/activities/created?account={account}"))?;
+        let answer: Value = self.send(self.http.get(url)).await?.json().await?;
+        answer["data"]
+            .as_array()
+            .cloned()
+            .context("data missing from the answer")
+    }
+
     /// Live records of a resource right now.
     pub async fn count(&self, region: Region, resource: Resource) -> anyhow::Result<u64> {
         let url = self.url(region, &format!("/records/{resource}/count"))?;

@@ -7,7 +7,7 @@ mod client;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<Arc<RegionState>> {
         .route("/records/{resource}", post(create_record))
         .route("/records/{resource}/count", get(count))
         .route("/visibility", post(hide_records))
+        .route("/activities/created", get(created_activities))
         .route(
             "/records/{resource}/{id}",
             get(read_record).patch(update_record).delete(delete_record),
@@ -241,6 +242,25 @@ async fn update_record(
         Some(record) => Json(json!({"data": record})).into_response(),
         None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
     }
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    #[serde(default = "first_account")]
+    account: u32,
+}
+
+/// The activities created through `POST /api/v4/activities` in one account (default 1),
+/// oldest first, as stored now: `{"count": n, "data": [record, ...]}`.
+async fn created_activities(State(state): Shared, Query(query): Query<AccountQuery>) -> Response {
+    let Some(data) = state.account(query.account) else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            format!("no account {}", query.account),
+        );
+    };
+    let created = data.created_through_api();
+    Json(json!({"count": created.len(), "data": created})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,12 @@
 //! `POST /api/v4/activities`: creating a time (or expense) entry, validated as Clio
 //! validates it, answered `201` with the new record.
+//!
+//! `type` (TimeEntry or ExpenseEntry), `date` (`YYYY-MM-DD`), a positive `quantity` and an
+//! existing `user{id}` are required, and an existing `matter{id}` for a time entry;
+//! `calendar_entry{id}` is optional but must exist. Anything else is `422 ValidationError`;
+//! unknown keys are dropped. Created entries are kept in the account's records (so
+//! listings, filters, `updated_since` and show see them) and remembered for the admin
+//! `GET /__sim/activities/created`.
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -46,7 +53,6 @@ fn field_of(record: &Value, name: &str) -> Value {
 pub(crate) fn create(
     state: &RegionState,
     records: &Dataset,
-    user_key: i64,
     params: &Params,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
@@ -63,15 +69,14 @@ pub(crate) fn create(
     let quantity = data
         .get("quantity")
         .and_then(Value::as_f64)
-        .filter(|q| *q >= 0.0)
-        .ok_or_else(|| invalid("quantity must be a non-negative number"))?;
+        .filter(|q| *q > 0.0)
+        .ok_or_else(|| invalid("quantity must be a positive number"))?;
     let matter = linked(records, &data, "matter", Resource::Matters)?;
-    let user = match linked(records, &data, "user", Resource::Users)? {
-        Some(user) => user,
-        None => records
-            .get(Resource::Users, user_key)
-            .ok_or_else(|| invalid("user does not exist"))?,
-    };
+    if kind == "TimeEntry" && matter.is_none() {
+        return Err(invalid("matter can't be blank"));
+    }
+    let user = linked(records, &data, "user", Resource::Users)?
+        .ok_or_else(|| invalid("user can't be blank"))?;
     let calendar_entry = linked(records, &data, "calendar_entry", Resource::CalendarEntries)?;
     let rate = user.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
     let (hours, price) = if kind == "TimeEntry" {
@@ -103,7 +108,7 @@ pub(crate) fn create(
     let Value::Object(record) = record else {
         return Err(invalid("the entry could not be built"));
     };
-    let created = records.create(Resource::Activities, record, state.shared.clock.now());
+    let created = records.create_through_api(record, state.shared.clock.now());
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"data": fields.project(&created)})),

@@ -184,6 +184,17 @@ impl Filter {
         Ok(filter)
     }
 
+    /// The calendar entry id `calendar_entry_id` names, if the filter has one (an
+    /// activities listing can then skip the generated activities that cannot match).
+    pub(crate) fn calendar_entry(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find_map(|condition| match condition {
+                Condition::RefId("calendar_entry", id) => Some(id.as_str()),
+                _ => None,
+            })
+    }
+
     /// The highest key `ids[]` allows, so a scan can stop there.
     pub(crate) fn last_key(&self) -> Option<i64> {
         self.ids.as_ref().and_then(|ids| ids.last().copied())

@@ -220,7 +220,7 @@ async fn endpoint(
         }
         (Method::POST, ApiRoute::Collection(Resource::Activities)) => {
             require(state, bearer, Resource::Activities, Access::Write)?;
-            activity::create(state, data, bearer.user_key, &params, body)
+            activity::create(state, data, &params, body)
         }
         (method, _) => Err(ApiError::typed(
             StatusCode::METHOD_NOT_ALLOWED,

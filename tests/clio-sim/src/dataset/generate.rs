@@ -27,9 +27,39 @@ const TAG_MATTER: u64 = 30;
 const TAG_MATTER_ID: u64 = 31;
 const TAG_CALENDAR: u64 = 40;
 const TAG_CALENDAR_ID: u64 = 41;
+/// The billing-suggestion properties of calendar entries (kind, length, cancelled, billed).
+const TAG_CALENDAR_KIND: u64 = 42;
 const TAG_ACTIVITY: u64 = 50;
 const TAG_ETAG: u64 = 60;
 const TAG_ACCOUNT: u64 = 70;
+
+/// Summaries of cancelled calendar entries start with this (Clio's calendar entry has no
+/// cancelled flag; firms retitle the entry).
+pub(crate) const CANCELLED_PREFIX: &str = "Cancelled: ";
+/// Share of calendar entries (with a matter, not cancelled, not all-day) that already have
+/// their time entry: generated activity `i` links calendar entry `i`.
+const BILLED_PERCENT: u64 = 25;
+/// Clio bills time in tenths of an hour.
+const BILLING_INCREMENT: i64 = 360;
+
+const MEETING_SUMMARIES: &[&str] = &[
+    "Client meeting",
+    "Meeting with client",
+    "Strategy meeting",
+    "Settlement meeting",
+];
+const COURT_SUMMARIES: &[&str] = &[
+    "Court appearance",
+    "Court hearing",
+    "Court appearance: motion hearing",
+    "Court appearance: trial",
+];
+const CALL_SUMMARIES: &[&str] = &[
+    "Call with client",
+    "Phone call",
+    "Call with opposing counsel",
+    "Conference call",
+];
 
 /// Calendar ids (one calendar per user) start after this.
 const CALENDAR_ID_BASE: i64 = 7_000_000;
@@ -72,6 +102,29 @@ struct CalendarIdentity {
     created: i64,
     start: i64,
     recurring: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryKind {
+    Meeting,
+    CourtAppearance,
+    Call,
+    Other,
+}
+
+/// A generated calendar entry's facts, before it is built into JSON.
+struct CalendarFacts {
+    identity: CalendarIdentity,
+    updated: i64,
+    all_day: bool,
+    start: i64,
+    end: i64,
+    matter: u64,
+    owner: u64,
+    label: &'static str,
+    cancelled: bool,
+    /// Generated activity with the same index is this entry's time entry.
+    billed: bool,
 }
 
 impl Generator {
@@ -404,40 +457,97 @@ impl Generator {
         }
     }
 
-    fn calendar_entry(&self, index: u64) -> Value {
+    /// What a calendar entry is, without building it: everything an activity linked to
+    /// it needs. Returns the entry's main stream positioned after the owner draw, so
+    /// [`Generator::calendar_entry`] draws the remaining fields from where it left off.
+    fn calendar_facts(&self, index: u64) -> (CalendarFacts, Rng) {
         let identity = self.calendar_identity(index);
         let mut r = Rng::new(self.seed, TAG_CALENDAR, index);
         let updated = identity.created
             + i64::try_from(r.below(u64::try_from(DATA_EPOCH - identity.created).unwrap_or(1)))
                 .unwrap_or(0);
         let all_day = r.percent(10);
-        let (start, end) = if all_day {
-            let midnight = identity.start / 86_400 * 86_400;
-            (midnight, midnight + 86_400)
-        } else {
-            let minutes = 30 * i64::try_from(r.index_in(6)).unwrap_or(1);
-            (identity.start, identity.start + minutes * 60)
-        };
+        // Drawn (and no longer used) so the draws after it keep their values.
+        let _half_hours = if all_day { 0 } else { r.index_in(6) };
         let matter = if r.percent(75) {
             r.index_in(self.sizes.matters)
         } else {
             0
         };
         let owner = r.index_in(self.sizes.users);
-        let kind = r.pick(rng::MEETING_KINDS);
+
+        // The billing-suggestion properties come from a stream of their own, so the fields
+        // above keep the values they always had.
+        let mut s = Rng::new(self.seed, TAG_CALENDAR_KIND, index);
+        let kind = match s.below(100) {
+            0..40 => EntryKind::Meeting,
+            40..60 => EntryKind::CourtAppearance,
+            60..90 => EntryKind::Call,
+            _ => EntryKind::Other,
+        };
+        let label = match kind {
+            EntryKind::Meeting => s.pick(MEETING_SUMMARIES),
+            EntryKind::CourtAppearance => s.pick(COURT_SUMMARIES),
+            EntryKind::Call => s.pick(CALL_SUMMARIES),
+            EntryKind::Other => s.pick(rng::MEETING_KINDS),
+        };
+        let cancelled = s.percent(8);
+        let seconds = match (s.below(100), kind) {
+            // Under the 6-minute billing increment.
+            (0..10, _) => 30 + 10 * i64::try_from(s.below(31)).unwrap_or(0),
+            // Whole half hours, as the simulator always generated them.
+            (10..30, _) => 1_800 * i64::try_from(s.index_in(6)).unwrap_or(1),
+            (_, EntryKind::Call) => 60 * (2 + i64::try_from(s.below(46)).unwrap_or(0)),
+            (_, EntryKind::CourtAppearance) => 60 * (45 + i64::try_from(s.below(196)).unwrap_or(0)),
+            // Any minute count: most are not multiples of 6 minutes.
+            _ => 60 * (7 + i64::try_from(s.below(114)).unwrap_or(0)),
+        };
+        let (start, end) = if all_day {
+            let midnight = identity.start / 86_400 * 86_400;
+            (midnight, midnight + 86_400)
+        } else {
+            (identity.start, identity.start + seconds)
+        };
+        let billed_draw = s.percent(BILLED_PERCENT);
+        let billed =
+            billed_draw && matter > 0 && !cancelled && !all_day && index <= self.sizes.activities;
+        let facts = CalendarFacts {
+            identity,
+            updated,
+            all_day,
+            start,
+            end,
+            matter,
+            owner,
+            label,
+            cancelled,
+            billed,
+        };
+        (facts, r)
+    }
+
+    fn calendar_entry(&self, index: u64) -> Value {
+        let (facts, mut r) = self.calendar_facts(index);
+        let identity = &facts.identity;
+        let (matter, owner) = (facts.matter, facts.owner);
+        // Drawn (and replaced by `facts.label`) so the draws after it keep their values.
+        let _kind = r.pick(rng::MEETING_KINDS);
         let mut attendees = Vec::new();
         if owner > 0 {
             let user = self.user_identity(owner);
             attendees.push(json!({"id": key(Resource::Users, owner), "name": user.name, "type": "User", "email": user.email}));
         }
-        let mut summary = kind.to_owned();
+        let mut summary = facts.label.to_owned();
         if matter > 0 {
             let identity = self.matter_identity(matter);
-            summary = format!("{kind} – {}", identity.display_number);
+            summary = format!("{summary} – {}", identity.display_number);
             if let Some(client) = identity.client {
                 let contact = self.contact_identity(client);
                 attendees.push(json!({"id": key(Resource::Contacts, client), "name": contact.name, "type": "Contact", "email": contact.email}));
             }
+        }
+        if facts.cancelled {
+            summary = format!("{CANCELLED_PREFIX}{summary}");
         }
         json!({
             "id": identity.id,
@@ -445,9 +555,9 @@ impl Generator {
             "summary": summary,
             "description": r.pick(rng::NOTES),
             "location": if r.percent(50) { json!(r.pick(self.cities()).0) } else { Value::Null },
-            "start_at": timestamp(start),
-            "end_at": timestamp(end),
-            "all_day": all_day,
+            "start_at": timestamp(facts.start),
+            "end_at": timestamp(facts.end),
+            "all_day": facts.all_day,
             "recurrence_rule": if identity.recurring { json!("FREQ=WEEKLY;INTERVAL=1") } else { Value::Null },
             "matter": (matter > 0).then(|| self.matter_ref(matter)),
             "calendar_owner": (owner > 0).then(|| json!({
@@ -457,7 +567,7 @@ impl Generator {
             })),
             "attendees": attendees,
             "created_at": timestamp(identity.created),
-            "updated_at": timestamp(updated),
+            "updated_at": timestamp(facts.updated),
         })
     }
 
@@ -465,14 +575,14 @@ impl Generator {
         let mut r = Rng::new(self.seed, TAG_ACTIVITY, index);
         let (created, updated) = self.times(Resource::Activities, &mut r, index);
         let time_entry = r.percent(75);
-        let matter = r.index_in(self.sizes.matters);
-        let user = r.index_in(self.sizes.users);
+        let mut matter = r.index_in(self.sizes.matters);
+        let mut user = r.index_in(self.sizes.users);
         let rate = if user > 0 {
             self.user_identity(user).rate
         } else {
             200.0
         };
-        let (kind, quantity, hours, price, total) = if time_entry {
+        let (mut kind, mut quantity, mut hours, mut price, mut total) = if time_entry {
             let seconds = 360 * r.index_in(40);
             let hours = seconds as f64 / 3600.0;
             (
@@ -486,17 +596,40 @@ impl Generator {
             let price = round2(5.0 + r.below(49_500) as f64 / 100.0);
             ("ExpenseEntry", json!(1.0), json!(1.0), price, price)
         };
-        let calendar_entry = if time_entry && r.percent(20) && self.sizes.calendar_entries > 0 {
-            let entry = r.index_in(self.sizes.calendar_entries);
-            json!({"id": self.calendar_identity(entry).id})
-        } else {
-            Value::Null
-        };
+        // Drawn (and no longer used: links are now the billed entries') so the draws after
+        // them keep their values.
+        if time_entry && r.percent(20) {
+            r.index_in(self.sizes.calendar_entries);
+        }
+        let mut date_text = date(created);
+        let mut calendar_entry = Value::Null;
+        // Activity `i` is the time entry of calendar entry `i` when that entry is billed.
+        if index <= self.sizes.calendar_entries {
+            let (facts, _) = self.calendar_facts(index);
+            if facts.billed {
+                let rate = if facts.owner > 0 {
+                    self.user_identity(facts.owner).rate
+                } else {
+                    200.0
+                };
+                let seconds = billed_seconds(facts.end - facts.start);
+                let in_hours = seconds as f64 / 3600.0;
+                kind = "TimeEntry";
+                quantity = json!(seconds);
+                hours = json!(in_hours);
+                price = rate;
+                total = round2(rate * in_hours);
+                date_text = date(facts.start);
+                matter = facts.matter;
+                user = facts.owner;
+                calendar_entry = json!({"id": facts.identity.id});
+            }
+        }
         json!({
             "id": key(Resource::Activities, index),
             "etag": self.etag(Resource::Activities, index),
             "type": kind,
-            "date": date(created),
+            "date": date_text,
             "quantity": quantity,
             "quantity_in_hours": hours,
             "price": price,
@@ -592,6 +725,11 @@ fn ascii_lower(text: &str) -> String {
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect()
+}
+
+/// A duration billed in whole 6-minute increments, rounded up (at least one).
+fn billed_seconds(seconds: i64) -> i64 {
+    (seconds.max(1) + BILLING_INCREMENT - 1) / BILLING_INCREMENT * BILLING_INCREMENT
 }
 
 fn round2(value: f64) -> f64 {

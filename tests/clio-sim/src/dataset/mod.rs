@@ -36,6 +36,9 @@ pub(crate) struct Dataset {
     /// Raw JSON texts served verbatim in list pages instead of the record with that key
     /// (admin `PUT /__sim/records/{resource}/{id}/raw`): hostile data no `Value` can hold.
     raw: RwLock<HashMap<(usize, i64), Arc<str>>>,
+    /// Keys of the activities created through `POST /api/v4/activities`, in order (admin
+    /// `GET /__sim/activities/created`): few, so kept apart from the overlay.
+    created_through_api: RwLock<Vec<i64>>,
 }
 
 /// Why an admin or API edit could not be applied.
@@ -63,6 +66,7 @@ impl Dataset {
             overlays: Default::default(),
             edits: AtomicU64::new(0),
             raw: RwLock::default(),
+            created_through_api: RwLock::default(),
         }
     }
 
@@ -160,6 +164,44 @@ impl Dataset {
         }
     }
 
+    /// Like [`Dataset::scan`] over activities, but visiting only those that can link the
+    /// calendar entry `entry`: every edited or created activity, and the one generated
+    /// activity that can (generated activity `i` is the time entry of calendar entry `i`,
+    /// when that entry is billed). The caller still filters on the link itself.
+    pub(crate) fn scan_activities_of_entry(
+        &self,
+        entry: &RecordId,
+        after: Option<i64>,
+        mut visit: impl FnMut(i64, Value) -> bool,
+    ) {
+        let resource = Resource::Activities;
+        let overlay = self.overlay(resource);
+        let mut candidate = entry
+            .key()
+            .and_then(|entry| u64::try_from(entry - Resource::CalendarEntries.id_base()).ok())
+            .map(|index| key(resource, index))
+            .and_then(|key| Some((key, self.generated_index(resource, key)?)))
+            .filter(|(key, _)| after.is_none_or(|after| *key > after))
+            .filter(|(key, _)| !overlay.contains_key(key));
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for (edited, record) in overlay.range((lower, Bound::Unbounded)) {
+            if let Some((key, index)) = candidate.filter(|(key, _)| key < edited) {
+                candidate = None;
+                if !visit(key, self.generator.record(resource, index)) {
+                    return;
+                }
+            }
+            if let Some(record) = record
+                && !visit(*edited, Value::clone(record))
+            {
+                return;
+            }
+        }
+        if let Some((key, index)) = candidate {
+            visit(key, self.generator.record(resource, index));
+        }
+    }
+
     /// Live records right now: generated, minus deleted, plus created.
     pub(crate) fn count(&self, resource: Resource) -> u64 {
         let overlay = self.overlay(resource);
@@ -236,6 +278,36 @@ impl Dataset {
         let record = self.stamp(resource, key, given, fields, now);
         overlay.insert(key, Some(Arc::new(record.clone())));
         record
+    }
+
+    /// Creates an activity as `POST /api/v4/activities` does, remembering it among the
+    /// activities created through the API.
+    pub(crate) fn create_through_api(
+        &self,
+        fields: Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Value {
+        let record = self.create(Resource::Activities, fields, now);
+        if let Some(key) = record.get("id").and_then(Value::as_i64) {
+            self.created_through_api
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(key);
+        }
+        record
+    }
+
+    /// The activities created through `POST /api/v4/activities` that still exist, as stored
+    /// now (later edits included), oldest first.
+    pub(crate) fn created_through_api(&self) -> Vec<Value> {
+        let keys = self
+            .created_through_api
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        keys.into_iter()
+            .filter_map(|key| self.get(Resource::Activities, key))
+            .collect()
     }
 
     fn write(
@@ -389,5 +461,84 @@ impl Given {
             updated_at: set("updated_at"),
             etag: set("etag"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn linked_entry(record: &Value) -> Option<String> {
+        let id = record.get("calendar_entry")?.get("id")?;
+        Some(RecordId::from(id).to_string())
+    }
+
+    fn ids(data: &Dataset, resource: Resource) -> Vec<RecordId> {
+        let mut ids = Vec::new();
+        data.scan(resource, None, |_, record| {
+            ids.push(RecordId::from(&record["id"]));
+            true
+        });
+        ids
+    }
+
+    #[test]
+    fn activities_of_a_calendar_entry_are_those_a_full_scan_finds() {
+        let data = Dataset::new(3, Region::Us, 1, DatasetSize::uniform(120));
+        let now = DateTime::from_timestamp(DATA_EPOCH + 100, 0).unwrap();
+        let entries = ids(&data, Resource::CalendarEntries);
+        let billed: Vec<i64> = {
+            let mut keys = Vec::new();
+            data.scan(Resource::Activities, None, |key, record| {
+                if linked_entry(&record).is_some() {
+                    keys.push(key);
+                }
+                true
+            });
+            keys
+        };
+        assert!(billed.len() > 5, "{billed:?}");
+        // An edit that links another entry, a created entry, and a deleted billed one.
+        let relinked = json!({"calendar_entry": {"id": entries[4].to_string()}});
+        let Value::Object(relinked) = relinked else {
+            unreachable!()
+        };
+        data.update(
+            Resource::Activities,
+            key(Resource::Activities, 2),
+            &relinked,
+            now,
+        )
+        .unwrap();
+        let created =
+            json!({"type": "TimeEntry", "calendar_entry": {"id": entries[8].to_string()}});
+        let Value::Object(created) = created else {
+            unreachable!()
+        };
+        data.create_through_api(created, now);
+        assert!(data.delete(Resource::Activities, billed[0]));
+
+        for entry in &entries {
+            let wanted = Some(entry.to_string());
+            let mut full = Vec::new();
+            data.scan(Resource::Activities, None, |key, record| {
+                if linked_entry(&record) == wanted {
+                    full.push(key);
+                }
+                true
+            });
+            let mut sparse = Vec::new();
+            data.scan_activities_of_entry(entry, None, |key, record| {
+                if linked_entry(&record) == wanted {
+                    sparse.push(key);
+                }
+                true
+            });
+            assert_eq!(sparse, full, "{entry}");
+        }
+        assert_eq!(data.created_through_api().len(), 1);
     }
 }

@@ -11,3 +11,4 @@ mod oauth;
 mod rate_limit;
 mod records;
 mod support;
+mod time_entries;

@@ -85,8 +85,10 @@ async fn creating_a_time_entry_is_201_and_validated() {
         .count(Region::Us, Resource::Activities)
         .await
         .unwrap();
+    let me = get(&base, &t.access, "/api/v4/users/who_am_i").await.body["data"]["id"].clone();
     let entry = json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 3600,
-        "matter": {"id": matter}, "note": "Reviewed documents", "unknown_key": true}});
+        "matter": {"id": matter}, "user": {"id": me}, "note": "Reviewed documents",
+        "unknown_key": true}});
     let url = format!(
         "{base}/api/v4/activities.json?fields=id,type,quantity,quantity_in_hours,matter{{id}},user{{id}},note,total"
     );
@@ -102,11 +104,7 @@ async fn creating_a_time_entry_is_201_and_validated() {
         (Some("TimeEntry"), Some(3600), Some(1.0))
     );
     assert_eq!(data["matter"]["id"], matter);
-    let me = get(&base, &t.access, "/api/v4/users/who_am_i").await;
-    assert_eq!(
-        data["user"]["id"], me.body["data"]["id"],
-        "defaults to the token's user"
-    );
+    assert_eq!(data["user"]["id"], me);
     assert_eq!(
         sim.admin()
             .count(Region::Us, Resource::Activities)
@@ -136,8 +134,36 @@ async fn creating_a_time_entry_is_201_and_validated() {
             "quantity",
         ),
         (
-            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 1, "matter": {"id": 1}}}),
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 1, "matter": {"id": 1}, "user": {"id": me}}}),
             "matter",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 1, "user": {"id": me}}}),
+            "matter",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 0, "matter": {"id": matter}, "user": {"id": me}}}),
+            "quantity",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": -360, "matter": {"id": matter}, "user": {"id": me}}}),
+            "quantity",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-02-30", "quantity": 360, "matter": {"id": matter}, "user": {"id": me}}}),
+            "date",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 360, "matter": {"id": matter}}}),
+            "user",
+        ),
+        (
+            json!({"data": {"type": "TimeEntry", "date": "2026-06-09", "quantity": 360, "matter": {"id": matter}, "user": {"id": 7}}}),
+            "user",
+        ),
+        (
+            json!({"data": {"date": "2026-06-09", "quantity": 360, "matter": {"id": matter}, "user": {"id": me}}}),
+            "type",
         ),
     ] {
         let answer = send_json(
