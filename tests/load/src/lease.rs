@@ -152,8 +152,25 @@ fn rows(lease: &Load, health: &Load, options: &LeaseOptions) -> Vec<Row> {
         )
         .against("health check p99", health.quantile_ms(0.99), "ms")
         .target(Target::FigureBelow { max: 2.0 })
-        .command(command),
+        .command(command)
+        .note(little_note(callers, health.rate())),
     ]
+}
+
+/// What the latency target asks of throughput. Callers that call back to back keep
+/// `callers` calls in flight, so the mean latency is `callers / throughput` (Little's law)
+/// whatever the server does: even the health check cannot be under 2 ms at p99 unless the
+/// machine answers `callers / 2 ms` calls a second.
+fn little_note(callers: usize, health_rate: f64) -> String {
+    let callers = callers as f64;
+    format!(
+        "limit: {callers:.0} callers calling back to back keep {callers:.0} calls in flight, so \
+         the mean latency is callers / throughput (Little's law): {:.2} ms for the health \
+         check itself at {health_rate:.0} calls/s; a p99 under 2 ms needs over {:.0} calls/s \
+         from this machine, whatever the RPC does",
+        callers / health_rate.max(1e-9) * 1e3,
+        callers / 0.002,
+    )
 }
 
 /// `options.callers` tasks calling `call` back to back on the channels of `pool` (round

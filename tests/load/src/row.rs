@@ -115,8 +115,15 @@ impl Row {
         self
     }
 
+    /// Adds `note` after any note the row has (an empty one adds nothing).
     pub fn note(mut self, note: impl Into<String>) -> Row {
-        self.note = note.into();
+        let note = note.into();
+        if !note.is_empty() {
+            if !self.note.is_empty() {
+                self.note.push_str("; ");
+            }
+            self.note.push_str(&note);
+        }
         self
     }
 }
@@ -208,6 +215,18 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_add_up_and_empty_ones_add_nothing() {
+        let row = Row::new("verify", 3.8, "s")
+            .note("1000 checkpoints")
+            .note("")
+            .note("limit: the scan alone takes 5.4 s");
+        assert_eq!(
+            row.note,
+            "1000 checkpoints; limit: the scan alone takes 5.4 s"
+        );
+    }
 
     #[test]
     fn a_ratio_target_is_met_on_the_ratio() {
