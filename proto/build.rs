@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "clio_connect/auth/v1/auth.proto",
         "clio_connect/imports/v1/imports.proto",
         "clio_connect/audit/v1/audit.proto",
+        "clio_connect/suggestions/v1/suggestions.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
 

@@ -199,12 +199,16 @@ pub const AUTH_SVC_KINDS: &[&str] = &[
     "access_denied",
 ];
 
-/// What import-svc records: its jobs' lifecycle and the calls it refused.
+/// What import-svc records: its jobs' lifecycle, decisions on billing suggestions and the
+/// writes they lead to, and the calls it refused.
 pub const IMPORT_SVC_KINDS: &[&str] = &[
     "import_started",
     "import_completed",
     "import_failed",
     "import_dead_lettered",
+    "write_approved",
+    "write_rejected",
+    "write_performed",
     "access_denied",
 ];
 

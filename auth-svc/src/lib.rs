@@ -94,7 +94,13 @@ pub fn access_policy() -> AccessPolicy {
         .allow(
             AUTH_SERVICE,
             "ListConnections",
-            &[Role::Operator, Role::Compliance, Role::Connector],
+            // import: a billing approver's own connection, to check they see a matter.
+            &[
+                Role::Operator,
+                Role::Compliance,
+                Role::Connector,
+                Role::Import,
+            ],
         )
         .allow(AUTH_SERVICE, "LeaseAccessToken", &[Role::Import])
         .allow(AUTH_SERVICE, "RevokeConnection", &[Role::Operator])

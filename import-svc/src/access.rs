@@ -25,10 +25,22 @@ use crate::job::store::JobRow;
 pub struct Refusals(pub Arc<dyn DenialSink>);
 
 impl Refusals {
-    /// Audits the refusal of `method` to `caller` and returns the answer to send.
+    /// Audits the refusal of ImportService's `method` to `caller` and returns the answer
+    /// to send.
     pub fn refuse(&self, caller: &Caller, method: &str, reason: String) -> Status {
+        self.refuse_in(IMPORT_SERVICE, caller, method, reason)
+    }
+
+    /// [`Refusals::refuse`] for a method of another of import-svc's services.
+    pub fn refuse_in(
+        &self,
+        service: &str,
+        caller: &Caller,
+        method: &str,
+        reason: String,
+    ) -> Status {
         self.0.denied(Denial {
-            method: format!("/{IMPORT_SERVICE}/{method}"),
+            method: format!("/{service}/{method}"),
             caller: Some(caller.name.clone()),
             code: tonic::Code::PermissionDenied,
             reason: reason.clone(),

@@ -96,6 +96,17 @@ impl Auditor {
         self.enqueue(tx, job, kind, &reason, payload).await
     }
 
+    /// Adds an event built elsewhere (a billing suggestion's) to `tx`, last before the
+    /// commit as [`Auditor::enqueue`] says; then [`Auditor::committed`].
+    pub async fn enqueue_event(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: AuditEvent,
+    ) -> Result<(), RecordError> {
+        audit_outbox::enqueue(tx, event).await?;
+        Ok(())
+    }
+
     /// Tells the relay events are waiting (after the commit).
     pub fn committed(&self) {
         self.waker.wake();
@@ -391,6 +402,8 @@ mod tests {
             usable: Ok(()),
             account_id: "acct-9".into(),
             tenant: tenant.into(),
+            principal: "ann@firm".into(),
+            revoked: false,
             region: proto::common::v1::Region::Eu as i32,
         }
     }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use service_runtime::config::{ClientTls, ConfigError, ServiceConfig, Validate, redact_url};
 use service_runtime::entrypoint::HasServiceConfig;
 
+use crate::suggestions::rules::TenantRules;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -21,6 +23,8 @@ pub struct Config {
     pub auth: AuthClientConfig,
     pub importer: ImporterConfig,
     pub retention: RetentionConfig,
+    /// Billing suggestions from connections' calendars.
+    pub suggestions: SuggestionsConfig,
     /// Delivery of import-svc's audit events (kept in its outbox) to audit-svc. Without a
     /// `token` the events wait in the outbox.
     pub audit: OutboxConfig,
@@ -34,6 +38,7 @@ impl Default for Config {
             auth: AuthClientConfig::default(),
             importer: ImporterConfig::default(),
             retention: RetentionConfig::default(),
+            suggestions: SuggestionsConfig::default(),
             audit: OutboxConfig::default(),
         }
     }
@@ -57,6 +62,7 @@ impl Validate for Config {
             ));
         }
         self.retention.validate()?;
+        self.suggestions.validate()?;
         self.audit.validate().map_err(|e| e.within("audit"))
     }
 }
@@ -524,5 +530,57 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("audit-writer-credential"), "{debug}");
         assert!(debug.contains("[REDACTED]"));
+    }
+}
+
+/// Billing suggestions: how unbilled time is recognised, per tenant, and how much of a
+/// calendar one detection reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuggestionsConfig {
+    /// `[suggestions.rules.default]` and `[suggestions.rules.tenants.<tenant>]`.
+    pub rules: TenantRules,
+    /// The longest date range one `DetectUnbilledTime` reads.
+    pub max_range_days: u32,
+    /// How often approved suggestions left unwritten are written (after Clio did not
+    /// answer), and revoked connections' open suggestions cancelled.
+    pub write_interval_ms: u64,
+    /// How long after a write Clio did not answer the next attempt may start (it looks
+    /// for the entry first).
+    pub write_retry_delay_ms: u64,
+}
+
+impl Default for SuggestionsConfig {
+    fn default() -> Self {
+        SuggestionsConfig {
+            rules: TenantRules::default(),
+            max_range_days: 93,
+            write_interval_ms: 5_000,
+            write_retry_delay_ms: 10_000,
+        }
+    }
+}
+
+impl SuggestionsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((path, problem)) = self.rules.check() {
+            return Err(ConfigError::invalid(
+                format!("suggestions.rules.{path}"),
+                problem,
+            ));
+        }
+        if self.write_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "suggestions.write_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_range_days == 0 {
+            return Err(ConfigError::invalid(
+                "suggestions.max_range_days",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }

@@ -29,6 +29,15 @@ pub(crate) enum ApiError {
     /// auth-svc could not say whose the connection is (a tenant-limited caller's submit).
     #[error("auth-svc is unavailable: {0}")]
     AuthUnavailable(String),
+    /// Something the request names does not exist (a suggestion, a connection).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well formed but the state of what it names refuses it.
+    #[error("{0}")]
+    Precondition(String),
+    /// Clio or auth-svc did not answer in time; trying again later may work.
+    #[error("a dependency is unavailable: {0}")]
+    DependencyUnavailable(String),
     /// Already audited; the answer to send.
     #[error("{}", .0.message())]
     Refused(Status),
@@ -95,6 +104,12 @@ impl From<ApiError> for Status {
             ApiError::AuthUnavailable(_) => {
                 tracing::warn!(%error, "submit failed");
                 Status::unavailable("auth-svc is unavailable; try again")
+            }
+            ApiError::NotFound(what) => Status::not_found(what.clone()),
+            ApiError::Precondition(why) => Status::failed_precondition(why.clone()),
+            ApiError::DependencyUnavailable(_) => {
+                tracing::warn!(%error, "request failed on a dependency");
+                Status::unavailable("Clio or auth-svc is unavailable; try again")
             }
             ApiError::Refused(status) => status.clone(),
             ApiError::BadData(inner) => {

@@ -44,6 +44,10 @@ pub struct ConnectionInfo {
     pub usable: Result<(), String>,
     pub account_id: String,
     pub tenant: String,
+    /// The person who connected it (its owner).
+    pub principal: String,
+    /// Revoked for good (not merely waiting to be reconnected).
+    pub revoked: bool,
     /// `proto::common::v1::Region` as sent.
     pub region: i32,
 }
@@ -98,6 +102,7 @@ impl Leases {
         let connection = connection.into_inner();
         let granted = ScopeSet::from_wire(&connection.granted_scopes, "granted_scopes")
             .map_err(|e| LeaseError::Unavailable(format!("auth-svc sent an unknown scope: {e}")))?;
+        let revoked = connection.status == auth::ConnectionStatus::Revoked as i32;
         let usable = match auth::ConnectionStatus::try_from(connection.status) {
             Ok(auth::ConnectionStatus::Active) => Ok(()),
             Ok(auth::ConnectionStatus::NeedsReconnect) => Err(format!(
@@ -115,8 +120,52 @@ impl Leases {
             usable,
             account_id: connection.clio.map(|c| c.account_id).unwrap_or_default(),
             tenant: connection.tenant,
+            principal: connection.principal,
+            revoked,
             region: connection.region,
         })
+    }
+
+    /// The active connections `principal` made in `tenant` to Clio account `account_id`
+    /// whose grant covers `scope` (the first page is plenty: one person has few).
+    pub async fn active_connections_of(
+        &self,
+        principal: &str,
+        tenant: &str,
+        account_id: &str,
+        scope: &Scope,
+    ) -> Result<Vec<String>, LeaseError> {
+        let request = auth::ListConnectionsRequest {
+            tenant: tenant.to_owned(),
+            principal: principal.to_owned(),
+            status: auth::ConnectionStatus::Active as i32,
+            page: Some(proto::common::v1::PageRequest {
+                page_size: 100,
+                page_token: String::new(),
+            }),
+            ..Default::default()
+        };
+        let listed = self
+            .client
+            .clone()
+            .list_connections(request)
+            .await
+            .map_err(|status| classify(status, "no such principal"))?
+            .into_inner();
+        Ok(listed
+            .connections
+            .into_iter()
+            .filter(|c| {
+                c.clio
+                    .as_ref()
+                    .is_some_and(|clio| clio.account_id == account_id)
+            })
+            .filter(|c| {
+                ScopeSet::from_wire(&c.granted_scopes, "granted_scopes")
+                    .is_ok_and(|granted| granted.covers(scope))
+            })
+            .map(|c| c.connection_id)
+            .collect())
     }
 
     /// Leases a token for `scopes`; `force_refresh` after Clio answered 401.

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod queue;
 pub mod records;
 pub(crate) mod retention;
+pub mod suggestions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,7 @@ use metrics::ImportMetrics;
 
 /// Full gRPC name of `ImportService`, as its generated server names it.
 pub(crate) const IMPORT_SERVICE: &str = <ImportServiceServer<api::Api> as NamedService>::NAME;
+use suggestions::api::SUGGESTION_SERVICE;
 
 /// This service's schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -83,6 +85,41 @@ pub fn access_policy() -> AccessPolicy {
         )
         .allow(IMPORT_SERVICE, "ListRecords", &[Role::DataReader])
         .allow(IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
+        .allow(
+            SUGGESTION_SERVICE,
+            "DetectUnbilledTime",
+            &[Role::BillingReviewer, Role::BillingApprover, Role::Operator],
+        )
+        .allow(
+            SUGGESTION_SERVICE,
+            "ListSuggestions",
+            &[
+                Role::BillingReviewer,
+                Role::BillingApprover,
+                Role::Operator,
+                Role::Compliance,
+            ],
+        )
+        .allow(
+            SUGGESTION_SERVICE,
+            "GetSuggestion",
+            &[
+                Role::BillingReviewer,
+                Role::BillingApprover,
+                Role::Operator,
+                Role::Compliance,
+            ],
+        )
+        .allow(
+            SUGGESTION_SERVICE,
+            "ApproveSuggestion",
+            &[Role::BillingReviewer, Role::BillingApprover],
+        )
+        .allow(
+            SUGGESTION_SERVICE,
+            "RejectSuggestion",
+            &[Role::BillingReviewer, Role::BillingApprover],
+        )
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -123,14 +160,17 @@ pub async fn run_with(
         publisher.clone(),
         topology.names.events_exchange.clone(),
     ));
+    // Each connection's Clio rate gate, shared by its jobs and its billing suggestions.
+    let gates = clio_api::RateGates::default();
     let shared = Shared {
         pool: pool.clone(),
+        gates: gates.clone(),
         leases,
         audit,
         topology,
         publisher,
         events,
-        clock,
+        clock: clock.clone(),
         metrics: import_metrics,
     };
     let connected = start_workers(&config, &shared, &workers)?;
@@ -146,16 +186,22 @@ pub async fn run_with(
         refusals: access::Refusals(denials.clone()),
         metrics: shared.metrics,
     };
+    let suggestions = suggestion_service(&config, &api, &gates, &clock)?;
+    workers.spawn(suggestions.writer.clone().run(workers.token()));
     let checks: Vec<Arc<dyn DependencyCheck>> = vec![
         Arc::new(PostgresCheck(pool.clone())),
         Arc::new(RabbitMqCheck(connected)),
     ];
     let parts = ServerParts {
-        routes: Routes::new(ImportServiceServer::new(api)),
+        routes: Routes::new(ImportServiceServer::new(api)).add_service(
+            proto::suggestions::v1::suggestion_service_server::SuggestionServiceServer::new(
+                suggestions,
+            ),
+        ),
         http: audit_outbox::health_router(pool.clone()),
         // Counts of pending and quarantined audit events, nothing else (like /metrics).
         policy: access_policy().public(audit_outbox::HEALTH_PATH),
-        health_services: vec![IMPORT_SERVICE.to_owned()],
+        health_services: vec![IMPORT_SERVICE.to_owned(), SUGGESTION_SERVICE.to_owned()],
         checks,
         metrics,
         denials: Some(denials),
@@ -172,6 +218,50 @@ pub async fn run_with(
 
 /// The audit path: events and refused calls go to the outbox, and `delivery` relays them
 /// to audit-svc.
+/// `SuggestionService`, its Clio calls sharing each connection's rate gate with the jobs.
+fn suggestion_service(
+    config: &Config,
+    api: &api::Api,
+    gates: &clio_api::RateGates,
+    clock: &SharedClock,
+) -> anyhow::Result<suggestions::api::Suggestions> {
+    let request_timeout = Duration::from_millis(config.importer.request_timeout_ms);
+    let clio = suggestions::clio::ClioCalls {
+        lister: job::listing::lister(&config.importer)?.with_observer(api.metrics.clio_observer()),
+        creator: clio_api::Creator::new(clio_api::HttpSettings {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout,
+        })?,
+        gates: gates.clone(),
+        reserve: config.importer.rate_limit_reserve,
+    };
+    let writer = suggestions::write::Writer {
+        pool: api.pool.clone(),
+        leases: api.leases.clone(),
+        clio: clio.clone(),
+        audit: api.audit.clone(),
+        // An attempt is a lease, a lookup (retried inside) and a create: held well past
+        // what they can take, so a slow attempt is never overtaken by another.
+        hold: request_timeout * (config.importer.max_page_attempts + 2) + Duration::from_secs(30),
+        retry_delay: Duration::from_millis(config.suggestions.write_retry_delay_ms),
+        interval: Duration::from_millis(config.suggestions.write_interval_ms),
+    };
+    Ok(suggestions::api::Suggestions {
+        pool: api.pool.clone(),
+        detector: suggestions::detect::Detector {
+            pool: api.pool.clone(),
+            leases: api.leases.clone(),
+            clio,
+            clock: clock.clone(),
+            rules: config.suggestions.rules.clone(),
+        },
+        writer,
+        audit: api.audit.clone(),
+        refusals: api.refusals.clone(),
+        max_range_days: config.suggestions.max_range_days,
+    })
+}
+
 fn start_audit(
     config: &Config,
     pool: &PgPool,
@@ -198,6 +288,8 @@ fn start_audit(
 /// What the gRPC API and the queue workers share.
 struct Shared {
     pool: PgPool,
+    /// Each connection's Clio rate gate, shared by its import jobs and detections.
+    gates: clio_api::RateGates,
     leases: leases::Leases,
     audit: audit::Auditor,
     topology: queue::topology::Topology,
@@ -228,7 +320,7 @@ fn start_workers(
         pool: shared.pool.clone(),
         lister: job::listing::lister(&config.importer)?
             .with_observer(shared.metrics.clio_observer()),
-        gates: clio_api::RateGates::default(),
+        gates: shared.gates.clone(),
         leases: shared.leases.clone(),
         events: shared.events.clone(),
         clock: shared.clock.clone(),
@@ -302,6 +394,9 @@ mod tests {
     #[test]
     fn the_access_policy_names_exactly_the_rpcs_served() {
         let named: BTreeSet<String> = access_policy().methods().map(str::to_owned).collect();
-        assert_eq!(named, harness::declared_rpc_paths(&[IMPORT_SERVICE]));
+        assert_eq!(
+            named,
+            harness::declared_rpc_paths(&[IMPORT_SERVICE, SUGGESTION_SERVICE])
+        );
     }
 }

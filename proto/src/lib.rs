@@ -27,6 +27,11 @@ pub mod audit {
         tonic::include_proto!("clio_connect.audit.v1");
     }
 }
+pub mod suggestions {
+    pub mod v1 {
+        tonic::include_proto!("clio_connect.suggestions.v1");
+    }
+}
 
 pub mod field_violation;
 pub mod json;
@@ -109,7 +114,7 @@ mod package_names {
             .filter_map(|file| file.package.clone())
             .filter(|package| package.starts_with("clio_connect."))
             .collect();
-        assert_eq!(ours.len(), 4, "{ours:?}");
+        assert_eq!(ours.len(), 5, "{ours:?}");
         for package in ours {
             for segment in package.split('.') {
                 assert!(

@@ -35,6 +35,7 @@ pub mod record_check;
 pub mod region;
 pub mod retry;
 pub mod users;
+pub mod writes;
 
 pub use client::{ClioClient, HttpSettings};
 pub use error::{ClioError, ClioErrorKind};
@@ -47,6 +48,7 @@ pub use rate_gate::{RateGate, RateGates};
 pub use record_check::SkippedRecord;
 pub use region::{Region, RegionUrls, UnknownRegion};
 pub use users::WhoAmI;
+pub use writes::{CreateRequest, Creator};
 
 /// The Clio API minor version this client is written against (`X-API-VERSION`).
 pub const API_VERSION: &str = "4.0.13";

@@ -91,7 +91,7 @@ impl ListQuery<'_> {
 }
 
 /// `{api base}/api/v4/{resource}.json`, whether the base already ends in `/api/v4` or not.
-fn resource_url(api_base: &Url, resource: &str) -> Result<Url, url::ParseError> {
+pub(crate) fn resource_url(api_base: &Url, resource: &str) -> Result<Url, url::ParseError> {
     let base = api_base.as_str().trim_end_matches('/');
     let base = if base.ends_with("/api/v4") {
         base.to_owned()
@@ -352,7 +352,7 @@ async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8
 
 /// Clio's error message, without echoing anything we sent; read only in part, and
 /// printable (it may become a job's failure reason).
-async fn error_message(response: reqwest::Response) -> String {
+pub(crate) async fn error_message(response: reqwest::Response) -> String {
     let status = response.status();
     let body = read_body(response, MAX_ERROR_BODY_BYTES)
         .await
@@ -378,7 +378,7 @@ fn location(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -390,7 +390,7 @@ fn header_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
         .map(|t| t.to_utc())
 }
 
-fn clamp_u32(value: u64) -> u32 {
+pub(crate) fn clamp_u32(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 

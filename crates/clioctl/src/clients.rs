@@ -69,6 +69,8 @@ pub struct Tokens {
     pub connector: Option<SecretString>,
     pub job_submitter: Option<SecretString>,
     pub data_reader: Option<SecretString>,
+    pub billing_reviewer: Option<SecretString>,
+    pub billing_approver: Option<SecretString>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -90,6 +92,8 @@ pub enum Role {
     Connector,
     JobSubmitter,
     DataReader,
+    BillingReviewer,
+    BillingApprover,
 }
 
 impl Role {
@@ -100,6 +104,8 @@ impl Role {
             Role::Connector => "connector",
             Role::JobSubmitter => "job_submitter",
             Role::DataReader => "data_reader",
+            Role::BillingReviewer => "billing_reviewer",
+            Role::BillingApprover => "billing_approver",
         }
     }
 
@@ -269,7 +275,15 @@ impl Clients {
             Role::Connector => tokens.connector.as_ref(),
             Role::JobSubmitter => tokens.job_submitter.as_ref(),
             Role::DataReader => tokens.data_reader.as_ref(),
+            Role::BillingReviewer => tokens.billing_reviewer.as_ref(),
+            Role::BillingApprover => tokens.billing_approver.as_ref(),
         }
+    }
+
+    /// A channel to `service` carrying the first configured credential of `roles`, for a
+    /// client this module does not build.
+    pub fn channel(&self, service: Service, roles: &[Role]) -> anyhow::Result<(Authed, Target)> {
+        self.connect(service, roles)
     }
 
     /// A channel to `service` carrying the first configured credential of `roles`.

@@ -28,6 +28,7 @@ mod output;
 mod paging;
 mod reports;
 mod reviews;
+mod suggestions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -128,6 +129,10 @@ enum Command {
     /// The quarterly access review (needs tokens.compliance).
     #[command(subcommand)]
     Review(reviews::ReviewCommand),
+    /// Billing suggestions from calendars: detect, list, approve (writes the time entry to
+    /// Clio), reject (needs tokens.billing_reviewer or tokens.billing_approver).
+    #[command(subcommand)]
+    Suggest(suggestions::SuggestCommand),
     /// Register an app, connect, import, and report: the local stack's end-to-end run
     /// (needs every token and the [demo] section).
     Demo,
@@ -167,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(command) => audit::run(&clients, format, command).await,
         Command::Report(command) => reports::report(&clients, format, command).await,
         Command::Review(command) => reviews::review(&clients, format, command).await,
+        Command::Suggest(command) => suggestions::run(&clients, format, command).await,
         Command::Demo => demo::run(&clients).await,
     }
 }

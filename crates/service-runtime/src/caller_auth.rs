@@ -45,6 +45,12 @@ pub enum Role {
     JobSubmitter,
     /// Reads imported records.
     DataReader,
+    /// A person's credential reviewing billing suggestions of their own connections (those
+    /// whose principal is the caller's name): detects, lists, approves, rejects.
+    BillingReviewer,
+    /// Reviews billing suggestions of every connection in its tenants (a firm's billing
+    /// approver).
+    BillingApprover,
 }
 
 impl Role {
@@ -57,6 +63,8 @@ impl Role {
             Role::AuditWriter => "audit_writer",
             Role::JobSubmitter => "job_submitter",
             Role::DataReader => "data_reader",
+            Role::BillingReviewer => "billing_reviewer",
+            Role::BillingApprover => "billing_approver",
         }
     }
 }

@@ -17,7 +17,9 @@ pub struct TestCaller {
 /// A caller per role (`operator`, `compliance`, ...), `other_submitter` (a second job
 /// submitter), `firm2_submitter` and `firm2_reader`, limited to tenant `firm-2`, and the
 /// audit writers of auth-svc and import-svc (`auth_writer`, `import_writer`), which
-/// audit-svc test configs grant their service's sources and kinds.
+/// audit-svc test configs grant their service's sources and kinds, billing approvers
+/// (`billing_approver`, and `firm2_approver` of `firm-2`) and two people reviewing their
+/// own billing suggestions (`bob@firm.example`, `eve@firm.example`).
 pub fn test_callers() -> Vec<TestCaller> {
     let firm2 = || Some(vec!["firm-2"]);
     let callers = [
@@ -35,6 +37,12 @@ pub fn test_callers() -> Vec<TestCaller> {
         ("firm2_reader", Role::DataReader, firm2()),
         ("auth_writer", Role::AuditWriter, None),
         ("import_writer", Role::AuditWriter, None),
+        ("billing_approver", Role::BillingApprover, None),
+        ("firm2_approver", Role::BillingApprover, firm2()),
+        // People reviewing the suggestions of their own connections: a caller's name is
+        // the principal it connected as.
+        ("bob@firm.example", Role::BillingReviewer, None),
+        ("eve@firm.example", Role::BillingReviewer, None),
     ];
     callers
         .into_iter()

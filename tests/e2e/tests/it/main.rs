@@ -21,6 +21,7 @@ mod reflection;
 mod service_processes;
 mod services;
 mod stack;
+mod suggestions;
 mod sync_integrity;
 mod tls;
 mod tls_everywhere;
