@@ -377,8 +377,24 @@ fn rows(report: &ConcurrentReport) -> Vec<Row> {
                 .jobs
                 .load_average
                 .map_or_else(|| "n/a".to_owned(), |l| format!("{l:.1}")),
-        )),
+        ))
+        .note(ceiling_note(report).unwrap_or_default()),
     ]
+}
+
+/// What the machine allows: the jobs' rows come from the simulator through import-svc,
+/// which share the database's cores, while `COPY` writes rows it already holds. Even if
+/// import-svc's Postgres work cost exactly what `COPY`'s did, the source and the importer
+/// would add their CPU on the same cores.
+fn ceiling_note(report: &ConcurrentReport) -> Option<String> {
+    let copy = report.copy().postgres_cpu?.as_secs_f64();
+    let source = report.jobs.cpu.tool?.as_secs_f64() + report.jobs.cpu.import_svc?.as_secs_f64();
+    Some(format!(
+        "ceiling: even at COPY's Postgres cost ({copy:.1} s of CPU), the simulator, the other \
+         services and import-svc ({source:.1} s) share the same cores, so the jobs could reach \
+         at most {:.2}× of COPY here",
+        copy / (copy + source).max(1e-9)
+    ))
 }
 
 /// Where the concurrent jobs' CPU went, beside the `COPY`'s.

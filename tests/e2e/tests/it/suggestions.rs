@@ -753,6 +753,21 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
                 .is_some_and(|c| c.connection_id == bob)
         })
         .unwrap();
+    // The chain holding every step verifies.
+    let verified = stack
+        .audit()
+        .await
+        .verify(with_bearer(
+            proto::audit::v1::VerifyRequest {
+                tenant: "firm-1".into(),
+                ..Default::default()
+            },
+            &token_of("compliance"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
     // Both writes carry the id of an approval recorded before them.
     assert_eq!(
         (
@@ -844,5 +859,238 @@ async fn revoking_a_connection_cancels_its_open_suggestions_and_nothing_is_writt
             .unwrap()
             .is_empty()
     );
+    stack.stop().await;
+}
+
+/// clioctl's `suggest` commands as a person runs them, with only their own credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_person_detects_reviews_and_approves_with_clioctl() {
+    let stack = stack("suggest-cli").await;
+    let bob = stack.connect(SCOPES, BOB, 3).await;
+    let user = USER_BASE + 3;
+    for (id, day, minutes) in [(FIRST, 9, 37), (SECOND, 10, 20)] {
+        add(
+            &stack,
+            Resource::CalendarEntries,
+            entry(
+                id,
+                "Client meeting – 00012-Smith",
+                at(day, 9, 0),
+                minutes,
+                MATTER_BASE + 12,
+                user,
+            ),
+        )
+        .await;
+    }
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "auth = \"http://{}\"\nimport = \"http://{}\"\naudit = \"http://{}\"\n\
+             [tokens]\nbilling_reviewer = \"{}\"\n",
+            stack.auth_address(),
+            stack.import_address(),
+            stack.audit_address(),
+            token_of(BOB)
+        ),
+    )
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let path = config.path().to_owned();
+        async move { crate::clioctl::clioctl_with_env(&path, &[], args).await }
+    };
+    let detect = crate::clioctl::clioctl_with_env(
+        config.path(),
+        &[],
+        &[
+            "--output",
+            "json",
+            "suggest",
+            "detect",
+            "--connection",
+            &bob,
+            "--from",
+            "2026-06-01T00:00:00Z",
+            "--to",
+            "2026-07-01T00:00:00Z",
+        ],
+    )
+    .await;
+    assert_eq!(detect.code, 0, "{detect:?}");
+    let detected: Vec<Value> = serde_json::from_str(&detect.stdout).unwrap();
+    assert_eq!(detected.len(), 2, "{detect:?}");
+    assert!(
+        detect.stderr.contains("2 calendar entries read"),
+        "{detect:?}"
+    );
+    let listed = run(&["--output", "json", "suggest", "list", "--status", "pending"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let listed: Vec<Value> = serde_json::from_str(&listed.stdout).unwrap();
+    let id_of = |entry: &str| -> String {
+        let date = if entry == FIRST {
+            "2026-06-09"
+        } else {
+            "2026-06-10"
+        };
+        listed
+            .iter()
+            .find(|s| s["date"] == json!(date))
+            .and_then(|s| s["suggestion_id"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (first, second) = (id_of(FIRST), id_of(SECOND));
+
+    let rejected = crate::clioctl::clioctl_with_env(
+        config.path(),
+        &[],
+        &[
+            "--output",
+            "json",
+            "suggest",
+            "reject",
+            &second,
+            "--reason",
+            "internal meeting",
+        ],
+    )
+    .await;
+    assert_eq!(rejected.code, 0, "{rejected:?}");
+    let rejected: Value = serde_json::from_str(&rejected.stdout).unwrap();
+    assert_eq!(rejected["status"], json!("rejected"));
+
+    let approved = crate::clioctl::clioctl_with_env(
+        config.path(),
+        &[],
+        &[
+            "--output", "json", "suggest", "approve", &first, "--hours", "0.5",
+        ],
+    )
+    .await;
+    assert_eq!(approved.code, 0, "{approved:?}");
+    let approved: Value = serde_json::from_str(&approved.stdout).unwrap();
+    assert_eq!(approved["status"], json!("written"), "{approved}");
+    let created = stack
+        .sim
+        .admin()
+        .created_activities(Region::Us, 1)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["quantity"], json!(1_800));
+    assert_eq!(created[0]["id"], approved["clio_activity_id"]);
+
+    // Without a reviewer's or approver's token clioctl says which to set.
+    let bare = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        bare.path(),
+        format!("import = \"http://{}\"\n", stack.import_address()),
+    )
+    .unwrap();
+    let refused = crate::clioctl::clioctl_with_env(bare.path(), &[], &["suggest", "list"]).await;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        refused.stderr.contains("tokens.billing_reviewer"),
+        "{refused:?}"
+    );
+    stack.stop().await;
+}
+
+/// The simulator's generated calendar (meetings, court, calls; some all-day, cancelled,
+/// too short, without a matter, already billed) gives suggestions that each follow the
+/// rules, read back from the simulator's own copy of the entry, and skips every kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generated_calendar_gives_suggestions_that_follow_the_rules() {
+    let stack = Stack::start(
+        "suggest-seeded",
+        StackSetup {
+            sim: SimConfig {
+                regions: vec![Region::Us],
+                rate_limit: None,
+                dataset: DatasetSize {
+                    calendar_entries: 150,
+                    activities: 150,
+                    ..DatasetSize::default()
+                },
+                ..SimConfig::default()
+            },
+            ..StackSetup::default()
+        },
+    )
+    .await;
+    let bob = stack.connect(SCOPES, BOB, 3).await;
+    // Five years of history up to 2026, read in 90-day ranges.
+    let mut from = Utc.with_ymd_and_hms(2020, 10, 1, 0, 0, 0).unwrap();
+    let end = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    let mut created = Vec::new();
+    let mut skipped = pb::SkippedEntries::default();
+    while from < end {
+        let to = from + chrono::Duration::days(90);
+        let found = detect(&stack, BOB, &bob, from, to).await.unwrap();
+        created.extend(found.created);
+        let s = found.skipped.unwrap();
+        skipped.without_matter += s.without_matter;
+        skipped.all_day += s.all_day;
+        skipped.cancelled += s.cancelled;
+        skipped.too_short += s.too_short;
+        skipped.already_billed += s.already_billed;
+        from = to;
+    }
+    assert!(created.len() >= 20, "{} suggestions", created.len());
+    assert!(
+        skipped.without_matter > 0
+            && skipped.all_day > 0
+            && skipped.cancelled > 0
+            && skipped.too_short > 0
+            && skipped.already_billed > 0,
+        "every kind of entry occurs: {skipped:?}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for suggestion in &created {
+        assert!(
+            seen.insert(suggestion.calendar_entry_id.clone()),
+            "suggested once: {suggestion:?}"
+        );
+        let entry = stack
+            .sim
+            .admin()
+            .record(
+                Region::Us,
+                Resource::CalendarEntries,
+                &suggestion.calendar_entry_id,
+            )
+            .await
+            .unwrap();
+        let start = DateTime::parse_from_rfc3339(entry["start_at"].as_str().unwrap()).unwrap();
+        let end = DateTime::parse_from_rfc3339(entry["end_at"].as_str().unwrap()).unwrap();
+        let seconds = (end - start).num_seconds();
+        assert!(seconds >= 360, "{entry}");
+        assert_eq!(
+            suggestion.quantity_secs,
+            (seconds + 359) / 360 * 360,
+            "{entry}"
+        );
+        assert_eq!(suggestion.quantity_secs % 360, 0);
+        assert_eq!(entry["all_day"], json!(false), "{entry}");
+        assert!(
+            !entry["summary"].as_str().unwrap().starts_with("Cancelled:"),
+            "{entry}"
+        );
+        assert_eq!(
+            json!(suggestion.matter_id),
+            entry["matter"]["id"],
+            "{entry}"
+        );
+        let user = entry["attendees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == json!("User"))
+            .unwrap();
+        assert_eq!(json!(suggestion.user_id), user["id"], "{entry}");
+        assert_eq!(suggestion.date, start.date_naive().to_string(), "{entry}");
+        assert_eq!(json!(suggestion.description), entry["summary"], "{entry}");
+    }
     stack.stop().await;
 }
