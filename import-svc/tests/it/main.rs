@@ -11,5 +11,6 @@ mod list_jobs;
 mod records;
 mod skipped_records;
 mod submit;
+mod suggestions;
 mod support;
 mod watch;
