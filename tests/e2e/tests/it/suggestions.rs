@@ -33,26 +33,26 @@ const SECRET: &str = "4100000111";
 const SHORT: &str = "4100000112";
 const SIX: &str = "4100000113";
 
-/// A stack whose simulator has no generated calendar or activities: the test's entries are
-/// the whole calendar.
-async fn stack(test: &str) -> Stack {
-    Stack::start(
-        test,
-        StackSetup {
-            sim: SimConfig {
-                regions: vec![Region::Us],
-                rate_limit: None,
-                dataset: DatasetSize {
-                    calendar_entries: 0,
-                    activities: 0,
-                    ..DatasetSize::default()
-                },
-                ..SimConfig::default()
+/// A stack set-up whose simulator generates `entries` calendar entries and as many
+/// activities (none: the test's own entries are the whole calendar).
+fn with_calendar(entries: u64) -> StackSetup {
+    StackSetup {
+        sim: SimConfig {
+            regions: vec![Region::Us],
+            rate_limit: None,
+            dataset: DatasetSize {
+                calendar_entries: entries,
+                activities: entries,
+                ..DatasetSize::default()
             },
-            ..StackSetup::default()
+            ..SimConfig::default()
         },
-    )
-    .await
+        ..StackSetup::default()
+    }
+}
+
+async fn stack(test: &str) -> Stack {
+    Stack::start(test, with_calendar(0)).await
 }
 
 async fn client(stack: &Stack) -> SuggestionServiceClient<tonic::transport::Channel> {
@@ -493,19 +493,7 @@ async fn get(stack: &Stack, suggestion_id: &str) -> pb::Suggestion {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer() {
-    let mut setup = StackSetup {
-        sim: SimConfig {
-            regions: vec![Region::Us],
-            rate_limit: None,
-            dataset: DatasetSize {
-                calendar_entries: 0,
-                activities: 0,
-                ..DatasetSize::default()
-            },
-            ..SimConfig::default()
-        },
-        ..StackSetup::default()
-    };
+    let mut setup = with_calendar(0);
     setup.import = Box::new(|config| {
         config.importer.request_timeout_ms = 1_000;
         config.importer.max_page_attempts = 2;
@@ -782,19 +770,7 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoking_a_connection_cancels_its_open_suggestions_and_nothing_is_written() {
-    let mut setup = StackSetup {
-        sim: SimConfig {
-            regions: vec![Region::Us],
-            rate_limit: None,
-            dataset: DatasetSize {
-                calendar_entries: 0,
-                activities: 0,
-                ..DatasetSize::default()
-            },
-            ..SimConfig::default()
-        },
-        ..StackSetup::default()
-    };
+    let mut setup = with_calendar(0);
     setup.import = Box::new(|config| {
         config.suggestions.write_interval_ms = 100;
     });
@@ -1002,23 +978,7 @@ async fn a_person_detects_reviews_and_approves_with_clioctl() {
 /// rules, read back from the simulator's own copy of the entry, and skips every kind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_generated_calendar_gives_suggestions_that_follow_the_rules() {
-    let stack = Stack::start(
-        "suggest-seeded",
-        StackSetup {
-            sim: SimConfig {
-                regions: vec![Region::Us],
-                rate_limit: None,
-                dataset: DatasetSize {
-                    calendar_entries: 150,
-                    activities: 150,
-                    ..DatasetSize::default()
-                },
-                ..SimConfig::default()
-            },
-            ..StackSetup::default()
-        },
-    )
-    .await;
+    let stack = Stack::start("suggest-seeded", with_calendar(150)).await;
     let bob = stack.connect(SCOPES, BOB, 3).await;
     // Five years of history up to 2026, read in 90-day ranges.
     let mut from = Utc.with_ymd_and_hms(2020, 10, 1, 0, 0, 0).unwrap();
