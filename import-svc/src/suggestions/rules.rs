@@ -102,7 +102,12 @@ pub enum Skip {
 /// Applies `rules` to one calendar entry as Clio lists it ([`CALENDAR_FIELDS`]).
 pub fn assess(entry: &Value, rules: &Rules) -> Result<Draft, Skip> {
     let calendar_entry_id = match entry.get("id") {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        // Kept and sent back to Clio: text Postgres stores and a URL carries as it is.
+        Some(Value::String(id))
+            if !id.is_empty() && id.len() <= 256 && !id.contains(char::is_control) =>
+        {
+            id.clone()
+        }
         Some(Value::Number(id)) => id.to_string(),
         _ => return Err(Skip::Unreadable),
     };
@@ -166,9 +171,14 @@ fn owner(entry: &Value) -> Option<i64> {
         .filter(|id| *id > 0)
 }
 
-/// The time entry's note: the entry's summary, on one line, bounded.
+/// The time entry's note: the entry's summary, on one line, without control characters
+/// (Postgres refuses NUL), bounded.
 fn description(summary: &str) -> String {
-    let one_line = summary.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = summary
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     match one_line.char_indices().nth(MAX_DESCRIPTION_CHARS) {
         Some((cut, _)) => one_line[..cut].to_owned(),
         None => one_line,
@@ -260,6 +270,10 @@ mod tests {
             Err(Skip::Unreadable)
         );
         assert_eq!(with(&|e| e["id"] = json!("")), Err(Skip::Unreadable));
+        assert_eq!(
+            with(&|e| e["id"] = json!("ce\u{0}7")),
+            Err(Skip::Unreadable)
+        );
     }
 
     #[test]
@@ -302,6 +316,7 @@ mod tests {
     #[test]
     fn descriptions_are_one_bounded_line() {
         assert_eq!(description("Call\nwith   client\t"), "Call with client");
+        assert_eq!(description("Call\u{0}with\u{1b}client"), "Call with client");
         assert_eq!(description(&"é".repeat(600)).chars().count(), 500);
     }
 }

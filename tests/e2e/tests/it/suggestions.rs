@@ -1054,3 +1054,36 @@ async fn a_generated_calendar_gives_suggestions_that_follow_the_rules() {
     }
     stack.stop().await;
 }
+
+/// A calendar entry holding text Postgres cannot store (a NUL) is set aside and counted
+/// as unreadable, like a bad record of an import, and never blocks the entries beside it;
+/// other control characters are cleaned from the description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_calendar_text_is_counted_or_cleaned_and_blocks_nothing() {
+    let stack = stack("suggest-hostile").await;
+    let bob = stack.connect(SCOPES, BOB, 3).await;
+    for (id, summary, hour) in [
+        (FIRST, "Call\u{0} with client", 9),
+        (SECOND, "Client\u{1b}[2J\u{7} meeting", 11),
+        (COURT, "Court hearing", 14),
+    ] {
+        add(
+            &stack,
+            Resource::CalendarEntries,
+            entry(id, summary, at(9, hour, 0), 30, 12, 3),
+        )
+        .await;
+    }
+    let detected = detect(&stack, BOB, &bob, at(1, 0, 0), at(30, 0, 0))
+        .await
+        .unwrap();
+    let mut descriptions: Vec<_> = detected
+        .created
+        .iter()
+        .map(|s| s.description.as_str())
+        .collect();
+    descriptions.sort_unstable();
+    assert_eq!(descriptions, vec!["Client [2J meeting", "Court hearing"]);
+    assert_eq!(detected.skipped.unwrap().unreadable, 1, "{detected:?}");
+    stack.stop().await;
+}
