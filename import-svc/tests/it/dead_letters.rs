@@ -40,10 +40,7 @@ async fn invalid_fields_name_the_field_and_the_job_is_recorded_as_dead_lettered(
         "{reason}"
     );
     assert_eq!(dead.header("x-job-id").as_deref(), Some(job_id));
-    assert_eq!(
-        import.job_status(job_id).await.as_deref(),
-        Some("dead_lettered")
-    );
+    assert_eq!(import.recorded_status(job_id).await, "dead_lettered");
 
     // A misspelt key is refused rather than silently dropped.
     let body = format!(r#"{{"job_id":"{job_id}","connection":"c-1","resources":["contacts"]}}"#);
@@ -151,8 +148,8 @@ async fn hostile_strings_are_dead_lettered_naming_the_field() {
         if let Some(job_id) = job_id {
             assert_eq!(dead.header("x-job-id").as_deref(), Some(job_id));
             assert_eq!(
-                import.job_status(job_id).await.as_deref(),
-                Some("dead_lettered"),
+                import.recorded_status(job_id).await,
+                "dead_lettered",
                 "{expected}"
             );
         }

@@ -145,6 +145,19 @@ impl RunningImport {
             .unwrap()
     }
 
+    /// The job's status once the job is recorded. A refused message is parked in the
+    /// dead-letter queue before its job row commits (so nothing is lost if the commit
+    /// fails), so a test that has just read the dead letter waits for the row.
+    pub async fn recorded_status(&self, job_id: &str) -> String {
+        poll_until(
+            "the job's row",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || self.job_status(job_id),
+        )
+        .await
+    }
+
     pub async fn stop(self) {
         self.service.stop().await.unwrap();
     }
