@@ -132,10 +132,7 @@ pub async fn get(
     db: impl PgExecutor<'_>,
     suggestion_id: Uuid,
 ) -> Result<Option<SuggestionRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM suggestions WHERE suggestion_id = $1")
-        .bind(suggestion_id)
-        .fetch_optional(db)
-        .await
+    read(db, suggestion_id, "").await
 }
 
 /// The suggestion, locked until the transaction ends (a decision is made on it).
@@ -143,7 +140,16 @@ pub async fn lock(
     db: impl PgExecutor<'_>,
     suggestion_id: Uuid,
 ) -> Result<Option<SuggestionRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM suggestions WHERE suggestion_id = $1 FOR UPDATE")
+    read(db, suggestion_id, " FOR UPDATE").await
+}
+
+async fn read(
+    db: impl PgExecutor<'_>,
+    suggestion_id: Uuid,
+    locking: &'static str,
+) -> Result<Option<SuggestionRow>, sqlx::Error> {
+    let sql = format!("SELECT * FROM suggestions WHERE suggestion_id = $1{locking}");
+    sqlx::query_as(&sql)
         .bind(suggestion_id)
         .fetch_optional(db)
         .await
