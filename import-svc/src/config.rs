@@ -543,11 +543,14 @@ pub struct SuggestionsConfig {
     /// The longest date range one `DetectUnbilledTime` reads.
     pub max_range_days: u32,
     /// How often approved suggestions left unwritten are written (after Clio did not
-    /// answer), and revoked connections' open suggestions cancelled.
+    /// answer).
     pub write_interval_ms: u64,
     /// How long after a write Clio did not answer the next attempt may start (it looks
     /// for the entry first).
     pub write_retry_delay_ms: u64,
+    /// How often auth-svc is asked about each connection with open suggestions (one call
+    /// each), to cancel those of revoked connections.
+    pub revocation_check_ms: u64,
 }
 
 impl Default for SuggestionsConfig {
@@ -557,6 +560,7 @@ impl Default for SuggestionsConfig {
             max_range_days: 93,
             write_interval_ms: 5_000,
             write_retry_delay_ms: 10_000,
+            revocation_check_ms: 60_000,
         }
     }
 }

@@ -245,6 +245,7 @@ fn suggestion_service(
         hold: request_timeout * (config.importer.max_page_attempts + 2) + Duration::from_secs(30),
         retry_delay: Duration::from_millis(config.suggestions.write_retry_delay_ms),
         interval: Duration::from_millis(config.suggestions.write_interval_ms),
+        revocation_check: Duration::from_millis(config.suggestions.revocation_check_ms),
     };
     Ok(suggestions::api::Suggestions {
         pool: api.pool.clone(),

@@ -45,6 +45,9 @@ pub struct Writer {
     pub retry_delay: Duration,
     /// How often the background pass runs.
     pub interval: Duration,
+    /// How often the pass also asks auth-svc about every connection with open suggestions
+    /// (one call each), to cancel those of revoked connections.
+    pub revocation_check: Duration,
 }
 
 /// Why an attempt stopped short of an outcome.
@@ -193,9 +196,8 @@ impl Writer {
         }
     }
 
-    /// One background pass: cancels the open suggestions of revoked connections, then
-    /// writes the approved suggestions no writer holds.
-    pub async fn pass(&self) -> Result<(), WriteError> {
+    /// Cancels the open suggestions of every connection auth-svc reports revoked.
+    pub async fn cancel_revoked(&self) -> Result<(), WriteError> {
         for connection_id in store::open_connections(&self.pool).await? {
             match self.leases.connection(&connection_id).await {
                 Ok(info) if info.usable.is_ok() => {}
@@ -216,17 +218,30 @@ impl Writer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes the approved suggestions no writer holds.
+    pub async fn write_unwritten(&self) -> Result<(), WriteError> {
         for id in store::unwritten(&self.pool, BATCH).await? {
             self.write(id).await?;
         }
         Ok(())
     }
 
-    /// Runs [`Writer::pass`] every `interval` until shutdown.
+    /// Every `interval` until shutdown: writes what is left unwritten, and every
+    /// `revocation_check` first cancels what revoked connections left open.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut checked: Option<tokio::time::Instant> = None;
         loop {
-            if let Err(error) = self.pass().await {
-                tracing::warn!(%error, "billing suggestion pass failed; will retry");
+            if checked.is_none_or(|at| at.elapsed() >= self.revocation_check) {
+                checked = Some(tokio::time::Instant::now());
+                if let Err(error) = self.cancel_revoked().await {
+                    tracing::warn!(%error, "revocation check of open suggestions failed; will retry");
+                }
+            }
+            if let Err(error) = self.write_unwritten().await {
+                tracing::warn!(%error, "writing approved suggestions failed; will retry");
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -773,6 +773,7 @@ async fn revoking_a_connection_cancels_its_open_suggestions_and_nothing_is_writt
     let mut setup = with_calendar(0);
     setup.import = Box::new(|config| {
         config.suggestions.write_interval_ms = 100;
+        config.suggestions.revocation_check_ms = 100;
     });
     let stack = Stack::start("suggest-revoke", setup).await;
     let bob = stack.connect(SCOPES, BOB, 3).await;
