@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::access;
 use super::detect::{DetectError, Detection, Detector, Target};
 use super::events;
-use super::store::{self, Filter, Status as Stored, SuggestionRow};
+use super::store::{self, Decision, Filter, Status as Stored, SuggestionRow};
 use super::write::Writer;
 use crate::access::Refusals;
 use crate::audit::Auditor;
@@ -240,7 +240,11 @@ impl SuggestionService for Suggestions {
             return Err(not_pending(id, &before.status, "approved").into());
         }
         let now = self.detector.clock.now();
-        let approved = store::approve(&mut *tx, id, &caller.name, quantity, &description, now)
+        let decision = Decision::Approve {
+            quantity_secs: quantity,
+            description: &description,
+        };
+        let approved = store::decide(&mut *tx, id, &caller.name, &decision, now)
             .await
             .map_err(ApiError::from)?;
         self.audit
@@ -388,9 +392,15 @@ impl SuggestionService for Suggestions {
             return Err(not_pending(id, &locked.status, "rejected").into());
         }
         let now = self.detector.clock.now();
-        let rejected = store::reject(&mut *tx, id, &caller.name, reason, now)
-            .await
-            .map_err(ApiError::from)?;
+        let rejected = store::decide(
+            &mut *tx,
+            id,
+            &caller.name,
+            &Decision::Reject { reason },
+            now,
+        )
+        .await
+        .map_err(ApiError::from)?;
         self.audit
             .enqueue_event(&mut tx, events::rejected(&rejected, &caller.name, reason))
             .await

@@ -155,49 +155,52 @@ async fn read(
         .await
 }
 
-/// Marks a pending suggestion rejected; returns it as it now is.
-pub async fn reject(
-    db: impl PgExecutor<'_>,
-    suggestion_id: Uuid,
-    by: &str,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> Result<SuggestionRow, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE suggestions SET status = 'rejected', decided_by = $2, decided_at = $3,
-             rejection_reason = $4
-         WHERE suggestion_id = $1 AND status = 'pending'
-         RETURNING *",
-    )
-    .bind(suggestion_id)
-    .bind(by)
-    .bind(at)
-    .bind(reason)
-    .fetch_one(db)
-    .await
+/// A person's decision on a pending suggestion.
+pub enum Decision<'a> {
+    /// Write the time entry, as approved (the suggestion's own quantity and description
+    /// unless the approver edited them).
+    Approve {
+        quantity_secs: i64,
+        description: &'a str,
+    },
+    /// Write nothing, for this reason.
+    Reject { reason: &'a str },
 }
 
-/// Marks a pending suggestion approved by `by`, with the time entry as approved
-/// (`quantity_secs`, `description`: the suggestion's own unless edited).
-pub async fn approve(
+/// Records `by`'s decision on a pending suggestion; returns it as it now is.
+pub async fn decide(
     db: impl PgExecutor<'_>,
     suggestion_id: Uuid,
     by: &str,
-    quantity_secs: i64,
-    description: &str,
+    decision: &Decision<'_>,
     at: DateTime<Utc>,
 ) -> Result<SuggestionRow, sqlx::Error> {
+    let (status, quantity_secs, description, reason) = match decision {
+        Decision::Approve {
+            quantity_secs,
+            description,
+        } => (
+            Status::Approved,
+            Some(*quantity_secs),
+            Some(*description),
+            None,
+        ),
+        Decision::Reject { reason } => (Status::Rejected, None, None, Some(*reason)),
+    };
     sqlx::query_as(
-        "UPDATE suggestions SET status = 'approved', decided_by = $2, decided_at = $3,
-             quantity_secs = $4, description = $5
+        "UPDATE suggestions SET status = $2, decided_by = $3, decided_at = $4,
+             quantity_secs = COALESCE($5, quantity_secs),
+             description = COALESCE($6, description), rejection_reason = $7
          WHERE suggestion_id = $1 AND status = 'pending'
          RETURNING *",
     )
     .bind(suggestion_id)
+    .bind(status.as_str())
     .bind(by)
     .bind(at)
     .bind(quantity_secs)
     .bind(description)
+    .bind(reason)
     .fetch_one(db)
     .await
 }

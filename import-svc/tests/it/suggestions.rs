@@ -4,7 +4,7 @@
 use chrono::{NaiveDate, Utc};
 use harness::TestDatabase;
 use import_svc::suggestions::rules::Draft;
-use import_svc::suggestions::store::{self, Origin, Status};
+use import_svc::suggestions::store::{self, Decision, Origin, Status};
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,7 +35,11 @@ async fn approved(pool: &PgPool, entry: &str) -> Uuid {
         description: "Call".into(),
     };
     let row = store::insert(pool, &origin, &draft).await.unwrap().unwrap();
-    store::approve(pool, row.suggestion_id, "bob@firm", 360, "Call", Utc::now())
+    let approval = Decision::Approve {
+        quantity_secs: 360,
+        description: "Call",
+    };
+    store::decide(pool, row.suggestion_id, "bob@firm", &approval, Utc::now())
         .await
         .unwrap();
     row.suggestion_id
