@@ -32,7 +32,9 @@ pub use grpc::{
 };
 pub use logs::{CapturedLogs, capture_logs};
 pub use otlp::{CollectedSpan, OtlpCollector};
-pub use out_of_band::{ClioUser, approved_app, connect_out_of_band, connect_to_app};
+pub use out_of_band::{
+    ClioUser, approved_app, connect_out_of_band, connect_to_app, registered_app,
+};
 pub use polling::poll_until;
 pub use proxy::TcpProxy;
 pub use service::{SpawnedService, spawn_service};

@@ -113,6 +113,27 @@ pub async fn approved_app(
     auth: &mut AuthServiceClient<Channel>,
     scopes: &[&str],
 ) -> String {
+    let app = registered_app(sim, auth, scopes).await;
+    auth.approve_app(with_bearer(
+        auth::ApproveAppRequest {
+            app_id: app.app_id.clone(),
+            scopes_version: app.scopes_version,
+            note: "approved for the test".into(),
+        },
+        &token_of("compliance"),
+    ))
+    .await
+    .unwrap();
+    app.app_id
+}
+
+/// An app declaring `scopes`, registered at the simulator (US) and at auth-svc by the
+/// operator, still waiting for compliance's approval.
+pub async fn registered_app(
+    sim: &ClioSim,
+    auth: &mut AuthServiceClient<Channel>,
+    scopes: &[&str],
+) -> auth::AppRegistration {
     let client_id = format!("app-{}", uuid::Uuid::new_v4().simple());
     let client_secret = format!("secret-{}", uuid::Uuid::new_v4().simple());
     let approval = format!("{}/oauth/approval", sim.base_url(Region::Us));
@@ -136,32 +157,20 @@ pub async fn approved_app(
             justification: format!("test needs {s}"),
         })
         .collect();
-    let app = auth
-        .register_app(with_bearer(
-            auth::RegisterAppRequest {
-                tenant: "firm-1".into(),
-                name: format!("import app {client_id}"),
-                region: common::Region::Us as i32,
-                client_id,
-                client_secret,
-                redirect_uris: vec![approval],
-                declared_scopes: declared,
-                pkce_enabled: false,
-            },
-            &token_of("operator"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    auth.approve_app(with_bearer(
-        auth::ApproveAppRequest {
-            app_id: app.app_id.clone(),
-            scopes_version: app.scopes_version,
-            note: "approved for the test".into(),
+    auth.register_app(with_bearer(
+        auth::RegisterAppRequest {
+            tenant: "firm-1".into(),
+            name: format!("import app {client_id}"),
+            region: common::Region::Us as i32,
+            client_id,
+            client_secret,
+            redirect_uris: vec![approval],
+            declared_scopes: declared,
+            pkce_enabled: false,
         },
-        &token_of("compliance"),
+        &token_of("operator"),
     ))
     .await
-    .unwrap();
-    app.app_id
+    .unwrap()
+    .into_inner()
 }

@@ -4,8 +4,10 @@
 
 mod audit_delivery;
 mod binaries;
+mod browser;
 mod clioctl;
 mod compliance_reports;
+mod dashboard;
 mod denials;
 mod foundation;
 mod hostile_data;

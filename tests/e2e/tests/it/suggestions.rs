@@ -35,7 +35,7 @@ const SIX: &str = "4100000113";
 
 /// A stack set-up whose simulator generates `entries` calendar entries and as many
 /// activities (none: the test's own entries are the whole calendar).
-fn with_calendar(entries: u64) -> StackSetup {
+pub(crate) fn with_calendar(entries: u64) -> StackSetup {
     StackSetup {
         sim: SimConfig {
             regions: vec![Region::Us],
@@ -59,13 +59,13 @@ async fn client(stack: &Stack) -> SuggestionServiceClient<tonic::transport::Chan
     SuggestionServiceClient::new(channel(stack.import_address()).await)
 }
 
-fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+pub(crate) fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, day, hour, minute, 0).unwrap()
 }
 
 /// A calendar entry of Clio user `user` on `matter` (0: none). Ids are the simulator's
 /// (calendar entry ids are numbers as text; the generated calendar is empty here).
-fn entry(
+pub(crate) fn entry(
     id: &str,
     summary: &str,
     start: DateTime<Utc>,
@@ -85,7 +85,7 @@ fn entry(
     })
 }
 
-async fn add(stack: &Stack, resource: Resource, record: Value) {
+pub(crate) async fn add(stack: &Stack, resource: Resource, record: Value) {
     stack
         .sim
         .admin()
@@ -94,7 +94,7 @@ async fn add(stack: &Stack, resource: Resource, record: Value) {
         .unwrap();
 }
 
-async fn detect(
+pub(crate) async fn detect(
     stack: &Stack,
     as_caller: &str,
     connection: &str,
@@ -453,8 +453,8 @@ async fn bad_requests_are_refused_naming_the_field() {
 }
 
 /// The simulator's ids: generated users and matters are numbered from these.
-const USER_BASE: i64 = 344_000_000;
-const MATTER_BASE: i64 = 1_600_000_000;
+pub(crate) const USER_BASE: i64 = 344_000_000;
+pub(crate) const MATTER_BASE: i64 = 1_600_000_000;
 
 async fn approve(
     stack: &Stack,
@@ -477,7 +477,7 @@ async fn approve(
         .map(tonic::Response::into_inner)
 }
 
-async fn get(stack: &Stack, suggestion_id: &str) -> pb::Suggestion {
+pub(crate) async fn get(stack: &Stack, suggestion_id: &str) -> pb::Suggestion {
     client(stack)
         .await
         .get_suggestion(with_bearer(

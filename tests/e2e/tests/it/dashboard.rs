@@ -1,0 +1,657 @@
+//! The web dashboard over the whole stack: people sign in, see what the services answer
+//! and act through them as themselves. The browser tests drive headless Chromium; the
+//! others speak HTTP directly, as an attacker's script would.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clio_sim::{Region, Resource};
+use dashboard::config::{Backends, DashboardConfig, PersonConfig, SessionConfig};
+use harness::{SpawnedService, channel, poll_until, token_of, with_bearer};
+use proto::auth::v1 as auth;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::common::v1::EventKind;
+use proto::suggestions::v1 as pb;
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use service_runtime::{Role, ServiceConfig};
+
+use crate::browser::Browser;
+use crate::stack::{Stack, StackSetup};
+use crate::suggestions;
+
+const CAROL: &str = "carol@firm.example";
+const OLIVIA: &str = "olivia@firm.example";
+const BOB: &str = "bob@firm.example";
+
+fn password_of(name: &str) -> String {
+    format!("the password of {name}")
+}
+
+/// The dashboard in-process over `stack`, with Carol (compliance), Olivia (operator) and
+/// Bob (a lawyer reviewing his billing suggestions), each acting with their own service
+/// credential.
+struct Front {
+    service: SpawnedService,
+    base: String,
+}
+
+impl Front {
+    async fn start(stack: &Stack) -> Front {
+        let people = [
+            (CAROL, Role::Compliance),
+            (OLIVIA, Role::Operator),
+            (BOB, Role::BillingReviewer),
+        ]
+        .into_iter()
+        .map(|(name, role)| PersonConfig {
+            name: name.to_owned(),
+            password_hash: dashboard::people::hash_password(&SecretString::from(password_of(name)))
+                .unwrap(),
+            roles: vec![role],
+            credential: SecretString::from(token_of(name)),
+        })
+        .collect();
+        let config = DashboardConfig {
+            service: ServiceConfig::default(),
+            backends: Backends {
+                auth: format!("http://{}", stack.auth_address()),
+                import: format!("http://{}", stack.import_address()),
+                audit: format!("http://{}", stack.audit_address()),
+                tls: None,
+            },
+            tenants: vec!["firm-1".into()],
+            sessions: SessionConfig {
+                secure_cookie: false,
+                max_failed_sign_ins: 3,
+                ..SessionConfig::default()
+            },
+            people,
+        };
+        let service =
+            SpawnedService::start(|listener, shutdown| dashboard::run(config, listener, shutdown))
+                .await;
+        let base = format!("http://{}", service.address);
+        let health = format!("{base}/healthz");
+        poll_until(
+            "the dashboard answers",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async {
+                reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        )
+        .await;
+        Front { service, base }
+    }
+
+    async fn stop(self) {
+        self.service.stop().await.unwrap();
+    }
+}
+
+async fn auth(stack: &Stack) -> AuthServiceClient<tonic::transport::Channel> {
+    AuthServiceClient::new(channel(stack.auth_address()).await)
+}
+
+async fn connection(stack: &Stack, connection_id: &str) -> auth::Connection {
+    auth(stack)
+        .await
+        .get_connection(with_bearer(
+            auth::GetConnectionRequest {
+                connection_id: connection_id.to_owned(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The actor of the one event of `kind` about `subject` (its id in the event's subject).
+async fn actor_of(stack: &Stack, kind: EventKind, subject: &str) -> String {
+    poll_until(
+        "the audit event",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            stack
+                .audit_events("firm-1", &[kind])
+                .await
+                .into_iter()
+                .find(|e| {
+                    e.subject.as_ref().is_some_and(|s| s.id == subject)
+                        || e.payload_json.contains(subject)
+                })
+                .and_then(|e| e.actor)
+                .map(|a| a.id)
+        },
+    )
+    .await
+}
+
+// ---- in a real browser ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_a_compliance_officer_reads_the_overview_and_approves_an_app() {
+    let stack = Stack::start("dash_app", StackSetup::default()).await;
+    stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    stack
+        .connect(&["contacts:read", "matters:write"], "erin@firm.example", 4)
+        .await;
+    let pending =
+        harness::registered_app(&stack.sim, &mut auth(&stack).await, &["calendar:read"]).await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, CAROL, &password_of(CAROL))
+        .await;
+    // The overview's chart counts what audit-svc's report holds: two live connections.
+    let counts: usize = browser
+        .texts("#tier-chart .count")
+        .await
+        .iter()
+        .map(|t| t.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counts, 2);
+    assert!(
+        browser
+            .text("#write-capable")
+            .await
+            .contains("erin@firm.example")
+    );
+    browser.screenshot("overview").await;
+
+    browser.goto(&format!("{}/apps", front.base)).await;
+    let row = format!("#app-{}", pending.app_id);
+    assert_eq!(
+        browser.text(&format!("{row} .status")).await,
+        "pending approval"
+    );
+    assert!(
+        browser
+            .text(&row)
+            .await
+            .contains("test needs calendar:read")
+    );
+    browser
+        .fill(&format!("{row} input[name=note]"), "calendar sync reviewed")
+        .await;
+    browser.screenshot("apps").await;
+    browser.click(&format!("{row} form.approve button")).await;
+    assert_eq!(browser.text("#notice").await, "Approved.");
+    assert_eq!(browser.text(&format!("{row} .status")).await, "approved");
+
+    // auth-svc recorded Carol, not the dashboard, as the approver.
+    let app = auth(&stack)
+        .await
+        .get_app(with_bearer(
+            auth::GetAppRequest {
+                app_id: pending.app_id.clone(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(app.approved_by, CAROL);
+    assert_eq!(
+        actor_of(&stack, EventKind::AppApproved, &pending.app_id).await,
+        CAROL
+    );
+
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
+    let stack = Stack::start("dash_revoke", StackSetup::default()).await;
+    let kept = stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let leaving = stack
+        .connect(&["contacts:read"], "frank@firm.example", 4)
+        .await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
+        .await;
+    browser
+        .goto(&format!(
+            "{}/connections?principal=frank%40firm.example",
+            front.base
+        ))
+        .await;
+    let row = format!("#connection-{leaving}");
+    assert_eq!(browser.text(&format!("{row} .status")).await, "active");
+    assert!(
+        browser
+            .texts(&format!("#connection-{kept}"))
+            .await
+            .is_empty()
+    );
+    browser
+        .fill(&format!("{row} input[name=reason]"), "left the firm")
+        .await;
+    browser.click(&format!("{row} form.revoke button")).await;
+    assert!(browser.text("#notice").await.starts_with("Revoked"));
+    browser
+        .goto(&format!(
+            "{}/connections?principal=frank%40firm.example",
+            front.base
+        ))
+        .await;
+    assert!(
+        browser
+            .text(&format!("{row} .status"))
+            .await
+            .starts_with("revoked")
+    );
+    browser.screenshot("connections").await;
+
+    let revoked = connection(&stack, &leaving).await;
+    assert_eq!(revoked.status, auth::ConnectionStatus::Revoked as i32);
+    assert_eq!(revoked.revoked_by, OLIVIA);
+    assert_eq!(revoked.revocation_reason, "left the firm");
+    assert_eq!(
+        actor_of(&stack, EventKind::ConnectionRevoked, &leaving).await,
+        OLIVIA
+    );
+    // Only that one.
+    assert_eq!(
+        connection(&stack, &kept).await.status,
+        auth::ConnectionStatus::Active as i32
+    );
+
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
+    let stack = Stack::start("dash_suggest", suggestions::with_calendar(0)).await;
+    let bob = stack
+        .connect(
+            &["calendar:read", "matters:read", "activities:write"],
+            BOB,
+            3,
+        )
+        .await;
+    let meeting = suggestions::entry(
+        "4100000201",
+        "Client meeting – 00012-Smith",
+        suggestions::at(9, 14, 0),
+        37,
+        suggestions::MATTER_BASE + 12,
+        suggestions::USER_BASE + 3,
+    );
+    suggestions::add(&stack, Resource::CalendarEntries, meeting).await;
+    let detected = suggestions::detect(
+        &stack,
+        BOB,
+        &bob,
+        suggestions::at(1, 0, 0),
+        suggestions::at(30, 0, 0),
+    )
+    .await
+    .unwrap();
+    let [suggestion] = detected.created.as_slice() else {
+        panic!("one suggestion expected: {detected:?}");
+    };
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser.sign_in(&front.base, BOB, &password_of(BOB)).await;
+    browser.goto(&format!("{}/suggestions", front.base)).await;
+    let row = format!("#suggestion-{}", suggestion.suggestion_id);
+    assert_eq!(
+        browser
+            .attr(&format!("{row} input[name=minutes]"), "value")
+            .await
+            .as_deref(),
+        Some("42")
+    );
+    browser.screenshot("suggestions").await;
+    browser.click(&format!("{row} form.approve button")).await;
+    assert_eq!(browser.text("#notice").await, "Approved.");
+
+    let decided = suggestions::get(&stack, &suggestion.suggestion_id).await;
+    assert_eq!(decided.decided_by, BOB);
+    assert_eq!(decided.quantity_secs, suggestion.quantity_secs);
+    // Approving writes the time entry to Clio at once, as suggested.
+    assert_eq!(
+        decided.status,
+        pb::SuggestionStatus::Written as i32,
+        "{decided:?}"
+    );
+    let written = stack
+        .sim
+        .admin()
+        .created_activities(Region::Us, 1)
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(
+        written[0]["quantity"],
+        serde_json::json!(decided.quantity_secs)
+    );
+    browser
+        .goto(&format!("{}/suggestions?status=written", front.base))
+        .await;
+    assert_eq!(
+        browser.text(&format!("{row} td:last-child")).await,
+        format!("written to Clio as activity {}", decided.clio_activity_id)
+    );
+
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+// ---- over plain HTTP, as a script would ----
+
+/// A browser-less visitor: keeps its cookies, never follows redirects.
+struct Visitor {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+impl Visitor {
+    fn new(front: &Front) -> Visitor {
+        Visitor {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: front.base.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn keep_cookies(&mut self, response: &reqwest::Response) {
+        for header in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let text = header.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&response);
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.unwrap())
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .form(form);
+        if let Some(origin) = origin {
+            request = request.header(reqwest::header::ORIGIN, origin);
+        }
+        let response = request.send().await.unwrap();
+        self.keep_cookies(&response);
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn sign_in(&mut self, name: &str, password: &str) -> StatusCode {
+        let (_, _, page) = self.get("/signin").await;
+        let csrf = csrf_in(&page);
+        self.post(
+            "/signin",
+            &[("name", name), ("password", password), ("csrf", &csrf)],
+            None,
+        )
+        .await
+        .0
+    }
+}
+
+/// The first CSRF token of a page's forms.
+fn csrf_in(page: &str) -> String {
+    let start = page
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + 19;
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_need_a_sign_in_and_a_wrong_password_or_a_forged_sign_in_gets_none() {
+    let stack = Stack::start("dash_signin", StackSetup::default()).await;
+    let front = Front::start(&stack).await;
+    let mut visitor = Visitor::new(&front);
+
+    let (status, headers, _) = visitor.get("/connections").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[reqwest::header::LOCATION], "/signin");
+
+    assert_eq!(
+        visitor.sign_in(OLIVIA, "not her password").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        visitor.sign_in("nobody@firm.example", "x").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!visitor.cookies.contains_key("clio_dashboard"));
+    // A sign-in form posted from elsewhere (no matching sign-in token) is refused.
+    let (status, _) = visitor
+        .post(
+            "/signin",
+            &[
+                ("name", OLIVIA),
+                ("password", &password_of(OLIVIA)),
+                ("csrf", "forged"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!visitor.cookies.contains_key("clio_dashboard"));
+
+    assert_eq!(
+        visitor.sign_in(OLIVIA, &password_of(OLIVIA)).await,
+        StatusCode::SEE_OTHER
+    );
+    let (status, _, page) = visitor.get("/connections").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(OLIVIA));
+
+    // Signing out ends the session on the server, not only in the browser.
+    let stolen = visitor.cookies["clio_dashboard"].clone();
+    let csrf = csrf_in(&page);
+    let (status, _) = visitor.post("/signout", &[("csrf", &csrf)], None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    visitor.cookies.insert("clio_dashboard".into(), stolen);
+    assert_eq!(visitor.get("/connections").await.0, StatusCode::SEE_OTHER);
+
+    // Three failures lock the name out, even for the right password.
+    let mut guesser = Visitor::new(&front);
+    for _ in 0..3 {
+        assert_eq!(
+            guesser.sign_in(CAROL, "guess").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        guesser.sign_in(CAROL, &password_of(CAROL)).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_without_its_token_from_another_site_or_by_the_wrong_role_changes_nothing() {
+    let stack = Stack::start("dash_csrf", StackSetup::default()).await;
+    let target = stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let front = Front::start(&stack).await;
+    let path = format!("/connections/{target}/revoke");
+
+    let mut olivia = Visitor::new(&front);
+    olivia.sign_in(OLIVIA, &password_of(OLIVIA)).await;
+    let (_, _, page) = olivia.get("/connections").await;
+    let csrf = csrf_in(&page);
+    let reason = ("reason", "forged");
+    for (form, origin) in [
+        (vec![reason], None),
+        (vec![reason, ("csrf", "not-the-token")], None),
+        (
+            vec![reason, ("csrf", csrf.as_str())],
+            Some("https://evil.example"),
+        ),
+    ] {
+        let (status, _) = olivia.post(&path, &form, origin).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form:?} from {origin:?}");
+    }
+    // A person whose role does not revoke, with a valid token of their own.
+    let mut bob = Visitor::new(&front);
+    bob.sign_in(BOB, &password_of(BOB)).await;
+    let (_, _, page) = bob.get("/suggestions").await;
+    let bob_csrf = csrf_in(&page);
+    let (status, body) = bob.post(&path, &[reason, ("csrf", &bob_csrf)], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("operator role"), "{body}");
+    assert_eq!(
+        connection(&stack, &target).await.status,
+        auth::ConnectionStatus::Active as i32
+    );
+
+    // A reason is required: the audit log keeps it.
+    let (status, body) = olivia
+        .post(&path, &[("reason", " "), ("csrf", &csrf)], None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("reason"), "{body}");
+    // The real thing goes through.
+    let (status, _) = olivia
+        .post(
+            &path,
+            &[("reason", "left"), ("csrf", &csrf)],
+            Some(&front.base),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(connection(&stack, &target).await.revoked_by, OLIVIA);
+
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_page_carries_the_security_headers_and_shows_no_secret() {
+    let stack = Stack::start("dash_headers", StackSetup::default()).await;
+    stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let front = Front::start(&stack).await;
+
+    let mut pages = Vec::new();
+    let mut anonymous = Visitor::new(&front);
+    pages.push(("/signin".to_owned(), anonymous.get("/signin").await));
+    pages.push(("/nowhere".to_owned(), anonymous.get("/nowhere").await));
+    for (person, paths) in [
+        (CAROL, &["/", "/apps", "/connections"][..]),
+        (OLIVIA, &["/", "/apps", "/connections"][..]),
+        (BOB, &["/", "/suggestions"][..]),
+    ] {
+        let mut visitor = Visitor::new(&front);
+        assert_eq!(
+            visitor.sign_in(person, &password_of(person)).await,
+            StatusCode::SEE_OTHER
+        );
+        for path in paths {
+            let answer = visitor.get(path).await;
+            assert_eq!(answer.0, StatusCode::OK, "{person} {path}: {}", answer.2);
+            pages.push((format!("{person} {path}"), answer));
+        }
+    }
+    let secrets: Vec<String> = [CAROL, OLIVIA, BOB, "operator", "compliance"]
+        .iter()
+        .map(|name| token_of(name))
+        .chain([CAROL, OLIVIA, BOB].iter().map(|name| password_of(name)))
+        .collect();
+    for (page, (_, headers, body)) in &pages {
+        let csp = headers[reqwest::header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{page}: {csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{page}: {csp}"
+        );
+        assert_eq!(headers[reqwest::header::X_FRAME_OPTIONS], "DENY", "{page}");
+        assert_eq!(
+            headers[reqwest::header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{page}"
+        );
+        assert_eq!(
+            headers[reqwest::header::CACHE_CONTROL],
+            "no-store",
+            "{page}"
+        );
+        assert!(!body.contains("$argon2"), "{page} shows a password hash");
+        for secret in &secrets {
+            assert!(!body.contains(secret.as_str()), "{page} shows a secret");
+        }
+    }
+    // Bob's session cookie is HttpOnly and SameSite=Strict.
+    let response = reqwest::get(format!("{}/signin", front.base))
+        .await
+        .unwrap();
+    let cookie = response.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+
+    front.stop().await;
+    stack.stop().await;
+}
