@@ -157,3 +157,52 @@ impl Validate for DashboardConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn local(file: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/local/config")
+            .join(file)
+    }
+
+    /// The local stack's people sign in with the passwords its comments give, and each
+    /// credential is one some service knows under the person's own name.
+    #[test]
+    fn the_local_stack_s_people_can_sign_in_and_act_as_themselves() {
+        let config: DashboardConfig = service_runtime::config::load(
+            "DASHBOARD_CONFIG_TEST_UNSET_",
+            Some(&local("dashboard.toml")),
+        )
+        .unwrap();
+        assert_eq!(config.people.len(), 3);
+        let services: Vec<String> = ["auth-svc.toml", "import-svc.toml", "audit-svc.toml"]
+            .iter()
+            .map(|f| std::fs::read_to_string(local(f)).unwrap())
+            .collect();
+        for person in &config.people {
+            let local_part = person.name.split('@').next().unwrap();
+            let hash = argon2::PasswordHash::new(&person.password_hash).unwrap();
+            argon2::PasswordVerifier::verify_password(
+                &argon2::Argon2::default(),
+                format!("{local_part}-demo-password").as_bytes(),
+                &hash,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", person.name));
+            let caller = format!(
+                "name = \"{}\", token = \"{}\"",
+                person.name,
+                person.credential.expose_secret()
+            );
+            assert!(
+                services.iter().any(|s| s.contains(&caller)),
+                "no service knows {}'s credential",
+                person.name
+            );
+        }
+    }
+}

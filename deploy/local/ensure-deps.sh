@@ -9,6 +9,9 @@
 # and waits until each answers. Local development and CI only: it sets trust auth for
 # 127.0.0.1 on a fresh PostgreSQL install, which is not how a production database is run.
 #
+# --browser: also headless Chromium and its WebDriver (Debian's chromium and
+# chromium-driver), for the dashboard's browser tests (the test command asks for them).
+#
 # CLIO_CONNECT_SKIP_DEPS=1: do nothing (PostgreSQL and RabbitMQ are managed elsewhere and
 # already have the databases and logins). psql never prompts for a password (-w).
 set -euo pipefail
@@ -17,6 +20,9 @@ if [ "${CLIO_CONNECT_SKIP_DEPS:-0}" = 1 ]; then
   printf 'ensure-deps: CLIO_CONNECT_SKIP_DEPS=1, not checking PostgreSQL or RabbitMQ\n' >&2
   exit 0
 fi
+
+WANT_BROWSER=0
+if [ "${1:-}" = --browser ]; then WANT_BROWSER=1; fi
 
 PGHOST=127.0.0.1
 PGPORT=5432
@@ -151,6 +157,13 @@ ensure_rabbitmq() {
     log "warning: RabbitMQ reports a disk alarm; publishing will block"
   fi
 }
+
+ensure_browser() {
+  if [ "$WANT_BROWSER" = 1 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+    apt_install chromium chromium-driver
+  fi
+}
+ensure_browser
 
 # Both answer, and PostgreSQL takes our queries: nothing to install, start or wait for.
 if port_open "$PGHOST" "$PGPORT" && port_open 127.0.0.1 "$RABBITMQ_PORT"; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the whole local stack: PostgreSQL and RabbitMQ (via ensure-deps.sh), the Clio
-# simulator, audit-svc, auth-svc and import-svc, each as a background process with its log
-# under .stack/. Then, with `demo`, runs an import end to end against the simulator.
+# simulator, audit-svc, auth-svc, import-svc and the dashboard (http://127.0.0.1:8090),
+# each as a background process with its log under .stack/. Then, with `demo`, runs an import end to end against the simulator.
 #
 #   deploy/local/run-stack.sh up     start everything and wait until healthy
 #   deploy/local/run-stack.sh demo   up, then the demo import (connect, import, report)
@@ -67,7 +67,10 @@ up() {
   wait_port auth-svc 50051
   start import-svc "$BIN/import-svc" --config "$CONFIG/import-svc.toml"
   wait_port import-svc 50052
+  start dashboard "$BIN/dashboard" --config "$CONFIG/dashboard.toml"
+  wait_port dashboard 8090
   log "stack is up: auth 127.0.0.1:50051, import :50052, audit :50053, Clio simulator (US) :18000"
+  log "dashboard: http://127.0.0.1:8090 (people and their local passwords: deploy/local/config/dashboard.toml)"
   # audit-svc migrated as clio_audit_owner and runs as clio_audit_service (ensure-deps.sh);
   # its signed checkpoints are copied to the witness file outside Postgres.
   log "audit log check: $BIN/audit-svc verify --witness .stack/audit-witness.jsonl --config $CONFIG/audit-svc.toml"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-deploy/local/ensure-deps.sh
+deploy/local/ensure-deps.sh --browser
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

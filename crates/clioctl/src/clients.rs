@@ -136,7 +136,7 @@ impl Service {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Auth => "auth-svc",
             Service::Import => "import-svc",

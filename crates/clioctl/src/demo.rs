@@ -8,7 +8,7 @@ use proto::common::v1 as common;
 use scope_catalog::{Access, Family, Scope};
 use secrecy::ExposeSecret;
 
-use crate::clients::{Clients, DemoConfig, Role};
+use crate::clients::{Clients, DemoConfig, Role, Service};
 use crate::output::Format;
 use crate::{audit, connections, jobs};
 
@@ -27,6 +27,11 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
         .demo
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the config has no [demo] section"))?;
+
+    // A service listens before its dependencies are up (import-svc's queue session): a
+    // demo started with the stack waits for all three to say SERVING.
+    println!("0. waiting until auth-svc, import-svc and audit-svc are ready");
+    wait_until_serving(clients).await?;
 
     println!("1. registering the read-only import app (operator)");
     let app = register_app(clients, &demo).await?;
@@ -50,6 +55,47 @@ pub async fn run(clients: &Clients) -> anyhow::Result<()> {
     println!("5. the audit record");
     print_audit_record(clients, &demo).await?;
     println!("demo finished: job {} completed", job.job_id);
+    Ok(())
+}
+
+/// How long the demo waits for the stack to be ready.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Waits until each service's gRPC health says SERVING (its dependencies answer).
+async fn wait_until_serving(clients: &Clients) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let give_up = tokio::time::Instant::now() + READY_WITHIN;
+    for (service, role) in [
+        (Service::Auth, Role::Operator),
+        (Service::Import, Role::Operator),
+        (Service::Audit, Role::Compliance),
+    ] {
+        let (channel, _) = clients.channel(service, &[role])?;
+        let mut health = HealthClient::new(channel);
+        loop {
+            let status = health
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status);
+            if status
+                .as_ref()
+                .is_ok_and(|s| *s == ServingStatus::Serving as i32)
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= give_up {
+                anyhow::bail!(
+                    "{} was not ready within {}s (its health: {status:?}); see its log under .stack/",
+                    service.name(),
+                    READY_WITHIN.as_secs()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
     Ok(())
 }
 
