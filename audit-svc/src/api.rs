@@ -26,7 +26,9 @@ use crate::error::AuditError;
 use crate::event::{EventBody, kind_name, subject_kind_name};
 use crate::export::{checkpoint_line, event_line, header_line};
 use crate::metrics::AuditMetrics;
-use crate::query::{EventFilter, events_after, page_size, page_token, parse_page_token};
+use crate::query::{
+    EventFilter, events_after, events_page, next_page_token, page_size, parse_cursor,
+};
 use crate::record_spans::RecordSpans;
 use crate::signing::TrustedKeys;
 use crate::validation::{self, MAX_EVENTS_PER_RECORD};
@@ -283,14 +285,14 @@ impl AuditService for Api {
             occurred: validation::time_range("occurred", request.occurred.as_ref())?,
         };
         let page = request.page.unwrap_or_default();
-        let after = parse_page_token(&page.page_token)?;
+        let cursor = parse_cursor(&page.page_token, request.newest_first)?;
         let size = page_size(page.page_size);
         // One more than the page tells whether there is a next page.
-        let mut events = events_after(&self.pool, &filter, after, size + 1).await?;
+        let mut events = events_page(&self.pool, &filter, cursor, size + 1).await?;
         let more = events.len() > size as usize;
         events.truncate(size as usize);
         let next_page_token = match events.last() {
-            Some(last) if more => page_token(last.sequence),
+            Some(last) if more => next_page_token(cursor, last.sequence),
             _ => String::new(),
         };
         Ok(Response::new(api::QueryResponse {

@@ -25,6 +25,15 @@ pub struct EventFilter {
     pub occurred: Bounds,
 }
 
+/// Where a page of events starts and which way it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Sequences greater than this, oldest first (0: from the start).
+    After(u64),
+    /// Sequences less than this, newest first (`None`: from the newest).
+    Before(Option<u64>),
+}
+
 /// Up to `limit` events matching `filter` with sequence greater than `after`, in order.
 pub async fn events_after(
     pool: &PgPool,
@@ -32,12 +41,31 @@ pub async fn events_after(
     after: u64,
     limit: u32,
 ) -> Result<Vec<EventRecord>, AuditError> {
+    events_page(pool, filter, Cursor::After(after), limit).await
+}
+
+/// Up to `limit` events matching `filter` from `cursor`, in the cursor's order.
+pub async fn events_page(
+    pool: &PgPool,
+    filter: &EventFilter,
+    cursor: Cursor,
+    limit: u32,
+) -> Result<Vec<EventRecord>, AuditError> {
     let mut sql = QueryBuilder::new(format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = "
     ));
     sql.push_bind(&filter.tenant);
-    sql.push(" AND sequence > ")
-        .push_bind(db_sequence("page.page_token", after)?);
+    match cursor {
+        Cursor::After(after) => {
+            sql.push(" AND sequence > ")
+                .push_bind(db_sequence("page.page_token", after)?);
+        }
+        Cursor::Before(Some(before)) => {
+            sql.push(" AND sequence < ")
+                .push_bind(db_sequence("page.page_token", before)?);
+        }
+        Cursor::Before(None) => {}
+    }
     if !filter.kinds.is_empty() {
         sql.push(" AND kind = ANY(")
             .push_bind(&filter.kinds)
@@ -56,10 +84,42 @@ pub async fn events_after(
     if let Some(to) = filter.occurred.1 {
         sql.push(" AND occurred_at < ").push_bind(to);
     }
-    sql.push(" ORDER BY sequence LIMIT ")
-        .push_bind(i64::from(limit));
+    sql.push(match cursor {
+        Cursor::After(_) => " ORDER BY sequence LIMIT ",
+        Cursor::Before(_) => " ORDER BY sequence DESC LIMIT ",
+    })
+    .push_bind(i64::from(limit));
     let rows = sql.build().fetch_all(pool).await?;
     rows.iter().map(decode_event).collect()
+}
+
+/// The token of the page after `last` (the last event of this page) in `cursor`'s order.
+pub fn next_page_token(cursor: Cursor, last: u64) -> String {
+    match cursor {
+        Cursor::After(_) => page_token(last),
+        Cursor::Before(_) => format!("before:{last}"),
+    }
+}
+
+/// The cursor a request's page token and order ask for. A token continues only in the
+/// order it was issued for.
+pub fn parse_cursor(token: &str, newest_first: bool) -> Result<Cursor, AuditError> {
+    if !newest_first {
+        return parse_page_token(token).map(Cursor::After);
+    }
+    if token.is_empty() {
+        return Ok(Cursor::Before(None));
+    }
+    token
+        .strip_prefix("before:")
+        .and_then(|s| s.parse().ok())
+        .map(|s| Cursor::Before(Some(s)))
+        .ok_or_else(|| {
+            AuditError::invalid(
+                "page.page_token",
+                "not a token this service issued for newest_first",
+            )
+        })
 }
 
 /// The page token after `sequence`.

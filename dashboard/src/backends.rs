@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use proto::audit::v1::audit_service_client::AuditServiceClient;
 use proto::audit::v1::compliance_service_client::ComplianceServiceClient;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::imports::v1::import_service_client::ImportServiceClient;
 use proto::suggestions::v1::suggestion_service_client::SuggestionServiceClient;
 use service_runtime::caller_auth::BearerToken;
 use service_runtime::config::ConfigError;
@@ -58,6 +60,14 @@ impl Backends {
 
     pub fn compliance(&self, person: &Person) -> ComplianceServiceClient<Authed> {
         ComplianceServiceClient::with_interceptor(self.audit.clone(), person.bearer.clone())
+    }
+
+    pub fn audit(&self, person: &Person) -> AuditServiceClient<Authed> {
+        AuditServiceClient::with_interceptor(self.audit.clone(), person.bearer.clone())
+    }
+
+    pub fn imports(&self, person: &Person) -> ImportServiceClient<Authed> {
+        ImportServiceClient::with_interceptor(self.import.clone(), person.bearer.clone())
     }
 
     pub fn suggestions(&self, person: &Person) -> SuggestionServiceClient<Authed> {

@@ -61,6 +61,23 @@ pub fn router(state: AppState) -> Router {
             "/connections/{connection_id}/revoke",
             post(pages::connections::revoke),
         )
+        .route(
+            "/reviews",
+            get(pages::reviews::start).post(pages::reviews::generate),
+        )
+        .route("/reviews/{review_id}", get(pages::reviews::show))
+        .route(
+            "/reviews/{review_id}/items/{connection_id}",
+            post(pages::reviews::attest),
+        )
+        .route(
+            "/reviews/{review_id}/export.csv",
+            get(pages::reviews::export_csv),
+        )
+        .route(
+            "/offboarding",
+            get(pages::offboarding::show).post(pages::offboarding::start),
+        )
         .route("/suggestions", get(pages::suggestions::list))
         .route(
             "/suggestions/{suggestion_id}/approve",
@@ -70,7 +87,11 @@ pub fn router(state: AppState) -> Router {
             "/suggestions/{suggestion_id}/reject",
             post(pages::suggestions::reject),
         )
+        .route("/imports", get(pages::imports::list))
+        .route("/audit", get(pages::audit::search))
+        .route("/audit/tail", get(pages::audit::tail))
         .route("/static/dashboard.css", get(pages::stylesheet))
+        .route("/static/tail.js", get(pages::script))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn(security::same_origin))
         .layer(axum::middleware::from_fn(security::headers))

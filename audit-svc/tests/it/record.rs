@@ -1,4 +1,5 @@
-//! Record: idempotency, concurrent appends to one chain, Query with filters and paging,
+//! Record: idempotency, concurrent appends to one chain, Query with filters and paging (in
+//! either order),
 //! and bad requests refused naming the field.
 
 use chrono::{Duration, Utc};
@@ -150,6 +151,44 @@ async fn query_filters_by_kind_subject_actor_and_time_and_pages_with_a_cursor() 
         }
     }
     assert_eq!(seen, (1..=25).collect::<Vec<u64>>());
+
+    // Newest first (a dashboard's order), still filtered, paged the other way; an
+    // oldest-first token is refused in that order rather than misread.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query(QueryRequest {
+            tenant: "firm-a".into(),
+            actor_id: "ops".into(),
+            newest_first: true,
+            page: Some(pb::PageRequest {
+                page_size: 5,
+                page_token: token.clone(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        seen.extend(page.events.iter().map(|e| e.sequence));
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, (13..=25).rev().collect::<Vec<u64>>());
+    let refused = query(QueryRequest {
+        tenant: "firm-a".into(),
+        newest_first: true,
+        page: Some(pb::PageRequest {
+            page_size: 5,
+            page_token: "after:3".into(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("page.page_token"), "{refused:?}");
 
     let leased = query(QueryRequest {
         tenant: "firm-a".into(),

@@ -113,6 +113,8 @@ pub async fn run(clients: &Clients, format: Format, command: AuditCommand) -> an
                 actor_id: actor.unwrap_or_default(),
                 occurred: Some(audit::TimeRange { from, to }),
                 page: None,
+                // The chain's order: a terminal reads top to bottom.
+                newest_first: false,
             };
             query(clients, format, filter, page).await
         }

@@ -131,7 +131,7 @@ pub async fn list(
                 ("status", filter.status.as_str()),
                 ("page_token", p.next_page_token.as_str()),
             ];
-            format!("/connections?{}", form_urlencoded(&query))
+            super::query_string("/connections", &query)
         });
     render(&ConnectionsPage {
         chrome: signed.chrome("connections"),
@@ -140,26 +140,6 @@ pub async fn list(
         next,
         filter,
     })
-}
-
-/// `a=1&b=2`, each value percent-encoded.
-fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let encoded: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        char::from(b).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={encoded}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[derive(Deserialize)]
@@ -194,17 +174,4 @@ pub async fn revoke(
         .await
         .map_err(|s| PageError::from_status(AUTH, &s))?;
     Ok(done("/connections", "revoked"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_page_links_encode_their_values() {
-        assert_eq!(
-            form_urlencoded(&[("principal", "a b&c=d"), ("page_token", "x/y+")]),
-            "principal=a%20b%26c%3Dd&page_token=x%2Fy%2B"
-        );
-    }
 }

@@ -2,8 +2,12 @@
 //! frame around every page (`Chrome`), and the stylesheet.
 
 pub mod apps;
+pub mod audit;
 pub mod connections;
+pub mod imports;
+pub mod offboarding;
 pub mod overview;
+pub mod reviews;
 pub mod signin;
 pub mod suggestions;
 
@@ -103,8 +107,39 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "revoked" => Some(
             "Revoked: the connection can no longer be used, and Clio has been asked to deauthorize it.",
         ),
+        "attested" => Some("Decision recorded."),
+        "offboarded" => Some(
+            "Offboarding started: every connection of the person is revoked here and Clio is asked to deauthorize each.",
+        ),
         _ => None,
     }
+}
+
+/// `path?a=1&b=2`, each value percent-encoded: links that keep a list's filters.
+pub fn query_string(path: &str, pairs: &[(&str, &str)]) -> String {
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let encoded: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={encoded}")
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+pub async fn script() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/tail.js"),
+    )
 }
 
 pub async fn stylesheet() -> impl IntoResponse {
@@ -112,4 +147,20 @@ pub async fn stylesheet() -> impl IntoResponse {
         [(CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../../static/dashboard.css"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_encode_their_values() {
+        assert_eq!(
+            query_string(
+                "/connections",
+                &[("principal", "a b&c=d"), ("page_token", "x/y+")]
+            ),
+            "/connections?principal=a%20b%26c%3Dd&page_token=x%2Fy%2B"
+        );
+    }
 }

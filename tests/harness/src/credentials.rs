@@ -19,9 +19,9 @@ pub struct TestCaller {
 /// audit writers of auth-svc and import-svc (`auth_writer`, `import_writer`), which
 /// audit-svc test configs grant their service's sources and kinds, billing approvers
 /// (`billing_approver`, and `firm2_approver` of `firm-2`) and two people reviewing their
-/// own billing suggestions (`bob@firm.example`, `eve@firm.example`), and a compliance
-/// officer and an operator as the dashboard's people (`carol@firm.example`,
-/// `olivia@firm.example`).
+/// own billing suggestions (`bob@firm.example`, `eve@firm.example`), and two compliance
+/// officers and an operator as the dashboard's people (`carol@firm.example`,
+/// `rachel@firm.example`, `olivia@firm.example`).
 pub fn test_callers() -> Vec<TestCaller> {
     let firm2 = || Some(vec!["firm-2"]);
     let callers = [
@@ -47,6 +47,7 @@ pub fn test_callers() -> Vec<TestCaller> {
         ("eve@firm.example", Role::BillingReviewer, None),
         // People signing in to the dashboard, which acts for each with their credential.
         ("carol@firm.example", Role::Compliance, None),
+        ("rachel@firm.example", Role::Compliance, None),
         ("olivia@firm.example", Role::Operator, None),
     ];
     callers

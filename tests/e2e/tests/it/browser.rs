@@ -92,14 +92,11 @@ impl Browser {
         }
     }
 
+    /// The attribute of the element `css`; `None` when either is missing (also while a
+    /// page is reloading).
     pub async fn attr(&self, css: &str, attribute: &str) -> Option<String> {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .attr(attribute)
-            .await
-            .unwrap()
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.attr(attribute).await.ok().flatten()
     }
 
     pub async fn texts(&self, css: &str) -> Vec<String> {

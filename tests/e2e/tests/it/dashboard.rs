@@ -21,6 +21,7 @@ use crate::stack::{Stack, StackSetup};
 use crate::suggestions;
 
 const CAROL: &str = "carol@firm.example";
+const RACHEL: &str = "rachel@firm.example";
 const OLIVIA: &str = "olivia@firm.example";
 const BOB: &str = "bob@firm.example";
 
@@ -28,9 +29,9 @@ fn password_of(name: &str) -> String {
     format!("the password of {name}")
 }
 
-/// The dashboard in-process over `stack`, with Carol (compliance), Olivia (operator) and
-/// Bob (a lawyer reviewing his billing suggestions), each acting with their own service
-/// credential.
+/// The dashboard in-process over `stack`, with Carol and Rachel (compliance), Olivia
+/// (operator) and Bob (a lawyer reviewing his billing suggestions), each acting with their
+/// own service credential.
 struct Front {
     service: SpawnedService,
     base: String,
@@ -40,6 +41,7 @@ impl Front {
     async fn start(stack: &Stack) -> Front {
         let people = [
             (CAROL, Role::Compliance),
+            (RACHEL, Role::Compliance),
             (OLIVIA, Role::Operator),
             (BOB, Role::BillingReviewer),
         ]
@@ -359,6 +361,279 @@ async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
     stack.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_officer_and_exported() {
+    let stack = Stack::start("dash_review", StackSetup::default()).await;
+    let kept = stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let dropped = stack
+        .connect(&["contacts:read"], "frank@firm.example", 4)
+        .await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, CAROL, &password_of(CAROL))
+        .await;
+    browser.goto(&format!("{}/reviews", front.base)).await;
+    browser.click("#generate button").await;
+    assert_eq!(browser.text("#unreviewed").await, "2");
+    let review_path = browser
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .to_owned();
+    // Carol generated it: audit-svc refuses her attestation, and the page says why.
+    browser
+        .fill(&format!("#item-{kept} input[name=note]"), "still needed")
+        .await;
+    browser.click(&format!("#item-{kept} button.keep")).await;
+    assert!(browser.text("#error").await.contains("does not allow you"));
+
+    let second = Browser::start().await;
+    second
+        .sign_in(&front.base, RACHEL, &password_of(RACHEL))
+        .await;
+    second.goto(&format!("{}{review_path}", front.base)).await;
+    second
+        .fill(&format!("#item-{kept} input[name=note]"), "still needed")
+        .await;
+    second.click(&format!("#item-{kept} button.keep")).await;
+    assert_eq!(second.text("#notice").await, "Decision recorded.");
+    second
+        .fill(
+            &format!("#item-{dropped} input[name=note]"),
+            "left in October",
+        )
+        .await;
+    second
+        .click(&format!("#item-{dropped} button.revoke"))
+        .await;
+    assert_eq!(second.text("#unreviewed").await, "0");
+    assert_eq!(second.text("#open-actions").await, "1");
+    assert!(
+        second
+            .text(&format!("#item-{dropped}"))
+            .await
+            .contains("revoke by rachel@firm.example: left in October")
+    );
+    assert!(
+        second
+            .text(&format!("#item-{dropped} .action"))
+            .await
+            .contains("revocation outstanding")
+    );
+    second.screenshot("review").await;
+
+    // The export, as the browser downloads it.
+    let mut rachel = Visitor::new(&front);
+    rachel.sign_in(RACHEL, &password_of(RACHEL)).await;
+    let (status, headers, csv) = rachel.get(&format!("{review_path}/export.csv")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let row = csv
+        .lines()
+        .find(|l| l.contains(&dropped))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(row.contains("revoke") && row.contains(RACHEL), "{row}");
+
+    second.close().await;
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_an_offboarding_is_started_and_followed_against_the_two_hour_protocol() {
+    let stack = Stack::start("dash_offboard", StackSetup::default()).await;
+    let first = stack
+        .connect(&["contacts:read"], "frank@firm.example", 4)
+        .await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
+        .await;
+    browser.goto(&format!("{}/offboarding", front.base)).await;
+    let departed = chrono::Utc::now() - chrono::Duration::minutes(30);
+    browser
+        .fill("#offboard input[name=principal]", "frank@firm.example")
+        .await;
+    browser
+        .fill("#offboard input[name=reason]", "left the firm")
+        .await;
+    // A datetime-local field takes the keys of its parts; set it the way a script can.
+    browser
+        .client
+        .execute(
+            "document.querySelector('#offboard input[name=departed_at]').value = arguments[0];",
+            vec![serde_json::json!(
+                departed.format("%Y-%m-%dT%H:%M").to_string()
+            )],
+        )
+        .await
+        .unwrap();
+    browser.click("#offboard button").await;
+    assert!(
+        browser
+            .text("#notice")
+            .await
+            .starts_with("Offboarding started")
+    );
+    assert_eq!(connection(&stack, &first).await.revoked_by, OLIVIA);
+
+    let carol = Browser::start().await;
+    carol.sign_in(&front.base, CAROL, &password_of(CAROL)).await;
+    let section = "section[id='offboarding-frank@firm.example']";
+    let done = poll_until(
+        "Clio confirms the deauthorization",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || async {
+            carol.goto(&format!("{}/offboarding", front.base)).await;
+            let open = carol.attr(section, "data-open").await;
+            (open.as_deref() == Some("false")).then_some(())
+        },
+    )
+    .await;
+    let () = done;
+    let outcome = carol.text(&format!("#offboarded-{first} .outcome")).await;
+    assert!(outcome.starts_with("revoked\nClio confirmed"), "{outcome}");
+    assert_eq!(
+        carol.text(&format!("{section} .status")).await,
+        "done within protocol"
+    );
+    let elapsed = carol.text(&format!("{section} .elapsed")).await;
+    assert!(elapsed.starts_with("0 h 3"), "{elapsed}");
+    carol.screenshot("offboarding").await;
+
+    carol.close().await;
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_the_audit_log_verifies_and_tails_new_events_live() {
+    let stack = Stack::start("dash_audit", StackSetup::default()).await;
+    let target = stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, CAROL, &password_of(CAROL))
+        .await;
+    browser.goto(&format!("{}/audit", front.base)).await;
+    assert_eq!(browser.text("#tail-status").await, "live");
+    let kinds = browser.texts("#events .kind").await;
+    assert!(
+        kinds.contains(&"connection_granted".to_owned()),
+        "{kinds:?}"
+    );
+    browser.click("#verify").await;
+    assert!(browser.text("#verified").await.starts_with("Chain intact"));
+    browser.goto(&format!("{}/audit", front.base)).await;
+    assert_eq!(browser.text("#tail-status").await, "live");
+
+    // Something happens elsewhere: it shows up without a reload.
+    auth(&stack)
+        .await
+        .revoke_connection(with_bearer(
+            auth::RevokeConnectionRequest {
+                connection_id: target.clone(),
+                reason: "tail test".into(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap();
+    let tailed = poll_until(
+        "the revocation in the live tail",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let rows = browser.texts("#tail tbody tr").await;
+            rows.into_iter().find(|r| r.contains("connection_revoked"))
+        },
+    )
+    .await;
+    assert!(
+        tailed.contains("operator") && tailed.contains("tail test"),
+        "{tailed}"
+    );
+    browser.screenshot("audit").await;
+
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_an_import_is_watched_to_its_end() {
+    let stack = Stack::start("dash_imports", StackSetup::default()).await;
+    let connection = stack
+        .connect(&["contacts:read", "matters:read"], "dave@firm.example", 3)
+        .await;
+    let front = Front::start(&stack).await;
+    let browser = Browser::start().await;
+
+    browser
+        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
+        .await;
+    let job_id = stack
+        .submit(crate::stack::full_job(
+            &connection,
+            &["contacts", "matters"],
+        ))
+        .await;
+    browser.goto(&format!("{}/imports", front.base)).await;
+    let row = format!("#job-{job_id}");
+    // The page follows the job by itself (it reloads while a job runs).
+    let ended = poll_until(
+        "the job completed on the page",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let status = browser.attr(&row, "data-status").await;
+            (status.as_deref() == Some("completed")).then_some(())
+        },
+    )
+    .await;
+    let () = ended;
+    let job = stack.job(&job_id).await;
+    let written: u64 = job.progress.iter().map(|p| p.records_written).sum();
+    assert!(written > 0);
+    assert!(
+        browser
+            .text(&format!("{row} .records"))
+            .await
+            .starts_with(&format!("{written} written")),
+    );
+    assert_eq!(
+        browser
+            .attr(&format!("{row} progress"), "value")
+            .await
+            .as_deref(),
+        Some("2")
+    );
+    browser.screenshot("imports").await;
+
+    browser.close().await;
+    front.stop().await;
+    stack.stop().await;
+}
+
 // ---- over plain HTTP, as a script would ----
 
 /// A browser-less visitor: keeps its cookies, never follows redirects.
@@ -595,8 +870,22 @@ async fn every_page_carries_the_security_headers_and_shows_no_secret() {
     pages.push(("/signin".to_owned(), anonymous.get("/signin").await));
     pages.push(("/nowhere".to_owned(), anonymous.get("/nowhere").await));
     for (person, paths) in [
-        (CAROL, &["/", "/apps", "/connections"][..]),
-        (OLIVIA, &["/", "/apps", "/connections"][..]),
+        (
+            CAROL,
+            &[
+                "/",
+                "/apps",
+                "/connections",
+                "/reviews",
+                "/offboarding",
+                "/audit",
+                "/imports",
+            ][..],
+        ),
+        (
+            OLIVIA,
+            &["/", "/apps", "/connections", "/offboarding", "/imports"][..],
+        ),
         (BOB, &["/", "/suggestions"][..]),
     ] {
         let mut visitor = Visitor::new(&front);
