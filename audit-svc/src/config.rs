@@ -182,6 +182,7 @@ pub struct WriterGrant {
 pub const AUTH_SVC_KINDS: &[&str] = &[
     "app_registered",
     "app_approved",
+    "app_rejected",
     "app_scopes_changed",
     "app_revoked",
     "app_secret_replaced",

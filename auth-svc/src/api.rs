@@ -66,6 +66,26 @@ impl AuthService for Api {
         Ok(Response::new(app.to_wire()))
     }
 
+    async fn reject_app(
+        &self,
+        request: Request<pb::RejectAppRequest>,
+    ) -> Reply<pb::AppRegistration> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let id = AppId::parse("app_id", &request.app_id)?;
+        if request.scopes_version == 0 {
+            return Err(
+                AuthError::invalid("scopes_version", "name the version being rejected").into(),
+            );
+        }
+        let note = request.note.trim();
+        if note.is_empty() {
+            return Err(AuthError::invalid("note", "say why the app is rejected").into());
+        }
+        let app = apps::reject(&self.ctx, &caller, id, request.scopes_version, note).await?;
+        Ok(Response::new(app.to_wire()))
+    }
+
     async fn get_app(&self, request: Request<pb::GetAppRequest>) -> Reply<pb::AppRegistration> {
         let id = AppId::parse("app_id", &request.get_ref().app_id)?;
         Ok(Response::new(apps::get(&self.ctx, id).await?.to_wire()))

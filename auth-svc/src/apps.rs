@@ -19,7 +19,7 @@ use crate::domain::{AppId, AppStatus, DeclaredScope, DeclaredScopes, Tenant, req
 use crate::error::AuthError;
 use crate::paging::Page;
 use crate::store;
-use crate::store::apps::{Approval, NewApp, ScopeVersion, secret_binding};
+use crate::store::apps::{Decision, NewApp, ScopeVersion, secret_binding};
 use crate::store::connections::LiveGrant;
 use crate::token_vault::TokenVault;
 use crate::wire_region;
@@ -43,6 +43,16 @@ pub struct App {
     pub created_at: DateTime<Utc>,
     pub approved_by: Option<String>,
     pub approved_at: Option<DateTime<Utc>>,
+    /// Compliance's refusal, while the app is rejected.
+    pub rejection: Option<Rejection>,
+}
+
+/// Who refused an app, when and why.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub note: String,
 }
 
 impl App {
@@ -81,6 +91,7 @@ impl App {
                 AppStatus::PendingApproval => pb::AppStatus::PendingApproval,
                 AppStatus::Approved => pb::AppStatus::Approved,
                 AppStatus::Revoked => pb::AppStatus::Revoked,
+                AppStatus::Rejected => pb::AppStatus::Rejected,
             } as i32,
             pkce_enabled: self.pkce_enabled,
             risk_tier: proto::common::v1::RiskTier::from(scopes.risk_tier()) as i32,
@@ -89,6 +100,17 @@ impl App {
             approved_by: self.approved_by.clone().unwrap_or_default(),
             created_at: Some(timestamp(self.created_at)),
             approved_at: self.approved_at.map(timestamp),
+            rejected_by: self
+                .rejection
+                .as_ref()
+                .map(|r| r.by.clone())
+                .unwrap_or_default(),
+            rejected_at: self.rejection.as_ref().map(|r| timestamp(r.at)),
+            rejection_note: self
+                .rejection
+                .as_ref()
+                .map(|r| r.note.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -298,14 +320,14 @@ pub async fn approve(
                 "app {id} is revoked"
             )));
         }
+        AppStatus::Rejected => {
+            return Err(AuthError::FailedPrecondition(format!(
+                "app {id} was rejected: its scopes must be revised (UpdateAppScopes) before a new decision"
+            )));
+        }
     }
-    if scopes_version != app.scopes_version {
-        return Err(AuthError::FailedPrecondition(format!(
-            "scopes_version {scopes_version} is not the app's current version {}: review the current scopes",
-            app.scopes_version
-        )));
-    }
-    let approval = Approval {
+    check_version(id, scopes_version, app.scopes_version)?;
+    let approval = Decision {
         by: &caller.name,
         at: now,
         note,
@@ -323,6 +345,59 @@ pub async fn approve(
     audit_outbox::enqueue(&mut tx, event).await?;
     tx.commit().await?;
     ctx.events_committed();
+    Ok(app)
+}
+
+/// The scopes version a decision names must be the app's current one: the declaration the
+/// officer read is the one decided on.
+fn check_version(id: AppId, decided: u32, current: u32) -> Result<(), AuthError> {
+    if decided != current {
+        return Err(AuthError::FailedPrecondition(format!(
+            "scopes_version {decided} is not app {id}'s current version {current}: review the current scopes"
+        )));
+    }
+    Ok(())
+}
+
+/// Compliance refuses a pending registration: nobody may connect through it until its
+/// scopes are revised and it is decided on again.
+#[tracing::instrument(skip_all, fields(app_id = %id))]
+pub async fn reject(
+    ctx: &Context,
+    caller: &Caller,
+    id: AppId,
+    scopes_version: u32,
+    note: &str,
+) -> Result<App, AuthError> {
+    let now = ctx.now();
+    let mut tx = ctx.pool.begin().await?;
+    let app = store::apps::load_for_update(&mut *tx, id).await?;
+    if app.status != AppStatus::PendingApproval {
+        return Err(AuthError::FailedPrecondition(format!(
+            "app {id} is {}: only a pending registration can be rejected",
+            app.status
+        )));
+    }
+    check_version(id, scopes_version, app.scopes_version)?;
+    let rejection = Decision {
+        by: &caller.name,
+        at: now,
+        note,
+    };
+    store::apps::mark_rejected(&mut *tx, id, &rejection).await?;
+    let app = store::apps::load(&mut *tx, id).await?;
+    let event = app
+        .event(EventKind::AppRejected, caller, now)
+        .reason(note)
+        .payload(serde_json::json!({
+            "scopes_version": app.scopes_version,
+            "declared_scopes": app.declared,
+        }))
+        .build();
+    audit_outbox::enqueue(&mut tx, event).await?;
+    tx.commit().await?;
+    ctx.events_committed();
+    tracing::info!(app_id = %id, "app rejected");
     Ok(app)
 }
 
@@ -351,6 +426,7 @@ impl TryFrom<&pb::ListAppsRequest> for AppFilter {
                 Ok(pb::AppStatus::PendingApproval) => Some(AppStatus::PendingApproval),
                 Ok(pb::AppStatus::Approved) => Some(AppStatus::Approved),
                 Ok(pb::AppStatus::Revoked) => Some(AppStatus::Revoked),
+                Ok(pb::AppStatus::Rejected) => Some(AppStatus::Rejected),
                 Err(_) => return Err(AuthError::invalid("status", "not a known app status")),
             },
         })

@@ -124,6 +124,7 @@ text_enum!(AppStatus {
     PendingApproval => "pending_approval",
     Approved => "approved",
     Revoked => "revoked",
+    Rejected => "rejected",
 });
 
 text_enum!(ConnectionStatus {

@@ -67,6 +67,7 @@ pub fn access_policy() -> AccessPolicy {
     AccessPolicy::new()
         .allow(AUTH_SERVICE, "RegisterApp", &[Role::Operator])
         .allow(AUTH_SERVICE, "ApproveApp", &[Role::Compliance])
+        .allow(AUTH_SERVICE, "RejectApp", &[Role::Compliance])
         .allow(
             AUTH_SERVICE,
             "GetApp",

@@ -21,6 +21,7 @@ pub mod pages;
 pub mod people;
 pub mod security;
 pub mod sessions;
+pub mod verifications;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub struct Dashboard {
     pub people: People,
     pub sessions: Sessions,
     pub backends: Backends,
+    pub verifications: verifications::Verifications,
 }
 
 pub type AppState = Arc<Dashboard>;
@@ -56,7 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/signout", post(pages::signin::sign_out))
         .route("/apps", get(pages::apps::list))
         .route("/apps/{app_id}/approve", post(pages::apps::approve))
+        .route("/apps/{app_id}/reject", post(pages::apps::reject))
         .route("/connections", get(pages::connections::list))
+        .route("/connections/{connection_id}", get(pages::connection::show))
         .route(
             "/connections/{connection_id}/revoke",
             post(pages::connections::revoke),
@@ -88,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             post(pages::suggestions::reject),
         )
         .route("/imports", get(pages::imports::list))
+        .route("/records", get(pages::records::browse))
         .route("/audit", get(pages::audit::search))
         .route("/audit/tail", get(pages::audit::tail))
         .route("/static/dashboard.css", get(pages::stylesheet))
@@ -109,6 +114,7 @@ pub async fn run(
         people: People::new(&config.people, &config.sessions)?,
         sessions: Sessions::new(&config.sessions),
         backends: Backends::new(&config.backends)?,
+        verifications: verifications::Verifications::default(),
     });
     tracing::info!(address = %listener.local_addr()?, people = config.people.len(), "dashboard listening");
     axum::serve(listener, router(state))

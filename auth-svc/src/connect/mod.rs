@@ -48,6 +48,10 @@ fn require_approved(app: &App) -> Result<(), AuthError> {
             "app {} is revoked",
             app.id
         ))),
+        AppStatus::Rejected => Err(AuthError::FailedPrecondition(format!(
+            "app {} was rejected by compliance",
+            app.id
+        ))),
     }
 }
 

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use crate::apps::{App, AppFilter};
+use crate::apps::{App, AppFilter, Rejection};
 use crate::domain::{AppId, AppStatus, DeclaredScopes};
 use crate::error::AuthError;
 use crate::paging::Page;
@@ -43,11 +43,14 @@ struct AppRow {
     created_at: DateTime<Utc>,
     approved_by: Option<String>,
     approved_at: Option<DateTime<Utc>>,
+    rejected_by: Option<String>,
+    rejected_at: Option<DateTime<Utc>>,
+    rejection_note: Option<String>,
 }
 
 const COLUMNS: &str = "app_id, tenant, name, region, client_id, client_secret_ct, redirect_uris, \
      declared_scopes, scopes_version, status, pkce_enabled, registered_by, created_at, \
-     approved_by, approved_at";
+     approved_by, approved_at, rejected_by, rejected_at, rejection_note";
 
 impl TryFrom<AppRow> for App {
     type Error = AuthError;
@@ -72,6 +75,14 @@ impl TryFrom<AppRow> for App {
             created_at: row.created_at,
             approved_by: row.approved_by,
             approved_at: row.approved_at,
+            rejection: match (row.rejected_by, row.rejected_at) {
+                (Some(by), Some(at)) => Some(Rejection {
+                    by,
+                    at,
+                    note: row.rejection_note.unwrap_or_default(),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -164,8 +175,8 @@ pub async fn insert(db: impl PgExecutor<'_>, app: &NewApp<'_>) -> Result<Inserte
     inserted(result)
 }
 
-/// Who approved an app, when, and what they noted.
-pub struct Approval<'a> {
+/// Who decided on an app (approved or rejected it), when, and what they noted.
+pub struct Decision<'a> {
     pub by: &'a str,
     pub at: DateTime<Utc>,
     pub note: &'a str,
@@ -174,7 +185,7 @@ pub struct Approval<'a> {
 pub async fn mark_approved(
     db: impl PgExecutor<'_>,
     id: AppId,
-    approval: &Approval<'_>,
+    approval: &Decision<'_>,
 ) -> Result<(), AuthError> {
     sqlx::query(
         "UPDATE app_registrations SET status = 'approved', approved_by = $2, approved_at = $3, approval_note = $4 \
@@ -189,6 +200,25 @@ pub async fn mark_approved(
     Ok(())
 }
 
+/// Refuses a pending app (compliance's decision).
+pub async fn mark_rejected(
+    db: impl PgExecutor<'_>,
+    id: AppId,
+    rejection: &Decision<'_>,
+) -> Result<(), AuthError> {
+    sqlx::query(
+        "UPDATE app_registrations SET status = 'rejected', rejected_by = $2, rejected_at = $3, rejection_note = $4 \
+         WHERE app_id = $1",
+    )
+    .bind(id.0)
+    .bind(rejection.by)
+    .bind(rejection.at)
+    .bind(rejection.note)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Sets new declared scopes at `version`; the app waits for approval again.
 pub async fn replace_declared_scopes(
     db: impl PgExecutor<'_>,
@@ -198,7 +228,8 @@ pub async fn replace_declared_scopes(
 ) -> Result<(), AuthError> {
     sqlx::query(
         "UPDATE app_registrations SET declared_scopes = $2, scopes_version = $3, status = 'pending_approval', \
-         approved_by = NULL, approved_at = NULL, approval_note = NULL WHERE app_id = $1",
+         approved_by = NULL, approved_at = NULL, approval_note = NULL, \
+         rejected_by = NULL, rejected_at = NULL, rejection_note = NULL WHERE app_id = $1",
     )
     .bind(id.0)
     .bind(Json(declared))

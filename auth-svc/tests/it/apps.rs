@@ -1,5 +1,5 @@
-//! App registrations: validated, approved by compliance before use, scope changes
-//! versioned and audited.
+//! App registrations: validated, approved (or rejected) by compliance before use, scope
+//! changes versioned and audited.
 
 use harness::with_bearer;
 use proto::auth::v1 as pb;
@@ -170,6 +170,114 @@ async fn an_app_is_usable_only_once_compliance_approved_its_current_scopes() {
                 && e.actor.as_ref().unwrap().id == "operator"),
         "the refused approval is audited"
     );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn compliance_rejects_a_pending_app_with_a_reason_and_a_revision_asks_again() {
+    let stack = support::start(Setup::default()).await;
+    let mut client = stack.client().await;
+    let operator = harness::token_of("operator");
+    let compliance = harness::token_of("compliance");
+    let app = client
+        .register_app(with_bearer(registration(), &operator))
+        .await
+        .unwrap()
+        .into_inner();
+    let reject = |version, note: &str| pb::RejectAppRequest {
+        app_id: app.app_id.clone(),
+        scopes_version: version,
+        note: note.into(),
+    };
+
+    let by_operator = client
+        .reject_app(with_bearer(reject(1, "no"), &operator))
+        .await
+        .unwrap_err();
+    assert_eq!(by_operator.code(), Code::PermissionDenied);
+    let silent = client
+        .reject_app(with_bearer(reject(1, "  "), &compliance))
+        .await
+        .unwrap_err();
+    assert_refused(&silent, Code::InvalidArgument, "note");
+    let stale = client
+        .reject_app(with_bearer(reject(3, "too broad"), &compliance))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+
+    let rejected = client
+        .reject_app(with_bearer(
+            reject(1, "contacts are not needed"),
+            &compliance,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejected.status, pb::AppStatus::Rejected as i32);
+    assert_eq!(rejected.rejected_by, "compliance");
+    assert_eq!(rejected.rejection_note, "contacts are not needed");
+    assert!(rejected.rejected_at.is_some());
+    // Nobody connects through it, it cannot be approved as it stands, nor rejected twice.
+    let connect = stack
+        .start_authorization(&app.app_id, "ada@firm", pb::AuthorizationMode::Web, None)
+        .await
+        .unwrap_err();
+    assert_refused(&connect, Code::FailedPrecondition, "rejected");
+    let approve = pb::ApproveAppRequest {
+        app_id: app.app_id.clone(),
+        scopes_version: 1,
+        note: "ok".into(),
+    };
+    let approval = client
+        .approve_app(with_bearer(approve.clone(), &compliance))
+        .await
+        .unwrap_err();
+    assert_refused(&approval, Code::FailedPrecondition, "rejected");
+    let again = client
+        .reject_app(with_bearer(reject(1, "still no"), &compliance))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Revised, it waits for a decision again, the rejection cleared.
+    let revised = client
+        .update_app_scopes(with_bearer(
+            pb::UpdateAppScopesRequest {
+                app_id: app.app_id.clone(),
+                declared_scopes: vec![ScopeJustification {
+                    scope: Some(scope("matters:read")),
+                    justification: "matter list only".into(),
+                }],
+                reason: "as compliance asked".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revised.status, pb::AppStatus::PendingApproval as i32);
+    assert_eq!(revised.rejected_by, "");
+    let approved = client
+        .approve_app(with_bearer(
+            pb::ApproveAppRequest {
+                scopes_version: 2,
+                ..approve
+            },
+            &compliance,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.status, pb::AppStatus::Approved as i32);
+
+    let events = stack.outbox().await;
+    let rejection = events
+        .iter()
+        .find(|(kind, _)| *kind == EventKind::AppRejected)
+        .expect("the rejection is audited");
+    assert_eq!(rejection.1.reason, "contacts are not needed");
+    assert_eq!(rejection.1.actor.as_ref().unwrap().id, "compliance");
     stack.stop().await;
 }
 

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
-use proto::auth::v1::{AppStatus, ApproveAppRequest, ListAppsRequest};
+use proto::auth::v1::{AppStatus, ApproveAppRequest, ListAppsRequest, RejectAppRequest};
 use proto::common::v1::PageRequest;
 use serde::Deserialize;
 use service_runtime::Role;
@@ -30,6 +30,8 @@ pub struct AppRow {
     pub scopes_version: u32,
     pub registered_by: String,
     pub approved_by: String,
+    /// "by <who>: <why>" while rejected.
+    pub rejected: String,
 }
 
 #[derive(Template)]
@@ -86,6 +88,11 @@ pub async fn list(
                 app_id: app.app_id,
                 name: app.name,
                 tenant: app.tenant,
+                rejected: if app.rejected_by.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}: {}", app.rejected_by, app.rejection_note)
+                },
                 registered_by: app.registered_by,
                 approved_by: app.approved_by,
             }
@@ -102,13 +109,14 @@ pub async fn list(
     })
 }
 
+/// A compliance officer's decision on a pending app.
 #[derive(Deserialize)]
-pub struct ApproveForm {
+pub struct DecisionForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     note: String,
-    /// The declaration the officer saw: approving is refused if it changed since.
+    /// The declaration the officer saw: the decision is refused if it changed since.
     scopes_version: u32,
 }
 
@@ -116,7 +124,7 @@ pub async fn approve(
     State(state): State<AppState>,
     signed: Signed,
     Path(app_id): Path<String>,
-    Form(form): Form<ApproveForm>,
+    Form(form): Form<DecisionForm>,
 ) -> Result<Redirect, PageError> {
     signed.check_form(&form.csrf)?;
     signed.require(Role::Compliance, "Approving an app")?;
@@ -131,4 +139,25 @@ pub async fn approve(
         .await
         .map_err(|s| PageError::from_status(AUTH, &s))?;
     Ok(done("/apps", "approved"))
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path(app_id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Result<Redirect, PageError> {
+    signed.check_form(&form.csrf)?;
+    signed.require(Role::Compliance, "Rejecting an app")?;
+    state
+        .backends
+        .auth(&signed.0.person)
+        .reject_app(RejectAppRequest {
+            app_id,
+            scopes_version: form.scopes_version,
+            note: form.note,
+        })
+        .await
+        .map_err(|s| PageError::from_status(AUTH, &s))?;
+    Ok(done("/apps", "rejected"))
 }

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::backends::AUDIT;
 use crate::display;
 use crate::error::PageError;
+use crate::verifications::Verification;
 
 const PAGE_SIZE: u32 = 100;
 
@@ -163,6 +164,16 @@ pub async fn search(
             .await
             .map_err(|s| PageError::from_status(AUDIT, &s))?
             .into_inner();
+        state.verifications.record(
+            &search.tenant,
+            Verification {
+                at: chrono::Utc::now(),
+                by: person.name.clone(),
+                ok: v.ok,
+                events_checked: v.events_checked,
+                checkpoints_checked: v.checkpoints_checked,
+            },
+        );
         Some(Verified {
             ok: v.ok,
             events_checked: v.events_checked,
@@ -211,6 +222,17 @@ pub async fn search(
 
 /// The sequence of the tenant's newest event (0: none yet).
 async fn head(state: &AppState, signed: &Signed, tenant: &str) -> Result<u64, PageError> {
+    Ok(newest_event(state, signed, tenant)
+        .await?
+        .map_or(0, |e| e.sequence))
+}
+
+/// The tenant's newest event, if any.
+pub async fn newest_event(
+    state: &AppState,
+    signed: &Signed,
+    tenant: &str,
+) -> Result<Option<EventRow>, PageError> {
     let newest = state
         .backends
         .audit(&signed.0.person)
@@ -226,7 +248,7 @@ async fn head(state: &AppState, signed: &Signed, tenant: &str) -> Result<u64, Pa
         .await
         .map_err(|s| PageError::from_status(AUDIT, &s))?
         .into_inner();
-    Ok(newest.events.first().map_or(0, |e| e.sequence))
+    Ok(newest.events.into_iter().next().map(EventRow::from))
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,8 @@ const PAGE_SIZE: u32 = 50;
 
 pub struct JobRow {
     pub job_id: String,
+    /// The Clio account the job read (its records' key), once known.
+    pub account: String,
     pub connection_id: String,
     pub status: String,
     pub active: bool,
@@ -90,6 +92,7 @@ pub async fn list(
             created_at: display::when(job.created_at.as_ref()),
             finished_at: display::when(job.finished_at.as_ref()),
             failure: job.failure_reason,
+            account: job.clio_account_id,
             requested_by: job.requested_by,
             connection_id: job.connection_id,
             job_id: job.job_id,

@@ -3,10 +3,12 @@
 
 pub mod apps;
 pub mod audit;
+pub mod connection;
 pub mod connections;
 pub mod imports;
 pub mod offboarding;
 pub mod overview;
+pub mod records;
 pub mod reviews;
 pub mod signin;
 pub mod suggestions;
@@ -66,6 +68,7 @@ impl Signed {
             compliance: person.has(Role::Compliance),
             operator: person.has(Role::Operator),
             billing: person.has(Role::BillingReviewer) || person.has(Role::BillingApprover),
+            records: person.has(Role::DataReader),
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct Chrome {
     pub compliance: bool,
     pub operator: bool,
     pub billing: bool,
+    pub records: bool,
 }
 
 /// Renders a page template, or explains why it could not be.

@@ -47,7 +47,17 @@ pub struct Section {
     pub findings: Vec<Finding>,
 }
 
+/// The audit chain as the overview shows it.
+pub struct Chain {
+    /// "12,345 events, the newest #12345 at ..." or "no event yet".
+    pub head: String,
+    /// The last verification through the dashboard, in words; empty when none since start.
+    pub last_verified: String,
+    pub intact: bool,
+}
+
 pub struct Report {
+    pub chain: Chain,
     pub tiers: Vec<TierBar>,
     pub live_connections: usize,
     pub sections: Vec<Section>,
@@ -277,7 +287,34 @@ async fn report(state: &AppState, signed: &Signed, tenant: &str) -> Result<Repor
         id,
         findings,
     };
+    let newest = super::audit::newest_event(state, signed, tenant).await?;
+    let last = state.verifications.last(tenant);
+    let chain = Chain {
+        head: newest.map_or_else(
+            || "no event yet".to_owned(),
+            |e| {
+                format!(
+                    "{} events, the newest ({}) at {}",
+                    e.sequence, e.kind, e.occurred_at
+                )
+            },
+        ),
+        intact: last.as_ref().is_none_or(|v| v.ok),
+        last_verified: last
+            .map(|v| {
+                format!(
+                    "{} by {}: {} ({} events, {} signed checkpoints checked)",
+                    v.at.format("%Y-%m-%d %H:%M UTC"),
+                    v.by,
+                    if v.ok { "intact" } else { "BROKEN" },
+                    v.events_checked,
+                    v.checkpoints_checked
+                )
+            })
+            .unwrap_or_default(),
+    };
     Ok(Report {
+        chain,
         live_connections: counts.iter().map(|(_, n)| n).sum(),
         tiers,
         sections: vec![

@@ -20,8 +20,8 @@ pub struct TestCaller {
 /// audit-svc test configs grant their service's sources and kinds, billing approvers
 /// (`billing_approver`, and `firm2_approver` of `firm-2`) and two people reviewing their
 /// own billing suggestions (`bob@firm.example`, `eve@firm.example`), and two compliance
-/// officers and an operator as the dashboard's people (`carol@firm.example`,
-/// `rachel@firm.example`, `olivia@firm.example`).
+/// officers, an operator and a data reader as the dashboard's people (`carol@firm.example`,
+/// `rachel@firm.example`, `olivia@firm.example`, `dana@firm.example`).
 pub fn test_callers() -> Vec<TestCaller> {
     let firm2 = || Some(vec!["firm-2"]);
     let callers = [
@@ -49,6 +49,7 @@ pub fn test_callers() -> Vec<TestCaller> {
         ("carol@firm.example", Role::Compliance, None),
         ("rachel@firm.example", Role::Compliance, None),
         ("olivia@firm.example", Role::Operator, None),
+        ("dana@firm.example", Role::DataReader, None),
     ];
     callers
         .into_iter()

@@ -74,6 +74,21 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks the button `css` that submits a form, and waits until the browser has left
+    /// the page (its old document is gone), so what is read next is the answer's.
+    pub async fn submit(&self, css: &str) {
+        let before = self.client.find(Locator::Css("html")).await.unwrap();
+        self.click(css).await;
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while before.tag_name().await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "{css} did not leave the page"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The text of the element `css`, waiting for it to appear.
     pub async fn text(&self, css: &str) -> String {
         let found = self
@@ -112,7 +127,7 @@ impl Browser {
         self.goto(&format!("{base}/signin")).await;
         self.fill("#name", name).await;
         self.fill("#password", password).await;
-        self.click("#sign-in").await;
+        self.submit("#sign-in").await;
         assert_eq!(self.text("#signed-in-as").await, name);
     }
 

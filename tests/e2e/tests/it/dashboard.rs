@@ -24,6 +24,7 @@ const CAROL: &str = "carol@firm.example";
 const RACHEL: &str = "rachel@firm.example";
 const OLIVIA: &str = "olivia@firm.example";
 const BOB: &str = "bob@firm.example";
+const DANA: &str = "dana@firm.example";
 
 fn password_of(name: &str) -> String {
     format!("the password of {name}")
@@ -44,6 +45,7 @@ impl Front {
             (RACHEL, Role::Compliance),
             (OLIVIA, Role::Operator),
             (BOB, Role::BillingReviewer),
+            (DANA, Role::DataReader),
         ]
         .into_iter()
         .map(|(name, role)| PersonConfig {
@@ -138,7 +140,8 @@ async fn actor_of(stack: &Stack, kind: EventKind, subject: &str) -> String {
 // ---- in a real browser ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_a_browser_a_compliance_officer_reads_the_overview_and_approves_an_app() {
+async fn in_a_browser_a_compliance_officer_reads_the_overview_approves_one_app_and_rejects_another()
+{
     let stack = Stack::start("dash_app", StackSetup::default()).await;
     stack
         .connect(&["contacts:read"], "dave@firm.example", 3)
@@ -148,6 +151,12 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_and_approves_an_ap
         .await;
     let pending =
         harness::registered_app(&stack.sim, &mut auth(&stack).await, &["calendar:read"]).await;
+    let too_broad = harness::registered_app(
+        &stack.sim,
+        &mut auth(&stack).await,
+        &["contacts:write", "matters:write"],
+    )
+    .await;
     let front = Front::start(&stack).await;
     let browser = Browser::start().await;
 
@@ -183,10 +192,13 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_and_approves_an_ap
             .contains("test needs calendar:read")
     );
     browser
-        .fill(&format!("{row} input[name=note]"), "calendar sync reviewed")
+        .fill(
+            &format!("{row} form.approve input[name=note]"),
+            "calendar sync reviewed",
+        )
         .await;
     browser.screenshot("apps").await;
-    browser.click(&format!("{row} form.approve button")).await;
+    browser.submit(&format!("{row} form.approve button")).await;
     assert_eq!(browser.text("#notice").await, "Approved.");
     assert_eq!(browser.text(&format!("{row} .status")).await, "approved");
 
@@ -205,6 +217,26 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_and_approves_an_ap
     assert_eq!(app.approved_by, CAROL);
     assert_eq!(
         actor_of(&stack, EventKind::AppApproved, &pending.app_id).await,
+        CAROL
+    );
+
+    // The other one is refused, with the reason, as Carol.
+    let row = format!("#app-{}", too_broad.app_id);
+    browser
+        .fill(
+            &format!("{row} form.reject input[name=note]"),
+            "write access is not justified",
+        )
+        .await;
+    browser.submit(&format!("{row} form.reject button")).await;
+    assert_eq!(browser.text("#notice").await, "Rejected.");
+    assert_eq!(browser.text(&format!("{row} .status")).await, "rejected");
+    assert_eq!(
+        browser.text(&format!("{row} .rejection")).await,
+        format!("rejected by {CAROL}: write access is not justified")
+    );
+    assert_eq!(
+        actor_of(&stack, EventKind::AppRejected, &too_broad.app_id).await,
         CAROL
     );
 
@@ -245,7 +277,7 @@ async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
     browser
         .fill(&format!("{row} input[name=reason]"), "left the firm")
         .await;
-    browser.click(&format!("{row} form.revoke button")).await;
+    browser.submit(&format!("{row} form.revoke button")).await;
     assert!(browser.text("#notice").await.starts_with("Revoked"));
     browser
         .goto(&format!(
@@ -274,6 +306,23 @@ async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
         connection(&stack, &kept).await.status,
         auth::ConnectionStatus::Active as i32
     );
+
+    // The connection's page tells compliance its whole story, newest first.
+    let mut carol = Visitor::new(&front);
+    carol.sign_in(CAROL, &password_of(CAROL)).await;
+    let (status, _, page) = carol.get(&format!("/connections/{leaving}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<&str> = page
+        .split(r#"<td class="kind">"#)
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"connection_revoked"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"consent_recorded") && kinds.contains(&"connection_granted"),
+        "{kinds:?}"
+    );
+    assert!(page.contains("frank@firm.example") && page.contains("left the firm"));
 
     browser.close().await;
     front.stop().await;
@@ -325,7 +374,7 @@ async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
         Some("42")
     );
     browser.screenshot("suggestions").await;
-    browser.click(&format!("{row} form.approve button")).await;
+    browser.submit(&format!("{row} form.approve button")).await;
     assert_eq!(browser.text("#notice").await, "Approved.");
 
     let decided = suggestions::get(&stack, &suggestion.suggestion_id).await;
@@ -377,7 +426,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
         .sign_in(&front.base, CAROL, &password_of(CAROL))
         .await;
     browser.goto(&format!("{}/reviews", front.base)).await;
-    browser.click("#generate button").await;
+    browser.submit("#generate button").await;
     assert_eq!(browser.text("#unreviewed").await, "2");
     let review_path = browser
         .client
@@ -390,7 +439,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
     browser
         .fill(&format!("#item-{kept} input[name=note]"), "still needed")
         .await;
-    browser.click(&format!("#item-{kept} button.keep")).await;
+    browser.submit(&format!("#item-{kept} button.keep")).await;
     assert!(browser.text("#error").await.contains("does not allow you"));
 
     let second = Browser::start().await;
@@ -401,7 +450,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
     second
         .fill(&format!("#item-{kept} input[name=note]"), "still needed")
         .await;
-    second.click(&format!("#item-{kept} button.keep")).await;
+    second.submit(&format!("#item-{kept} button.keep")).await;
     assert_eq!(second.text("#notice").await, "Decision recorded.");
     second
         .fill(
@@ -410,7 +459,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
         )
         .await;
     second
-        .click(&format!("#item-{dropped} button.revoke"))
+        .submit(&format!("#item-{dropped} button.revoke"))
         .await;
     assert_eq!(second.text("#unreviewed").await, "0");
     assert_eq!(second.text("#open-actions").await, "1");
@@ -482,7 +531,7 @@ async fn in_a_browser_an_offboarding_is_started_and_followed_against_the_two_hou
         )
         .await
         .unwrap();
-    browser.click("#offboard button").await;
+    browser.submit("#offboard button").await;
     assert!(
         browser
             .text("#notice")
@@ -541,8 +590,12 @@ async fn in_a_browser_the_audit_log_verifies_and_tails_new_events_live() {
         kinds.contains(&"connection_granted".to_owned()),
         "{kinds:?}"
     );
-    browser.click("#verify").await;
+    browser.submit("#verify").await;
     assert!(browser.text("#verified").await.starts_with("Chain intact"));
+    // The overview remembers who verified and what they found.
+    browser.goto(&front.base).await;
+    let last = browser.text("#chain .last-verified").await;
+    assert!(last.contains(&format!("by {CAROL}: intact")), "{last}");
     browser.goto(&format!("{}/audit", front.base)).await;
     assert_eq!(browser.text("#tail-status").await, "live");
 
@@ -628,6 +681,23 @@ async fn in_a_browser_an_import_is_watched_to_its_end() {
         Some("2")
     );
     browser.screenshot("imports").await;
+
+    // What it stored, as a data reader browses it; the operator may not.
+    let mut dana = Visitor::new(&front);
+    dana.sign_in(DANA, &password_of(DANA)).await;
+    let path = format!("/records?account={}&resource=contacts", job.clio_account_id);
+    let (status, _, page) = dana.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let contacts = job
+        .progress
+        .iter()
+        .find(|p| p.resource == "contacts")
+        .unwrap();
+    let shown = page.matches(r#"<tr id="record-"#).count() as u64;
+    assert_eq!(shown, contacts.records_written.min(50), "{page}");
+    let mut olivia = Visitor::new(&front);
+    olivia.sign_in(OLIVIA, &password_of(OLIVIA)).await;
+    assert_eq!(olivia.get(&path).await.0, StatusCode::FORBIDDEN);
 
     browser.close().await;
     front.stop().await;
@@ -887,6 +957,7 @@ async fn every_page_carries_the_security_headers_and_shows_no_secret() {
             &["/", "/apps", "/connections", "/offboarding", "/imports"][..],
         ),
         (BOB, &["/", "/suggestions"][..]),
+        (DANA, &["/", "/records"][..]),
     ] {
         let mut visitor = Visitor::new(&front);
         assert_eq!(
@@ -899,7 +970,7 @@ async fn every_page_carries_the_security_headers_and_shows_no_secret() {
             pages.push((format!("{person} {path}"), answer));
         }
     }
-    let secrets: Vec<String> = [CAROL, OLIVIA, BOB, "operator", "compliance"]
+    let secrets: Vec<String> = [CAROL, OLIVIA, BOB, DANA, "operator", "compliance"]
         .iter()
         .map(|name| token_of(name))
         .chain([CAROL, OLIVIA, BOB].iter().map(|name| password_of(name)))
