@@ -179,7 +179,7 @@ mod tests {
             Some(&local("dashboard.toml")),
         )
         .unwrap();
-        assert_eq!(config.people.len(), 3);
+        assert_eq!(config.people.len(), 4);
         let services: Vec<String> = ["auth-svc.toml", "import-svc.toml", "audit-svc.toml"]
             .iter()
             .map(|f| std::fs::read_to_string(local(f)).unwrap())

@@ -1,4 +1,4 @@
-//! `clioctl app ...`: register, approve, list, change and revoke Clio developer apps
+//! `clioctl app ...`: register, approve or reject, list, change and revoke Clio developer apps
 //! (auth-svc).
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -31,6 +31,20 @@ pub enum AppCommand {
         #[arg(long)]
         scopes_version: Option<u32>,
         #[arg(long, default_value = "approved with clioctl")]
+        note: String,
+    },
+    /// Refuse a pending registration with the reason (needs tokens.compliance); revising its
+    /// scopes (`app update-scopes`) asks for a decision again.
+    #[command(
+        after_help = "Example:\n  clioctl app reject 7a1c... --note \"write access is not justified\""
+    )]
+    Reject {
+        app: String,
+        /// The scopes version being refused (default: the app's current one).
+        #[arg(long)]
+        scopes_version: Option<u32>,
+        /// Why (required): the operator and the audit log read it.
+        #[arg(long)]
         note: String,
     },
     /// List a tenant's apps.
@@ -166,6 +180,7 @@ pub enum AppStatus {
     PendingApproval,
     Approved,
     Revoked,
+    Rejected,
 }
 
 fn parse_scope(text: &str) -> Result<common::ScopeJustification, String> {
@@ -190,6 +205,11 @@ pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyh
             scopes_version,
             note,
         } => approve(clients, format, app, scopes_version, note).await,
+        AppCommand::Reject {
+            app,
+            scopes_version,
+            note,
+        } => reject(clients, format, app, scopes_version, note).await,
         AppCommand::List {
             tenant,
             status,
@@ -256,7 +276,33 @@ async fn approve(
     one_app(&app).print_one(format)
 }
 
-/// The scopes version `app approve` approves when none is given: the app's current one.
+async fn reject(
+    clients: &Clients,
+    format: Format,
+    app: String,
+    scopes_version: Option<u32>,
+    note: String,
+) -> anyhow::Result<()> {
+    let scopes_version = match scopes_version {
+        Some(version) => version,
+        None => current_scopes_version(clients, &app).await?,
+    };
+    let (mut client, target) = clients.auth(&[Role::Compliance])?;
+    let app = target
+        .call(
+            "RejectApp",
+            client.reject_app(auth::RejectAppRequest {
+                app_id: app,
+                scopes_version,
+                note,
+            }),
+        )
+        .await?;
+    one_app(&app).print_one(format)
+}
+
+/// The scopes version `app approve` or `app reject` decides on when none is given: the
+/// app's current one.
 async fn current_scopes_version(clients: &Clients, app: &str) -> anyhow::Result<u32> {
     let (mut client, target) = clients.auth(&[Role::Compliance])?;
     Ok(target
@@ -282,6 +328,7 @@ async fn list(
             AppStatus::PendingApproval => auth::AppStatus::PendingApproval,
             AppStatus::Approved => auth::AppStatus::Approved,
             AppStatus::Revoked => auth::AppStatus::Revoked,
+            AppStatus::Rejected => auth::AppStatus::Rejected,
         }) as i32
     });
     let (mut client, target) = clients.auth(&READERS)?;
@@ -439,6 +486,8 @@ fn one_app(app: &auth::AppRegistration) -> Table {
         "approved_by",
         "created_at",
         "approved_at",
+        "rejected_by",
+        "rejection_note",
     ]);
     let mut table = Table::new(&columns);
     let mut cells = app_cells(app);
@@ -450,6 +499,8 @@ fn one_app(app: &auth::AppRegistration) -> Table {
         json!(app.approved_by),
         output::time(app.created_at.as_ref()),
         output::time(app.approved_at.as_ref()),
+        json!(app.rejected_by),
+        json!(app.rejection_note),
     ]);
     table.row(cells);
     table

@@ -6,7 +6,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use proto::auth::v1::{ConnectionStatus, ListConnectionsRequest, RevokeConnectionRequest};
-use proto::common::v1::PageRequest;
+use proto::common::v1::{PageRequest, RiskTier};
 use serde::Deserialize;
 use service_runtime::Role;
 
@@ -16,8 +16,11 @@ use crate::backends::AUTH;
 use crate::display;
 use crate::error::PageError;
 
-/// Connections a page shows at most; the next ones are a link away.
+/// Connections a page shows (about: a tier filter shows every match of the pages it read);
+/// the next ones are a link away.
 const PAGE_SIZE: u32 = 100;
+/// Pages of auth-svc's list one request reads at most looking for a tier's connections.
+const SCAN_PAGES: usize = 20;
 
 pub struct ConnectionRow {
     pub connection_id: String,
@@ -54,9 +57,27 @@ pub struct Filter {
     /// "", "active", "needs_reconnect" or "revoked".
     #[serde(default)]
     pub status: String,
+    /// "", "low", "medium", "high" or "very_high".
+    #[serde(default)]
+    pub tier: String,
     #[serde(default)]
     pub page_token: String,
     pub done: Option<String>,
+}
+
+fn tier_filter(tier: &str) -> Result<Option<RiskTier>, PageError> {
+    Ok(match tier {
+        "" => None,
+        "low" => Some(RiskTier::Low),
+        "medium" => Some(RiskTier::Medium),
+        "high" => Some(RiskTier::High),
+        "very_high" => Some(RiskTier::VeryHigh),
+        _ => {
+            return Err(PageError::bad_request(
+                "tier must be low, medium, high or very_high",
+            ));
+        }
+    })
 }
 
 fn status_filter(status: &str) -> Result<ConnectionStatus, PageError> {
@@ -78,24 +99,39 @@ pub async fn list(
     signed: Signed,
     Query(filter): Query<Filter>,
 ) -> Result<Html<String>, PageError> {
-    let answer = state
-        .backends
-        .auth(&signed.0.person)
-        .list_connections(ListConnectionsRequest {
-            principal: filter.principal.trim().to_owned(),
-            app_id: filter.app_id.trim().to_owned(),
-            status: status_filter(&filter.status)? as i32,
-            page: Some(PageRequest {
-                page_size: PAGE_SIZE,
-                page_token: filter.page_token.clone(),
-            }),
-            ..ListConnectionsRequest::default()
-        })
-        .await
-        .map_err(|s| PageError::from_status(AUTH, &s))?
-        .into_inner();
-    let connections = answer
-        .connections
+    let tier = tier_filter(&filter.tier)?;
+    let mut client = state.backends.auth(&signed.0.person);
+    let mut found = Vec::new();
+    let mut page_token = filter.page_token.clone();
+    // auth-svc filters by person, app and status; the tier is filtered here, reading on
+    // until a page's worth matches (at most SCAN_PAGES pages a request).
+    for _ in 0..SCAN_PAGES {
+        let answer = client
+            .list_connections(ListConnectionsRequest {
+                principal: filter.principal.trim().to_owned(),
+                app_id: filter.app_id.trim().to_owned(),
+                status: status_filter(&filter.status)? as i32,
+                page: Some(PageRequest {
+                    page_size: PAGE_SIZE,
+                    page_token,
+                }),
+                ..ListConnectionsRequest::default()
+            })
+            .await
+            .map_err(|s| PageError::from_status(AUTH, &s))?
+            .into_inner();
+        found.extend(
+            answer
+                .connections
+                .into_iter()
+                .filter(|c| tier.is_none_or(|t| c.risk_tier == t as i32)),
+        );
+        page_token = answer.page.map(|p| p.next_page_token).unwrap_or_default();
+        if tier.is_none() || page_token.is_empty() || found.len() >= PAGE_SIZE as usize {
+            break;
+        }
+    }
+    let connections = found
         .into_iter()
         .map(|c| ConnectionRow {
             active: c.status == ConnectionStatus::Active as i32,
@@ -121,18 +157,16 @@ pub async fn list(
             tenant: c.tenant,
         })
         .collect();
-    let next = answer
-        .page
-        .filter(|p| !p.next_page_token.is_empty())
-        .map(|p| {
-            let query = [
-                ("principal", filter.principal.as_str()),
-                ("app_id", filter.app_id.as_str()),
-                ("status", filter.status.as_str()),
-                ("page_token", p.next_page_token.as_str()),
-            ];
-            super::query_string("/connections", &query)
-        });
+    let next = Some(page_token).filter(|t| !t.is_empty()).map(|token| {
+        let query = [
+            ("principal", filter.principal.as_str()),
+            ("app_id", filter.app_id.as_str()),
+            ("status", filter.status.as_str()),
+            ("tier", filter.tier.as_str()),
+            ("page_token", token.as_str()),
+        ];
+        super::query_string("/connections", &query)
+    });
     render(&ConnectionsPage {
         chrome: signed.chrome("connections"),
         notice: notice(filter.done.as_deref()),

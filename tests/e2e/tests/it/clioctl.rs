@@ -202,7 +202,7 @@ async fn clioctl_names_the_missing_token_and_the_unreachable_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn clioctl_registers_approves_and_connects_out_of_band() {
+async fn clioctl_registers_approves_rejects_and_connects_out_of_band() {
     let stack = Stack::start("clioctl_connect", StackSetup::default()).await;
     let approval = format!("{}/oauth/approval", stack.sim.base_url(Region::Us));
     stack
@@ -252,6 +252,34 @@ async fn clioctl_registers_approves_and_connects_out_of_band() {
     let run = clioctl(config.path(), &["app", "approve", &app_id]).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("approved"), "{run:?}");
+
+    // Another registration is refused, with the reason compliance gives.
+    let broad = harness::registered_app(
+        &stack.sim,
+        &mut proto::auth::v1::auth_service_client::AuthServiceClient::new(
+            harness::channel(stack.auth_address()).await,
+        ),
+        &["contacts:write"],
+    )
+    .await;
+    let run = clioctl(
+        config.path(),
+        &[
+            "app",
+            "reject",
+            "--output",
+            "json",
+            &broad.app_id,
+            "--note",
+            "write access is not justified",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let rejected: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(rejected["status"], "rejected", "{run:?}");
+    assert_eq!(rejected["rejected_by"], "compliance", "{run:?}");
+    assert_eq!(rejected["rejection_note"], "write access is not justified");
 
     // Out-of-band: clioctl prints Clio's URL, the person consents and pastes the code.
     let mut child = tokio::process::Command::new(harness::service_binary("clioctl"))

@@ -178,6 +178,13 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_approves_one_app_a
             .contains("erin@firm.example")
     );
     browser.screenshot("overview").await;
+    // The connections of one risk tier.
+    browser
+        .goto(&format!("{}/connections?tier=high", front.base))
+        .await;
+    let high = browser.texts("#connections tbody tr").await;
+    assert_eq!(high.len(), 1, "{high:?}");
+    assert!(high[0].contains("erin@firm.example"), "{high:?}");
 
     browser.goto(&format!("{}/apps", front.base)).await;
     let row = format!("#app-{}", pending.app_id);
