@@ -355,7 +355,10 @@ impl AuditService for Api {
                 "audit chain verification failed"
             );
         }
+        let last_checkpoint = crate::checkpoint::newest(&self.pool, &tenant).await?;
         Ok(Response::new(api::VerifyResponse {
+            last_checkpoint_sequence: last_checkpoint.map_or(0, |(sequence, _)| sequence),
+            last_checkpoint_signed_at: last_checkpoint.map(|(_, at)| proto::time::timestamp(at)),
             ok: verdict.first_broken.is_none(),
             events_checked: verdict.events_checked,
             checkpoints_checked: verdict.checkpoints_checked,

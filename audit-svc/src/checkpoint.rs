@@ -22,6 +22,20 @@ use crate::signing::Signer;
 
 /// Signs `(tenant, sequence, head_hash)` and stores the checkpoint; the caller holds the
 /// tenant's append lock.
+/// The tenant's newest signed checkpoint: its sequence and when it was signed.
+pub async fn newest(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Option<(u64, DateTime<Utc>)>, AuditError> {
+    let row: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT sequence, signed_at FROM checkpoints WHERE tenant = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(sequence, at)| (u64::try_from(sequence).unwrap_or(0), at)))
+}
+
 pub async fn sign_head(
     tx: &mut Transaction<'_, Postgres>,
     signer: &Signer,

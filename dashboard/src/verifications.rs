@@ -14,6 +14,8 @@ pub struct Verification {
     pub ok: bool,
     pub events_checked: u64,
     pub checkpoints_checked: u64,
+    /// "#30 signed at ...", or "none yet".
+    pub last_checkpoint: String,
 }
 
 #[derive(Default)]

@@ -78,6 +78,11 @@ async fn an_intact_chain_verifies_whole_and_by_range() {
     let range = verify(&audit, "firm-a", 12, 25).await;
     assert!(range.ok, "{range:?}");
     assert_eq!((range.events_checked, range.checkpoints_checked), (14, 1));
+    // The newest signed checkpoint is named whatever the range (every 10 events here).
+    for verdict in [&whole, &range] {
+        assert_eq!(verdict.last_checkpoint_sequence, 30, "{verdict:?}");
+        assert!(verdict.last_checkpoint_signed_at.is_some(), "{verdict:?}");
+    }
     assert!(verify(&audit, "firm-b", 0, 0).await.ok);
     audit.stop().await;
 }

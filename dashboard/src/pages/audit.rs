@@ -78,6 +78,7 @@ fn kind_of(name: &str) -> Result<Option<EventKind>, PageError> {
 }
 
 pub struct Verified {
+    pub last_checkpoint: String,
     pub ok: bool,
     pub events_checked: u64,
     pub checkpoints_checked: u64,
@@ -172,9 +173,11 @@ pub async fn search(
                 ok: v.ok,
                 events_checked: v.events_checked,
                 checkpoints_checked: v.checkpoints_checked,
+                last_checkpoint: last_checkpoint(&v),
             },
         );
         Some(Verified {
+            last_checkpoint: last_checkpoint(&v),
             ok: v.ok,
             events_checked: v.events_checked,
             checkpoints_checked: v.checkpoints_checked,
@@ -218,6 +221,17 @@ pub async fn search(
         verified,
         search,
     })
+}
+
+/// The tenant's newest signed checkpoint, in words.
+fn last_checkpoint(v: &proto::audit::v1::VerifyResponse) -> String {
+    match v.last_checkpoint_sequence {
+        0 => "none yet".to_owned(),
+        sequence => format!(
+            "#{sequence} signed {}",
+            display::when(v.last_checkpoint_signed_at.as_ref())
+        ),
+    }
 }
 
 /// The sequence of the tenant's newest event (0: none yet).

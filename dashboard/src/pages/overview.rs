@@ -303,12 +303,13 @@ async fn report(state: &AppState, signed: &Signed, tenant: &str) -> Result<Repor
         last_verified: last
             .map(|v| {
                 format!(
-                    "{} by {}: {} ({} events, {} signed checkpoints checked)",
+                    "{} by {}: {} ({} events, {} signed checkpoints checked; the newest checkpoint {})",
                     v.at.format("%Y-%m-%d %H:%M UTC"),
                     v.by,
                     if v.ok { "intact" } else { "BROKEN" },
                     v.events_checked,
-                    v.checkpoints_checked
+                    v.checkpoints_checked,
+                    v.last_checkpoint
                 )
             })
             .unwrap_or_default(),

@@ -603,6 +603,7 @@ async fn in_a_browser_the_audit_log_verifies_and_tails_new_events_live() {
     browser.goto(&front.base).await;
     let last = browser.text("#chain .last-verified").await;
     assert!(last.contains(&format!("by {CAROL}: intact")), "{last}");
+    assert!(last.contains("the newest checkpoint"), "{last}");
     browser.goto(&format!("{}/audit", front.base)).await;
     assert_eq!(browser.text("#tail-status").await, "live");
 
