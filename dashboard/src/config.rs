@@ -29,6 +29,9 @@ pub struct DashboardConfig {
     pub tenants: Vec<String>,
     #[serde(default)]
     pub sessions: SessionConfig,
+    /// Sign-in through the firm's OpenID Connect provider, beside or instead of passwords.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
     /// Who may sign in, each acting at the services with their own credential.
     #[serde(default)]
     pub people: Vec<PersonConfig>,
@@ -73,6 +76,63 @@ impl Default for SessionConfig {
     }
 }
 
+/// The firm's OpenID Connect provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer (its discovery document is `<issuer>/.well-known/openid-configuration`);
+    /// `https://`, or `http://` on the loopback only.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// This dashboard's `/signin/oidc/callback` as the provider knows it.
+    pub redirect_url: String,
+    /// The claim naming the person, matched against `[[people]] name`.
+    #[serde(default = "OidcConfig::default_person_claim")]
+    pub person_claim: String,
+    #[serde(default = "OidcConfig::default_scopes")]
+    pub scopes: Vec<String>,
+    /// The sign-in button's words ("Sign in with ...").
+    #[serde(default = "OidcConfig::default_label")]
+    pub label: String,
+}
+
+impl OidcConfig {
+    fn default_person_claim() -> String {
+        "email".into()
+    }
+    fn default_scopes() -> Vec<String> {
+        vec!["openid".into(), "email".into()]
+    }
+    fn default_label() -> String {
+        "the firm's sign-in".into()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = |field: &str, raw: &str| -> Result<url::Url, ConfigError> {
+            let url = url::Url::parse(raw)
+                .map_err(|e| ConfigError::invalid(field, format!("not a URL ({e})")))?;
+            let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return Err(ConfigError::invalid(
+                    field,
+                    "must be https (http only on the loopback)",
+                ));
+            }
+            Ok(url)
+        };
+        url("oidc.issuer", &self.issuer)?;
+        url("oidc.redirect_url", &self.redirect_url)?;
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::invalid("oidc.client_id", "must not be empty"));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(ConfigError::invalid("oidc.scopes", "must include openid"));
+        }
+        Ok(())
+    }
+}
+
 /// A person who may sign in.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +141,9 @@ pub struct PersonConfig {
     /// which is also what the audit log records as the actor.
     pub name: String,
     /// An argon2id PHC string (`dashboard hash-password`), never the password itself.
-    pub password_hash: String,
+    /// Without one the person signs in through `[oidc]` only.
+    #[serde(default)]
+    pub password_hash: Option<String>,
     /// What the dashboard offers the person; the services decide what they may do.
     pub roles: Vec<Role>,
     /// The person's service credential: every call the dashboard makes for them carries
@@ -116,6 +178,9 @@ impl Validate for DashboardConfig {
                 "must name at least one tenant, none empty",
             ));
         }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+        }
         positive("sessions.idle_minutes", self.sessions.idle_minutes)?;
         positive("sessions.absolute_hours", self.sessions.absolute_hours)?;
         positive(
@@ -138,12 +203,25 @@ impl Validate for DashboardConfig {
                     format!("{} is listed twice", person.name),
                 ));
             }
-            argon2::PasswordHash::new(&person.password_hash).map_err(|e| {
-                ConfigError::invalid(
-                    field("password_hash"),
-                    format!("not a PHC string ({e}); make one with `dashboard hash-password`"),
-                )
-            })?;
+            match &person.password_hash {
+                Some(hash) => {
+                    argon2::PasswordHash::new(hash).map_err(|e| {
+                        ConfigError::invalid(
+                            field("password_hash"),
+                            format!(
+                                "not a PHC string ({e}); make one with `dashboard hash-password`"
+                            ),
+                        )
+                    })?;
+                }
+                None if self.oidc.is_none() => {
+                    return Err(ConfigError::invalid(
+                        field("password_hash"),
+                        "needed unless [oidc] is configured",
+                    ));
+                }
+                None => {}
+            }
             if person.roles.is_empty() {
                 return Err(ConfigError::invalid(field("roles"), "must name a role"));
             }
@@ -186,7 +264,7 @@ mod tests {
             .collect();
         for person in &config.people {
             let local_part = person.name.split('@').next().unwrap();
-            let hash = argon2::PasswordHash::new(&person.password_hash).unwrap();
+            let hash = argon2::PasswordHash::new(person.password_hash.as_deref().unwrap()).unwrap();
             argon2::PasswordVerifier::verify_password(
                 &argon2::Argon2::default(),
                 format!("{local_part}-demo-password").as_bytes(),

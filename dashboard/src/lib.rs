@@ -17,6 +17,7 @@ pub mod backends;
 pub mod config;
 pub mod display;
 pub mod error;
+pub mod oidc;
 pub mod pages;
 pub mod people;
 pub mod security;
@@ -43,6 +44,8 @@ pub struct Dashboard {
     pub sessions: Sessions,
     pub backends: Backends,
     pub verifications: verifications::Verifications,
+    /// Sign-in through the firm's identity provider, when configured.
+    pub oidc: Option<oidc::Provider>,
 }
 
 pub type AppState = Arc<Dashboard>;
@@ -56,6 +59,8 @@ pub fn router(state: AppState) -> Router {
             get(pages::signin::form).post(pages::signin::submit),
         )
         .route("/signout", post(pages::signin::sign_out))
+        .route("/signin/oidc", get(pages::signin::oidc_start))
+        .route("/signin/oidc/callback", get(pages::signin::oidc_callback))
         .route("/apps", get(pages::apps::list))
         .route("/apps/{app_id}/approve", post(pages::apps::approve))
         .route("/apps/{app_id}/reject", post(pages::apps::reject))
@@ -115,6 +120,7 @@ pub async fn run(
         sessions: Sessions::new(&config.sessions),
         backends: Backends::new(&config.backends)?,
         verifications: verifications::Verifications::default(),
+        oidc: config.oidc.clone().map(oidc::Provider::new).transpose()?,
     });
     tracing::info!(address = %listener.local_addr()?, people = config.people.len(), "dashboard listening");
     axum::serve(listener, router(state))

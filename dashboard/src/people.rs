@@ -19,7 +19,8 @@ use crate::config::{PersonConfig, SessionConfig};
 pub struct Person {
     pub name: String,
     pub roles: Vec<Role>,
-    password_hash: String,
+    /// None: signs in through the identity provider only.
+    password_hash: Option<String>,
     /// `authorization: Bearer <their credential>`, marked sensitive.
     pub bearer: BearerToken,
 }
@@ -99,14 +100,18 @@ impl People {
             return Err(Refusal::LockedOut);
         }
         let person = self.by_name.get(name).cloned();
+        // A person without a password is checked against the decoy too: the answer is the
+        // same "no" at the same cost.
         let hash = person
             .as_ref()
-            .map_or_else(|| self.decoy_hash.clone(), |p| p.password_hash.clone());
+            .and_then(|p| p.password_hash.clone())
+            .unwrap_or_else(|| self.decoy_hash.clone());
+        let has_password = person.as_ref().is_some_and(|p| p.password_hash.is_some());
         let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .unwrap_or(false);
         match person {
-            Some(person) if matches => {
+            Some(person) if matches && has_password => {
                 self.lock().remove(name);
                 Ok(person)
             }
@@ -115,6 +120,11 @@ impl People {
                 Err(Refusal::WrongNameOrPassword)
             }
         }
+    }
+
+    /// The person the identity provider vouched for, if the configuration has them.
+    pub fn by_name(&self, name: &str) -> Option<Arc<Person>> {
+        self.by_name.get(name).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
@@ -185,7 +195,7 @@ mod tests {
     fn people(max_failures: u32) -> People {
         let config = PersonConfig {
             name: "carol@firm.example".into(),
-            password_hash: hash_password(&SecretString::from("correct horse")).unwrap(),
+            password_hash: Some(hash_password(&SecretString::from("correct horse")).unwrap()),
             roles: vec![Role::Compliance],
             credential: SecretString::from("credential-of-carol"),
         };

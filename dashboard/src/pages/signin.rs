@@ -3,8 +3,8 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::header::SET_COOKIE;
 use http::{HeaderMap, StatusCode};
 use secrecy::SecretString;
@@ -25,22 +25,30 @@ struct SignInPage<'a> {
     csrf: &'a str,
     name: &'a str,
     error: Option<&'a str>,
+    /// The identity provider's button, when one is configured.
+    provider: Option<&'a str>,
 }
 
-fn page(status: StatusCode, name: &str, error: Option<&str>) -> Result<Response, PageError> {
+fn page(
+    state: &AppState,
+    status: StatusCode,
+    name: &str,
+    error: Option<&str>,
+) -> Result<Response, PageError> {
     let csrf = random_token();
     let html = render(&SignInPage {
         csrf: &csrf,
         name,
         error,
+        provider: state.oidc.as_ref().map(|p| p.label()),
     })?;
     let cookie =
         format!("{SIGNIN_COOKIE}={csrf}; Path=/signin; HttpOnly; SameSite=Strict; Max-Age=1800");
     Ok((status, [(SET_COOKIE, cookie)], html).into_response())
 }
 
-pub async fn form() -> Result<Response, PageError> {
-    page(StatusCode::OK, "", None)
+pub async fn form(State(state): State<AppState>) -> Result<Response, PageError> {
+    page(&state, StatusCode::OK, "", None)
 }
 
 #[derive(Deserialize)]
@@ -79,7 +87,7 @@ pub async fn submit(
                     "Too many failed sign-ins for this name. Wait a few minutes and try again."
                 }
             };
-            page(StatusCode::UNAUTHORIZED, name, Some(message))
+            page(&state, StatusCode::UNAUTHORIZED, name, Some(message))
         }
     }
 }
@@ -99,4 +107,97 @@ pub async fn sign_out(
     signed.check_form(&form.csrf)?;
     let cookie = state.sessions.end(&headers);
     Ok(([(SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
+}
+
+/// The cookie binding a sign-in through the identity provider to the browser that started
+/// it. `SameSite=Lax`: the provider sends the browser back with a top-level GET, which Lax
+/// cookies go with (Strict ones would not).
+const OIDC_COOKIE: &str = "clio_dashboard_oidc";
+
+/// Sends the browser to the identity provider.
+pub async fn oidc_start(State(state): State<AppState>) -> Result<Response, PageError> {
+    let provider = state.oidc.as_ref().ok_or_else(|| {
+        PageError::new(StatusCode::NOT_FOUND, "no identity provider is configured")
+    })?;
+    let start = provider.start().await.map_err(|e| {
+        tracing::warn!(error = %e, "oidc sign-in could not start");
+        PageError::new(StatusCode::BAD_GATEWAY, e.to_string())
+    })?;
+    let cookie = format!(
+        "{OIDC_COOKIE}={}; Path=/signin/oidc; HttpOnly; SameSite=Lax; Max-Age=600",
+        start.state
+    );
+    Ok(([(SET_COOKIE, cookie)], Redirect::to(&start.url)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct OidcCallback {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    code: String,
+    /// The provider's refusal (`access_denied`, ...), instead of a code.
+    #[serde(default)]
+    error: String,
+}
+
+/// Where the identity provider sends the browser back: the state must be the one this
+/// browser started, the code is exchanged and the ID token checked, and the person it
+/// names must be one of the configured people.
+pub async fn oidc_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(callback): Query<OidcCallback>,
+) -> Result<Response, PageError> {
+    let provider = state.oidc.as_ref().ok_or_else(|| {
+        PageError::new(StatusCode::NOT_FOUND, "no identity provider is configured")
+    })?;
+    let refuse = |message: String| {
+        tracing::warn!(%message, "oidc sign-in refused");
+        page(&state, StatusCode::UNAUTHORIZED, "", Some(&message))
+    };
+    if !callback.error.is_empty() {
+        return refuse(format!(
+            "The identity provider did not sign you in ({}).",
+            callback.error.chars().take(100).collect::<String>()
+        ));
+    }
+    // Bound to this browser: a callback URL carried to another browser (login CSRF) or
+    // replayed is refused here, and the state is single-use in the provider too.
+    let bound = cookie(&headers, OIDC_COOKIE).unwrap_or_default();
+    if check_csrf(&bound, &callback.state).is_err() {
+        return refuse("This sign-in was not started in this browser; start again.".into());
+    }
+    let name = match provider.finish(&callback.state, &callback.code).await {
+        Ok(name) => name,
+        Err(e) => {
+            return refuse(format!(
+                "Signing in through the identity provider failed: {e}."
+            ));
+        }
+    };
+    let Some(person) = state.people.by_name(&name) else {
+        return refuse(format!(
+            "{name} signed in at the identity provider but is not one of this dashboard's people; ask an operator to add them."
+        ));
+    };
+    tracing::info!(person = %person.name, "signed in through the identity provider");
+    let session = state.sessions.start(person);
+    let clear = format!("{OIDC_COOKIE}=; Path=/signin/oidc; HttpOnly; SameSite=Lax; Max-Age=0");
+    // A page, not a redirect: the browser arrived from the provider's site, and a
+    // SameSite=Strict session cookie is only sent once it navigates from this one.
+    let html = Html(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Signed in</title></head>\
+         <body><p><a href=\"/\">Continue to the dashboard</a></p></body></html>",
+    );
+    let mut response = html.into_response();
+    for value in [session, clear] {
+        response.headers_mut().append(
+            SET_COOKIE,
+            http::HeaderValue::from_str(&value)
+                .map_err(|_| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie"))?,
+        );
+    }
+    Ok(response)
 }

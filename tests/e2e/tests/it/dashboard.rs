@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clio_sim::{Region, Resource};
-use dashboard::config::{Backends, DashboardConfig, PersonConfig, SessionConfig};
+use dashboard::config::{Backends, DashboardConfig, OidcConfig, PersonConfig, SessionConfig};
 use harness::{SpawnedService, channel, poll_until, token_of, with_bearer};
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use service_runtime::{Role, ServiceConfig};
 
 use crate::browser::Browser;
+use crate::oidc_provider::{self, TestIdp};
 use crate::stack::{Stack, StackSetup};
 use crate::suggestions;
 
@@ -40,6 +41,11 @@ struct Front {
 
 impl Front {
     async fn start(stack: &Stack) -> Front {
+        Front::start_with(stack, None).await
+    }
+
+    /// With sign-in through the identity provider at `issuer` too.
+    async fn start_with(stack: &Stack, issuer: Option<&str>) -> Front {
         let people = [
             (CAROL, Role::Compliance),
             (RACHEL, Role::Compliance),
@@ -50,8 +56,9 @@ impl Front {
         .into_iter()
         .map(|(name, role)| PersonConfig {
             name: name.to_owned(),
-            password_hash: dashboard::people::hash_password(&SecretString::from(password_of(name)))
-                .unwrap(),
+            password_hash: Some(
+                dashboard::people::hash_password(&SecretString::from(password_of(name))).unwrap(),
+            ),
             roles: vec![role],
             credential: SecretString::from(token_of(name)),
         })
@@ -65,6 +72,7 @@ impl Front {
                 tls: None,
             },
             tenants: vec!["firm-1".into()],
+            oidc: None,
             sessions: SessionConfig {
                 secure_cookie: false,
                 max_failed_sign_ins: 3,
@@ -72,9 +80,26 @@ impl Front {
             },
             people,
         };
-        let service =
-            SpawnedService::start(|listener, shutdown| dashboard::run(config, listener, shutdown))
-                .await;
+        let issuer = issuer.map(str::to_owned);
+        let service = SpawnedService::start(|listener, shutdown| {
+            // The provider sends browsers back to this listener's address.
+            let mut config = config;
+            let callback = format!(
+                "http://{}/signin/oidc/callback",
+                listener.local_addr().unwrap()
+            );
+            config.oidc = issuer.map(|issuer| OidcConfig {
+                issuer,
+                client_id: oidc_provider::CLIENT_ID.into(),
+                client_secret: SecretString::from(oidc_provider::CLIENT_SECRET),
+                redirect_url: callback,
+                person_claim: "email".into(),
+                scopes: vec!["openid".into(), "email".into()],
+                label: "Firm SSO".into(),
+            });
+            dashboard::run(config, listener, shutdown)
+        })
+        .await;
         let base = format!("http://{}", service.address);
         let health = format!("{base}/healthz");
         poll_until(
@@ -1021,5 +1046,111 @@ async fn every_page_carries_the_security_headers_and_shows_no_secret() {
     );
 
     front.stop().await;
+    stack.stop().await;
+}
+
+// ---- through the firm's identity provider ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_a_person_signs_in_through_the_firm_s_identity_provider() {
+    let stack = Stack::start("dash_oidc", StackSetup::default()).await;
+    let idp = TestIdp::start(CAROL).await;
+    let front = Front::start_with(&stack, Some(&idp.issuer)).await;
+    let browser = Browser::start().await;
+
+    browser.goto(&format!("{}/signin", front.base)).await;
+    assert_eq!(browser.text("#sign-in-oidc").await, "Sign in with Firm SSO");
+    browser.submit("#sign-in-oidc").await;
+    // Provider, callback, then the overview, signed in as the person the provider named.
+    assert_eq!(browser.text("#signed-in-as").await, CAROL);
+    assert_eq!(browser.text("main h1").await, "Overview");
+
+    browser.close().await;
+    front.stop().await;
+    idp.stop().await;
+    stack.stop().await;
+}
+
+/// Follows a sign-in through the provider as a browser would, up to the callback's answer.
+async fn sign_in_through(visitor: &mut Visitor) -> (StatusCode, String, String) {
+    let response = visitor
+        .http
+        .get(format!("{}/signin/oidc", visitor.base))
+        .send()
+        .await
+        .unwrap();
+    visitor.keep_cookies(&response);
+    let to_provider = response.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let back = visitor.http.get(&to_provider).send().await.unwrap();
+    let callback = back.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let path = callback.trim_start_matches(&visitor.base).to_owned();
+    let (status, _, page) = visitor.get(&path).await;
+    (status, page, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_replayed_foreign_and_unknown_sign_ins_through_the_provider_are_refused() {
+    let stack = Stack::start("dash_oidc_refused", StackSetup::default()).await;
+    let idp = TestIdp::start(OLIVIA).await;
+    let front = Front::start_with(&stack, Some(&idp.issuer)).await;
+
+    // The honest one: a session, used once.
+    let mut olivia = Visitor::new(&front);
+    let (status, page, callback) = sign_in_through(&mut olivia).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(olivia.cookies.contains_key("clio_dashboard"));
+    assert_eq!(olivia.get("/connections").await.0, StatusCode::OK);
+    // The same callback again (a replay, from the same browser): its state is used up.
+    let (status, _, page) = olivia.get(&callback).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+
+    // A callback carried to another browser (login CSRF): not started there.
+    let mut victim = Visitor::new(&front);
+    let attacker = Visitor::new(&front);
+    let response = attacker
+        .http
+        .get(format!("{}/signin/oidc", attacker.base))
+        .send()
+        .await
+        .unwrap();
+    let to_provider = response.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let back = attacker.http.get(&to_provider).send().await.unwrap();
+    let callback = back.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, page) = victim.get(callback.trim_start_matches(&front.base)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("not started in this browser"), "{page}");
+    assert!(!victim.cookies.contains_key("clio_dashboard"));
+
+    // A token signed with a key the provider does not publish.
+    idp.forge(true);
+    let mut forged = Visitor::new(&front);
+    let (status, page, _) = sign_in_through(&mut forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("signature does not verify"), "{page}");
+    assert!(!forged.cookies.contains_key("clio_dashboard"));
+    idp.forge(false);
+
+    // Someone the provider knows but the dashboard does not.
+    idp.sign_in_as("mallory@firm.example");
+    let mut stranger = Visitor::new(&front);
+    let (status, page, _) = sign_in_through(&mut stranger).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("not one of this dashboard"), "{page}");
+    assert!(!stranger.cookies.contains_key("clio_dashboard"));
+
+    front.stop().await;
+    idp.stop().await;
     stack.stop().await;
 }

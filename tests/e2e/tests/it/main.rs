@@ -16,6 +16,7 @@ mod import_results;
 mod job_access;
 mod job_slots;
 mod metrics;
+mod oidc_provider;
 mod outages;
 mod process;
 mod python_producer;
