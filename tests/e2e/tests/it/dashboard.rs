@@ -362,7 +362,7 @@ async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
+async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_one_click_each() {
     let stack = Stack::start("dash_suggest", suggestions::with_calendar(0)).await;
     let bob = stack
         .connect(
@@ -380,6 +380,24 @@ async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
         suggestions::USER_BASE + 3,
     );
     suggestions::add(&stack, Resource::CalendarEntries, meeting).await;
+    let call = suggestions::entry(
+        "4100000202",
+        "Call with client – 00012-Smith",
+        suggestions::at(10, 9, 0),
+        30,
+        suggestions::MATTER_BASE + 12,
+        suggestions::USER_BASE + 3,
+    );
+    suggestions::add(&stack, Resource::CalendarEntries, call).await;
+    let lunch = suggestions::entry(
+        "4100000203",
+        "Lunch with client – 00012-Smith",
+        suggestions::at(11, 12, 0),
+        60,
+        suggestions::MATTER_BASE + 12,
+        suggestions::USER_BASE + 3,
+    );
+    suggestions::add(&stack, Resource::CalendarEntries, lunch).await;
     let detected = suggestions::detect(
         &stack,
         BOB,
@@ -389,9 +407,15 @@ async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
     )
     .await
     .unwrap();
-    let [suggestion] = detected.created.as_slice() else {
-        panic!("one suggestion expected: {detected:?}");
+    let of = |entry: &str| {
+        detected
+            .created
+            .iter()
+            .find(|s| s.calendar_entry_id == entry)
+            .unwrap_or_else(|| panic!("{entry} suggested: {detected:?}"))
+            .clone()
     };
+    let (suggestion, edited, rejected) = (of("4100000201"), of("4100000202"), of("4100000203"));
     let front = Front::start(&stack).await;
     let browser = Browser::start().await;
 
@@ -435,6 +459,63 @@ async fn in_a_browser_a_lawyer_approves_a_billing_suggestion_with_one_click() {
     assert_eq!(
         browser.text(&format!("{row} td:last-child")).await,
         format!("written to Clio as activity {}", decided.clio_activity_id)
+    );
+
+    // Edited before approving: written as edited.
+    let row = format!("#suggestion-{}", edited.suggestion_id);
+    browser.goto(&format!("{}/suggestions", front.base)).await;
+    browser
+        .fill(&format!("{row} input[name=minutes]"), "45")
+        .await;
+    browser
+        .fill(
+            &format!("{row} input[name=description]"),
+            "Call with client, notes included",
+        )
+        .await;
+    browser.submit(&format!("{row} form.approve button")).await;
+    assert_eq!(browser.text("#notice").await, "Approved.");
+    let written = stack
+        .sim
+        .admin()
+        .created_activities(Region::Us, 1)
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(written[1]["quantity"], serde_json::json!(45 * 60));
+    assert_eq!(
+        written[1]["note"],
+        serde_json::json!("Call with client, notes included")
+    );
+
+    // Rejected with a reason: nothing more is written.
+    let row = format!("#suggestion-{}", rejected.suggestion_id);
+    browser
+        .fill(
+            &format!("{row} form.reject input[name=reason]"),
+            "not billable",
+        )
+        .await;
+    browser.submit(&format!("{row} form.reject button")).await;
+    assert_eq!(browser.text("#notice").await, "Rejected.");
+    let decided = suggestions::get(&stack, &rejected.suggestion_id).await;
+    assert_eq!(decided.status, pb::SuggestionStatus::Rejected as i32);
+    assert_eq!(
+        (
+            decided.decided_by.as_str(),
+            decided.rejection_reason.as_str()
+        ),
+        (BOB, "not billable")
+    );
+    assert_eq!(
+        stack
+            .sim
+            .admin()
+            .created_activities(Region::Us, 1)
+            .await
+            .unwrap()
+            .len(),
+        2
     );
 
     browser.close().await;
