@@ -31,6 +31,25 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl Api {
+    /// ApproveApp and RejectApp: compliance's verdict on the declaration it read.
+    async fn decide(
+        &self,
+        caller: &Caller,
+        verdict: apps::Verdict,
+        app_id: &str,
+        scopes_version: u32,
+        note: &str,
+    ) -> Reply<pb::AppRegistration> {
+        let id = AppId::parse("app_id", app_id)?;
+        if scopes_version == 0 {
+            return Err(AuthError::invalid("scopes_version", "name the version decided on").into());
+        }
+        let app = apps::decide(&self.ctx, caller, id, verdict, scopes_version, note.trim()).await?;
+        Ok(Response::new(app.to_wire()))
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for Api {
     async fn register_app(
@@ -48,22 +67,19 @@ impl AuthService for Api {
         request: Request<pb::ApproveAppRequest>,
     ) -> Reply<pb::AppRegistration> {
         let caller = caller(&request)?;
-        let request = request.into_inner();
-        let id = AppId::parse("app_id", &request.app_id)?;
-        if request.scopes_version == 0 {
-            return Err(
-                AuthError::invalid("scopes_version", "name the version being approved").into(),
-            );
-        }
-        let app = apps::approve(
-            &self.ctx,
+        let pb::ApproveAppRequest {
+            app_id,
+            scopes_version,
+            note,
+        } = request.into_inner();
+        self.decide(
             &caller,
-            id,
-            request.scopes_version,
-            request.note.trim(),
+            apps::Verdict::Approve,
+            &app_id,
+            scopes_version,
+            &note,
         )
-        .await?;
-        Ok(Response::new(app.to_wire()))
+        .await
     }
 
     async fn reject_app(
@@ -71,19 +87,22 @@ impl AuthService for Api {
         request: Request<pb::RejectAppRequest>,
     ) -> Reply<pb::AppRegistration> {
         let caller = caller(&request)?;
-        let request = request.into_inner();
-        let id = AppId::parse("app_id", &request.app_id)?;
-        if request.scopes_version == 0 {
-            return Err(
-                AuthError::invalid("scopes_version", "name the version being rejected").into(),
-            );
-        }
-        let note = request.note.trim();
-        if note.is_empty() {
+        let pb::RejectAppRequest {
+            app_id,
+            scopes_version,
+            note,
+        } = request.into_inner();
+        if note.trim().is_empty() {
             return Err(AuthError::invalid("note", "say why the app is rejected").into());
         }
-        let app = apps::reject(&self.ctx, &caller, id, request.scopes_version, note).await?;
-        Ok(Response::new(app.to_wire()))
+        self.decide(
+            &caller,
+            apps::Verdict::Reject,
+            &app_id,
+            scopes_version,
+            &note,
+        )
+        .await
     }
 
     async fn get_app(&self, request: Request<pb::GetAppRequest>) -> Reply<pb::AppRegistration> {

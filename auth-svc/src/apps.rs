@@ -297,45 +297,64 @@ pub async fn register(
     Ok(app)
 }
 
-#[tracing::instrument(skip_all, fields(app_id = %id))]
-pub async fn approve(
+/// Compliance's decision on a pending registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// People may connect through it.
+    Approve,
+    /// Nobody may, until its scopes are revised and it is decided on again.
+    Reject,
+}
+
+impl Verdict {
+    fn event(self) -> EventKind {
+        match self {
+            Verdict::Approve => EventKind::AppApproved,
+            Verdict::Reject => EventKind::AppRejected,
+        }
+    }
+}
+
+/// Records compliance's `verdict` on a pending app, at the scopes version the officer read,
+/// with its audit event, in one transaction.
+#[tracing::instrument(skip_all, fields(app_id = %id, ?verdict))]
+pub async fn decide(
     ctx: &Context,
     caller: &Caller,
     id: AppId,
+    verdict: Verdict,
     scopes_version: u32,
     note: &str,
 ) -> Result<App, AuthError> {
     let now = ctx.now();
     let mut tx = ctx.pool.begin().await?;
     let app = store::apps::load_for_update(&mut *tx, id).await?;
+    let refused = |why: String| Err(AuthError::FailedPrecondition(why));
     match app.status {
         AppStatus::PendingApproval => {}
-        AppStatus::Approved => {
-            return Err(AuthError::FailedPrecondition(format!(
-                "app {id} is already approved"
-            )));
-        }
-        AppStatus::Revoked => {
-            return Err(AuthError::FailedPrecondition(format!(
-                "app {id} is revoked"
-            )));
-        }
+        AppStatus::Approved => return refused(format!("app {id} is already approved")),
+        AppStatus::Revoked => return refused(format!("app {id} is revoked")),
         AppStatus::Rejected => {
-            return Err(AuthError::FailedPrecondition(format!(
+            return refused(format!(
                 "app {id} was rejected: its scopes must be revised (UpdateAppScopes) before a new decision"
-            )));
+            ));
         }
     }
-    check_version(id, scopes_version, app.scopes_version)?;
-    let approval = Decision {
+    if scopes_version != app.scopes_version {
+        return refused(format!(
+            "scopes_version {scopes_version} is not app {id}'s current version {}: review the current scopes",
+            app.scopes_version
+        ));
+    }
+    let decision = Decision {
         by: &caller.name,
         at: now,
         note,
     };
-    store::apps::mark_approved(&mut *tx, id, &approval).await?;
+    store::apps::mark_decided(&mut *tx, id, verdict, &decision).await?;
     let app = store::apps::load(&mut *tx, id).await?;
     let event = app
-        .event(EventKind::AppApproved, caller, now)
+        .event(verdict.event(), caller, now)
         .reason(note)
         .payload(serde_json::json!({
             "scopes_version": app.scopes_version,
@@ -345,59 +364,7 @@ pub async fn approve(
     audit_outbox::enqueue(&mut tx, event).await?;
     tx.commit().await?;
     ctx.events_committed();
-    Ok(app)
-}
-
-/// The scopes version a decision names must be the app's current one: the declaration the
-/// officer read is the one decided on.
-fn check_version(id: AppId, decided: u32, current: u32) -> Result<(), AuthError> {
-    if decided != current {
-        return Err(AuthError::FailedPrecondition(format!(
-            "scopes_version {decided} is not app {id}'s current version {current}: review the current scopes"
-        )));
-    }
-    Ok(())
-}
-
-/// Compliance refuses a pending registration: nobody may connect through it until its
-/// scopes are revised and it is decided on again.
-#[tracing::instrument(skip_all, fields(app_id = %id))]
-pub async fn reject(
-    ctx: &Context,
-    caller: &Caller,
-    id: AppId,
-    scopes_version: u32,
-    note: &str,
-) -> Result<App, AuthError> {
-    let now = ctx.now();
-    let mut tx = ctx.pool.begin().await?;
-    let app = store::apps::load_for_update(&mut *tx, id).await?;
-    if app.status != AppStatus::PendingApproval {
-        return Err(AuthError::FailedPrecondition(format!(
-            "app {id} is {}: only a pending registration can be rejected",
-            app.status
-        )));
-    }
-    check_version(id, scopes_version, app.scopes_version)?;
-    let rejection = Decision {
-        by: &caller.name,
-        at: now,
-        note,
-    };
-    store::apps::mark_rejected(&mut *tx, id, &rejection).await?;
-    let app = store::apps::load(&mut *tx, id).await?;
-    let event = app
-        .event(EventKind::AppRejected, caller, now)
-        .reason(note)
-        .payload(serde_json::json!({
-            "scopes_version": app.scopes_version,
-            "declared_scopes": app.declared,
-        }))
-        .build();
-    audit_outbox::enqueue(&mut tx, event).await?;
-    tx.commit().await?;
-    ctx.events_committed();
-    tracing::info!(app_id = %id, "app rejected");
+    tracing::info!(app_id = %id, ?verdict, "app decided");
     Ok(app)
 }
 

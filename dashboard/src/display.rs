@@ -52,6 +52,19 @@ pub fn scopes(scopes: &[Scope]) -> String {
     scopes.iter().map(scope).collect::<Vec<_>>().join(", ")
 }
 
+/// Who revoked a connection, when and why; empty while it is not revoked.
+pub fn revocation(c: &proto::auth::v1::Connection) -> String {
+    if c.revoked_by.is_empty() {
+        return String::new();
+    }
+    format!(
+        "by {} at {}: {}",
+        c.revoked_by,
+        when(c.revoked_at.as_ref()),
+        c.revocation_reason
+    )
+}
+
 /// A timestamp as `2026-11-30 06:40 UTC`; "never" when unset.
 pub fn when(at: Option<&prost_types::Timestamp>) -> String {
     at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))

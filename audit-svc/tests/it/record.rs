@@ -130,52 +130,50 @@ async fn query_filters_by_kind_subject_actor_and_time_and_pages_with_a_cursor() 
         }
     };
 
-    // Paging through everything of firm-a, 10 at a time.
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = query(QueryRequest {
-            tenant: "firm-a".into(),
-            page: Some(pb::PageRequest {
-                page_size: 10,
-                page_token: token.clone(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        seen.extend(page.events.iter().map(|e| e.sequence));
-        token = page.page.unwrap().next_page_token;
-        if token.is_empty() {
-            break;
+    // Every page of `request`, `size` at a time: the sequences in the order they came.
+    let all_pages = |request: QueryRequest, size: u32| {
+        let query = &query;
+        async move {
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = query(QueryRequest {
+                    page: Some(pb::PageRequest {
+                        page_size: size,
+                        page_token: token.clone(),
+                    }),
+                    ..request.clone()
+                })
+                .await
+                .unwrap();
+                seen.extend(page.events.iter().map(|e| e.sequence));
+                token = page.page.unwrap().next_page_token;
+                if token.is_empty() {
+                    return seen;
+                }
+            }
         }
-    }
-    assert_eq!(seen, (1..=25).collect::<Vec<u64>>());
+    };
+
+    // Paging through everything of firm-a, 10 at a time.
+    let firm_a = QueryRequest {
+        tenant: "firm-a".into(),
+        ..Default::default()
+    };
+    assert_eq!(all_pages(firm_a, 10).await, (1..=25).collect::<Vec<u64>>());
 
     // Newest first (a dashboard's order), still filtered, paged the other way; an
     // oldest-first token is refused in that order rather than misread.
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = query(QueryRequest {
-            tenant: "firm-a".into(),
-            actor_id: "ops".into(),
-            newest_first: true,
-            page: Some(pb::PageRequest {
-                page_size: 5,
-                page_token: token.clone(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        seen.extend(page.events.iter().map(|e| e.sequence));
-        token = page.page.unwrap().next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(seen, (13..=25).rev().collect::<Vec<u64>>());
+    let newest_ops = QueryRequest {
+        tenant: "firm-a".into(),
+        actor_id: "ops".into(),
+        newest_first: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        all_pages(newest_ops, 5).await,
+        (13..=25).rev().collect::<Vec<u64>>()
+    );
     let refused = query(QueryRequest {
         tenant: "firm-a".into(),
         newest_first: true,

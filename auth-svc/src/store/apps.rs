@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use crate::apps::{App, AppFilter, Rejection};
+use crate::apps::{App, AppFilter, Rejection, Verdict};
 use crate::domain::{AppId, AppStatus, DeclaredScopes};
 use crate::error::AuthError;
 use crate::paging::Page;
@@ -182,40 +182,30 @@ pub struct Decision<'a> {
     pub note: &'a str,
 }
 
-pub async fn mark_approved(
+/// Records compliance's decision: approved (people may connect) or rejected.
+pub async fn mark_decided(
     db: impl PgExecutor<'_>,
     id: AppId,
-    approval: &Decision<'_>,
+    verdict: Verdict,
+    decision: &Decision<'_>,
 ) -> Result<(), AuthError> {
-    sqlx::query(
-        "UPDATE app_registrations SET status = 'approved', approved_by = $2, approved_at = $3, approval_note = $4 \
-         WHERE app_id = $1",
-    )
-    .bind(id.0)
-    .bind(approval.by)
-    .bind(approval.at)
-    .bind(approval.note)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Refuses a pending app (compliance's decision).
-pub async fn mark_rejected(
-    db: impl PgExecutor<'_>,
-    id: AppId,
-    rejection: &Decision<'_>,
-) -> Result<(), AuthError> {
-    sqlx::query(
-        "UPDATE app_registrations SET status = 'rejected', rejected_by = $2, rejected_at = $3, rejection_note = $4 \
-         WHERE app_id = $1",
-    )
-    .bind(id.0)
-    .bind(rejection.by)
-    .bind(rejection.at)
-    .bind(rejection.note)
-    .execute(db)
-    .await?;
+    let sql = match verdict {
+        Verdict::Approve => {
+            "UPDATE app_registrations SET status = 'approved', approved_by = $2, approved_at = $3, approval_note = $4 \
+             WHERE app_id = $1"
+        }
+        Verdict::Reject => {
+            "UPDATE app_registrations SET status = 'rejected', rejected_by = $2, rejected_at = $3, rejection_note = $4 \
+             WHERE app_id = $1"
+        }
+    };
+    sqlx::query(sql)
+        .bind(id.0)
+        .bind(decision.by)
+        .bind(decision.at)
+        .bind(decision.note)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

@@ -204,12 +204,12 @@ pub async fn app(clients: &Clients, format: Format, command: AppCommand) -> anyh
             app,
             scopes_version,
             note,
-        } => approve(clients, format, app, scopes_version, note).await,
+        } => decide(clients, format, app, true, scopes_version, note).await,
         AppCommand::Reject {
             app,
             scopes_version,
             note,
-        } => reject(clients, format, app, scopes_version, note).await,
+        } => decide(clients, format, app, false, scopes_version, note).await,
         AppCommand::List {
             tenant,
             status,
@@ -251,10 +251,12 @@ async fn register(clients: &Clients, format: Format, args: RegisterArgs) -> anyh
     one_app(&app).print_one(format)
 }
 
-async fn approve(
+/// `app approve` and `app reject`: compliance's decision on the declaration it read.
+async fn decide(
     clients: &Clients,
     format: Format,
     app: String,
+    approve: bool,
     scopes_version: Option<u32>,
     note: String,
 ) -> anyhow::Result<()> {
@@ -263,41 +265,23 @@ async fn approve(
         None => current_scopes_version(clients, &app).await?,
     };
     let (mut client, target) = clients.auth(&[Role::Compliance])?;
-    let app = target
-        .call(
-            "ApproveApp",
-            client.approve_app(auth::ApproveAppRequest {
-                app_id: app,
-                scopes_version,
-                note,
-            }),
-        )
-        .await?;
-    one_app(&app).print_one(format)
-}
-
-async fn reject(
-    clients: &Clients,
-    format: Format,
-    app: String,
-    scopes_version: Option<u32>,
-    note: String,
-) -> anyhow::Result<()> {
-    let scopes_version = match scopes_version {
-        Some(version) => version,
-        None => current_scopes_version(clients, &app).await?,
+    let app = if approve {
+        let request = auth::ApproveAppRequest {
+            app_id: app,
+            scopes_version,
+            note,
+        };
+        target
+            .call("ApproveApp", client.approve_app(request))
+            .await?
+    } else {
+        let request = auth::RejectAppRequest {
+            app_id: app,
+            scopes_version,
+            note,
+        };
+        target.call("RejectApp", client.reject_app(request)).await?
     };
-    let (mut client, target) = clients.auth(&[Role::Compliance])?;
-    let app = target
-        .call(
-            "RejectApp",
-            client.reject_app(auth::RejectAppRequest {
-                app_id: app,
-                scopes_version,
-                note,
-            }),
-        )
-        .await?;
     one_app(&app).print_one(format)
 }
 

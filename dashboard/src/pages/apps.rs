@@ -126,19 +126,7 @@ pub async fn approve(
     Path(app_id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Result<Redirect, PageError> {
-    signed.check_form(&form.csrf)?;
-    signed.require(Role::Compliance, "Approving an app")?;
-    state
-        .backends
-        .auth(&signed.0.person)
-        .approve_app(ApproveAppRequest {
-            app_id,
-            scopes_version: form.scopes_version,
-            note: form.note,
-        })
-        .await
-        .map_err(|s| PageError::from_status(AUTH, &s))?;
-    Ok(done("/apps", "approved"))
+    decide(&state, &signed, app_id, form, true).await
 }
 
 pub async fn reject(
@@ -147,17 +135,36 @@ pub async fn reject(
     Path(app_id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Result<Redirect, PageError> {
+    decide(&state, &signed, app_id, form, false).await
+}
+
+/// A compliance officer's approval or rejection, as themselves.
+async fn decide(
+    state: &AppState,
+    signed: &Signed,
+    app_id: String,
+    form: DecisionForm,
+    approve: bool,
+) -> Result<Redirect, PageError> {
     signed.check_form(&form.csrf)?;
-    signed.require(Role::Compliance, "Rejecting an app")?;
-    state
-        .backends
-        .auth(&signed.0.person)
-        .reject_app(RejectAppRequest {
+    signed.require(Role::Compliance, "Deciding on an app")?;
+    let mut client = state.backends.auth(&signed.0.person);
+    let (scopes_version, note) = (form.scopes_version, form.note);
+    let answer = if approve {
+        let request = ApproveAppRequest {
             app_id,
-            scopes_version: form.scopes_version,
-            note: form.note,
-        })
-        .await
-        .map_err(|s| PageError::from_status(AUTH, &s))?;
-    Ok(done("/apps", "rejected"))
+            scopes_version,
+            note,
+        };
+        client.approve_app(request).await
+    } else {
+        let request = RejectAppRequest {
+            app_id,
+            scopes_version,
+            note,
+        };
+        client.reject_app(request).await
+    };
+    answer.map_err(|s| PageError::from_status(AUTH, &s))?;
+    Ok(done("/apps", if approve { "approved" } else { "rejected" }))
 }

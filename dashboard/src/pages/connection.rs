@@ -83,7 +83,8 @@ pub async fn show(
     } else {
         None
     };
-    let clio = c.clio.unwrap_or_default();
+    let revoked = display::revocation(&c);
+    let clio = c.clio.clone().unwrap_or_default();
     render(&ConnectionPage {
         chrome: signed.chrome("connections"),
         clio_user: format!(
@@ -99,16 +100,7 @@ pub async fn show(
         granted_at: display::when(c.granted_at.as_ref()),
         last_used_at: display::when(c.last_used_at.as_ref()),
         token_expires_at: display::when(c.access_token_expires_at.as_ref()),
-        revoked: if c.revoked_by.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "by {} at {}: {}",
-                c.revoked_by,
-                display::when(c.revoked_at.as_ref()),
-                c.revocation_reason
-            )
-        },
+        revoked,
         connection_id: c.connection_id,
         principal: c.principal,
         tenant: c.tenant,

@@ -141,16 +141,7 @@ pub async fn list(
             drifted: c.drifted,
             granted_at: display::when(c.granted_at.as_ref()),
             last_used_at: display::when(c.last_used_at.as_ref()),
-            revoked: if c.revoked_by.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "by {} at {}: {}",
-                    c.revoked_by,
-                    display::when(c.revoked_at.as_ref()),
-                    c.revocation_reason
-                )
-            },
+            revoked: display::revocation(&c),
             connection_id: c.connection_id,
             principal: c.principal,
             app_id: c.app_id,

@@ -122,6 +122,24 @@ impl Front {
     }
 }
 
+/// A browser signed in to the dashboard as `person`.
+async fn browser_as(front: &Front, person: &str) -> Browser {
+    let browser = Browser::start().await;
+    browser
+        .sign_in(&front.base, person, &password_of(person))
+        .await;
+    browser
+}
+
+/// The end of a browser test: its browsers, the dashboard, the stack.
+async fn finish(browsers: Vec<Browser>, front: Front, stack: Stack) {
+    for browser in browsers {
+        browser.close().await;
+    }
+    front.stop().await;
+    stack.stop().await;
+}
+
 async fn auth(stack: &Stack) -> AuthServiceClient<tonic::transport::Channel> {
     AuthServiceClient::new(channel(stack.auth_address()).await)
 }
@@ -183,11 +201,7 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_approves_one_app_a
     )
     .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, CAROL, &password_of(CAROL))
-        .await;
+    let browser = browser_as(&front, CAROL).await;
     // The overview's chart counts what audit-svc's report holds: two live connections.
     let counts: usize = browser
         .texts("#tier-chart .count")
@@ -272,9 +286,7 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_approves_one_app_a
         CAROL
     );
 
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -287,11 +299,7 @@ async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
         .connect(&["contacts:read"], "frank@firm.example", 4)
         .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
-        .await;
+    let browser = browser_as(&front, OLIVIA).await;
     browser
         .goto(&format!(
             "{}/connections?principal=frank%40firm.example",
@@ -356,9 +364,7 @@ async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
     );
     assert!(page.contains("frank@firm.example") && page.contains("left the firm"));
 
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -417,9 +423,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
     };
     let (suggestion, edited, rejected) = (of("4100000201"), of("4100000202"), of("4100000203"));
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser.sign_in(&front.base, BOB, &password_of(BOB)).await;
+    let browser = browser_as(&front, BOB).await;
     browser.goto(&format!("{}/suggestions", front.base)).await;
     let row = format!("#suggestion-{}", suggestion.suggestion_id);
     assert_eq!(
@@ -518,9 +522,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
         2
     );
 
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -533,11 +535,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
         .connect(&["contacts:read"], "frank@firm.example", 4)
         .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, CAROL, &password_of(CAROL))
-        .await;
+    let browser = browser_as(&front, CAROL).await;
     browser.goto(&format!("{}/reviews", front.base)).await;
     browser.submit("#generate button").await;
     assert_eq!(browser.text("#unreviewed").await, "2");
@@ -555,10 +553,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
     browser.submit(&format!("#item-{kept} button.keep")).await;
     assert!(browser.text("#error").await.contains("does not allow you"));
 
-    let second = Browser::start().await;
-    second
-        .sign_in(&front.base, RACHEL, &password_of(RACHEL))
-        .await;
+    let second = browser_as(&front, RACHEL).await;
     second.goto(&format!("{}{review_path}", front.base)).await;
     second
         .fill(&format!("#item-{kept} input[name=note]"), "still needed")
@@ -607,10 +602,7 @@ async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_office
         .unwrap_or_else(|| panic!("{csv}"));
     assert!(row.contains("revoke") && row.contains(RACHEL), "{row}");
 
-    second.close().await;
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![second, browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -620,11 +612,7 @@ async fn in_a_browser_an_offboarding_is_started_and_followed_against_the_two_hou
         .connect(&["contacts:read"], "frank@firm.example", 4)
         .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
-        .await;
+    let browser = browser_as(&front, OLIVIA).await;
     browser.goto(&format!("{}/offboarding", front.base)).await;
     let departed = chrono::Utc::now() - chrono::Duration::minutes(30);
     browser
@@ -653,8 +641,7 @@ async fn in_a_browser_an_offboarding_is_started_and_followed_against_the_two_hou
     );
     assert_eq!(connection(&stack, &first).await.revoked_by, OLIVIA);
 
-    let carol = Browser::start().await;
-    carol.sign_in(&front.base, CAROL, &password_of(CAROL)).await;
+    let carol = browser_as(&front, CAROL).await;
     let section = "section[id='offboarding-frank@firm.example']";
     let done = poll_until(
         "Clio confirms the deauthorization",
@@ -678,10 +665,7 @@ async fn in_a_browser_an_offboarding_is_started_and_followed_against_the_two_hou
     assert!(elapsed.starts_with("0 h 3"), "{elapsed}");
     carol.screenshot("offboarding").await;
 
-    carol.close().await;
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![carol, browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -691,11 +675,7 @@ async fn in_a_browser_the_audit_log_verifies_and_tails_new_events_live() {
         .connect(&["contacts:read"], "dave@firm.example", 3)
         .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, CAROL, &password_of(CAROL))
-        .await;
+    let browser = browser_as(&front, CAROL).await;
     browser.goto(&format!("{}/audit", front.base)).await;
     assert_eq!(browser.text("#tail-status").await, "live");
     let kinds = browser.texts("#events .kind").await;
@@ -741,9 +721,7 @@ async fn in_a_browser_the_audit_log_verifies_and_tails_new_events_live() {
     );
     browser.screenshot("audit").await;
 
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -753,11 +731,7 @@ async fn in_a_browser_an_import_is_watched_to_its_end() {
         .connect(&["contacts:read", "matters:read"], "dave@firm.example", 3)
         .await;
     let front = Front::start(&stack).await;
-    let browser = Browser::start().await;
-
-    browser
-        .sign_in(&front.base, OLIVIA, &password_of(OLIVIA))
-        .await;
+    let browser = browser_as(&front, OLIVIA).await;
     let job_id = stack
         .submit(crate::stack::full_job(
             &connection,
@@ -813,9 +787,7 @@ async fn in_a_browser_an_import_is_watched_to_its_end() {
     olivia.sign_in(OLIVIA, &password_of(OLIVIA)).await;
     assert_eq!(olivia.get(&path).await.0, StatusCode::FORBIDDEN);
 
-    browser.close().await;
-    front.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 // ---- over plain HTTP, as a script would ----
@@ -1146,10 +1118,8 @@ async fn in_a_browser_a_person_signs_in_through_the_firm_s_identity_provider() {
     assert_eq!(browser.text("#signed-in-as").await, CAROL);
     assert_eq!(browser.text("main h1").await, "Overview");
 
-    browser.close().await;
-    front.stop().await;
     idp.stop().await;
-    stack.stop().await;
+    finish(vec![browser], front, stack).await;
 }
 
 /// Follows a sign-in through the provider as a browser would, up to the callback's answer.
