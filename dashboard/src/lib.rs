@@ -50,6 +50,19 @@ pub struct Dashboard {
 
 pub type AppState = Arc<Dashboard>;
 
+impl Dashboard {
+    /// The tenant a request names, if this dashboard shows it; none named: the first.
+    pub fn tenant(&self, asked: &str) -> Result<String, error::PageError> {
+        match asked.trim() {
+            "" => Ok(self.tenants.first().cloned().unwrap_or_default()),
+            t if self.tenants.iter().any(|known| known == t) => Ok(t.to_owned()),
+            _ => Err(error::PageError::bad_request(
+                "tenant: not one this dashboard shows",
+            )),
+        }
+    }
+}
+
 /// The dashboard's routes over `state`.
 pub fn router(state: AppState) -> Router {
     Router::new()

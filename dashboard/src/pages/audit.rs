@@ -116,23 +116,13 @@ pub struct Search {
     pub verify: String,
 }
 
-fn tenant_of(state: &AppState, asked: &str) -> Result<String, PageError> {
-    match asked {
-        "" => Ok(state.tenants.first().cloned().unwrap_or_default()),
-        t if state.tenants.iter().any(|known| known == t) => Ok(t.to_owned()),
-        _ => Err(PageError::bad_request(
-            "tenant: not one this dashboard shows",
-        )),
-    }
-}
-
 pub async fn search(
     State(state): State<AppState>,
     signed: Signed,
     Query(mut search): Query<Search>,
 ) -> Result<Html<String>, PageError> {
     signed.require(Role::Compliance, "The audit log")?;
-    search.tenant = tenant_of(&state, &search.tenant)?;
+    search.tenant = state.tenant(&search.tenant)?;
     let person = &signed.0.person;
     let answer = state
         .backends
@@ -281,7 +271,7 @@ pub async fn tail(
     Query(query): Query<TailQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
     signed.require(Role::Compliance, "The audit log")?;
-    let tenant = tenant_of(&state, &query.tenant)?;
+    let tenant = state.tenant(&query.tenant)?;
     let events = state
         .backends
         .audit(&signed.0.person)

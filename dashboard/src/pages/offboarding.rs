@@ -155,11 +155,7 @@ pub async fn start(
 ) -> Result<Redirect, PageError> {
     signed.check_form(&form.csrf)?;
     signed.require(Role::Operator, "Offboarding a person")?;
-    if !state.tenants.contains(&form.tenant) {
-        return Err(PageError::bad_request(
-            "tenant: not one this dashboard shows",
-        ));
-    }
+    let tenant = state.tenant(&form.tenant)?;
     let principal = form.principal.trim();
     if principal.is_empty() {
         return Err(PageError::bad_request(
@@ -185,7 +181,7 @@ pub async fn start(
         .offboard_user(OffboardUserRequest {
             principal: principal.to_owned(),
             reason: form.reason.trim().to_owned(),
-            tenant: form.tenant,
+            tenant,
             departed_at,
         })
         .await

@@ -86,15 +86,7 @@ pub async fn show(
     signed: Signed,
     Query(query): Query<OverviewQuery>,
 ) -> Result<Html<String>, PageError> {
-    let tenant = match query.tenant {
-        Some(tenant) if state.tenants.contains(&tenant) => tenant,
-        Some(_) => {
-            return Err(PageError::bad_request(
-                "tenant: not one this dashboard shows",
-            ));
-        }
-        None => state.tenants.first().cloned().unwrap_or_default(),
-    };
+    let tenant = state.tenant(query.tenant.as_deref().unwrap_or_default())?;
     let report = if signed.0.person.has(Role::Compliance) {
         Some(report(&state, &signed, &tenant).await?)
     } else {

@@ -64,16 +64,12 @@ pub async fn generate(
 ) -> Result<Redirect, PageError> {
     signed.check_form(&form.csrf)?;
     signed.require(Role::Compliance, "Generating a quarterly review")?;
-    if !state.tenants.contains(&form.tenant) {
-        return Err(PageError::bad_request(
-            "tenant: not one this dashboard shows",
-        ));
-    }
+    let tenant = state.tenant(&form.tenant)?;
     let review = state
         .backends
         .compliance(&signed.0.person)
         .generate_quarterly_review(GenerateQuarterlyReviewRequest {
-            tenant: form.tenant,
+            tenant,
             year: form.year,
             quarter: form.quarter,
         })

@@ -377,33 +377,37 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
             3,
         )
         .await;
-    let meeting = suggestions::entry(
-        "4100000201",
-        "Client meeting – 00012-Smith",
-        suggestions::at(9, 14, 0),
-        37,
-        suggestions::MATTER_BASE + 12,
-        suggestions::USER_BASE + 3,
-    );
-    suggestions::add(&stack, Resource::CalendarEntries, meeting).await;
-    let call = suggestions::entry(
-        "4100000202",
-        "Call with client – 00012-Smith",
-        suggestions::at(10, 9, 0),
-        30,
-        suggestions::MATTER_BASE + 12,
-        suggestions::USER_BASE + 3,
-    );
-    suggestions::add(&stack, Resource::CalendarEntries, call).await;
-    let lunch = suggestions::entry(
-        "4100000203",
-        "Lunch with client – 00012-Smith",
-        suggestions::at(11, 12, 0),
-        60,
-        suggestions::MATTER_BASE + 12,
-        suggestions::USER_BASE + 3,
-    );
-    suggestions::add(&stack, Resource::CalendarEntries, lunch).await;
+    // A meeting to approve as suggested, a call to approve edited, a lunch to reject.
+    for (id, summary, at, minutes) in [
+        (
+            "4100000201",
+            "Client meeting – 00012-Smith",
+            suggestions::at(9, 14, 0),
+            37,
+        ),
+        (
+            "4100000202",
+            "Call with client – 00012-Smith",
+            suggestions::at(10, 9, 0),
+            30,
+        ),
+        (
+            "4100000203",
+            "Lunch with client – 00012-Smith",
+            suggestions::at(11, 12, 0),
+            60,
+        ),
+    ] {
+        let entry = suggestions::entry(
+            id,
+            summary,
+            at,
+            minutes,
+            suggestions::MATTER_BASE + 12,
+            suggestions::USER_BASE + 3,
+        );
+        suggestions::add(&stack, Resource::CalendarEntries, entry).await;
+    }
     let detected = suggestions::detect(
         &stack,
         BOB,
