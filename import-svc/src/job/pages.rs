@@ -6,7 +6,7 @@
 //!   URL is in page N). Clio's wait and Postgres's work overlap instead of adding up. The
 //!   checkpoint still moves one committed page at a time, so a crash resumes exactly where
 //!   it did before; a page fetched ahead and never written is simply fetched again.
-//! - **Three pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own connection,
+//! - **Two pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own connection,
 //!   committing in listing order ([`Turn`]). Pages that share a record, and the last page
 //!   (its sweep must see every page), are written alone.
 //! - **Asynchronous page commits.** A page's transaction (records, skipped records,
@@ -44,11 +44,15 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Pages of one listing written at once, each in its own transaction on its own
 /// connection. Postgres spends most of a page's time on the upsert (index and WAL work), so
-/// a second page's upsert can use a second core while the first commits, and a third keeps
-/// one ready while the listing (serial: each page's URL is in the one before) is read. On
-/// 2 cores, 1,000,000 contacts: 3 pages wrote 47,276 and 46,029 records/s against 43,536
-/// and 41,866 for 2, alternating runs of `clio-load import` (session 9).
-const PAGES_IN_FLIGHT: usize = 3;
+/// a second page's upsert can use a second core while the first commits.
+///
+/// Three were tried (session 9): +9 % on 1,000,000 contacts (47,276 and 46,029 records/s
+/// against 43,536 and 41,866 for two, alternating runs), but each write holds a pooled
+/// connection until its turn to commit, and the 20-token rate-limited benchmark (bursts of
+/// pages at each window's start, 20 jobs) then failed once with `GetJob` "database
+/// unavailable". Two stay until page writes have a bound of their own on the pool, with a
+/// test that reproduces that starvation.
+const PAGES_IN_FLIGHT: usize = 2;
 
 /// What writing one page needs, copied out of the run so the next page can be fetched
 /// (which may renew the lease) while this one is written.
