@@ -25,10 +25,13 @@ pub struct Browser {
     pub client: Client,
     /// Killed when the browser is dropped (and so with a failing test).
     _driver: Child,
+    /// Chromium's profile, removed with the browser (Chromium's own would stay in /tmp).
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
     pub async fn start() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             let port = free_port();
             let driver = Command::new(chromedriver())
@@ -43,10 +46,11 @@ impl Browser {
                         chromedriver()
                     )
                 });
-            if let Some(client) = connect(port).await {
+            if let Some(client) = connect(port, profile.path()).await {
                 return Browser {
                     client,
                     _driver: driver,
+                    _profile: profile,
                 };
             }
         }
@@ -161,13 +165,14 @@ fn free_port() -> u16 {
 }
 
 /// A WebDriver session with headless Chromium, once chromedriver listens.
-async fn connect(port: u16) -> Option<Client> {
+async fn connect(port: u16, profile: &std::path::Path) -> Option<Client> {
     let capabilities = json!({
         "goog:chromeOptions": {
             "binary": chromium(),
             // Root in CI: no sandbox; no GPU and a fixed window for stable screenshots.
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,900"],
+                     "--disable-dev-shm-usage", "--window-size=1280,900",
+                     format!("--user-data-dir={}", profile.display())],
         }
     });
     let serde_json::Value::Object(capabilities) = capabilities else {
