@@ -417,14 +417,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
     )
     .await
     .unwrap();
-    let of = |entry: &str| {
-        detected
-            .created
-            .iter()
-            .find(|s| s.calendar_entry_id == entry)
-            .unwrap_or_else(|| panic!("{entry} suggested: {detected:?}"))
-            .clone()
-    };
+    let of = |entry: &str| suggestions::suggested(&detected, entry);
     let (suggestion, edited, rejected) = (of("4100000201"), of("4100000202"), of("4100000203"));
     let front = Front::start(&stack).await;
     let browser = browser_as(&front, BOB).await;

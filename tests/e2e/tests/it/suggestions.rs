@@ -94,6 +94,16 @@ pub(crate) async fn add(stack: &Stack, resource: Resource, record: Value) {
         .unwrap();
 }
 
+/// The suggestion detection made for calendar entry `entry`.
+pub(crate) fn suggested(detected: &pb::DetectUnbilledTimeResponse, entry: &str) -> pb::Suggestion {
+    detected
+        .created
+        .iter()
+        .find(|s| s.calendar_entry_id == entry)
+        .unwrap_or_else(|| panic!("{entry} suggested: {detected:?}"))
+        .clone()
+}
+
 pub(crate) async fn detect(
     stack: &Stack,
     as_caller: &str,
@@ -555,15 +565,7 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
     let detected = detect(&stack, BOB, &bob, at(1, 0, 0), at(30, 0, 0))
         .await
         .unwrap();
-    let id_of = |entry: &str| {
-        detected
-            .created
-            .iter()
-            .find(|s| s.calendar_entry_id == entry)
-            .unwrap_or_else(|| panic!("{entry} suggested: {detected:?}"))
-            .suggestion_id
-            .clone()
-    };
+    let id_of = |entry: &str| suggested(&detected, entry).suggestion_id;
     let created = || async {
         stack
             .sim
