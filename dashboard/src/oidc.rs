@@ -45,6 +45,45 @@ struct Pending {
     started: Instant,
 }
 
+/// Sign-ins under way, by state: at most `capacity`, each for [`PENDING_FOR`]. Starting one
+/// needs no sign-in, so a flood of starts must not lock everyone out: when full, the
+/// oldest goes (its browser starts again), never the newest.
+struct PendingSignIns {
+    by_state: HashMap<String, Pending>,
+    capacity: usize,
+}
+
+impl PendingSignIns {
+    fn new(capacity: usize) -> PendingSignIns {
+        PendingSignIns {
+            by_state: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn insert(&mut self, state: String, pending: Pending, now: Instant) {
+        self.by_state
+            .retain(|_, p| now.saturating_duration_since(p.started) < PENDING_FOR);
+        if self.by_state.len() >= self.capacity
+            && let Some(oldest) = self
+                .by_state
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(state, _)| state.clone())
+        {
+            self.by_state.remove(&oldest);
+        }
+        self.by_state.insert(state, pending);
+    }
+
+    /// The sign-in `state` started, used up; none if unknown, used or too old.
+    fn take(&mut self, state: &str, now: Instant) -> Option<Pending> {
+        self.by_state
+            .remove(state)
+            .filter(|p| now.saturating_duration_since(p.started) < PENDING_FOR)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Metadata {
     issuer: String,
@@ -92,7 +131,7 @@ pub struct Provider {
     http: reqwest::Client,
     metadata: tokio::sync::Mutex<Option<Metadata>>,
     keys: tokio::sync::Mutex<Vec<Jwk>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<PendingSignIns>,
 }
 
 /// Where to send the browser, and the state its cookie must carry back.
@@ -113,7 +152,7 @@ impl Provider {
             http,
             metadata: tokio::sync::Mutex::new(None),
             keys: tokio::sync::Mutex::new(Vec::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingSignIns::new(10_000)),
         })
     }
 
@@ -160,7 +199,7 @@ impl Provider {
             .map_err(|e| OidcError::Provider(format!("{url}: {e}")))
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, PendingSignIns> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,20 +221,15 @@ impl Provider {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        let mut pending = self.lock_pending();
-        pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
-        if pending.len() >= 10_000 {
-            return Err(OidcError::Provider(
-                "too many sign-ins under way; try again shortly".into(),
-            ));
-        }
-        pending.insert(
+        let now = Instant::now();
+        self.lock_pending().insert(
             state.clone(),
             Pending {
                 nonce,
                 verifier,
-                started: Instant::now(),
+                started: now,
             },
+            now,
         );
         Ok(Start {
             url: url.into(),
@@ -209,8 +243,7 @@ impl Provider {
     pub async fn finish(&self, state: &str, code: &str) -> Result<String, OidcError> {
         let pending = self
             .lock_pending()
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_FOR)
+            .take(state, Instant::now())
             .ok_or(OidcError::UnknownState)?;
         let metadata = self.metadata().await?;
         let response = self
@@ -554,6 +587,32 @@ mod tests {
             assert!(refused.contains("only RS256 and ES256"), "{refused}");
         }
         assert!(verify("not-a-jwt", &keys).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_started_sign_ins_pushes_out_the_oldest_never_the_newest() {
+        let base = Instant::now();
+        let at = |secs: u64| base + Duration::from_secs(secs);
+        let started = |n: u64| Pending {
+            nonce: format!("n{n}"),
+            verifier: format!("v{n}"),
+            started: at(n),
+        };
+        let mut pending = PendingSignIns::new(3);
+        for n in 0..3 {
+            pending.insert(format!("s{n}"), started(n), at(n));
+        }
+        // Full: the next start still goes in, the oldest goes out.
+        pending.insert("mine".into(), started(50), at(50));
+        assert!(pending.take("s0", at(60)).is_none());
+        assert_eq!(pending.take("mine", at(60)).unwrap().nonce, "n50");
+        // Used once.
+        assert!(pending.take("mine", at(60)).is_none());
+        assert_eq!(pending.take("s2", at(60)).unwrap().verifier, "v2");
+        // Too old to finish.
+        pending.insert("late".into(), started(100), at(100));
+        let too_late = base + Duration::from_secs(100) + PENDING_FOR;
+        assert!(pending.take("late", too_late).is_none());
     }
 
     #[test]
