@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use clio_sim::{Region, Resource};
+use clio_sim::Resource;
 use dashboard::config::{Backends, DashboardConfig, OidcConfig, PersonConfig, SessionConfig};
 use harness::{SpawnedService, channel, poll_until, token_of, with_bearer};
 use proto::auth::v1 as auth;
@@ -120,6 +120,17 @@ impl Front {
     async fn stop(self) {
         self.service.stop().await.unwrap();
     }
+}
+
+/// Dave's and Frank's connections (contacts:read, Clio users 3 and 4).
+async fn dave_and_frank(stack: &Stack) -> (String, String) {
+    let dave = stack
+        .connect(&["contacts:read"], "dave@firm.example", 3)
+        .await;
+    let frank = stack
+        .connect(&["contacts:read"], "frank@firm.example", 4)
+        .await;
+    (dave, frank)
 }
 
 /// A browser signed in to the dashboard as `person`.
@@ -292,12 +303,7 @@ async fn in_a_browser_a_compliance_officer_reads_the_overview_approves_one_app_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_a_browser_an_operator_revokes_a_connection_as_themselves() {
     let stack = Stack::start("dash_revoke", StackSetup::default()).await;
-    let kept = stack
-        .connect(&["contacts:read"], "dave@firm.example", 3)
-        .await;
-    let leaving = stack
-        .connect(&["contacts:read"], "frank@firm.example", 4)
-        .await;
+    let (kept, leaving) = dave_and_frank(&stack).await;
     let front = Front::start(&stack).await;
     let browser = browser_as(&front, OLIVIA).await;
     browser
@@ -443,12 +449,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
         pb::SuggestionStatus::Written as i32,
         "{decided:?}"
     );
-    let written = stack
-        .sim
-        .admin()
-        .created_activities(Region::Us, 1)
-        .await
-        .unwrap();
+    let written = stack.created_activities().await;
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(
         written[0]["quantity"],
@@ -476,12 +477,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
         .await;
     browser.submit(&format!("{row} form.approve button")).await;
     assert_eq!(browser.text("#notice").await, "Approved.");
-    let written = stack
-        .sim
-        .admin()
-        .created_activities(Region::Us, 1)
-        .await
-        .unwrap();
+    let written = stack.created_activities().await;
     assert_eq!(written.len(), 2, "{written:?}");
     assert_eq!(written[1]["quantity"], serde_json::json!(45 * 60));
     assert_eq!(
@@ -508,16 +504,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
         ),
         (BOB, "not billable")
     );
-    assert_eq!(
-        stack
-            .sim
-            .admin()
-            .created_activities(Region::Us, 1)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(stack.created_activities().await.len(), 2);
 
     finish(vec![browser], front, stack).await;
 }
@@ -525,12 +512,7 @@ async fn in_a_browser_a_lawyer_approves_edits_and_rejects_billing_suggestions_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_a_browser_a_quarterly_review_is_generated_attested_by_another_officer_and_exported() {
     let stack = Stack::start("dash_review", StackSetup::default()).await;
-    let kept = stack
-        .connect(&["contacts:read"], "dave@firm.example", 3)
-        .await;
-    let dropped = stack
-        .connect(&["contacts:read"], "frank@firm.example", 4)
-        .await;
+    let (kept, dropped) = dave_and_frank(&stack).await;
     let front = Front::start(&stack).await;
     let browser = browser_as(&front, CAROL).await;
     browser.goto(&format!("{}/reviews", front.base)).await;

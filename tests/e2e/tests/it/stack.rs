@@ -293,6 +293,16 @@ impl Stack {
     }
 
     /// A contact deleted at the simulator (US).
+    /// The activities created through the API at the simulator (US, account 1): what a
+    /// write to Clio left there.
+    pub async fn created_activities(&self) -> Vec<serde_json::Value> {
+        self.sim
+            .admin()
+            .created_activities(clio_sim::Region::Us, 1)
+            .await
+            .unwrap()
+    }
+
     pub async fn delete_contact(&self, id: i64) {
         self.sim
             .admin()

@@ -380,12 +380,7 @@ async fn a_calendar_gives_the_suggestions_the_rules_call_for_and_a_rejection_wri
     )
     .await;
     assert_eq!(pending_now.len(), 2);
-    let written = stack
-        .sim
-        .admin()
-        .created_activities(Region::Us, 1)
-        .await
-        .unwrap();
+    let written = stack.created_activities().await;
     assert!(
         written.is_empty(),
         "nothing is written before an approval: {written:?}"
@@ -566,15 +561,6 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
         .await
         .unwrap();
     let id_of = |entry: &str| suggested(&detected, entry).suggestion_id;
-    let created = || async {
-        stack
-            .sim
-            .admin()
-            .created_activities(Region::Us, 1)
-            .await
-            .unwrap()
-    };
-
     // Approved with an edit: written at once, as approved.
     let meeting = approve(
         &stack,
@@ -590,7 +576,7 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
         pb::SuggestionStatus::Written as i32,
         "{meeting:?}"
     );
-    let entries = created().await;
+    let entries = stack.created_activities().await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     assert_eq!(entry["id"], json!(meeting.clio_activity_id));
@@ -627,7 +613,7 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
         },
     )
     .await;
-    let entries = created().await;
+    let entries = stack.created_activities().await;
     let for_court: Vec<_> = entries
         .iter()
         .filter(|e| e["calendar_entry"]["id"] == json!(COURT))
@@ -671,7 +657,7 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
         get(&stack, &secret_id).await.status,
         pb::SuggestionStatus::Pending as i32
     );
-    assert_eq!(created().await.len(), 2);
+    assert_eq!(stack.created_activities().await.len(), 2);
 
     // The audit trail: both approvals (the edit with before and after), both writes, and
     // no write the report cannot pair with its approval.
@@ -829,15 +815,7 @@ async fn revoking_a_connection_cancels_its_open_suggestions_and_nothing_is_writt
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        stack
-            .sim
-            .admin()
-            .created_activities(Region::Us, 1)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(stack.created_activities().await.is_empty());
     stack.stop().await;
 }
 
@@ -950,12 +928,7 @@ async fn a_person_detects_reviews_and_approves_with_clioctl() {
     assert_eq!(approved.code, 0, "{approved:?}");
     let approved: Value = serde_json::from_str(&approved.stdout).unwrap();
     assert_eq!(approved["status"], json!("written"), "{approved}");
-    let created = stack
-        .sim
-        .admin()
-        .created_activities(Region::Us, 1)
-        .await
-        .unwrap();
+    let created = stack.created_activities().await;
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(created[0]["quantity"], json!(1_800));
     assert_eq!(created[0]["id"], approved["clio_activity_id"]);
