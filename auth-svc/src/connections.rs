@@ -45,6 +45,8 @@ pub struct Connection {
     pub revoked_by: Option<String>,
     pub revocation_reason: Option<String>,
     pub app_declared: ScopeSet,
+    /// The app's Clio client id.
+    pub app_client_id: String,
 }
 
 pub async fn get(ctx: &Context, id: ConnectionId) -> Result<Connection, AuthError> {

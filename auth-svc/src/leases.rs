@@ -190,6 +190,7 @@ fn answer(ctx: &Context, leasable: &Leasable, now: DateTime<Utc>) -> pb::LeaseAc
         api_base_url: leasable.api_base_url.clone(),
         clio_account_id: leasable.clio_account_id.clone(),
         granted_scopes: leasable.granted_wire.clone(),
+        app_client_id: leasable.app_client_id.clone(),
     }
 }
 

@@ -393,6 +393,7 @@ mod tests {
             filters: Default::default(),
             extra_fields: Default::default(),
             requested_by: requested_by.into(),
+            priority: crate::job::spec::Priority::Scheduled,
         }
     }
 

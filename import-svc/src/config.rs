@@ -25,6 +25,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Billing suggestions from connections' calendars.
     pub suggestions: SuggestionsConfig,
+    /// Clio's limit on each app across all its tokens, shared by every replica.
+    pub app_budget: crate::app_budget::AppBudgetConfig,
     /// Delivery of import-svc's audit events (kept in its outbox) to audit-svc. Without a
     /// `token` the events wait in the outbox.
     pub audit: OutboxConfig,
@@ -39,6 +41,7 @@ impl Default for Config {
             importer: ImporterConfig::default(),
             retention: RetentionConfig::default(),
             suggestions: SuggestionsConfig::default(),
+            app_budget: crate::app_budget::AppBudgetConfig::default(),
             audit: OutboxConfig::default(),
         }
     }
@@ -63,6 +66,7 @@ impl Validate for Config {
         }
         self.retention.validate()?;
         self.suggestions.validate()?;
+        self.app_budget.validate()?;
         self.audit.validate().map_err(|e| e.within("audit"))
     }
 }
@@ -81,7 +85,9 @@ pub struct AmqpConfig {
     pub url: SecretString,
     /// Prepended to every exchange and queue name (tests use a unique one each).
     pub prefix: String,
-    /// Deliveries a consumer holds unacknowledged at once.
+    /// Deliveries a consumer holds unacknowledged at once: its running jobs and the window
+    /// its scheduler chooses the next job from (more than `importer.max_concurrent_jobs`,
+    /// so a connection arriving behind another's backlog is seen).
     pub prefetch: u16,
     /// Deliveries of one message before the broker dead-letters it (a job that crashes the
     /// consumer every time must not loop forever).
@@ -92,6 +98,10 @@ pub struct AmqpConfig {
     /// Postgres, audit-svc) is down: the n-th retry waits the n-th delay, the last one
     /// repeats until `importer.max_outage_secs`. Retries never spend the delivery limit.
     pub retry_delays_ms: Vec<u64>,
+    /// How long a deferred job waits in its delay tier before it is offered again: a
+    /// connection's jobs beyond those it may run (and one waiting) are parked this long,
+    /// so a backlog never fills the prefetch window (see `queue::scheduler`).
+    pub defer_delay_ms: u64,
     /// How long a publish waits for the broker's confirm before it counts as failed.
     pub confirm_timeout_ms: u64,
     /// TLS to the broker (`[amqp.tls]`); required for an `amqps://` URL. The broker's
@@ -104,10 +114,11 @@ impl Default for AmqpConfig {
         AmqpConfig {
             url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
             prefix: String::new(),
-            prefetch: 4,
+            prefetch: 16,
             delivery_limit: 5,
             reconnect_delay_ms: 1_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 300_000],
+            defer_delay_ms: 5_000,
             confirm_timeout_ms: 10_000,
             tls: None,
         }
@@ -115,6 +126,16 @@ impl Default for AmqpConfig {
 }
 
 impl AmqpConfig {
+    /// Every delay tier to declare: the retry delays and the deferral delay (one queue
+    /// each; a delay that is both is one queue).
+    pub fn delay_tiers_ms(&self) -> Vec<u64> {
+        let mut tiers = self.retry_delays_ms.clone();
+        tiers.push(self.defer_delay_ms);
+        tiers.sort_unstable();
+        tiers.dedup();
+        tiers
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let url = url::Url::parse(self.url.expose_secret())
             .map_err(|e| ConfigError::invalid("amqp.url", format!("not a URL ({e})")))?;
@@ -134,6 +155,16 @@ impl AmqpConfig {
             return Err(ConfigError::invalid(
                 "amqp.delivery_limit",
                 "must be greater than 0",
+            ));
+        }
+        if self.defer_delay_ms == 0 || self.defer_delay_ms > i32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "amqp.defer_delay_ms",
+                format!(
+                    "{} is not between 1 and {} ms",
+                    self.defer_delay_ms,
+                    i32::MAX
+                ),
             ));
         }
         if self.retry_delays_ms.is_empty() {
@@ -218,6 +249,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("delivery_limit", &self.delivery_limit)
             .field("reconnect_delay_ms", &self.reconnect_delay_ms)
             .field("retry_delays_ms", &self.retry_delays_ms)
+            .field("defer_delay_ms", &self.defer_delay_ms)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
             .field("tls", &self.tls)
             .finish()
@@ -283,6 +315,9 @@ impl std::fmt::Debug for AuthClientConfig {
 pub struct ImporterConfig {
     /// Jobs running at once in this process (each holds one delivery).
     pub max_concurrent_jobs: usize,
+    /// Jobs of one connection running at once, across all replicas: its token's rate
+    /// limit is one budget, and jobs sharing it only slow each other.
+    pub max_jobs_per_connection: usize,
     /// Records per Clio page (Clio allows 1–200).
     pub page_size: u32,
     pub request_timeout_ms: u64,
@@ -318,6 +353,7 @@ impl Default for ImporterConfig {
     fn default() -> Self {
         ImporterConfig {
             max_concurrent_jobs: 4,
+            max_jobs_per_connection: 1,
             page_size: 200,
             request_timeout_ms: 30_000,
             max_page_attempts: 8,
@@ -339,6 +375,12 @@ impl ImporterConfig {
         if self.max_concurrent_jobs == 0 {
             return Err(ConfigError::invalid(
                 "importer.max_concurrent_jobs",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_jobs_per_connection == 0 {
+            return Err(ConfigError::invalid(
+                "importer.max_jobs_per_connection",
                 "must be greater than 0",
             ));
         }

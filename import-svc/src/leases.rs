@@ -4,7 +4,10 @@
 //! scopes the job needs, keeps it in memory as a secret, and asks again (forcing a refresh)
 //! when Clio answers 401.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use clio_api::AppBudget;
 use proto::auth::v1 as auth;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use scope_catalog::{Scope, ScopeSet};
@@ -16,6 +19,7 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use url::Url;
 
+use crate::app_budget::AppBudgets;
 use crate::config::AuthClientConfig;
 
 /// A leased token and where it may be sent.
@@ -25,6 +29,16 @@ pub struct Lease {
     /// The only origin this token may be sent to (the connection's region).
     pub api_base: Url,
     pub account_id: String,
+    /// The budget of the Clio app the connection uses, when that app has one: every
+    /// request with this token takes a place in it.
+    pub budget: Option<Arc<dyn AppBudget>>,
+}
+
+impl Lease {
+    /// The app budget, as a request takes it.
+    pub fn budget(&self) -> Option<&dyn AppBudget> {
+        self.budget.as_deref()
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -33,6 +47,7 @@ impl std::fmt::Debug for Lease {
             .field("token", &"[REDACTED]")
             .field("expires_at", &self.expires_at)
             .field("api_base", &self.api_base.as_str())
+            .field("budgeted", &self.budget.is_some())
             .finish()
     }
 }
@@ -69,6 +84,7 @@ pub enum LeaseError {
 #[derive(Clone)]
 pub struct Leases {
     client: AuthServiceClient<InterceptedService<Channel, WithTraceContext<BearerToken>>>,
+    budgets: Option<AppBudgets>,
 }
 
 impl Leases {
@@ -80,7 +96,16 @@ impl Leases {
         let bearer = BearerToken::optional(config.token.as_ref())?;
         // Leases are taken inside a job's span: auth-svc's spans join the job's trace.
         let client = AuthServiceClient::with_interceptor(channel, WithTraceContext(bearer));
-        Ok(Leases { client })
+        Ok(Leases {
+            client,
+            budgets: None,
+        })
+    }
+
+    /// Leases carry their app's budget from `budgets`.
+    pub fn with_budgets(mut self, budgets: AppBudgets) -> Self {
+        self.budgets = Some(budgets);
+        self
     }
 
     /// Looks the connection up: is it known, usable, and what does its grant cover.
@@ -202,11 +227,18 @@ impl Leases {
             .as_ref()
             .and_then(proto::time::date_time)
             .unwrap_or_else(Utc::now);
+        let region = proto::common::v1::Region::try_from(lease.region)
+            .map_or("unknown", |r| r.as_str_name());
+        let budget = self
+            .budgets
+            .as_ref()
+            .and_then(|budgets| budgets.of(region, &lease.app_client_id));
         Ok(Lease {
             token: SecretString::from(lease.access_token),
             expires_at,
             api_base,
             account_id: lease.clio_account_id,
+            budget,
         })
     }
 }

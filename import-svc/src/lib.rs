@@ -10,6 +10,7 @@
 
 pub(crate) mod access;
 pub(crate) mod api;
+pub mod app_budget;
 pub(crate) mod audit;
 pub mod config;
 mod error;
@@ -148,11 +149,12 @@ pub async fn run_with(
     let metrics = Metrics::new("import_svc");
     let import_metrics = ImportMetrics::registered(&metrics);
     let (audit, denials) = start_audit(&config, &pool, &metrics, &delivery, &clock)?;
-    let leases = leases::Leases::new(&config.auth)?;
-    let topology = queue::topology::Topology::with_retry_delays(
-        &config.amqp.prefix,
-        &config.amqp.retry_delays_ms,
-    );
+    let leases = leases::Leases::new(&config.auth)?.with_budgets(app_budget::AppBudgets::new(
+        pool.clone(),
+        config.app_budget.clone(),
+        import_metrics.clone(),
+    ));
+    let topology = queue::topology::Topology::of(&config.amqp);
     let publisher = Arc::new(queue::publisher::Publisher::new(Duration::from_millis(
         config.amqp.confirm_timeout_ms,
     )));
@@ -340,6 +342,7 @@ fn start_workers(
         locks: job_lock_pool(&shared.pool, config.importer.max_concurrent_jobs),
         audit: shared.audit.clone(),
         max_concurrent_jobs: config.importer.max_concurrent_jobs,
+        max_jobs_per_connection: config.importer.max_jobs_per_connection,
         shutdown_grace: Duration::from_millis(config.service.shutdown_grace_ms),
         max_outage: Duration::from_secs(config.importer.max_outage_secs),
         connected: connected.clone(),

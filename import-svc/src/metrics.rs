@@ -53,6 +53,10 @@ struct OutcomeLabels {
 pub struct ImportMetrics {
     jobs_ended: Family<StatusLabels, Counter>,
     jobs_running: Gauge,
+    jobs_waiting: Gauge,
+    jobs_deferred: Counter,
+    app_budget_waits: Counter,
+    app_budget_unavailable: Counter,
     written: Family<ResourceLabels, Counter>,
     deleted: Family<ResourceLabels, Counter>,
     skipped: Family<ResourceLabels, Counter>,
@@ -66,6 +70,10 @@ impl ImportMetrics {
         let import = ImportMetrics {
             jobs_ended: Family::default(),
             jobs_running: Gauge::default(),
+            jobs_waiting: Gauge::default(),
+            jobs_deferred: Counter::default(),
+            app_budget_waits: Counter::default(),
+            app_budget_unavailable: Counter::default(),
             written: Family::default(),
             deleted: Family::default(),
             skipped: Family::default(),
@@ -96,6 +104,26 @@ impl ImportMetrics {
             "jobs_running",
             "Import jobs this process is running now",
             import.jobs_running.clone(),
+        );
+        metrics.register(
+            "jobs_waiting",
+            "Jobs received and held by this process's scheduler, waiting for a slot or their connection's turn",
+            import.jobs_waiting.clone(),
+        );
+        metrics.register(
+            "jobs_deferred",
+            "Jobs parked in the delay tier because their connection had enough jobs running or waiting",
+            import.jobs_deferred.clone(),
+        );
+        metrics.register(
+            "app_budget_waits",
+            "Times a Clio request waited for a place in its app's shared budget",
+            import.app_budget_waits.clone(),
+        );
+        metrics.register(
+            "app_budget_unavailable",
+            "Clio requests sent without a place in their app's budget because Postgres could not be asked",
+            import.app_budget_unavailable.clone(),
         );
         metrics.register(
             "token_leases",
@@ -157,6 +185,27 @@ impl ImportMetrics {
                 status: status.as_str(),
             })
             .inc();
+    }
+
+    /// The scheduler holds `waiting` jobs now.
+    pub fn set_jobs_waiting(&self, waiting: usize) {
+        self.jobs_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// A job was parked for its connection's turn.
+    pub fn job_deferred(&self) {
+        self.jobs_deferred.inc();
+    }
+
+    /// A request found its app's budget full and waits.
+    pub fn app_budget_waited(&self) {
+        self.app_budget_waits.inc();
+    }
+
+    /// A request went ahead without asking its app's budget.
+    pub fn app_budget_unavailable(&self) {
+        self.app_budget_unavailable.inc();
     }
 
     /// Counts a job as running until the guard is dropped.

@@ -182,6 +182,7 @@ mod tests {
                 fields: vec!["title".into()],
             }],
             requested_by: "ann@firm.example".into(),
+            priority: 0,
         }
     }
 

@@ -11,8 +11,8 @@
 //! - [`oauth`]: the authorization-code flow, refresh and deauthorize; [`users`]: `who_am_i`;
 //! - [`listing`]: reading a list page by page ([`Lister`]), with [`fields`] and
 //!   [`paging`], each record checked on its own ([`record_check`]);
-//! - [`rate_gate`]: pacing each token within Clio's rate limit; [`retry`]: `Retry-After`
-//!   and capped backoff;
+//! - [`rate_gate`]: pacing each token within Clio's rate limit; [`app_budget`]: the hook
+//!   for an app's limit across its tokens; [`retry`]: `Retry-After` and capped backoff;
 //! - [`observer`]: a hook that sees every call and rate-limit wait, for metrics;
 //! - [`error`]: how Clio's failures are classified ([`ClioError`]), so callers can decide
 //!   between "ask the person to reconnect", "wait and retry" and "give up".
@@ -21,6 +21,7 @@
 //! [`secrecy::SecretString`]; no error or `Debug` output of this crate contains one. Text
 //! from Clio that ends up in an error is made [`printable`] first.
 
+pub mod app_budget;
 pub mod client;
 pub mod error;
 pub mod fields;
@@ -37,6 +38,7 @@ pub mod retry;
 pub mod users;
 pub mod writes;
 
+pub use app_budget::AppBudget;
 pub use client::{ClioClient, HttpSettings};
 pub use error::{ClioError, ClioErrorKind};
 pub use listing::{ListQuery, Lister, ListingSettings, PageRequest, WaitObserver};

@@ -24,6 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::app_budget::AppBudget;
 use crate::client::{HttpSettings, http_client};
 use crate::error::ClioError;
 use crate::observer::{CallObserver, Endpoint, Observer};
@@ -131,6 +132,9 @@ pub struct PageRequest<'a> {
     pub token: &'a SecretString,
     /// The token's gate ([`crate::RateGates`]), shared by everyone using the token.
     pub gate: &'a RateGate,
+    /// The app's budget across all its tokens, when it has one: every request sent takes
+    /// a place in it after the token's gate lets it go.
+    pub budget: Option<&'a dyn AppBudget>,
     pub cancel: &'a CancellationToken,
     pub observer: &'a dyn WaitObserver,
 }
@@ -207,10 +211,16 @@ impl Lister {
         if request.cancel.is_cancelled() {
             return Err(ClioError::Cancelled);
         }
-        let waited = tokio::select! {
+        let mut waited = tokio::select! {
             waited = request.gate.acquire(self.settings.rate_limit_reserve) => waited,
             () = request.cancel.cancelled() => return Err(ClioError::Cancelled),
         };
+        if let Some(budget) = request.budget {
+            waited += tokio::select! {
+                waited = budget.acquire() => waited,
+                () = request.cancel.cancelled() => return Err(ClioError::Cancelled),
+            };
+        }
         if !waited.is_zero() {
             request.observer.waited(waited);
             self.observer.rate_limit_waited(waited);

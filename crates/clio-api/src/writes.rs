@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::app_budget::AppBudget;
 use crate::client::{HttpSettings, http_client};
 use crate::error::ClioError;
 use crate::listing::{clamp_u32, error_message, header_u64, resource_url};
@@ -32,6 +33,8 @@ pub struct CreateRequest<'a> {
     pub api_base: &'a Url,
     pub token: &'a SecretString,
     pub gate: &'a RateGate,
+    /// The app's budget across all its tokens, when it has one.
+    pub budget: Option<&'a dyn AppBudget>,
     /// Requests kept in reserve below Clio's remaining count.
     pub reserve: u32,
 }
@@ -60,6 +63,9 @@ impl Creator {
         url.query_pairs_mut().append_pair("fields", request.fields);
         host_pin::check_origin(&url, request.api_base)?;
         request.gate.acquire(request.reserve).await;
+        if let Some(budget) = request.budget {
+            budget.acquire().await;
+        }
         let response = self
             .http
             .post(url)

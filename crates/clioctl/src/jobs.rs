@@ -112,9 +112,30 @@ pub struct SubmitArgs {
     /// Who asks for the import (recorded in the audit events).
     #[arg(long, default_value = "clioctl")]
     requested_by: String,
+    /// Which waiting jobs start first: a person waiting (interactive), a periodic sync
+    /// (scheduled), a bulk migration (backfill).
+    #[arg(long, value_enum, default_value = "interactive")]
+    priority: Priority,
     /// Print the job id and return without following the job.
     #[arg(long)]
     detach: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Priority {
+    Interactive,
+    Scheduled,
+    Backfill,
+}
+
+impl From<Priority> for import::JobPriority {
+    fn from(priority: Priority) -> Self {
+        match priority {
+            Priority::Interactive => import::JobPriority::Interactive,
+            Priority::Scheduled => import::JobPriority::Scheduled,
+            Priority::Backfill => import::JobPriority::Backfill,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -220,6 +241,7 @@ async fn submit(clients: &Clients, format: Format, args: SubmitArgs) -> anyhow::
         updated_since: args.since,
         filters: args.filters.into_iter().collect(),
         requested_by: args.requested_by,
+        priority: import::JobPriority::from(args.priority) as i32,
         ..Default::default()
     };
     let job_id = submit_job(clients, job).await?;
@@ -407,7 +429,7 @@ fn job_cells(job: &import::Job) -> Vec<Value> {
 /// or CSV) and account.
 fn job_view(job: &import::Job, format: Format) -> Table {
     let mut columns = JOB_COLUMNS.to_vec();
-    columns.extend(["started_at", "clio_account_id", "progress"]);
+    columns.extend(["started_at", "clio_account_id", "priority", "progress"]);
     let mut table = Table::new(&columns);
     let mut cells = job_cells(job);
     let progress = job
@@ -438,6 +460,12 @@ fn job_view(job: &import::Job, format: Format) -> Table {
     cells.extend([
         output::time(job.started_at.as_ref()),
         json!(job.clio_account_id),
+        json!(output::enum_text(
+            import::JobPriority::try_from(job.priority)
+                .ok()
+                .map(|p| p.as_str_name()),
+            "JOB_PRIORITY_",
+        )),
         Value::Array(progress),
     ]);
     table.row(cells);

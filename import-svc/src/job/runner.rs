@@ -245,6 +245,7 @@ impl Runner {
                     api_base: &run.lease.api_base,
                     token: &run.lease.token,
                     gate: &gate,
+                    budget: run.lease.budget(),
                     cancel: run.stop,
                     observer: run.waits,
                 })

@@ -53,6 +53,52 @@ impl Mode {
     }
 }
 
+/// Which waiting jobs start first (see the consumer's scheduler). Ordered: a smaller value
+/// is served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Interactive,
+    Scheduled,
+    Backfill,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [
+        Priority::Interactive,
+        Priority::Scheduled,
+        Priority::Backfill,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Scheduled => "scheduled",
+            Priority::Backfill => "backfill",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    pub fn to_wire(self) -> pb::JobPriority {
+        match self {
+            Priority::Interactive => pb::JobPriority::Interactive,
+            Priority::Scheduled => pb::JobPriority::Scheduled,
+            Priority::Backfill => pb::JobPriority::Backfill,
+        }
+    }
+
+    /// Unspecified is `Scheduled`; `None` for a number the enum does not have.
+    pub fn from_wire(value: i32) -> Option<Priority> {
+        match pb::JobPriority::try_from(value).ok()? {
+            pb::JobPriority::Unspecified | pb::JobPriority::Scheduled => Some(Priority::Scheduled),
+            pb::JobPriority::Interactive => Some(Priority::Interactive),
+            pb::JobPriority::Backfill => Some(Priority::Backfill),
+        }
+    }
+}
+
 /// A valid job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
@@ -67,6 +113,7 @@ pub struct JobSpec {
     /// Extra fields per resource, beyond the ones the importer always asks for.
     pub extra_fields: BTreeMap<Resource, Vec<String>>,
     pub requested_by: String,
+    pub priority: Priority,
 }
 
 impl JobSpec {
@@ -96,6 +143,7 @@ impl JobSpec {
                 })
                 .collect(),
             requested_by: self.requested_by.clone(),
+            priority: self.priority.to_wire() as i32,
         }
     }
 }
@@ -207,6 +255,8 @@ pub fn validate(wire: pb::ImportJob, assign_id: bool) -> Result<JobSpec, Invalid
         Ok(pb::ImportMode::Incremental) => Mode::Incremental,
         Err(_) => return Err(check.invalid("mode", format!("unknown mode {}", wire.mode))),
     };
+    let priority = Priority::from_wire(wire.priority)
+        .ok_or_else(|| check.invalid("priority", format!("unknown priority {}", wire.priority)))?;
     let updated_since = check.updated_since(wire.updated_since, mode)?;
     let filters = check.filters(wire.filters)?;
     let extra_fields = check.extra_fields(wire.fields, &resources)?;
@@ -219,6 +269,7 @@ pub fn validate(wire: pb::ImportJob, assign_id: bool) -> Result<JobSpec, Invalid
         filters,
         extra_fields,
         requested_by,
+        priority,
     })
 }
 

@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use proto::imports::v1 as pb;
-use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::checkpoints::ResourceRow;
-use super::spec::{JobSpec, Mode};
+use super::spec::{JobSpec, Mode, Priority};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
@@ -103,6 +103,7 @@ pub struct JobRow {
     pub cancelled_by: Option<String>,
     /// The verified caller that submitted it through SubmitJob (`None`: from the queue).
     pub submitted_by: Option<String>,
+    pub priority: String,
 }
 
 impl JobRow {
@@ -113,7 +114,7 @@ impl JobRow {
 
 const JOB_COLUMNS: &str = "job_id, connection_id, clio_account_id, resources, mode, updated_since, requested_by, status,
     failure_reason, attempts, cancel_requested, rate_limit_wait_ms, created_at, started_at, finished_at, changed_at,
-    tenant, region, cancel_reason, cancelled_by, submitted_by";
+    tenant, region, cancel_reason, cancelled_by, submitted_by, priority";
 
 /// Stores a job as queued unless it exists already (a redelivered or resubmitted id).
 /// Returns whether this call created it.
@@ -124,8 +125,8 @@ pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<bo
         .map(|(r, f)| (r.as_str().to_owned(), serde_json::json!(f)))
         .collect();
     let inserted = sqlx::query(
-        "INSERT INTO jobs (job_id, connection_id, resources, mode, updated_since, filters, fields, requested_by, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
+        "INSERT INTO jobs (job_id, connection_id, resources, mode, updated_since, filters, fields, requested_by, priority, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued')
          ON CONFLICT (job_id) DO NOTHING",
     )
     .bind(spec.job_id)
@@ -136,6 +137,7 @@ pub async fn insert_queued(db: impl PgExecutor<'_>, spec: &JobSpec) -> Result<bo
     .bind(serde_json::json!(spec.filters))
     .bind(serde_json::Value::Object(fields))
     .bind(&spec.requested_by)
+    .bind(spec.priority.as_str())
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -433,6 +435,8 @@ pub fn to_wire(job: &JobRow, resources: &[ResourceRow]) -> pb::Job {
         started_at: ts(job.started_at),
         finished_at: ts(job.finished_at),
         clio_account_id: job.clio_account_id.clone().unwrap_or_default(),
+        priority: Priority::parse(&job.priority)
+            .map_or(pb::JobPriority::Unspecified, Priority::to_wire) as i32,
     }
 }
 
@@ -490,6 +494,76 @@ pub async fn stale_jobs(
 pub const JOB_LOCK_SQL: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
 pub const JOB_UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtextextended($1, 0))";
 
+/// The lock of one of a connection's job slots, held while a job of it runs (any
+/// replica). Keyed apart from job locks by the hash seed.
+#[derive(Debug)]
+pub struct ConnectionSlot(String);
+
+const CONNECTION_TRY_LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 1))";
+const CONNECTION_UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtextextended($1, 1))";
+
+/// Takes a free one of `slots` job slots of `connection_id` on `conn` (a session lock,
+/// released by [`unlock_connection`] or when the connection closes); `None` when every
+/// slot is taken.
+pub async fn try_lock_connection(
+    conn: &mut PgConnection,
+    connection_id: &str,
+    slots: usize,
+) -> Result<Option<ConnectionSlot>, sqlx::Error> {
+    for slot in 0..slots {
+        let key = format!("connection:{connection_id}:{slot}");
+        let (locked,): (bool,) = sqlx::query_as(CONNECTION_TRY_LOCK_SQL)
+            .bind(&key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked {
+            return Ok(Some(ConnectionSlot(key)));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn unlock_connection(
+    conn: &mut PgConnection,
+    slot: &ConnectionSlot,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(CONNECTION_UNLOCK_SQL)
+        .bind(&slot.0)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Notes that a job's message waits in the deferral tier until `delay_ms` from now (its
+/// connection's turn has not come): the reconciler leaves it alone until then. Unlike a
+/// retry it is no failure, so no reason and no count.
+pub async fn note_deferred(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    delay_ms: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET next_attempt_at = now() + make_interval(secs => $2::double precision / 1000),
+             changed_at = now()
+         WHERE job_id = $1 AND status = 'queued'",
+    )
+    .bind(job_id)
+    .bind(i64::try_from(delay_ms).unwrap_or(i64::MAX))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Notes that queued jobs are held by a consumer's scheduler (waiting for their turn), so
+/// the reconciler does not take them for lost.
+pub async fn touch(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET changed_at = now() WHERE job_id = ANY($1) AND status = 'queued'")
+        .bind(job_ids)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Whether some consumer holds the job's lock now (it is working on the job).
 pub async fn is_worked_on(pool: &PgPool, job_id: Uuid) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
@@ -521,9 +595,10 @@ pub async fn stored_job(
         filters: serde_json::Value,
         fields: serde_json::Value,
         requested_by: String,
+        priority: String,
     }
     let row: Option<Stored> = sqlx::query_as(
-        "SELECT connection_id, resources, mode, updated_since, filters, fields, requested_by
+        "SELECT connection_id, resources, mode, updated_since, filters, fields, requested_by, priority
          FROM jobs WHERE job_id = $1",
     )
     .bind(job_id)
@@ -544,6 +619,8 @@ pub async fn stored_job(
         .map(|(resource, fields)| pb::ResourceFields { resource, fields })
         .collect(),
         requested_by: row.requested_by,
+        priority: Priority::parse(&row.priority)
+            .map_or(pb::JobPriority::Unspecified, Priority::to_wire) as i32,
     }))
 }
 

@@ -13,6 +13,7 @@
 //! The same session consumes the dead-letter ledger ([`super::ledger`]), so a message the
 //! broker dead-letters (delivery limit, TTL, policy) ends its job visibly too.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,13 +27,13 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::publisher::Publisher;
+use super::scheduler::{self, Admission, Scheduler};
 use super::topology::Topology;
 use super::trace_headers;
 use crate::audit::{Auditor, JobContext, RecordError};
@@ -45,6 +46,35 @@ use crate::job::store::{self, JobStatus};
 use crate::metrics::ImportMetrics;
 
 mod endings;
+
+/// How often held jobs are touched (well inside `importer.reconcile_after_secs`).
+const TOUCH_WAITING_EVERY: Duration = Duration::from_secs(60);
+
+/// A valid job received, not yet started.
+struct Received {
+    delivery: Delivery,
+    spec: JobSpec,
+}
+
+impl scheduler::Job for Received {
+    fn job_id(&self) -> Uuid {
+        self.spec.job_id
+    }
+}
+
+/// A message that is no valid job: what is known of it, and why.
+struct Rejected {
+    job: JobContext,
+    reason: String,
+}
+
+/// One session's work: the jobs waiting, and the tasks running jobs and other endings.
+struct Work {
+    scheduler: Scheduler<Received>,
+    tasks: JoinSet<Result<(), SessionBroken>>,
+    /// The connection of each task that runs a job, to free its turn when it ends.
+    jobs: HashMap<tokio::task::Id, String>,
+}
 
 /// The session cannot go on (ack not delivered, channel gone): reconnect.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +95,9 @@ pub struct Consumer {
     pub locks: PgPool,
     pub audit: Auditor,
     pub max_concurrent_jobs: usize,
+    /// Jobs of one connection at once, on this replica and (through a Postgres lock per
+    /// slot) across replicas.
+    pub max_jobs_per_connection: usize,
     pub shutdown_grace: Duration,
     /// How long one dependency outage may delay a job before it fails.
     pub max_outage: Duration,
@@ -76,9 +109,8 @@ pub struct Consumer {
 impl Consumer {
     /// Consumes until `shutdown`, reconnecting after every failure.
     pub async fn run(self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.max_concurrent_jobs));
         while !shutdown.is_cancelled() {
-            let outcome = self.session(&shutdown, slots.clone()).await;
+            let outcome = self.session(&shutdown).await;
             self.connected.store(false, Ordering::SeqCst);
             self.publisher.detach().await;
             match outcome {
@@ -98,11 +130,7 @@ impl Consumer {
         tracing::info!("job consumer stopped");
     }
 
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        slots: Arc<Semaphore>,
-    ) -> anyhow::Result<()> {
+    async fn session(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let (connection, channel) = self.open_session().await?;
         let (tag, mut deliveries) = consume(&channel, &self.topology.names.jobs_queue).await?;
         let (ledger_tag, mut dead_letters) =
@@ -113,19 +141,20 @@ impl Consumer {
         // Cancelled when this session ends for any reason: in-flight jobs stop at their
         // next page and leave their message for redelivery.
         let in_flight_stop = CancellationToken::new();
-        let mut tasks: JoinSet<Result<(), SessionBroken>> = JoinSet::new();
+        let mut work = Work {
+            scheduler: Scheduler::new(self.max_concurrent_jobs, self.max_jobs_per_connection),
+            tasks: JoinSet::new(),
+            jobs: HashMap::new(),
+        };
+        // Jobs held waiting are touched now and then, so the reconciler never takes a
+        // long wait behind a running job for a lost message.
+        let mut touch = tokio::time::interval(TOUCH_WAITING_EVERY);
+        touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => {
-                        let started = self
-                            .start_job(delivery, &slots, shutdown, &mut tasks, &in_flight_stop)
-                            .await?;
-                        if !started {
-                            break Ok(());
-                        }
-                    }
+                    Some(Ok(delivery)) => self.receive(delivery, &mut work),
                     Some(Err(error)) => break Err(anyhow::anyhow!("consumer error: {error}")),
                     None => break Err(anyhow::anyhow!("consumer stream ended")),
                 },
@@ -140,24 +169,42 @@ impl Consumer {
                     Some(Err(error)) => break Err(anyhow::anyhow!("ledger consumer error: {error}")),
                     None => break Err(anyhow::anyhow!("ledger consumer stream ended")),
                 },
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    match joined {
-                        Ok(Ok(())) => {}
-                        Ok(Err(broken)) => break Err(broken.into()),
-                        Err(panic) => tracing::error!(error = %panic, "job task panicked"),
+                Some(joined) = work.tasks.join_next_with_id(), if !work.tasks.is_empty() => {
+                    let (id, outcome) = match joined {
+                        Ok((id, outcome)) => (id, Some(outcome)),
+                        Err(panic) => {
+                            tracing::error!(error = %panic, "job task panicked");
+                            (panic.id(), None)
+                        }
+                    };
+                    if let Some(connection) = work.jobs.remove(&id) {
+                        work.scheduler.finished(&connection);
+                    }
+                    if let Some(Err(broken)) = outcome {
+                        break Err(broken.into());
                     }
                 }
+                _ = touch.tick() => self.touch_waiting(&mut work),
             }
+            self.start_ready(&mut work, &in_flight_stop);
+            self.metrics.set_jobs_waiting(work.scheduler.waiting());
         };
 
-        // Stop intake first, then let in-flight jobs checkpoint and hand their messages back.
+        // Stop intake first, give back what waits here, then let in-flight jobs
+        // checkpoint and hand their messages back.
         for tag in [&tag, &ledger_tag] {
             let _ = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
+        for waiting in work.scheduler.drain_waiting() {
+            let this = self.clone();
+            work.tasks
+                .spawn(async move { this.hand_back(&waiting.delivery).await });
+        }
+        self.metrics.set_jobs_waiting(0);
         in_flight_stop.cancel();
-        self.drain(&mut tasks).await;
+        self.drain(&mut work.tasks).await;
         let _ = channel.close(200, "bye".into()).await;
         let _ = connection.close(200, "bye".into()).await;
         result
@@ -185,37 +232,99 @@ impl Consumer {
         Ok((connection, channel))
     }
 
-    /// Runs `delivery` in a task of `tasks` once a job slot is free. False when shutdown
-    /// came first: the job did not start and its message was handed back.
-    async fn start_job(
-        &self,
-        delivery: Delivery,
-        slots: &Arc<Semaphore>,
-        shutdown: &CancellationToken,
-        tasks: &mut JoinSet<Result<(), SessionBroken>>,
-        in_flight_stop: &CancellationToken,
-    ) -> Result<bool, tokio::sync::AcquireError> {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit?,
-            () = shutdown.cancelled() => {
-                // Not started: give it back now.
-                let _ = self.hand_back(&delivery).await;
-                return Ok(false);
+    /// Reads a delivery and offers its job to the scheduler. A message that is no valid
+    /// job is dead-lettered at once: it never waits for a job slot, and never blocks the
+    /// jobs behind it.
+    fn receive(&self, delivery: Delivery, work: &mut Work) {
+        let spec = match self.read(&delivery) {
+            Ok(spec) => spec,
+            Err(rejected) => {
+                let this = self.clone();
+                work.tasks.spawn(
+                    async move {
+                        this.dead_letter(&delivery, &rejected.job, &rejected.reason)
+                            .await
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+                return;
             }
         };
-        let this = self.clone();
-        let stop = in_flight_stop.child_token();
-        // Everything the job does (leases, records, audit events) is in its producer's trace.
-        let span = trace_headers::job_span(&delivery);
-        tasks.spawn(
-            async move {
-                let outcome = this.handle(delivery, &stop).await;
-                drop(permit);
-                outcome
+        let connection = spec.connection_id.clone();
+        let priority = spec.priority;
+        if let Admission::Defer(received) =
+            work.scheduler
+                .admit(&connection, priority, Received { delivery, spec })
+        {
+            let this = self.clone();
+            let span = trace_headers::job_span(&received.delivery);
+            work.tasks.spawn(
+                async move { this.defer(&received.delivery, &received.spec).await }
+                    .instrument(span),
+            );
+        }
+    }
+
+    /// The job a delivery carries, or why it is none (for its dead letter).
+    fn read(&self, delivery: &Delivery) -> Result<JobSpec, Box<Rejected>> {
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str().to_owned());
+        let message_id = message_id_of(delivery);
+        let wire = body::decode(&delivery.data, content_type.as_deref()).map_err(|invalid| {
+            let job = JobContext::of_rejected_message(None, "", "", message_id.as_deref());
+            Box::new(Rejected {
+                job,
+                reason: invalid.to_string(),
+            })
+        })?;
+        let (connection_id, requested_by) = (wire.connection_id.clone(), wire.requested_by.clone());
+        spec::validate(wire, false).map_err(|invalid| {
+            let job = JobContext::of_rejected_message(
+                invalid.job_id,
+                &connection_id,
+                &requested_by,
+                message_id.as_deref(),
+            );
+            Box::new(Rejected {
+                job,
+                reason: invalid.to_string(),
+            })
+        })
+    }
+
+    /// Starts every job the scheduler says may start now, each in a task of its own.
+    fn start_ready(&self, work: &mut Work, in_flight_stop: &CancellationToken) {
+        while let Some((connection, received)) = work.scheduler.start_next() {
+            let this = self.clone();
+            let stop = in_flight_stop.child_token();
+            // Everything the job does (leases, records, audit events) is in its producer's
+            // trace.
+            let span = trace_headers::job_span(&received.delivery);
+            let task = work.tasks.spawn(
+                async move { this.handle(&received.delivery, &received.spec, &stop).await }
+                    .instrument(span),
+            );
+            work.jobs.insert(task.id(), connection);
+        }
+    }
+
+    /// Notes on the held jobs' rows that they are accounted for (a background write: a
+    /// slow database never holds up the session).
+    fn touch_waiting(&self, work: &mut Work) {
+        let job_ids = work.scheduler.waiting_ids();
+        if job_ids.is_empty() {
+            return;
+        }
+        let pool = self.pool.clone();
+        work.tasks.spawn(async move {
+            if let Err(error) = store::touch(&pool, &job_ids).await {
+                tracing::debug!(%error, "cannot note the waiting jobs as held");
             }
-            .instrument(span),
-        );
-        Ok(true)
+            Ok(())
+        });
     }
 
     /// Waits up to the shutdown grace for the (stopped) in-flight jobs, then aborts them.
@@ -236,51 +345,18 @@ impl Consumer {
         }
     }
 
-    /// Handles one delivery to the end: run, dead-letter, or hand back.
+    /// Handles one valid job's delivery to the end: run, defer, or hand back.
     async fn handle(
         &self,
-        delivery: Delivery,
+        delivery: &Delivery,
+        spec: &JobSpec,
         stop: &CancellationToken,
     ) -> Result<(), SessionBroken> {
-        let content_type = delivery
-            .properties
-            .content_type()
-            .as_ref()
-            .map(|c| c.as_str().to_owned());
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned());
-        let wire = match body::decode(&delivery.data, content_type.as_deref()) {
-            Ok(wire) => wire,
-            Err(invalid) => {
-                let job = JobContext::of_rejected_message(None, "", "", message_id.as_deref());
-                return self
-                    .dead_letter(&delivery, &job, &invalid.to_string())
-                    .await;
-            }
-        };
-        let (connection_id, requested_by) = (wire.connection_id.clone(), wire.requested_by.clone());
-        let spec = match spec::validate(wire, false) {
-            Ok(spec) => spec,
-            Err(invalid) => {
-                let job = JobContext::of_rejected_message(
-                    invalid.job_id,
-                    &connection_id,
-                    &requested_by,
-                    message_id.as_deref(),
-                );
-                return self
-                    .dead_letter(&delivery, &job, &invalid.to_string())
-                    .await;
-            }
-        };
-        match self.run_exclusively(&delivery, &spec, stop).await {
+        match self.run_exclusively(delivery, spec, stop).await {
             Ok(settled) => settled,
             Err(error) => {
-                let job = JobContext::of_spec(&spec);
-                self.retry_later(&delivery, &job, &format!("database unavailable: {error}"))
+                let job = JobContext::of_spec(spec);
+                self.retry_later(delivery, &job, &format!("database unavailable: {error}"))
                     .await
             }
         }
@@ -305,6 +381,18 @@ impl Consumer {
         // of returning it to the pool means a task aborted mid-job (shutdown grace over)
         // cannot leave the job locked on a pooled connection for good.
         lock.close_on_drop();
+        // One job per connection across replicas: another replica runs this connection's
+        // job now, so this one waits its turn in the delay tier.
+        let Some(slot) = store::try_lock_connection(
+            &mut lock,
+            &spec.connection_id,
+            self.max_jobs_per_connection,
+        )
+        .await?
+        else {
+            drop(lock);
+            return Ok(self.defer(delivery, spec).await);
+        };
         let key = spec.job_id.to_string();
         tokio::select! {
             locked = sqlx::query(store::JOB_LOCK_SQL).bind(&key).execute(&mut *lock) => { locked?; }
@@ -332,6 +420,11 @@ impl Consumer {
             .await
         {
             tracing::warn!(job_id = %spec.job_id, %error, "advisory unlock failed; closing its connection");
+        }
+        // Closing the connection on drop releases it too; unlocked now, the connection's
+        // next job may start on another replica without waiting for the close.
+        if let Err(error) = store::unlock_connection(&mut lock, &slot).await {
+            tracing::debug!(job_id = %spec.job_id, %error, "connection unlock failed; the close releases it");
         }
         Ok(settled)
     }

@@ -13,6 +13,20 @@ use std::time::Duration;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use proto::queue::header;
 
+/// A message's headers for another trip through a delay tier: all of them but the
+/// broker's `x-death` history, which grows with every trip.
+pub fn without_death_history(original: Option<&FieldTable>) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(original) = original {
+        for (name, value) in original.inner() {
+            if name.as_str() != header::X_DEATH {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    headers
+}
+
 /// The retry state a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryState {
@@ -43,14 +57,7 @@ impl RetryState {
     /// The message's headers for its next trip through a retry tier: the original ones
     /// (less the broker's `x-death` history, which grows with every trip) and this state.
     pub fn headers(&self, original: Option<&FieldTable>, reason: &str) -> FieldTable {
-        let mut headers = FieldTable::default();
-        if let Some(original) = original {
-            for (name, value) in original.inner() {
-                if name.as_str() != header::X_DEATH {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-        }
+        let mut headers = without_death_history(original);
         headers.insert(
             header::RETRY_ATTEMPT.into(),
             AMQPValue::LongLongInt(i64::from(self.attempt)),

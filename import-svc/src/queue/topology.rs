@@ -31,8 +31,12 @@ use crate::config::AmqpConfig;
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub names: Names,
-    /// Delay tiers in milliseconds (`amqp.retry_delays_ms`), shortest first.
+    /// The retry backoff in milliseconds (`amqp.retry_delays_ms`), shortest first.
     pub retry_delays_ms: Vec<u64>,
+    /// The tier deferred jobs wait in (`amqp.defer_delay_ms`).
+    pub defer_delay_ms: u64,
+    /// Every delay tier declared: the retry delays and the deferral delay.
+    pub delay_tiers_ms: Vec<u64>,
 }
 
 /// The exchange types in use, named as RabbitMQ (and `definitions.json`) names them.
@@ -117,25 +121,30 @@ pub struct BindingSpec {
 }
 
 impl Topology {
-    /// The names for `prefix`, with the default retry tiers.
+    /// The names for `prefix`, with the default delay tiers.
     pub fn new(prefix: &str) -> Self {
-        Topology::with_retry_delays(prefix, &AmqpConfig::default().retry_delays_ms)
+        Topology::of(&AmqpConfig {
+            prefix: prefix.to_owned(),
+            ..AmqpConfig::default()
+        })
     }
 
-    /// The names for `prefix` and the configured retry tiers.
-    pub fn with_retry_delays(prefix: &str, retry_delays_ms: &[u64]) -> Self {
-        let mut retry_delays_ms = retry_delays_ms.to_vec();
+    /// The names and delay tiers `amqp` configures.
+    pub fn of(amqp: &AmqpConfig) -> Self {
+        let mut retry_delays_ms = amqp.retry_delays_ms.clone();
         retry_delays_ms.sort_unstable();
         retry_delays_ms.dedup();
         Topology {
-            names: Names::with_prefix(prefix),
+            names: Names::with_prefix(&amqp.prefix),
             retry_delays_ms,
+            defer_delay_ms: amqp.defer_delay_ms,
+            delay_tiers_ms: amqp.delay_tiers_ms(),
         }
     }
 
     /// Every queue, for tests that clean up after themselves.
     pub fn all_queues(&self) -> Vec<String> {
-        self.names.all_queues(&self.retry_delays_ms)
+        self.names.all_queues(&self.delay_tiers_ms)
     }
 
     /// Every exchange, for tests that clean up after themselves.
@@ -201,7 +210,7 @@ impl Topology {
                 arguments: quorum(),
             },
         ];
-        for delay_ms in &self.retry_delays_ms {
+        for delay_ms in &self.delay_tiers_ms {
             let mut args = quorum();
             // The whole tier waits the same time, so expiry at the head is expiry in order.
             args.insert(
@@ -252,7 +261,7 @@ impl Topology {
                 routing_key: String::new(),
             },
         ];
-        bindings.extend(self.retry_delays_ms.iter().map(|delay_ms| BindingSpec {
+        bindings.extend(self.delay_tiers_ms.iter().map(|delay_ms| BindingSpec {
             exchange: names.retry_exchange.clone(),
             queue: names.retry_queue(*delay_ms),
             routing_key: retry_routing_key(*delay_ms),
@@ -318,10 +327,7 @@ mod tests {
     /// The file describes the topology as declared with the default config.
     fn declared() -> (Topology, u32) {
         let amqp = AmqpConfig::default();
-        (
-            Topology::with_retry_delays(&amqp.prefix, &amqp.retry_delays_ms),
-            amqp.delivery_limit,
-        )
+        (Topology::of(&amqp), amqp.delivery_limit)
     }
 
     fn definitions() -> Value {
@@ -419,7 +425,7 @@ mod tests {
             .into_iter()
             .map(|q| q.name)
             .collect();
-        assert_eq!(queues, topology.names.all_queues(&topology.retry_delays_ms));
+        assert_eq!(queues, topology.names.all_queues(&topology.delay_tiers_ms));
     }
 
     #[test]

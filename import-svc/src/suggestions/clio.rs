@@ -47,6 +47,7 @@ impl ClioCalls {
                 api_base: &lease.api_base,
                 token: &lease.token,
                 gate: &gate,
+                budget: lease.budget(),
                 cancel: &never,
                 observer: &NoWaits,
             })
@@ -148,6 +149,7 @@ impl ClioCalls {
                 api_base: &lease.api_base,
                 token: &lease.token,
                 gate: &gate,
+                budget: lease.budget(),
                 reserve: self.reserve,
             })
             .await?;

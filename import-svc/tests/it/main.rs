@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app_budget;
 mod audit_events;
 mod broker_outage;
 mod dead_letters;

@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::resource::Resource;
-
 /// A Clio developer app as registered in one region.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSpec {
@@ -38,9 +36,10 @@ pub(crate) enum Access {
 }
 
 impl AppSpec {
-    /// Whether the app's declared permissions cover `access` to `resource`.
-    pub(crate) fn allows(&self, resource: Resource, access: Access) -> bool {
-        let family = resource.family();
+    /// Whether the app's declared permissions cover `access` to a permission family
+    /// (`Resource::family`, `webhooks`, or a family no served resource has, such as
+    /// `documents`).
+    pub(crate) fn allows_family(&self, family: &str, access: Access) -> bool {
         self.permissions.iter().any(|permission| {
             let Some((granted_family, granted_access)) = permission.split_once(':') else {
                 return false;
@@ -80,6 +79,7 @@ impl AppSpec {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::resource::Resource;
 
     fn app() -> AppSpec {
         AppSpec {
@@ -93,11 +93,13 @@ mod tests {
     #[test]
     fn write_implies_read_and_families_are_separate() {
         let app = app();
-        assert!(app.allows(Resource::Contacts, Access::Read));
-        assert!(!app.allows(Resource::Contacts, Access::Write));
-        assert!(app.allows(Resource::Activities, Access::Read));
-        assert!(app.allows(Resource::Activities, Access::Write));
-        assert!(!app.allows(Resource::CalendarEntries, Access::Read));
+        let allows = |resource: Resource, access| app.allows_family(resource.family(), access);
+        assert!(allows(Resource::Contacts, Access::Read));
+        assert!(!allows(Resource::Contacts, Access::Write));
+        assert!(allows(Resource::Activities, Access::Read));
+        assert!(allows(Resource::Activities, Access::Write));
+        assert!(!allows(Resource::CalendarEntries, Access::Read));
+        assert!(!app.allows_family("webhooks", Access::Read));
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub fn token_id(access_token: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The key under which one app's calls in one region are counted: `"{region}/{client_id}"`.
+pub fn app_key(region: Region, client_id: &str) -> String {
+    format!("{region}/{client_id}")
+}
+
 /// Token-endpoint calls, all regions together.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenCalls {
@@ -58,6 +63,14 @@ pub struct CallCounts {
     /// was refreshed.
     #[serde(default)]
     pub refreshes_by_grant: BTreeMap<String, u64>,
+    /// Per app ([`app_key`]): the most requests one window of the per-app limit saw,
+    /// counting every token of the app (measured over 60 s when no app limit is set).
+    #[serde(default)]
+    pub app_max_in_window: BTreeMap<String, u64>,
+    /// Per app ([`app_key`]): the 429s answered because the app as a whole was over
+    /// `SimConfig::app_rate_limit` (those are in `api[].status_429` too).
+    #[serde(default)]
+    pub app_limit_429: BTreeMap<String, u64>,
 }
 
 impl CallCounts {
@@ -104,6 +117,23 @@ impl CallCounts {
         self.api.iter().map(|calls| calls.count).sum()
     }
 
+    /// The most requests one window of the per-app limit saw from app `client_id` in
+    /// `region` (all its tokens together).
+    pub fn app_max_in_window_for(&self, region: Region, client_id: &str) -> u64 {
+        self.app_max_in_window
+            .get(&app_key(region, client_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// 429s answered to app `client_id` in `region` because of the per-app limit.
+    pub fn app_limit_429_for(&self, region: Region, client_id: &str) -> u64 {
+        self.app_limit_429
+            .get(&app_key(region, client_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The most refreshes any one grant had (0 when none was refreshed).
     pub fn most_refreshes_of_one_grant(&self) -> u64 {
         self.refreshes_by_grant.values().copied().max().unwrap_or(0)
@@ -118,6 +148,7 @@ struct Inner {
     deauthorize: u64,
     api: HashMap<ApiKey, (u64, u64)>,
     refreshes_by_grant: BTreeMap<String, u64>,
+    app_limit_429: BTreeMap<String, u64>,
 }
 
 /// The shared counters behind `GET /__sim/calls`.
@@ -177,12 +208,21 @@ impl CallLog {
         }
     }
 
+    /// A 429 answered because app `client_id` was over its limit in `region`.
+    pub(crate) fn app_limited(&self, region: Region, client_id: &str) {
+        *self
+            .lock()
+            .app_limit_429
+            .entry(app_key(region, client_id))
+            .or_default() += 1;
+    }
+
     pub(crate) fn reset(&self) {
         *self.lock() = Inner::default();
     }
 
-    /// The counters, API calls sorted for stable output; `max_in_window` is filled in by
-    /// the caller from the rate limiters.
+    /// The counters, API calls sorted for stable output; `max_in_window` and
+    /// `app_max_in_window` are filled in by the caller from the rate limiters.
     pub(crate) fn snapshot(&self) -> CallCounts {
         let inner = self.lock();
         let mut api: Vec<ApiCalls> = inner
@@ -213,6 +253,8 @@ impl CallLog {
             api,
             max_in_window: BTreeMap::new(),
             refreshes_by_grant: inner.refreshes_by_grant.clone(),
+            app_max_in_window: BTreeMap::new(),
+            app_limit_429: inner.app_limit_429.clone(),
         }
     }
 }

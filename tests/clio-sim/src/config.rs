@@ -60,7 +60,7 @@ impl Default for DatasetSize {
     }
 }
 
-/// A fixed-window request limit per access token.
+/// A fixed-window request limit (per access token, or per app for `app_rate_limit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub limit: u32,
@@ -74,6 +74,55 @@ impl RateLimit {
         RateLimit {
             limit: 50,
             window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How Clio treats a webhook subscription once its `expires_at` has passed. Clio documents
+/// that subscriptions expire but not what the API shows afterwards, so receivers must cope
+/// with both readings and tests choose one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiredWebhooks {
+    /// Gone: `GET` and `PATCH` answer 404 and listings leave it out, so a receiver must
+    /// create a new one. The stricter reading, hence the default.
+    #[default]
+    Removed,
+    /// Still listed with its past `expires_at` (and its last status); it delivers nothing,
+    /// and a `PATCH` with a new `expires_at` revives it.
+    Listed,
+}
+
+/// Webhook subscriptions and deliveries (see `docs/clio-webhooks.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Also accept `http://` URLs on loopback (`127.0.0.1`, `[::1]`, `localhost`): Clio
+    /// takes `https` only, but test receivers listen on plain HTTP. Other hosts still need
+    /// `https`.
+    pub allow_http: bool,
+    /// Waits before the 2nd, 3rd, ... attempt of a delivery the receiver did not take (on
+    /// real time, like rate-limit windows). Clio: 2 minutes, doubling, 5 re-attempts.
+    pub retry_delays: Vec<Duration>,
+    /// How long an attempt (and the handshake) may take before it counts as failed. Clio
+    /// publishes no figure.
+    pub delivery_timeout: Duration,
+    /// A subscription whose deliveries failed (every attempt) this many times in a row is
+    /// `suspended`. Clio says a webhook that keeps failing is eventually suspended, not
+    /// after how many; this is our choice.
+    pub suspend_after_failures: u32,
+    pub expired: ExpiredWebhooks,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allow_http: false,
+            retry_delays: [2, 4, 8, 16, 32]
+                .map(|minutes| Duration::from_secs(minutes * 60))
+                .to_vec(),
+            delivery_timeout: Duration::from_secs(10),
+            suspend_after_failures: 3,
+            expired: ExpiredWebhooks::Removed,
         }
     }
 }
@@ -95,6 +144,11 @@ pub struct SimConfig {
     pub accounts: u32,
     /// `None` switches the limiter off; responses then carry no `X-RateLimit-*` headers.
     pub rate_limit: Option<RateLimit>,
+    /// A limit on one application as a whole: every request made with any token of one
+    /// `client_id` in one region counts towards one fixed window. Past it: `429` with
+    /// `Retry-After`, like the per-token limit. `None` (the default) switches it off; the
+    /// busiest window of each app is measured either way.
+    pub app_rate_limit: Option<RateLimit>,
     /// The `expires_in` handed out with access tokens (Clio documents 30 days).
     pub access_token_ttl: Duration,
     /// Issue a new refresh token on every refresh and invalidate the old one. Clio does not
@@ -107,6 +161,7 @@ pub struct SimConfig {
     /// `<title>` of the out-of-band approval page after approval. `{code}` and `{state}`
     /// are replaced. Clio's exact text is unconfirmed, so tests can vary it.
     pub approval_success_title: String,
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for SimConfig {
@@ -117,11 +172,13 @@ impl Default for SimConfig {
             dataset: DatasetSize::default(),
             accounts: 1,
             rate_limit: Some(RateLimit::clio_default()),
+            app_rate_limit: None,
             access_token_ttl: Duration::from_secs(30 * 24 * 3600),
             rotate_refresh_tokens: false,
             code_ttl: Duration::from_secs(600),
             page_delay: None,
             approval_success_title: DEFAULT_SUCCESS_TITLE.to_owned(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Faults apply to API calls (`/api/v4/...`) unless a `status` fault names another
 //! `path_prefix` (e.g. `/oauth/token`). Several faults may be active; latency adds up,
-//! and the first matching fault that changes the answer wins.
+//! and the first matching fault that changes the answer wins. The `webhook_*` faults
+//! touch no request: they shape the region's next webhook deliveries instead, for tests
+//! of a receiver under hostile traffic.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -51,6 +53,49 @@ pub enum Fault {
     /// with a longer timeout sees the connection dropped. Either way it cannot know the
     /// entry exists unless it looks. Other requests are untouched and do not use it up.
     DropAfterCreate { count: u32, delay_ms: Option<u64> },
+    /// The region's next `count` webhook deliveries are each preceded by a forged copy
+    /// without `X-Hook-Signature`, as an attacker would send it (once, never retried);
+    /// the genuine delivery follows.
+    WebhookUnsigned { count: u32 },
+    /// Like `webhook_unsigned`, but the forged copy carries a signature made with a key
+    /// that is not the shared secret.
+    WebhookBadSignature { count: u32 },
+    /// The next `count` deliveries are sent twice: the same bytes and signature again
+    /// right after the first was answered (once, never retried), as when an answer is
+    /// lost and the sender tries again.
+    WebhookDuplicate { count: u32 },
+    /// The next `count` deliveries are each held back until their subscription's next
+    /// delivery has been queued, and sent after it: a receiver sees a record's newer
+    /// update before the older one. Make two changes to the same record to see it.
+    WebhookOutOfOrder { count: u32 },
+}
+
+/// What a `webhook_*` fault does to one genuine delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WebhookFault {
+    Unsigned,
+    BadSignature,
+    Duplicate,
+    OutOfOrder,
+}
+
+impl Fault {
+    fn webhook(&self) -> Option<WebhookFault> {
+        match self {
+            Fault::WebhookUnsigned { .. } => Some(WebhookFault::Unsigned),
+            Fault::WebhookBadSignature { .. } => Some(WebhookFault::BadSignature),
+            Fault::WebhookDuplicate { .. } => Some(WebhookFault::Duplicate),
+            Fault::WebhookOutOfOrder { .. } => Some(WebhookFault::OutOfOrder),
+            Fault::Status { .. }
+            | Fault::Latency { .. }
+            | Fault::Drop { .. }
+            | Fault::RateLimitStorm { .. }
+            | Fault::RateLimitStormFor { .. }
+            | Fault::RevokeAfter { .. }
+            | Fault::Redirect { .. }
+            | Fault::DropAfterCreate { .. } => None,
+        }
+    }
 }
 
 /// What to do to one request.
@@ -113,7 +158,11 @@ impl FaultSet {
             | Fault::Redirect { count, .. } => *count,
             Fault::Drop { count }
             | Fault::RateLimitStorm { count }
-            | Fault::DropAfterCreate { count, .. } => Some(*count),
+            | Fault::DropAfterCreate { count, .. }
+            | Fault::WebhookUnsigned { count }
+            | Fault::WebhookBadSignature { count }
+            | Fault::WebhookDuplicate { count }
+            | Fault::WebhookOutOfOrder { count } => Some(*count),
             Fault::RevokeAfter { .. } => Some(1),
             Fault::RateLimitStormFor { .. } => None,
         };
@@ -173,7 +222,12 @@ impl FaultSet {
                         && method.eq_ignore_ascii_case("POST")
                         && path.starts_with(API_PREFIX)
                 }
-                Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => false,
+                Fault::RevokeAfter { .. }
+                | Fault::RateLimitStormFor { .. }
+                | Fault::WebhookUnsigned { .. }
+                | Fault::WebhookBadSignature { .. }
+                | Fault::WebhookDuplicate { .. }
+                | Fault::WebhookOutOfOrder { .. } => false,
             };
             if !fires {
                 continue;
@@ -195,7 +249,12 @@ impl FaultSet {
                         retry_after_secs: 1,
                     });
                 }
-                Fault::RevokeAfter { .. } | Fault::RateLimitStormFor { .. } => {}
+                Fault::RevokeAfter { .. }
+                | Fault::RateLimitStormFor { .. }
+                | Fault::WebhookUnsigned { .. }
+                | Fault::WebhookBadSignature { .. }
+                | Fault::WebhookDuplicate { .. }
+                | Fault::WebhookOutOfOrder { .. } => {}
             }
             if let Some(remaining) = entry.remaining.as_mut() {
                 *remaining = remaining.saturating_sub(1);
@@ -203,6 +262,21 @@ impl FaultSet {
         }
         active.retain(|entry| entry.remaining != Some(0));
         plan
+    }
+
+    /// Uses up one `webhook_*` fault (the oldest injected) for the next genuine webhook
+    /// delivery, if any is pending.
+    pub(crate) fn take_webhook_fault(&self) -> Option<WebhookFault> {
+        let mut active = self.lock();
+        let entry = active
+            .iter_mut()
+            .find(|entry| entry.fault.webhook().is_some() && entry.remaining != Some(0))?;
+        let fault = entry.fault.webhook();
+        if let Some(remaining) = entry.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(1);
+        }
+        active.retain(|entry| entry.remaining != Some(0));
+        fault
     }
 
     /// Called for each authenticated API call; true when this call's grant must be
@@ -353,6 +427,21 @@ mod tests {
             None,
             "worn off after count creates"
         );
+    }
+
+    #[test]
+    fn webhook_faults_shape_deliveries_in_order_and_touch_no_request() {
+        let faults = FaultSet::new(1);
+        faults.add(Fault::WebhookDuplicate { count: 1 });
+        faults.add(Fault::WebhookUnsigned { count: 2 });
+        assert_eq!(
+            faults.plan("POST", "/api/v4/activities", "t1"),
+            Plan::default()
+        );
+        assert_eq!(faults.take_webhook_fault(), Some(WebhookFault::Duplicate));
+        assert_eq!(faults.take_webhook_fault(), Some(WebhookFault::Unsigned));
+        assert_eq!(faults.take_webhook_fault(), Some(WebhookFault::Unsigned));
+        assert_eq!(faults.take_webhook_fault(), None);
     }
 
     #[test]

@@ -18,13 +18,21 @@ mod region;
 mod resource;
 mod routes;
 mod server;
+mod webhooks;
 
 pub use admin::AdminClient;
 pub use api::DEFAULT_API_VERSION;
 pub use apps::AppSpec;
-pub use calls::{ApiCalls, CallCounts, TokenCalls, token_id};
-pub use config::{DEFAULT_SUCCESS_TITLE, DatasetSize, RateLimit, Region, SimConfig};
+pub use calls::{ApiCalls, CallCounts, TokenCalls, app_key, token_id};
+pub use config::{
+    DEFAULT_SUCCESS_TITLE, DatasetSize, ExpiredWebhooks, RateLimit, Region, SimConfig,
+    WebhookConfig,
+};
 pub use faults::Fault;
 pub use oauth::{ConsentOutcome, Decision};
 pub use resource::{RecordId, Resource};
 pub use server::ClioSim;
+pub use webhooks::{
+    DeliveryAttempt, DeliveryKind, DeliveryState, HandshakeOutcome, WebhookDelivery, WebhookEvent,
+    WebhookInfo, WebhookModel, WebhookStatus,
+};

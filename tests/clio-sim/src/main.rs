@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use clio_sim::{AppSpec, ClioSim, DatasetSize, RateLimit, Region, SimConfig};
+use clio_sim::{AppSpec, ClioSim, DatasetSize, RateLimit, Region, SimConfig, WebhookConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,17 @@ struct Args {
     /// Per-token rate limit as `N/<seconds>s` (or `N/<minutes>m`), or `off`.
     #[arg(long, default_value = "50/60s", value_parser = parse_rate_limit)]
     rate_limit: Limit,
+    /// Limit on each app as a whole (all its tokens in a region), same format; off by
+    /// default.
+    #[arg(long, default_value = "off", value_parser = parse_rate_limit)]
+    app_rate_limit: Limit,
+    /// Accept `http://` webhook URLs on loopback (Clio takes https only).
+    #[arg(long)]
+    webhooks_allow_http: bool,
+    /// Waits before webhook retries, in milliseconds, comma-separated (default: Clio's
+    /// 2, 4, 8, 16 and 32 minutes).
+    #[arg(long, value_delimiter = ',')]
+    webhook_retry_delays_ms: Option<Vec<u64>>,
     /// `expires_in` of access tokens, in seconds.
     #[arg(long, default_value_t = 2_592_000)]
     token_ttl: u64,
@@ -94,11 +105,24 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut dataset = DatasetSize::uniform(args.size);
     dataset.users = args.size.clamp(1, 2_000);
+    let defaults = WebhookConfig::default();
+    let webhooks = WebhookConfig {
+        allow_http: args.webhooks_allow_http,
+        retry_delays: args
+            .webhook_retry_delays_ms
+            .as_ref()
+            .map_or(defaults.retry_delays.clone(), |delays| {
+                delays.iter().copied().map(Duration::from_millis).collect()
+            }),
+        ..defaults
+    };
     let config = SimConfig {
         regions: args.regions.clone(),
         seed: args.seed,
         dataset,
         rate_limit: args.rate_limit.0,
+        app_rate_limit: args.app_rate_limit.0,
+        webhooks,
         access_token_ttl: Duration::from_secs(args.token_ttl),
         rotate_refresh_tokens: args.rotate_refresh_tokens,
         ..SimConfig::default()

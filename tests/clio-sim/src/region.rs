@@ -12,6 +12,7 @@ use crate::faults::FaultSet;
 use crate::oauth::store::{Bearer, OAuthStore};
 use crate::ratelimit::RateLimiter;
 use crate::resource::Resource;
+use crate::webhooks::Webhooks;
 
 /// State common to every region: configuration, the simulated clock and the call log.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) clock: SimClock,
     pub(crate) calls: CallLog,
     limiters: Vec<Arc<RateLimiter>>,
+    /// Each region's per-app limiter, keyed by `client_id`.
+    app_limiters: Vec<(Region, Arc<RateLimiter>)>,
 }
 
 impl Shared {
@@ -29,12 +32,21 @@ impl Shared {
         for limiter in &self.limiters {
             counts.max_in_window.extend(limiter.max_in_window());
         }
+        for (region, limiter) in &self.app_limiters {
+            counts.app_max_in_window.extend(
+                limiter
+                    .max_in_window()
+                    .into_iter()
+                    .map(|(client_id, max)| (crate::calls::app_key(*region, &client_id), max)),
+            );
+        }
         counts
     }
 
     pub(crate) fn reset_calls(&self) {
         self.calls.reset();
-        for limiter in &self.limiters {
+        let app_limiters = self.app_limiters.iter().map(|(_, limiter)| limiter);
+        for limiter in self.limiters.iter().chain(app_limiters) {
             limiter.reset_max();
         }
     }
@@ -53,6 +65,9 @@ pub(crate) struct RegionState {
     more_accounts: Vec<Dataset>,
     pub(crate) faults: FaultSet,
     pub(crate) limiter: Arc<RateLimiter>,
+    /// The per-app limit (`SimConfig::app_rate_limit`), keyed by `client_id`.
+    pub(crate) app_limiter: Arc<RateLimiter>,
+    pub(crate) webhooks: Webhooks,
     /// Records a user may not see (by user key and resource: record keys), as Clio hides
     /// restricted matters and contacts from users without access to them.
     hidden: RwLock<HashMap<(i64, Resource), BTreeSet<i64>>>,
@@ -65,17 +80,24 @@ pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
         .iter()
         .map(|_| Arc::new(RateLimiter::new(config.rate_limit)))
         .collect();
+    let app_limiters: Vec<_> = config
+        .regions
+        .iter()
+        .map(|region| (*region, Arc::new(RateLimiter::new(config.app_rate_limit))))
+        .collect();
     let shared = Arc::new(Shared {
         config: config.clone(),
         clock: SimClock::default(),
         calls: CallLog::default(),
         limiters: limiters.clone(),
+        app_limiters: app_limiters.clone(),
     });
     let regions = config
         .regions
         .iter()
         .zip(limiters)
-        .map(|(region, limiter)| {
+        .zip(app_limiters)
+        .map(|((region, limiter), (_, app_limiter))| {
             Arc::new(RegionState {
                 region: *region,
                 shared: shared.clone(),
@@ -87,6 +109,8 @@ pub(crate) fn build(config: SimConfig) -> (Arc<Shared>, Vec<Arc<RegionState>>) {
                     .collect(),
                 faults: FaultSet::new(config.seed ^ crate::config::region_index(*region)),
                 limiter,
+                app_limiter,
+                webhooks: Webhooks::new(shared.clone()),
                 hidden: RwLock::default(),
             })
         })

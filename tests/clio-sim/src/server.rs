@@ -147,17 +147,27 @@ impl ClioSim {
             .map_err(|error| anyhow::anyhow!("{error:?}"))
     }
 
-    /// Stops accepting, closes open connections and waits (briefly) for them to end.
+    /// Stops accepting, closes open connections, stops webhook deliveries and waits
+    /// (briefly) for all of it to end.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        let everything = async {
+            for (_, state) in self.regions.values() {
+                state.webhooks.stop().await;
+            }
+            self.tasks.wait().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), everything).await;
     }
 }
 
 impl Drop for ClioSim {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        for (_, state) in self.regions.values() {
+            state.webhooks.cancel();
+        }
     }
 }
 

@@ -100,7 +100,7 @@ impl ImportSvc {
         let mut config = import_config(platform, database.secret_url(), &broker.prefix);
         tweak(&mut config);
         let topology = proto::queue::Names::with_prefix(&broker.prefix);
-        let queues = topology.all_queues(&config.amqp.retry_delays_ms);
+        let queues = topology.all_queues(&config.amqp.delay_tiers_ms());
         let exchanges = topology.all_exchanges();
         broker.track(
             &queues.iter().map(String::as_str).collect::<Vec<_>>(),

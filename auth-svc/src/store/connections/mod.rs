@@ -70,6 +70,7 @@ struct ConnectionRow {
     revoked_by: Option<String>,
     revocation_reason: Option<String>,
     app_declared: Json<DeclaredScopes>,
+    app_client_id: String,
 }
 
 /// A connection with its app's current declared scopes (to tell drift).
@@ -77,7 +78,7 @@ const SELECT: &str = "SELECT c.connection_id, c.tenant, c.app_id, c.principal, c
      c.clio_user_name, c.clio_user_email, c.clio_account_id, c.clio_account_name, c.granted_scopes, \
      c.granted_scopes_version, c.status, c.access_token_ct, c.refresh_token_ct, c.access_expires_at, \
      c.token_lifetime_secs, c.token_version, c.granted_at, c.last_used_at, c.revoked_at, c.revoked_by, \
-     c.revocation_reason, a.declared_scopes AS app_declared \
+     c.revocation_reason, a.declared_scopes AS app_declared, a.client_id AS app_client_id \
      FROM connections c JOIN app_registrations a ON a.app_id = c.app_id";
 
 impl TryFrom<ConnectionRow> for Connection {
@@ -111,6 +112,7 @@ impl TryFrom<ConnectionRow> for Connection {
             revoked_by: row.revoked_by,
             revocation_reason: row.revocation_reason,
             app_declared: row.app_declared.0.scope_set(),
+            app_client_id: row.app_client_id,
         })
     }
 }

@@ -88,6 +88,7 @@ async fn read(lister: &Lister, url: &Url, base: &Url) -> Result<Page, ClioError>
             api_base: base,
             token: &SecretString::from("at"),
             gate: &gate,
+            budget: None,
             cancel: &cancel,
             observer: &waits,
         })
@@ -226,6 +227,7 @@ async fn a_cancelled_read_stops() {
             api_base: &base,
             token: &SecretString::from("at"),
             gate: &gate,
+            budget: None,
             cancel: &cancel,
             observer: &Waits::default(),
         })

@@ -227,3 +227,28 @@ fn submit_may_leave_the_id_to_the_service() {
     job.job_id = String::new();
     assert!(validate(job, true).is_ok());
 }
+
+#[test]
+fn priority_defaults_to_scheduled_and_an_unknown_one_is_refused_by_name() {
+    assert_eq!(
+        validate(wire(), false).unwrap().priority,
+        Priority::Scheduled
+    );
+    let interactive = pb::ImportJob {
+        priority: pb::JobPriority::Interactive as i32,
+        ..wire()
+    };
+    let spec = validate(interactive, false).unwrap();
+    assert_eq!(spec.priority, Priority::Interactive);
+    assert_eq!(spec.to_wire().priority, pb::JobPriority::Interactive as i32);
+    let err = validate(
+        pb::ImportJob {
+            priority: 7,
+            ..wire()
+        },
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "priority");
+    assert!(err.problem.contains('7'), "{err}");
+}

@@ -115,6 +115,47 @@ impl Consumer {
         ack(delivery).await
     }
 
+    /// Parks a job whose connection's turn has not come: it is stored as queued (visible,
+    /// and accounted for), a confirmed copy goes to the deferral tier, whose TTL brings it
+    /// back to the jobs queue, and only then is the original acked. No retry is counted
+    /// and the delivery limit is not spent: waiting for a turn is no failure.
+    pub(super) async fn defer(
+        &self,
+        delivery: &Delivery,
+        spec: &crate::job::spec::JobSpec,
+    ) -> Result<(), SessionBroken> {
+        let delay_ms = self.topology.defer_delay_ms;
+        if let Err(error) = store::insert_queued(&self.pool, spec).await {
+            // Not stored, so not deferred: the retry path waits out the database.
+            let job = JobContext::of_spec(spec);
+            return self
+                .retry_later(delivery, &job, &format!("database unavailable: {error}"))
+                .await;
+        }
+        let published = self
+            .publisher
+            .publish(Outgoing {
+                exchange: &self.topology.names.retry_exchange,
+                routing_key: &retry_routing_key(delay_ms),
+                body: &delivery.data,
+                content_type: &content_type_of(delivery),
+                message_id: message_id_of(delivery).as_deref(),
+                headers: retry::without_death_history(delivery.properties.headers().as_ref()),
+                mandatory: true,
+            })
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(job_id = %spec.job_id, %error, "cannot defer the job; requeueing it");
+            return nack(delivery, true).await;
+        }
+        if let Err(error) = store::note_deferred(&self.pool, spec.job_id, delay_ms).await {
+            tracing::debug!(job_id = %spec.job_id, %error, "cannot note the deferral on the job");
+        }
+        self.metrics.job_deferred();
+        tracing::debug!(job_id = %spec.job_id, connection_id = %spec.connection_id, delay_ms, "job deferred until its connection's turn");
+        ack(delivery).await
+    }
+
     /// Gives a job that was stopped (not failed) back to the queue without spending the
     /// delivery limit: a confirmed copy goes to the jobs exchange and the original is
     /// acked, so rolling restarts never dead-letter a long job. If the copy cannot be

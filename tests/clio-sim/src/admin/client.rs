@@ -15,6 +15,10 @@ use crate::config::Region;
 use crate::faults::Fault;
 use crate::oauth::{ConsentOutcome, Decision};
 use crate::resource::{RecordId, Resource};
+use crate::webhooks::{WebhookDelivery, WebhookInfo, WebhookStatus};
+
+/// How often the `wait`/`settle` helpers look again.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// Talks to the `/__sim/` API of every region of one simulator.
 #[derive(Clone, Debug)]
@@ -273,5 +277,156 @@ impl AdminClient {
         answer["count"]
             .as_u64()
             .context("count missing from the answer")
+    }
+
+    /// Every app's webhook subscriptions in `account` (1-based) of the region, expired and
+    /// suspended ones included, with status, `expires_at` and the handshake's answer.
+    pub async fn webhooks(&self, region: Region, account: u32) -> anyhow::Result<Vec<WebhookInfo>> {
+        let url = self.url(region, &format!("/webhooks?account={account}"))?;
+        let answer: Value = self.send(self.http.get(url)).await?.json().await?;
+        Ok(serde_json::from_value(answer["data"].clone())?)
+    }
+
+    /// One subscription of the region (any account), as [`AdminClient::webhooks`] shows it.
+    pub async fn webhook(&self, region: Region, webhook_id: i64) -> anyhow::Result<WebhookInfo> {
+        let url = self.url(region, "/webhooks")?;
+        let answer: Value = self.send(self.http.get(url)).await?.json().await?;
+        let all: Vec<WebhookInfo> = serde_json::from_value(answer["data"].clone())?;
+        all.into_iter()
+            .find(|info| info.id == webhook_id)
+            .with_context(|| format!("no webhook {webhook_id} in {region}"))
+    }
+
+    /// Polls until the subscription has `status` (after its handshake, say); errs after
+    /// `timeout` with what it last saw.
+    pub async fn wait_for_webhook_status(
+        &self,
+        region: Region,
+        webhook_id: i64,
+        status: WebhookStatus,
+        timeout: Duration,
+    ) -> anyhow::Result<WebhookInfo> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info = self.webhook(region, webhook_id).await?;
+            if info.status == status {
+                return Ok(info);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("webhook {webhook_id} is still {:?}: {info:?}", info.status);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// The region's webhook deliveries (of one subscription, or all), oldest first, with
+    /// every attempt and the receiver's status codes.
+    pub async fn webhook_deliveries(
+        &self,
+        region: Region,
+        webhook_id: Option<i64>,
+    ) -> anyhow::Result<Vec<WebhookDelivery>> {
+        Ok(self.deliveries_now(region, webhook_id).await?.1)
+    }
+
+    async fn deliveries_now(
+        &self,
+        region: Region,
+        webhook_id: Option<i64>,
+    ) -> anyhow::Result<(bool, Vec<WebhookDelivery>)> {
+        let path = match webhook_id {
+            Some(id) => format!("/webhooks/deliveries?webhook_id={id}"),
+            None => "/webhooks/deliveries".to_owned(),
+        };
+        let answer: Value = self
+            .send(self.http.get(self.url(region, &path)?))
+            .await?
+            .json()
+            .await?;
+        let settled = answer["settled"].as_bool().unwrap_or(false);
+        Ok((settled, serde_json::from_value(answer["data"].clone())?))
+    }
+
+    /// Polls until the region's webhooks have settled (no handshake being sent, no
+    /// delivery waiting to be sent or retried; held ones aside) and returns every
+    /// delivery. Errs after `timeout`. Changes made before the call are already queued
+    /// when it starts, so this waits for their outcome.
+    pub async fn settle_webhooks(
+        &self,
+        region: Region,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<WebhookDelivery>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (settled, deliveries) = self.deliveries_now(region, None).await?;
+            if settled {
+                return Ok(deliveries);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("webhooks of {region} did not settle: {deliveries:?}");
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Sends delivery `delivery_id` again, same bytes and signature (a replay, as an
+    /// attacker who recorded it would); returns the replay's delivery id.
+    pub async fn replay_webhook_delivery(
+        &self,
+        region: Region,
+        delivery_id: u64,
+    ) -> anyhow::Result<u64> {
+        let url = self.url(
+            region,
+            &format!("/webhooks/deliveries/{delivery_id}/replay"),
+        )?;
+        let answer: Value = self.post(url, &json!({})).await?;
+        answer["id"].as_u64().context("id missing from the answer")
+    }
+
+    /// Sends `body` verbatim to the webhook's URL, signed with its shared secret, once;
+    /// returns the delivery id.
+    pub async fn deliver_raw_webhook(
+        &self,
+        region: Region,
+        webhook_id: i64,
+        body: &str,
+    ) -> anyhow::Result<u64> {
+        let url = self.url(region, &format!("/webhooks/{webhook_id}/raw"))?;
+        let answer: Value = self
+            .send(self.http.post(url).body(body.to_owned()))
+            .await?
+            .json()
+            .await?;
+        answer["id"].as_u64().context("id missing from the answer")
+    }
+
+    /// Fault `webhook_unsigned`: each of the region's next `count` deliveries is preceded
+    /// by a forged copy without `X-Hook-Signature`.
+    pub async fn forge_unsigned_webhooks(&self, region: Region, count: u32) -> anyhow::Result<()> {
+        self.inject(region, Fault::WebhookUnsigned { count }).await
+    }
+
+    /// Fault `webhook_bad_signature`: each of the next `count` deliveries is preceded by a
+    /// copy signed with a key that is not the shared secret.
+    pub async fn forge_badly_signed_webhooks(
+        &self,
+        region: Region,
+        count: u32,
+    ) -> anyhow::Result<()> {
+        self.inject(region, Fault::WebhookBadSignature { count })
+            .await
+    }
+
+    /// Fault `webhook_duplicate`: the next `count` deliveries are each sent twice.
+    pub async fn duplicate_webhooks(&self, region: Region, count: u32) -> anyhow::Result<()> {
+        self.inject(region, Fault::WebhookDuplicate { count }).await
+    }
+
+    /// Fault `webhook_out_of_order`: each of the next `count` deliveries is held until its
+    /// subscription's next delivery has been queued, then sent after it.
+    pub async fn reorder_webhooks(&self, region: Region, count: u32) -> anyhow::Result<()> {
+        self.inject(region, Fault::WebhookOutOfOrder { count })
+            .await
     }
 }

@@ -1,9 +1,12 @@
 //! The simulator's own admin API under `/__sim/` (see the README): registering apps,
-//! consenting without a browser, call counts, revoking grants, faults, the clock and
-//! record edits. It acts on the region whose listener it is called on, except the clock
-//! and the call counters, which are global.
+//! consenting without a browser, call counts, revoking grants, faults, the clock,
+//! record edits and webhook inspection. It acts on the region whose listener it is
+//! called on, except the clock and the call counters, which are global.
+//!
+//! Record edits here are changes like any other: they fire the webhooks of account 1.
 
 mod client;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ use crate::faults::Fault;
 use crate::oauth::authorize::{Decision, decide};
 use crate::region::RegionState;
 use crate::resource::{RecordId, Resource};
+use crate::webhooks::{Change, record_changed};
 
 type Shared = State<Arc<RegionState>>;
 
@@ -44,6 +48,7 @@ pub(crate) fn routes() -> Router<Arc<RegionState>> {
             get(read_record).patch(update_record).delete(delete_record),
         )
         .route("/records/{resource}/{id}/raw", put(set_raw_record))
+        .merge(webhooks::routes())
         // Tests store multi-megabyte records (hostile data); axum's default is 2 MB.
         .layer(DefaultBodyLimit::max(64 << 20))
 }
@@ -164,6 +169,7 @@ async fn advance_clock(State(state): Shared, Json(advance): Json<Advance>) -> Re
 
 async fn reset_rate_limits(State(state): Shared) -> StatusCode {
     state.limiter.reset_windows();
+    state.app_limiter.reset_windows();
     StatusCode::NO_CONTENT
 }
 
@@ -187,11 +193,20 @@ async fn create_record(
         Ok(resource) => resource,
         Err(error) => return error.into_response(),
     };
+    // An upsert naming an existing record updates it.
+    let before = record
+        .get("id")
+        .filter(|id| !id.is_null())
+        .and_then(|id| RecordId::from(id).key())
+        .and_then(|key| state.data.get(resource, key));
     match state
         .data
         .upsert(resource, record, state.shared.clock.now())
     {
         Ok(created) => {
+            if let Some(key) = created.get("id").and_then(|id| RecordId::from(id).key()) {
+                announce(&state, resource, key, before.as_ref(), Some(&created));
+            }
             let id = created.get("id").cloned().unwrap_or(Value::Null);
             (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
         }
@@ -235,11 +250,15 @@ async fn update_record(
     let Value::Object(patch) = patch else {
         return admin_error(StatusCode::BAD_REQUEST, "the change must be a JSON object");
     };
+    let before = state.data.get(resource, key);
     match state
         .data
         .update(resource, key, &patch, state.shared.clock.now())
     {
-        Some(record) => Json(json!({"data": record})).into_response(),
+        Some(record) => {
+            announce(&state, resource, key, before.as_ref(), Some(&record));
+            Json(json!({"data": record})).into_response()
+        }
         None => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),
     }
 }
@@ -296,8 +315,27 @@ async fn hide_records(State(state): Shared, Json(request): Json<HideRequest>) ->
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Tells account 1's webhooks about an admin edit.
+fn announce(
+    state: &RegionState,
+    resource: Resource,
+    key: i64,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
+    let change = Change {
+        account: state.data.account(),
+        resource,
+        key,
+        before,
+        after,
+    };
+    record_changed(state, change);
+}
+
 /// Serves `text` verbatim in list pages in place of the record: hostile JSON (a lone
-/// surrogate, nesting deeper than a parser allows) that no `Value` can hold.
+/// surrogate, nesting deeper than a parser allows) that no `Value` can hold. The stored
+/// record does not change, so no webhook fires.
 async fn set_raw_record(
     State(state): Shared,
     Path((resource, id)): Path<(String, String)>,
@@ -316,8 +354,14 @@ async fn delete_record(
     State(state): Shared,
     Path((resource, id)): Path<(String, String)>,
 ) -> Response {
-    match record_target(&resource, &id) {
+    let target = record_target(&resource, &id);
+    let before = target
+        .as_ref()
+        .ok()
+        .and_then(|(resource, key)| state.data.get(*resource, *key));
+    match target {
         Ok((resource, key)) if state.data.delete(resource, key) => {
+            announce(&state, resource, key, before.as_ref(), None);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok((resource, _)) => admin_error(StatusCode::NOT_FOUND, format!("no {resource} {id}")),

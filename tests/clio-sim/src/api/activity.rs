@@ -21,6 +21,7 @@ use super::record::write_body;
 use crate::dataset::Dataset;
 use crate::region::RegionState;
 use crate::resource::{RecordId, Resource};
+use crate::webhooks::{self, Change};
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::typed(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", message)
@@ -109,6 +110,18 @@ pub(crate) fn create(
         return Err(invalid("the entry could not be built"));
     };
     let created = records.create_through_api(record, state.shared.clock.now());
+    if let Some(key) = created.get("id").and_then(Value::as_i64) {
+        webhooks::record_changed(
+            state,
+            Change {
+                account: records.account(),
+                resource: Resource::Activities,
+                key,
+                before: None,
+                after: Some(&created),
+            },
+        );
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"data": fields.project(&created)})),

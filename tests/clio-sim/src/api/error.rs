@@ -40,6 +40,23 @@ impl ApiError {
         ApiError::typed(StatusCode::BAD_REQUEST, "ArgumentError", message)
     }
 
+    /// What the answer's `message` (or `error_description`) says.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            ApiError::InvalidToken(description) => description,
+            ApiError::Typed { message, .. } => message,
+        }
+    }
+
+    /// `If-Match` named an older ETag.
+    pub(crate) fn precondition_failed() -> ApiError {
+        ApiError::typed(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "the record has changed since the given ETag",
+        )
+    }
+
     pub(crate) fn not_found() -> ApiError {
         ApiError::typed(
             StatusCode::NOT_FOUND,

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::dataset::{Shape, shape};
+use crate::dataset::{Schema, Shape, schema};
 use crate::resource::Resource;
 
 /// Nested records named without braces (`client`) return these of their sub-fields.
@@ -53,9 +53,15 @@ fn invalid(item: &str) -> ApiError {
 impl Fields {
     /// Parses `fields` for `resource`; absent or empty means `id,etag`.
     pub(crate) fn parse(resource: Resource, fields: Option<&str>) -> Result<Fields, ApiError> {
+        Fields::parse_in(schema(resource), fields)
+    }
+
+    /// Parses `fields` against the fields of `known` (a resource's, or the webhook
+    /// record's); absent or empty means `id,etag`.
+    pub(crate) fn parse_in(known: Schema, fields: Option<&str>) -> Result<Fields, ApiError> {
         let text = fields.unwrap_or_default().trim();
         if text.is_empty() {
-            return Fields::parse(resource, Some("id,etag"));
+            return Fields::parse_in(known, Some("id,etag"));
         }
         let items = split_top_level(text).map_err(|()| invalid(text))?;
         let mut selected = Vec::new();
@@ -71,15 +77,16 @@ impl Fields {
                 }
                 None => (item, None),
             };
-            let field_shape = shape(resource, name).ok_or_else(|| invalid(name))?;
+            let (name, field_shape) = known
+                .iter()
+                .find(|(known, _)| *known == name)
+                .copied()
+                .ok_or_else(|| invalid(name))?;
             let field = match (field_shape, inner) {
-                (Shape::Scalar, None) => Selected {
-                    name: static_name(resource, name).ok_or_else(|| invalid(name))?,
-                    nested: None,
-                },
+                (Shape::Scalar, None) => Selected { name, nested: None },
                 (Shape::Scalar, Some(_)) => return Err(invalid(item)),
                 (Shape::Object(subs) | Shape::List(subs), inner) => Selected {
-                    name: static_name(resource, name).ok_or_else(|| invalid(name))?,
+                    name,
                     nested: Some(nested_fields(subs, inner, item)?),
                 },
             };
@@ -135,13 +142,6 @@ fn nested_fields(
                 .ok_or_else(|| invalid(sub))
         })
         .collect()
-}
-
-fn static_name(resource: Resource, name: &str) -> Option<&'static str> {
-    crate::dataset::schema(resource)
-        .iter()
-        .map(|(known, _)| *known)
-        .find(|known| *known == name)
 }
 
 fn pick(record: &Value, subs: &[&'static str]) -> Value {

@@ -45,7 +45,7 @@ pub(crate) fn encode_page_token(after: i64) -> String {
     URL_SAFE_NO_PAD.encode(format!("{after}.{check:x}"))
 }
 
-fn decode_page_token(token: &str) -> Option<i64> {
+pub(crate) fn decode_page_token(token: &str) -> Option<i64> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token.trim()).ok()?).ok()?;
     let (after, _) = text.split_once('.')?;
     let after: i64 = after.parse().ok()?;
@@ -98,7 +98,7 @@ pub(crate) struct Origin<'a> {
 }
 
 impl Origin<'_> {
-    fn url(&self, params: &Params, added: &[(&str, String)]) -> String {
+    pub(crate) fn url(&self, params: &Params, added: &[(&str, String)]) -> String {
         let query = params.encode_replacing(&["page_token", "offset"], added);
         format!("http://{}{}?{query}", self.host, self.path)
     }

@@ -1,5 +1,5 @@
-//! Clio API v4: version check, bearer authentication, the per-token rate limit and
-//! permissions, in that order, then the endpoint.
+//! Clio API v4: version check, bearer authentication, the per-token and per-app rate
+//! limits and permissions, in that order, then the endpoint.
 
 mod activity;
 mod error;
@@ -9,6 +9,7 @@ pub(crate) mod list;
 pub(crate) mod params;
 mod record;
 pub(crate) mod route;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -17,8 +18,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use self::error::ApiError;
+pub(crate) use self::error::ApiError;
+pub(crate) use self::fields::Fields;
 use self::params::Params;
+pub(crate) use self::record::names_etag;
 use self::route::ApiRoute;
 use crate::apps::Access;
 use crate::calls::token_id;
@@ -114,10 +117,21 @@ async fn authenticated(
         Ok(bearer) => bearer,
         Err(description) => return ApiError::InvalidToken(description).into_response(),
     };
+    // Both windows count every request, refused or not, as the token window always has.
     let verdict = state.limiter.check(&token_id(token));
-    let mut response = match verdict.and_then(|verdict| verdict.retry_after) {
-        Some(retry_after) => too_many_requests(retry_after),
-        None => endpoint(state, &bearer, method, uri, headers, body)
+    let app_verdict = state.app_limiter.check(&bearer.client_id);
+    let token_over = verdict.and_then(|verdict| verdict.retry_after);
+    let app_over = app_verdict.and_then(|verdict| verdict.retry_after);
+    let mut response = match (token_over, app_over) {
+        (Some(retry_after), _) => too_many_requests(retry_after, "Rate limit exceeded"),
+        (None, Some(retry_after)) => {
+            state
+                .shared
+                .calls
+                .app_limited(state.region, &bearer.client_id);
+            too_many_requests(retry_after, "Rate limit exceeded for this application")
+        }
+        (None, None) => endpoint(state, &bearer, method, uri, headers, body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
     };
@@ -127,8 +141,10 @@ async fn authenticated(
     response
 }
 
-fn too_many_requests(retry_after: u64) -> Response {
-    let message = format!("Rate limit exceeded. Retry in {retry_after} seconds");
+/// A 429 with `Retry-After`; the `X-RateLimit-*` headers (added by the caller) keep
+/// describing the token's own window, as Clio documents them per token.
+fn too_many_requests(retry_after: u64, what: &str) -> Response {
+    let message = format!("{what}. Retry in {retry_after} seconds");
     let mut response =
         ApiError::typed(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message).into_response();
     response
@@ -153,9 +169,19 @@ fn require(
     resource: Resource,
     access: Access,
 ) -> Result<(), ApiError> {
+    require_family(state, bearer, resource.family(), access)
+}
+
+/// 403 unless the token's app declared `family:access` (or write, for read).
+fn require_family(
+    state: &RegionState,
+    bearer: &Bearer,
+    family: &str,
+    access: Access,
+) -> Result<(), ApiError> {
     if state
         .app(&bearer.client_id)
-        .is_some_and(|app| app.allows(resource, access))
+        .is_some_and(|app| app.allows_family(family, access))
     {
         return Ok(());
     }
@@ -166,10 +192,7 @@ fn require(
     Err(ApiError::typed(
         StatusCode::FORBIDDEN,
         "ForbiddenError",
-        format!(
-            "the application lacks the {}:{access} permission",
-            resource.family()
-        ),
+        format!("the application lacks the {family}:{access} permission"),
     ))
 }
 
@@ -193,21 +216,34 @@ async fn endpoint(
     let data = state
         .account(bearer.account)
         .ok_or(ApiError::InvalidToken("the access token is invalid"))?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let origin = list::Origin {
+        host,
+        path: uri.path(),
+    };
     match (method.clone(), route) {
+        (
+            method,
+            route @ (ApiRoute::Webhooks | ApiRoute::Webhook(_) | ApiRoute::ActivateWebhook(_)),
+        ) => {
+            let request = webhooks::Request {
+                method: &method,
+                params: &params,
+                headers,
+                body,
+                origin: &origin,
+            };
+            webhooks::handle(state, bearer, route, &request)
+        }
         (Method::GET, ApiRoute::WhoAmI) => record::who_am_i(data, bearer.user_key, &params),
         (Method::GET, ApiRoute::Collection(resource)) => {
             require(state, bearer, resource, Access::Read)?;
             if let Some(delay) = state.shared.config.page_delay {
                 tokio::time::sleep(delay).await;
             }
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let origin = list::Origin {
-                host,
-                path: uri.path(),
-            };
             list::list(state, data, resource, &params, &origin, bearer)
         }
         (Method::GET, ApiRoute::Record(resource, id)) => {

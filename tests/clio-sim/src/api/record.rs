@@ -14,6 +14,7 @@ use super::params::Params;
 use crate::dataset::{Dataset, schema};
 use crate::region::RegionState;
 use crate::resource::{RecordId, Resource};
+use crate::webhooks::{self, Change};
 
 /// Fields the simulator maintains itself; writes to them are dropped.
 const MAINTAINED: &[&str] = &["id", "etag", "created_at", "updated_at"];
@@ -38,7 +39,7 @@ fn etag_of(record: &Value) -> &str {
 }
 
 /// Whether an `If-None-Match`/`If-Match` list names `etag` (or is `*`).
-fn names_etag(header_value: &str, etag: &str) -> bool {
+pub(crate) fn names_etag(header_value: &str, etag: &str) -> bool {
     header_value.split(',').map(str::trim).any(|candidate| {
         candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
     })
@@ -125,16 +126,22 @@ pub(crate) fn update(
     let (key, record) = find(data, resource, id)?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     if if_match.is_some_and(|value| !names_etag(value, etag_of(&record))) {
-        return Err(ApiError::typed(
-            StatusCode::PRECONDITION_FAILED,
-            "PreconditionFailed",
-            "the record has changed since the given ETag",
-        ));
+        return Err(ApiError::precondition_failed());
     }
     let patch = write_body(resource, body)?;
     let updated = data
         .update(resource, key, &patch, state.shared.clock.now())
         .ok_or_else(ApiError::not_found)?;
+    webhooks::record_changed(
+        state,
+        Change {
+            account: data.account(),
+            resource,
+            key,
+            before: Some(&record),
+            after: Some(&updated),
+        },
+    );
     Ok(record_response(
         StatusCode::OK,
         &updated,

@@ -7,6 +7,12 @@ pub(crate) enum ApiRoute {
     WhoAmI,
     Collection(Resource),
     Record(Resource, String),
+    /// `/webhooks`
+    Webhooks,
+    /// `/webhooks/{id}`
+    Webhook(String),
+    /// `/webhooks/{id}/activate`: confirming the handshake later.
+    ActivateWebhook(String),
 }
 
 /// Parses a full request path (`/api/v4/contacts/12.json`).
@@ -14,7 +20,19 @@ pub(crate) fn parse(path: &str) -> Option<ApiRoute> {
     let rest = path.strip_prefix("/api/v4/")?;
     let rest = rest.strip_suffix(".json").unwrap_or(rest);
     let mut segments = rest.split('/');
-    let resource: Resource = segments.next()?.parse().ok()?;
+    let first = segments.next()?;
+    if first == "webhooks" {
+        let route = match (segments.next(), segments.next(), segments.next()) {
+            (None, _, _) => ApiRoute::Webhooks,
+            (Some(id), None, _) if !id.is_empty() => ApiRoute::Webhook(id.to_owned()),
+            (Some(id), Some("activate"), None) if !id.is_empty() => {
+                ApiRoute::ActivateWebhook(id.to_owned())
+            }
+            _ => return None,
+        };
+        return Some(route);
+    }
+    let resource: Resource = first.parse().ok()?;
     let route = match (segments.next(), segments.next()) {
         (None, _) => ApiRoute::Collection(resource),
         (Some("who_am_i"), None) if resource == Resource::Users => ApiRoute::WhoAmI,
@@ -30,6 +48,9 @@ pub(crate) fn endpoint_template(path: &str) -> String {
         Some(ApiRoute::WhoAmI) => "/api/v4/users/who_am_i".to_owned(),
         Some(ApiRoute::Collection(resource)) => resource.index_endpoint().to_owned(),
         Some(ApiRoute::Record(resource, _)) => resource.record_endpoint().to_owned(),
+        Some(ApiRoute::Webhooks) => "/api/v4/webhooks".to_owned(),
+        Some(ApiRoute::Webhook(_)) => "/api/v4/webhooks/{id}".to_owned(),
+        Some(ApiRoute::ActivateWebhook(_)) => "/api/v4/webhooks/{id}/activate".to_owned(),
         None => path.to_owned(),
     }
 }
@@ -61,6 +82,20 @@ mod tests {
         assert_eq!(
             endpoint_template("/api/v4/matters/5.json"),
             "/api/v4/matters/{id}"
+        );
+        assert_eq!(parse("/api/v4/webhooks.json"), Some(ApiRoute::Webhooks));
+        assert_eq!(
+            parse("/api/v4/webhooks/7.json"),
+            Some(ApiRoute::Webhook("7".into()))
+        );
+        assert_eq!(
+            parse("/api/v4/webhooks/7/activate"),
+            Some(ApiRoute::ActivateWebhook("7".into()))
+        );
+        assert_eq!(parse("/api/v4/webhooks/7/nope"), None);
+        assert_eq!(
+            endpoint_template("/api/v4/webhooks/12/activate.json"),
+            "/api/v4/webhooks/{id}/activate"
         );
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 pub(crate) use generate::DATA_EPOCH;
 pub(crate) use rng::{Rng, mix};
-pub(crate) use schema::{Shape, schema, shape};
+pub(crate) use schema::{Schema, Shape, schema};
 
 use crate::config::{DatasetSize, Region};
 use crate::resource::{RecordId, Resource};
@@ -31,6 +31,9 @@ type Overlay = BTreeMap<i64, Option<Arc<Value>>>;
 pub(crate) struct Dataset {
     generator: Generator,
     seed: u64,
+    /// Which account (1-based) these records are: webhook subscriptions hear only their
+    /// own account's changes.
+    account: u32,
     overlays: [RwLock<Overlay>; 5],
     edits: AtomicU64,
     /// Raw JSON texts served verbatim in list pages instead of the record with that key
@@ -63,11 +66,17 @@ impl Dataset {
         Dataset {
             generator: Generator::new(seed, region, account, sizes),
             seed,
+            account,
             overlays: Default::default(),
             edits: AtomicU64::new(0),
             raw: RwLock::default(),
             created_through_api: RwLock::default(),
         }
+    }
+
+    /// The account (1-based) these records belong to.
+    pub(crate) fn account(&self) -> u32 {
+        self.account
     }
 
     fn overlay(&self, resource: Resource) -> RwLockReadGuard<'_, Overlay> {

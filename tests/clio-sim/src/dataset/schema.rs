@@ -147,10 +147,3 @@ pub(crate) fn schema(resource: Resource) -> Schema {
         Resource::Activities => ACTIVITIES,
     }
 }
-
-pub(crate) fn shape(resource: Resource, field: &str) -> Option<Shape> {
-    schema(resource)
-        .iter()
-        .find(|(name, _)| *name == field)
-        .map(|(_, shape)| *shape)
-}

@@ -238,6 +238,14 @@ impl OAuthStore {
         })
     }
 
+    /// Whether a user of `account` has a grant to the app that is not revoked (their
+    /// webhooks deliver only while they do).
+    pub(crate) fn has_live_grant(&self, client_id: &str, account: u32, user_key: i64) -> bool {
+        self.lock().grants.iter().any(|g| {
+            !g.revoked && g.client_id == client_id && g.account == account && g.user_key == user_key
+        })
+    }
+
     /// Revokes one grant; false if it was already revoked.
     pub(crate) fn revoke_grant(&self, grant: usize) -> bool {
         let mut inner = self.lock();

@@ -16,7 +16,7 @@ async fn the_binary_serves_the_chosen_regions_on_free_ports() {
     let apps = dir.join("apps.json");
     let spec = serde_json::json!([{
         "region": "eu", "client_id": CLIENT_ID, "client_secret": SECRET,
-        "redirect_uris": [REDIRECT], "permissions": ["contacts:read"]
+        "redirect_uris": [REDIRECT], "permissions": ["contacts:read", "webhooks:write"]
     }]);
     std::fs::write(&apps, spec.to_string()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_clio-sim"))
@@ -33,6 +33,11 @@ async fn the_binary_serves_the_chosen_regions_on_free_ports() {
             "5/60s",
             "--token-ttl",
             "120",
+            "--app-rate-limit",
+            "100/1m",
+            "--webhooks-allow-http",
+            "--webhook-retry-delays-ms",
+            "10,20",
         ])
         .arg("--apps")
         .arg(&apps)
@@ -85,6 +90,21 @@ async fn the_binary_serves_the_chosen_regions_on_free_ports() {
     assert_eq!(contacts.len(), 25);
     let answer = get(&eu, access, "/api/v4/contacts?limit=1").await;
     assert_eq!(answer.header("x-ratelimit-limit"), Some("5"));
+    let hook = serde_json::json!({"data": {
+        "url": "http://127.0.0.1:9/hook", "model": "contact", "fields": "id,etag",
+    }});
+    let created = send_json(
+        http().post(format!("{eu}/api/v4/webhooks.json")),
+        access,
+        &hook,
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "--webhooks-allow-http takes loopback http: {}",
+        created.body
+    );
     child.kill().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -98,4 +118,11 @@ async fn bad_flags_are_refused() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("rate-limit"));
+    let output = Command::new(env!("CARGO_BIN_EXE_clio-sim"))
+        .args(["--app-rate-limit", "5/minute"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("app-rate-limit"));
 }

@@ -12,3 +12,4 @@ mod rate_limit;
 mod records;
 mod support;
 mod time_entries;
+mod webhooks;

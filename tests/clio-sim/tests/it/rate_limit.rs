@@ -1,8 +1,8 @@
-//! The per-token rate limit and the call counters.
+//! The per-token and per-app rate limits and the call counters.
 
 use std::time::Duration;
 
-use clio_sim::{RateLimit, Region, SimConfig, token_id};
+use clio_sim::{AppSpec, RateLimit, Region, SimConfig, token_id};
 use reqwest::StatusCode;
 
 use crate::support::*;
@@ -130,4 +130,114 @@ async fn calls_are_counted_per_token_and_endpoint_under_a_hash() {
         (calls.total_api_calls(), calls.token.authorization_code),
         (0, 0)
     );
+}
+
+#[tokio::test]
+async fn the_app_limit_counts_every_token_of_one_app_and_spares_other_apps() {
+    let sim = start_with(SimConfig {
+        regions: vec![Region::Us],
+        rate_limit: None,
+        app_rate_limit: Some(RateLimit {
+            limit: 4,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let base = sim.base_url(Region::Us);
+    let admin = sim.admin();
+    let ours = app(ALL);
+    let (first, second) = (
+        connect_as(&sim, Region::Us, &ours, 1).await,
+        connect_as(&sim, Region::Us, &ours, 2).await,
+    );
+    let other_app = AppSpec {
+        client_id: "other".into(),
+        ..app(ALL)
+    };
+    let other = connect_as(&sim, Region::Us, &other_app, 1).await;
+    let page = "/api/v4/contacts?limit=1";
+    for token in [&first, &second, &first, &second] {
+        let answer = get(&base, &token.access, page).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.header("x-ratelimit-limit"),
+            None,
+            "no per-token limit"
+        );
+    }
+    let over = get(&base, &first.access, page).await;
+    assert_eq!(
+        (over.status, error_type(&over.body)),
+        (StatusCode::TOO_MANY_REQUESTS, "RateLimited")
+    );
+    let retry: u64 = over.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let message = over.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("application"), "{message}");
+    for _ in 0..4 {
+        let theirs = get(&base, &other.access, page).await;
+        assert_eq!(
+            theirs.status,
+            StatusCode::OK,
+            "another app has its own window"
+        );
+    }
+
+    let calls = admin.calls().await.unwrap();
+    assert_eq!(calls.app_limit_429_for(Region::Us, CLIENT_ID), 1);
+    assert_eq!(calls.app_max_in_window_for(Region::Us, CLIENT_ID), 5);
+    assert_eq!(calls.status_429_for(&first.access), 1);
+    assert_eq!(calls.app_limit_429_for(Region::Us, "other"), 0);
+    assert_eq!(calls.app_max_in_window_for(Region::Us, "other"), 4);
+    assert_eq!(calls.max_in_window_for(&first.access), 3);
+
+    admin.reset_rate_limits(Region::Us).await.unwrap();
+    assert_eq!(
+        get(&base, &second.access, page).await.status,
+        StatusCode::OK
+    );
+    admin.reset_calls().await.unwrap();
+    let calls = admin.calls().await.unwrap();
+    assert_eq!(calls.app_limit_429_for(Region::Us, CLIENT_ID), 0);
+    assert_eq!(calls.app_max_in_window_for(Region::Us, CLIENT_ID), 1);
+}
+
+#[tokio::test]
+async fn a_token_over_its_own_limit_is_not_an_app_limit_429() {
+    let sim = start_with(SimConfig {
+        regions: vec![Region::Us],
+        rate_limit: Some(RateLimit {
+            limit: 2,
+            window: Duration::from_secs(60),
+        }),
+        app_rate_limit: Some(RateLimit {
+            limit: 100,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let base = sim.base_url(Region::Us);
+    let t = connect(&sim, Region::Us, ALL).await;
+    let statuses: Vec<u16> = futures_statuses(&base, &t.access, 3).await;
+    assert_eq!(statuses, [200, 200, 429]);
+    let calls = sim.admin().calls().await.unwrap();
+    assert_eq!(calls.status_429_for(&t.access), 1);
+    assert_eq!(calls.app_limit_429_for(Region::Us, CLIENT_ID), 0);
+    assert_eq!(calls.app_max_in_window_for(Region::Us, CLIENT_ID), 3);
+}
+
+/// The statuses of `n` listings in a row.
+async fn futures_statuses(base: &str, token: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(
+            get(base, token, "/api/v4/contacts?limit=1")
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    statuses
 }

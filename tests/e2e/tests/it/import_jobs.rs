@@ -854,7 +854,12 @@ async fn the_consumer_holds_no_more_jobs_than_its_prefetch() {
         "prefetch",
         StackSetup {
             sim,
-            import: Box::new(|config| config.amqp.prefetch = 2),
+            import: Box::new(|config| {
+                config.amqp.prefetch = 2;
+                // Five jobs of one connection, all allowed to run at once: only the
+                // prefetch holds them back.
+                config.importer.max_jobs_per_connection = 5;
+            }),
             ..StackSetup::default()
         },
     )

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app_budget;
 mod audit_delivery;
 mod binaries;
 mod browser;
@@ -9,6 +10,7 @@ mod clioctl;
 mod compliance_reports;
 mod dashboard;
 mod denials;
+mod fair_scheduling;
 mod foundation;
 mod hostile_data;
 mod import_jobs;

@@ -141,7 +141,7 @@ impl ProcessStack {
         let auth = ServiceProcess::spawn(Service::Auth, &auth_toml, &env(Service::Auth)).await;
         let mut broker = TestBroker::connect(test).await;
         let names = queue::Names::with_prefix(&broker.prefix);
-        let queues = names.all_queues(&import_svc::Config::default().amqp.retry_delays_ms);
+        let queues = names.all_queues(&import_svc::Config::default().amqp.delay_tiers_ms());
         let exchanges = names.all_exchanges();
         broker.track(
             &queues.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -113,6 +113,8 @@ pub struct Stack {
     /// Between auth-svc and audit-svc, when the setup asked for it.
     pub auth_audit_proxy: Option<TcpProxy>,
     import: Option<Task>,
+    /// More import-svc replicas on the same database and queues.
+    replicas: Vec<Task>,
     auth: Task,
     audit: Task,
 }
@@ -184,7 +186,7 @@ impl Stack {
         import_config.audit.token = Some(SecretString::from(token_of("import_writer")));
         (setup.import)(&mut import_config);
         let topology = queue::Names::with_prefix(&broker.prefix);
-        let queues = topology.all_queues(&import_config.amqp.retry_delays_ms);
+        let queues = topology.all_queues(&import_config.amqp.delay_tiers_ms());
         let exchanges = topology.all_exchanges();
         broker.track(
             &queues.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -203,6 +205,7 @@ impl Stack {
             audit_proxy,
             auth_audit_proxy,
             import: None,
+            replicas: Vec::new(),
             auth,
             audit,
         };
@@ -219,6 +222,18 @@ impl Stack {
         })
         .await;
         self.import = Some(task);
+    }
+
+    /// Starts one more import-svc in-process, a replica of the first: the same config,
+    /// database and queues. It runs until the stack stops.
+    pub async fn start_import_replica(&mut self) {
+        let config = self.import_config.clone();
+        let clock: SharedClock = Arc::new(self.import_clock.clone());
+        let task = Task::start(None, |listener, shutdown| {
+            import_svc::run_with(config, listener, shutdown, import_svc::Options { clock })
+        })
+        .await;
+        self.replicas.push(task);
     }
 
     /// Stops the in-process import-svc gracefully.
@@ -465,6 +480,9 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
+        for replica in self.replicas.drain(..) {
+            replica.stop().await;
+        }
         self.stop_import().await;
         self.auth.stop().await;
         self.audit.stop().await;

@@ -32,6 +32,9 @@ async fn contacts_stack(test: &str, contacts: u64, page_delay_ms: u64) -> Stack 
         test,
         StackSetup {
             sim,
+            // Two jobs of one connection may run at once here (an operator may allow it),
+            // so the tests see them overlap.
+            import: Box::new(|config| config.importer.max_jobs_per_connection = 2),
             ..StackSetup::default()
         },
     )

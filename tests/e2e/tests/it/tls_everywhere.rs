@@ -240,7 +240,7 @@ async fn the_demo_runs_with_tls_on_every_hop() {
     import_config.audit.token = None;
     import_config.audit.tls = Some(certificates.client("import-svc"));
     let topology = queue::Names::with_prefix(&broker.prefix);
-    let queues = topology.all_queues(&import_config.amqp.retry_delays_ms);
+    let queues = topology.all_queues(&import_config.amqp.delay_tiers_ms());
     let exchanges = topology.all_exchanges();
     broker.track(
         &queues.iter().map(String::as_str).collect::<Vec<_>>(),
