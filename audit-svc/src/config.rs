@@ -201,7 +201,8 @@ pub const AUTH_SVC_KINDS: &[&str] = &[
 ];
 
 /// What import-svc records: its jobs' lifecycle, decisions on billing suggestions and the
-/// writes they lead to, and the calls it refused.
+/// writes they lead to, its webhook subscriptions and the deliveries it refused, and the
+/// calls it refused.
 pub const IMPORT_SVC_KINDS: &[&str] = &[
     "import_started",
     "import_completed",
@@ -210,6 +211,10 @@ pub const IMPORT_SVC_KINDS: &[&str] = &[
     "write_approved",
     "write_rejected",
     "write_performed",
+    "webhook_subscribed",
+    "webhook_renewed",
+    "webhook_removed",
+    "webhook_delivery_refused",
     "access_denied",
 ];
 

@@ -34,6 +34,8 @@ use crate::metrics::ImportMetrics;
 use crate::queue::publisher::{Outgoing, Publisher};
 use crate::queue::topology::Topology;
 use crate::records::{self, RecordQuery};
+use crate::webhooks::manager::Webhooks;
+use crate::webhooks::store::SubscriptionRow;
 use proto::time::timestamp;
 
 mod watch;
@@ -52,6 +54,8 @@ pub struct Api {
     pub leases: Leases,
     pub refusals: Refusals,
     pub metrics: ImportMetrics,
+    /// Subscriptions to Clio's webhooks; `None` when no receiver is configured.
+    pub webhooks: Option<crate::webhooks::manager::Webhooks>,
 }
 
 /// A one-line string of the request, checked by the job rules ([`check_text`]).
@@ -192,6 +196,47 @@ impl Api {
                 )))
             }
         }
+    }
+
+    /// The webhook manager and the checked connection id a webhook call is about; a
+    /// tenant-limited caller only for its tenants' connections.
+    async fn webhook_target(
+        &self,
+        caller: &Caller,
+        method: &str,
+        connection_id: &str,
+    ) -> Result<(&Webhooks, String), Status> {
+        let connection_id = checked("connection_id", connection_id.trim(), spec::MAX_ID_CHARS)?;
+        if connection_id.is_empty() {
+            return Err(ApiError::invalid("connection_id", "must not be empty").into());
+        }
+        let webhooks = self.webhooks.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "webhooks are not configured on this import-svc (webhooks.listen)",
+            )
+        })?;
+        if caller.tenants.is_some() {
+            match self.leases.connection(connection_id).await {
+                Ok(connection) if caller.may_access_tenant(&connection.tenant) => {}
+                Ok(connection) => {
+                    return Err(self.refusals.refuse(
+                        caller,
+                        method,
+                        format!(
+                            "connection {connection_id:?} belongs to tenant {:?}, outside this caller's tenants",
+                            connection.tenant
+                        ),
+                    ));
+                }
+                Err(LeaseError::Unavailable(reason)) => {
+                    return Err(ApiError::AuthUnavailable(reason).into());
+                }
+                Err(LeaseError::Refused(reason) | LeaseError::Unusable(reason)) => {
+                    return Err(self.refusals.refuse(caller, method, reason));
+                }
+            }
+        }
+        Ok((webhooks, connection_id.to_owned()))
     }
 
     /// The job, if `caller` may see it (refusals audited as calls of `method`).
@@ -404,6 +449,58 @@ impl ImportService for Api {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn enable_webhooks(
+        &self,
+        request: Request<pb::EnableWebhooksRequest>,
+    ) -> Result<Response<pb::WebhookSubscriptions>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let request = request.into_inner();
+        let (webhooks, connection_id) = self
+            .webhook_target(&caller, "EnableWebhooks", &request.connection_id)
+            .await?;
+        let resources = Webhooks::resources(&request.resources, "resources")?;
+        let rows = webhooks
+            .enable(&caller.name, &connection_id, &resources)
+            .await?;
+        Ok(Response::new(subscriptions(&rows)))
+    }
+
+    async fn disable_webhooks(
+        &self,
+        request: Request<pb::DisableWebhooksRequest>,
+    ) -> Result<Response<pb::WebhookSubscriptions>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let request = request.into_inner();
+        check_free_text(&request.reason, MAX_FREE_TEXT_CHARS)
+            .map_err(|problem| ApiError::invalid("reason", problem))?;
+        let (webhooks, connection_id) = self
+            .webhook_target(&caller, "DisableWebhooks", &request.connection_id)
+            .await?;
+        let resources = Webhooks::resources(&request.resources, "resources")?;
+        let reason = match request.reason.trim() {
+            "" => "disabled",
+            reason => reason,
+        };
+        let rows = webhooks
+            .disable(&caller.name, &connection_id, &resources, reason)
+            .await?;
+        Ok(Response::new(subscriptions(&rows)))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::WebhookSubscriptions>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let (webhooks, connection_id) = self
+            .webhook_target(&caller, "ListWebhooks", &request.get_ref().connection_id)
+            .await?;
+        let rows = crate::webhooks::store::of_connection(&webhooks.pool, &connection_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(subscriptions(&rows)))
+    }
+
     async fn list_records(
         &self,
         request: Request<pb::ListRecordsRequest>,
@@ -497,5 +594,11 @@ impl ImportService for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+fn subscriptions(rows: &[SubscriptionRow]) -> pb::WebhookSubscriptions {
+    pb::WebhookSubscriptions {
+        subscriptions: rows.iter().map(SubscriptionRow::to_wire).collect(),
     }
 }

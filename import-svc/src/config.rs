@@ -27,6 +27,8 @@ pub struct Config {
     pub suggestions: SuggestionsConfig,
     /// Clio's limit on each app across all its tokens, shared by every replica.
     pub app_budget: crate::app_budget::AppBudgetConfig,
+    /// Near-real-time sync from Clio's webhooks: the receiver and its subscriptions.
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// Delivery of import-svc's audit events (kept in its outbox) to audit-svc. Without a
     /// `token` the events wait in the outbox.
     pub audit: OutboxConfig,
@@ -42,6 +44,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             suggestions: SuggestionsConfig::default(),
             app_budget: crate::app_budget::AppBudgetConfig::default(),
+            webhooks: crate::webhooks::WebhooksConfig::default(),
             audit: OutboxConfig::default(),
         }
     }
@@ -67,6 +70,7 @@ impl Validate for Config {
         self.retention.validate()?;
         self.suggestions.validate()?;
         self.app_budget.validate()?;
+        self.webhooks.validate()?;
         self.audit.validate().map_err(|e| e.within("audit"))
     }
 }

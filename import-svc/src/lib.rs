@@ -22,6 +22,7 @@ pub mod queue;
 pub mod records;
 pub(crate) mod retention;
 pub mod suggestions;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +84,13 @@ pub fn access_policy() -> AccessPolicy {
             IMPORT_SERVICE,
             "WatchJob",
             &[Role::JobSubmitter, Role::Operator, Role::Compliance],
+        )
+        .allow(IMPORT_SERVICE, "EnableWebhooks", &[Role::Operator])
+        .allow(IMPORT_SERVICE, "DisableWebhooks", &[Role::Operator])
+        .allow(
+            IMPORT_SERVICE,
+            "ListWebhooks",
+            &[Role::Operator, Role::Compliance],
         )
         .allow(IMPORT_SERVICE, "ListRecords", &[Role::DataReader])
         .allow(IMPORT_SERVICE, "ExportRecords", &[Role::DataReader])
@@ -177,6 +185,7 @@ pub async fn run_with(
     };
     let connected = start_workers(&config, &shared, &workers)?;
     ImportMetrics::watch_amqp(&metrics, connected.clone());
+    let webhooks = start_webhooks(&config, &shared, &workers).await?;
 
     let api = api::Api {
         pool: pool.clone(),
@@ -187,6 +196,7 @@ pub async fn run_with(
         leases: shared.leases,
         refusals: access::Refusals(denials.clone()),
         metrics: shared.metrics,
+        webhooks,
     };
     let suggestions = suggestion_service(&config, &api, &gates, &clock)?;
     workers.spawn(suggestions.writer.clone().run(workers.token()));
@@ -216,6 +226,72 @@ pub async fn run_with(
     delivery.stop().await;
     pool.close().await;
     served
+}
+
+/// The webhook receiver on its own listener and the subscriptions' upkeep, when
+/// `webhooks.listen` is set. Returns what `EnableWebhooks` needs.
+async fn start_webhooks(
+    config: &Config,
+    shared: &Shared,
+    workers: &Background,
+) -> anyhow::Result<Option<webhooks::manager::Webhooks>> {
+    use secrecy::ExposeSecret;
+    let Some(listen) = &config.webhooks.listen else {
+        return Ok(None);
+    };
+    let key =
+        config.webhooks.secret_key.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("webhooks.secret_key is required with webhooks.listen")
+        })?;
+    let sealer = Arc::new(
+        webhooks::sealing::Sealer::from_base64(key.expose_secret())
+            .map_err(|problem| anyhow::anyhow!("webhooks.secret_key {problem}"))?,
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("webhooks.listen {listen}: {e}"))?;
+    let base_url = match &config.webhooks.public_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    let http = clio_api::HttpSettings {
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_millis(config.importer.request_timeout_ms),
+    };
+    let manager = webhooks::manager::Webhooks {
+        pool: shared.pool.clone(),
+        leases: shared.leases.clone(),
+        client: clio_api::WebhookClient::new(http)?,
+        gates: shared.gates.clone(),
+        reserve: config.importer.rate_limit_reserve,
+        audit: shared.audit.clone(),
+        config: Arc::new(config.webhooks.clone()),
+        base_url,
+        clock: shared.clock.clone(),
+        publisher: shared.publisher.clone(),
+        topology: shared.topology.clone(),
+    };
+    let receiver = Arc::new(webhooks::receiver::Receiver::new(
+        manager.clone(),
+        sealer,
+        clio_api::Creator::new(http)?,
+        shared.metrics.clone(),
+    ));
+    let app = receiver
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = workers.token();
+    tracing::info!(address = %listener.local_addr()?, "webhook receiver listening");
+    workers.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "webhook receiver stopped");
+        }
+    });
+    workers.spawn(manager.clone().run_upkeep(workers.token()));
+    Ok(Some(manager))
 }
 
 /// The audit path: events and refused calls go to the outbox, and `delivery` relays them

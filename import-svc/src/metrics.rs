@@ -57,6 +57,7 @@ pub struct ImportMetrics {
     jobs_deferred: Counter,
     app_budget_waits: Counter,
     app_budget_unavailable: Counter,
+    webhook_requests: Family<OutcomeLabels, Counter>,
     written: Family<ResourceLabels, Counter>,
     deleted: Family<ResourceLabels, Counter>,
     skipped: Family<ResourceLabels, Counter>,
@@ -74,6 +75,7 @@ impl ImportMetrics {
             jobs_deferred: Counter::default(),
             app_budget_waits: Counter::default(),
             app_budget_unavailable: Counter::default(),
+            webhook_requests: Family::default(),
             written: Family::default(),
             deleted: Family::default(),
             skipped: Family::default(),
@@ -124,6 +126,11 @@ impl ImportMetrics {
             "app_budget_unavailable",
             "Clio requests sent without a place in their app's budget because Postgres could not be asked",
             import.app_budget_unavailable.clone(),
+        );
+        metrics.register(
+            "webhook_requests",
+            "Requests to the webhook receiver, by outcome (handshake, applied, unchanged, refused_*, unknown_path)",
+            import.webhook_requests.clone(),
         );
         metrics.register(
             "token_leases",
@@ -206,6 +213,13 @@ impl ImportMetrics {
     /// A request went ahead without asking its app's budget.
     pub fn app_budget_unavailable(&self) {
         self.app_budget_unavailable.inc();
+    }
+
+    /// A request to the webhook receiver ended with `outcome`.
+    pub fn webhook_request(&self, outcome: &'static str) {
+        self.webhook_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts a job as running until the guard is dropped.

@@ -324,6 +324,62 @@ pub async fn mark_unseen_deleted(
     Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
+/// Whether `record` is older than the deletion stored for it: the row is marked deleted
+/// and its stored version is at least the record's. A change that arrives after the
+/// deletion it preceded (webhooks are not delivered in order) must not revive the row.
+/// Locks the row (if any) until the transaction ends.
+pub async fn deleted_since(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target<'_>,
+    record: &Value,
+) -> Result<bool, RecordError> {
+    let id = clio_id(target.resource, record).ok_or(RecordError::MissingId { index: 0 })?;
+    let t = table(target.resource);
+    let sql = format!(
+        "SELECT deleted_at IS NOT NULL AND (updated_at IS NULL OR $3::timestamptz IS NULL OR updated_at >= $3)
+         FROM {t} WHERE clio_account_id = $1 AND clio_id = $2 FOR UPDATE"
+    );
+    let query = sqlx::query_scalar::<_, bool>(&sql).bind(target.account_id);
+    let query = match id {
+        ClioId::Int(id) => query.bind(id),
+        ClioId::Text(id) => query.bind(id),
+    };
+    Ok(query
+        .bind(updated_at(record))
+        .fetch_optional(&mut **tx)
+        .await?
+        .unwrap_or(false))
+}
+
+/// Marks a record Clio says it deleted (a webhook's `deleted` event): deleted for every
+/// connection, whoever still vouched for it, since the record itself is gone. Its stored
+/// version moves up to the deletion's, so an older change arriving later is recognised
+/// ([`deleted_since`]). Returns whether a live row was marked.
+pub async fn mark_deleted_in_clio(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target<'_>,
+    record: &Value,
+) -> Result<bool, RecordError> {
+    let id = clio_id(target.resource, record).ok_or(RecordError::MissingId { index: 0 })?;
+    let t = table(target.resource);
+    let sql = format!(
+        "UPDATE {t} SET deleted_at = $4, seen_by = '{{}}'::jsonb,
+             updated_at = GREATEST(updated_at, $3::timestamptz)
+         WHERE clio_account_id = $1 AND clio_id = $2 AND deleted_at IS NULL"
+    );
+    let query = sqlx::query(&sql).bind(target.account_id);
+    let query = match id {
+        ClioId::Int(id) => query.bind(id),
+        ClioId::Text(id) => query.bind(id),
+    };
+    let marked = query
+        .bind(updated_at(record))
+        .bind(target.now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(marked.rows_affected() == 1)
+}
+
 /// Deletes records stored before `cutoff` (retention). Returns how many.
 pub async fn purge_older_than(
     db: impl PgExecutor<'_>,

@@ -9,6 +9,8 @@
 //!   to its region's API host;
 //! - [`client`]: the HTTP client (timeouts, no redirects) and [`ClioClient`];
 //! - [`oauth`]: the authorization-code flow, refresh and deauthorize; [`users`]: `who_am_i`;
+//! - [`one_call`]: one request answering one object, used by [`writes`] (create, read by
+//!   id) and [`webhooks`] (subscriptions);
 //! - [`listing`]: reading a list page by page ([`Lister`]), with [`fields`] and
 //!   [`paging`], each record checked on its own ([`record_check`]);
 //! - [`rate_gate`]: pacing each token within Clio's rate limit; [`app_budget`]: the hook
@@ -29,6 +31,7 @@ pub mod host_pin;
 pub mod listing;
 pub mod oauth;
 pub mod observer;
+pub mod one_call;
 pub mod paging;
 mod printable;
 pub mod rate_gate;
@@ -36,6 +39,7 @@ pub mod record_check;
 pub mod region;
 pub mod retry;
 pub mod users;
+pub mod webhooks;
 pub mod writes;
 
 pub use app_budget::AppBudget;
@@ -44,12 +48,14 @@ pub use error::{ClioError, ClioErrorKind};
 pub use listing::{ListQuery, Lister, ListingSettings, PageRequest, WaitObserver};
 pub use oauth::{AppCredentials, AuthorizeRequest, Pkce, TokenGrant};
 pub use observer::{Call, CallObserver, Endpoint};
+pub use one_call::Credentials;
 pub use paging::Page;
 pub use printable::printable;
 pub use rate_gate::{RateGate, RateGates};
 pub use record_check::SkippedRecord;
 pub use region::{Region, RegionUrls, UnknownRegion};
 pub use users::WhoAmI;
+pub use webhooks::{Subscription, WebhookClient};
 pub use writes::{CreateRequest, Creator};
 
 /// The Clio API minor version this client is written against (`X-API-VERSION`).

@@ -49,6 +49,7 @@ pub const FAMILIES: &[FamilyInfo] = &[
         Low,
         High,
     ),
+    info(Family::Webhooks, "webhooks", "Webhooks", Medium, High),
 ];
 
 const fn info(

@@ -23,6 +23,10 @@ pub enum Family {
     Tasks,
     Users,
     CustomFields,
+    /// Subscribing to change notifications (Clio's webhooks permission). Not rated by the
+    /// seed: reading or listing subscriptions is medium, creating one is high by the
+    /// write rule — a subscription sends the firm's records to a URL of the app's choice.
+    Webhooks,
 }
 
 impl Family {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clio_api::{
-    ClioError, CreateRequest, Creator, ListQuery, Lister, Page, PageRequest, RateGates,
-    WaitObserver,
+    ClioError, CreateRequest, Creator, Credentials, ListQuery, Lister, Page, PageRequest,
+    RateGates, WaitObserver,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -146,11 +146,13 @@ impl ClioCalls {
                 resource: "activities",
                 record,
                 fields: "id,type,calendar_entry{id}",
-                api_base: &lease.api_base,
-                token: &lease.token,
-                gate: &gate,
-                budget: lease.budget(),
-                reserve: self.reserve,
+                credentials: Credentials {
+                    api_base: &lease.api_base,
+                    token: &lease.token,
+                    gate: &gate,
+                    budget: lease.budget(),
+                    reserve: self.reserve,
+                },
             })
             .await?;
         created

@@ -31,3 +31,4 @@ mod sync_integrity;
 mod tls;
 mod tls_everywhere;
 mod traces;
+mod webhooks;

@@ -1,0 +1,530 @@
+//! Near-real-time sync through Clio's webhooks, end to end: the simulator delivers signed
+//! changes to import-svc's receiver over HTTP, and the records are in Postgres without any
+//! import; hostile requests are refused and audited; subscriptions are renewed before they
+//! expire on the simulator's clock; a receiver outage is closed by an incremental import;
+//! a revoked connection loses its subscriptions.
+
+use std::time::{Duration, Instant};
+
+use clio_sim::{DatasetSize, DeliveryKind, Region, Resource, SimConfig, WebhookConfig};
+use harness::{poll_until, token_of, with_bearer};
+use proto::auth::v1 as auth;
+use proto::common::v1::EventKind;
+use proto::imports::v1 as import;
+use secrecy::SecretString;
+
+use crate::stack::{Stack, StackSetup};
+
+const PERSON: &str = "pat@firm-1";
+const SCOPES: &[&str] = &["contacts:read", "webhooks:write"];
+/// `webhooks.secret_key` of the tests (32 bytes, base64).
+const SEALING_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A port free now, for a receiver that must keep its address across a restart.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The stack with import-svc's receiver on a fixed loopback port and a simulator that
+/// delivers to plain HTTP there, retrying after `retry_delay`.
+async fn webhook_stack(test: &str, retry_delay: Duration) -> Stack {
+    let port = free_port();
+    let setup = StackSetup {
+        sim: SimConfig {
+            regions: vec![Region::Us],
+            rate_limit: None,
+            dataset: DatasetSize {
+                contacts: 10,
+                ..DatasetSize::default()
+            },
+            webhooks: WebhookConfig {
+                allow_http: true,
+                retry_delays: vec![retry_delay; 3],
+                ..WebhookConfig::default()
+            },
+            ..SimConfig::default()
+        },
+        import: Box::new(move |config| {
+            config.webhooks = import_svc::webhooks::WebhooksConfig {
+                listen: Some(format!("127.0.0.1:{port}")),
+                secret_key: Some(SecretString::from(SEALING_KEY)),
+                lifetime_days: 3,
+                renew_before_secs: 86_400,
+                upkeep_interval_ms: 200,
+                ..import_svc::webhooks::WebhooksConfig::default()
+            };
+        }),
+        ..StackSetup::default()
+    };
+    Stack::start(test, setup).await
+}
+
+async fn enable(stack: &Stack, connection: &str) -> import::WebhookSubscription {
+    let answer = stack
+        .import()
+        .await
+        .enable_webhooks(with_bearer(
+            import::EnableWebhooksRequest {
+                connection_id: connection.into(),
+                resources: vec!["contacts".into()],
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.subscriptions.len(), 1, "{answer:?}");
+    enabled(stack, connection).await
+}
+
+async fn subscriptions(stack: &Stack, connection: &str) -> Vec<import::WebhookSubscription> {
+    stack
+        .import()
+        .await
+        .list_webhooks(with_bearer(
+            import::ListWebhooksRequest {
+                connection_id: connection.into(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions
+}
+
+/// The connection's live contacts subscription once Clio's handshake enabled it.
+async fn enabled(stack: &Stack, connection: &str) -> import::WebhookSubscription {
+    poll_until(
+        "the subscription to be enabled by Clio's handshake",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            subscriptions(stack, connection)
+                .await
+                .into_iter()
+                .find(|s| s.status == import::WebhookStatus::Enabled as i32)
+        },
+    )
+    .await
+}
+
+/// The stored contact's name, `None` while it is not stored or is marked deleted.
+async fn stored_name(stack: &Stack, id: i64) -> Option<String> {
+    let mut db = stack.import_database.connect().await;
+    sqlx::query_scalar(
+        "SELECT data->>'name' FROM contacts WHERE clio_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+async fn rename(stack: &Stack, id: i64, name: &str) {
+    stack
+        .sim
+        .admin()
+        .update_record(
+            Region::Us,
+            Resource::Contacts,
+            &id.to_string(),
+            serde_json::json!({ "name": name }),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the stored contact is named `name`; returns how long it took.
+async fn stored_as(stack: &Stack, id: i64, name: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    poll_until(
+        &format!("contact {id} stored as {name:?}"),
+        within,
+        Duration::from_millis(10),
+        || async { (stored_name(stack, id).await.as_deref() == Some(name)).then_some(()) },
+    )
+    .await;
+    started.elapsed()
+}
+
+fn contact_id(id: clio_sim::RecordId) -> i64 {
+    match id {
+        clio_sim::RecordId::Int(id) => id,
+        other => panic!("contact ids are numbers, not {other:?}"),
+    }
+}
+
+/// List requests for contacts the simulator answered: an import reads them, a webhook
+/// does not.
+async fn contact_listings(stack: &Stack) -> u64 {
+    let calls = stack.sim.admin().calls().await.unwrap();
+    calls
+        .api
+        .iter()
+        .filter(|c| c.method == "GET" && c.endpoint == "/api/v4/contacts")
+        .map(|c| c.count)
+        .sum()
+}
+
+/// The tenant's audit events of `kind` once at least `count` reached audit-svc (they are
+/// relayed from import-svc's outbox).
+async fn audited(
+    stack: &Stack,
+    kind: EventKind,
+    count: usize,
+) -> Vec<proto::common::v1::AuditEvent> {
+    poll_until(
+        &format!("{count} {kind:?} events audited"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let events = stack.audit_events("firm-1", &[kind]).await;
+            (events.len() >= count).then_some(events)
+        },
+    )
+    .await
+}
+
+async fn jobs_of(stack: &Stack, connection: &str) -> Vec<import::Job> {
+    stack
+        .import()
+        .await
+        .list_jobs(with_bearer(
+            import::ListJobsRequest {
+                connection_id: connection.into(),
+                ..Default::default()
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_at_clio_is_stored_within_two_seconds_through_a_webhook_without_polling() {
+    let stack = webhook_stack("webhook_sync", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let subscription = enable(&stack, &connection).await;
+    assert!(subscription.clio_webhook_id > 0);
+
+    let id = contact_id(stack.create_contact("Ada Created").await);
+    let created = stored_as(&stack, id, "Ada Created", Duration::from_secs(2)).await;
+    rename(&stack, id, "Ada Renamed").await;
+    let updated = stored_as(&stack, id, "Ada Renamed", Duration::from_secs(2)).await;
+    stack.delete_contact(id).await;
+    poll_until(
+        "the deleted contact marked deleted",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        || async { stored_name(&stack, id).await.is_none().then_some(()) },
+    )
+    .await;
+    println!(
+        "created stored after {} ms, update after {} ms",
+        created.as_millis(),
+        updated.as_millis()
+    );
+
+    assert_eq!(
+        contact_listings(&stack).await,
+        0,
+        "something listed contacts"
+    );
+    assert!(
+        jobs_of(&stack, &connection).await.is_empty(),
+        "an import ran"
+    );
+    let applied = subscriptions(&stack, &connection).await[0].deliveries_applied;
+    assert_eq!(applied, 3, "created, updated, deleted");
+
+    let subscribed = audited(&stack, EventKind::WebhookSubscribed, 1).await;
+    assert_eq!(subscribed.len(), 1, "{subscribed:?}");
+    assert_eq!(subscribed[0].actor.as_ref().unwrap().id, "operator");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_unsigned_replayed_and_second_handshake_requests_are_refused_and_audited() {
+    let stack = webhook_stack("webhook_hostile", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    enable(&stack, &connection).await;
+    let admin = stack.sim.admin();
+    let info = admin.webhooks(Region::Us, 1).await.unwrap().remove(0);
+
+    // Clio's next delivery is preceded by an unsigned copy, the one after by a wrongly
+    // signed copy.
+    admin.forge_unsigned_webhooks(Region::Us, 1).await.unwrap();
+    let id = contact_id(stack.create_contact("Genuine").await);
+    stored_as(&stack, id, "Genuine", Duration::from_secs(5)).await;
+    admin
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap();
+    admin
+        .forge_badly_signed_webhooks(Region::Us, 1)
+        .await
+        .unwrap();
+    rename(&stack, id, "Newer").await;
+    stored_as(&stack, id, "Newer", Duration::from_secs(5)).await;
+    let deliveries = admin
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let status_of = |kind: DeliveryKind| {
+        deliveries
+            .iter()
+            .find(|d| d.kind == kind)
+            .and_then(|d| d.attempts.first())
+            .and_then(|a| a.status)
+    };
+    assert_eq!(
+        status_of(DeliveryKind::Unsigned),
+        Some(401),
+        "{deliveries:#?}"
+    );
+    assert_eq!(
+        status_of(DeliveryKind::BadSignature),
+        Some(401),
+        "{deliveries:#?}"
+    );
+    assert_eq!(status_of(DeliveryKind::Event), Some(200));
+
+    // The first genuine delivery again, byte for byte: refused, and "Genuine" stays old.
+    let genuine = deliveries
+        .iter()
+        .find(|d| d.kind == DeliveryKind::Event)
+        .unwrap();
+    admin
+        .replay_webhook_delivery(Region::Us, genuine.id)
+        .await
+        .unwrap();
+
+    // An attacker who knows the URL: a forged change, and a second handshake.
+    let http = reqwest::Client::new();
+    let forged = serde_json::json!({
+        "data": {"id": id, "etag": "x", "name": "Evil", "updated_at": "2099-01-01T00:00:00Z"},
+        "meta": {"event": "updated", "webhook_id": info.id}
+    });
+    let answer = http
+        .post(&info.url)
+        .header("x-hook-signature", "00".repeat(32))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let answer = http
+        .post(&info.url)
+        .header("x-hook-secret", "attacker-chosen-secret")
+        .json(&serde_json::json!({"data": {"webhook_id": info.id}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let unknown = format!(
+        "{}/clio/webhooks/{}",
+        info.url.split("/clio/").next().unwrap(),
+        "ab".repeat(32)
+    );
+    assert_eq!(
+        http.post(unknown).body("{}").send().await.unwrap().status(),
+        404
+    );
+
+    let reasons = poll_until(
+        "every refusal audited",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let mut reasons: Vec<String> = stack
+                .audit_events("firm-1", &[EventKind::WebhookDeliveryRefused])
+                .await
+                .into_iter()
+                .map(|e| e.reason)
+                .collect();
+            reasons.sort();
+            (reasons.len() >= 5).then_some(reasons)
+        },
+    )
+    .await;
+    assert_eq!(
+        reasons,
+        [
+            "bad_signature",
+            "bad_signature",
+            "replay",
+            "second_handshake",
+            "unsigned"
+        ]
+    );
+    assert_eq!(stored_name(&stack, id).await.as_deref(), Some("Newer"));
+    let subscription = subscriptions(&stack, &connection).await.remove(0);
+    assert_eq!(subscription.deliveries_refused, 5);
+    assert_eq!(subscription.status, import::WebhookStatus::Enabled as i32);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_out_of_order_leave_the_newest_version() {
+    let stack = webhook_stack("webhook_order", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    enable(&stack, &connection).await;
+    let admin = stack.sim.admin();
+    let id = contact_id(stack.create_contact("Zero").await);
+    stored_as(&stack, id, "Zero", Duration::from_secs(5)).await;
+
+    // "First" is held back and delivered after "Second".
+    admin.reorder_webhooks(Region::Us, 1).await.unwrap();
+    rename(&stack, id, "First").await;
+    admin.advance_clock(Duration::from_secs(1)).await.unwrap();
+    rename(&stack, id, "Second").await;
+    let deliveries = admin
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let sent_at = |name: &str| {
+        deliveries
+            .iter()
+            .filter(|d| d.kind == DeliveryKind::Event && d.body.contains(name))
+            .find_map(|d| d.attempts.first().map(|a| a.at))
+            .unwrap_or_else(|| panic!("no delivery of {name:?}"))
+    };
+    assert!(
+        sent_at("\"First\"") >= sent_at("\"Second\""),
+        "the fault did not reorder the deliveries: the test proves nothing"
+    );
+    assert_eq!(stored_name(&stack, id).await.as_deref(), Some("Second"));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_is_renewed_before_it_expires_on_the_simulators_clock() {
+    let stack = webhook_stack("webhook_renewal", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let first = enable(&stack, &connection).await;
+    let admin = stack.sim.admin();
+    let at_clio = admin
+        .webhook(Region::Us, first.clio_webhook_id)
+        .await
+        .unwrap();
+    let original = at_clio.expires_at;
+
+    // Two and a half days later on both clocks: within a day of expiry, so renewed.
+    let later = Duration::from_secs(60 * 60 * 60);
+    admin.advance_clock(later).await.unwrap();
+    stack
+        .import_clock
+        .advance(chrono::Duration::from_std(later).unwrap());
+    let renewed = poll_until(
+        "the subscription renewed at Clio",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let info = admin
+                .webhook(Region::Us, first.clio_webhook_id)
+                .await
+                .ok()?;
+            (info.expires_at > original).then_some(info)
+        },
+    )
+    .await;
+    assert!(!renewed.expired);
+
+    // Past the first expiry: still delivering.
+    let past = Duration::from_secs(24 * 60 * 60);
+    admin.advance_clock(past).await.unwrap();
+    stack
+        .import_clock
+        .advance(chrono::Duration::from_std(past).unwrap());
+    let id = contact_id(stack.create_contact("After Renewal").await);
+    stored_as(&stack, id, "After Renewal", Duration::from_secs(5)).await;
+    audited(&stack, EventKind::WebhookRenewed, 1).await;
+    assert_eq!(
+        subscriptions(&stack, &connection).await.len(),
+        1,
+        "renewed, not recreated"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_made_while_the_receiver_was_down_are_read_by_an_incremental_import() {
+    // Clio would try again only after a minute: longer than the test.
+    let mut stack = webhook_stack("webhook_outage", Duration::from_secs(60)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    enable(&stack, &connection).await;
+    let id = contact_id(stack.create_contact("Before").await);
+    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+
+    stack.stop_import().await;
+    rename(&stack, id, "During The Outage").await;
+    // Clio's delivery found nobody listening.
+    let admin = stack.sim.admin();
+    poll_until(
+        "the delivery to fail",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let deliveries = admin.webhook_deliveries(Region::Us, None).await.ok()?;
+            deliveries
+                .iter()
+                .any(|d| d.attempts.iter().any(|a| a.status.is_none()))
+                .then_some(())
+        },
+    )
+    .await;
+    stack.start_import().await;
+    stored_as(&stack, id, "During The Outage", Duration::from_secs(20)).await;
+    let jobs = jobs_of(&stack, &connection).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].mode, import::ImportMode::Incremental as i32);
+    assert!(
+        jobs[0].requested_by.starts_with("webhooks: "),
+        "{}",
+        jobs[0].requested_by
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoking_the_connection_removes_its_subscriptions() {
+    let stack = webhook_stack("webhook_revoked", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    enable(&stack, &connection).await;
+    stack
+        .auth()
+        .await
+        .revoke_connection(with_bearer(
+            auth::RevokeConnectionRequest {
+                connection_id: connection.clone(),
+                reason: "left the firm".into(),
+            },
+            &token_of("operator"),
+        ))
+        .await
+        .unwrap();
+    let removed = poll_until(
+        "the subscription removed",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            subscriptions(&stack, &connection)
+                .await
+                .into_iter()
+                .find(|s| s.status == import::WebhookStatus::Removed as i32)
+        },
+    )
+    .await;
+    assert!(removed.removed_reason.contains("revoked"), "{removed:?}");
+    let events = audited(&stack, EventKind::WebhookRemoved, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    stack.stop().await;
+}
