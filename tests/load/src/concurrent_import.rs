@@ -168,7 +168,7 @@ async fn measure(
     let jobs = options.jobs;
     let import = ImportSvc::start(platform, &options.host, |config| {
         // Both bounds: the consumer holds at most `prefetch` jobs and runs at most
-        // `max_concurrent_jobs` of them (the defaults, 4 each, would queue the rest).
+        // `max_concurrent_jobs` of them (the defaults, 4 slots and a prefetch of 16, would queue the rest).
         config.importer.max_concurrent_jobs = jobs;
         config.amqp.prefetch = u16::try_from(jobs).unwrap_or(u16::MAX);
         // A running job pins a pooled connection for its advisory lock and needs another

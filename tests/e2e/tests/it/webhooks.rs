@@ -528,3 +528,116 @@ async fn revoking_the_connection_removes_its_subscriptions() {
     assert_eq!(events.len(), 1, "{events:?}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_carrying_only_the_id_is_completed_by_reading_the_record() {
+    let stack = webhook_stack("webhook_partial", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let subscription = enable(&stack, &connection).await;
+    let id = contact_id(stack.create_contact("Whole Record").await);
+    stored_as(&stack, id, "Whole Record", Duration::from_secs(5)).await;
+    rename(&stack, id, "Renamed Again").await;
+    stored_as(&stack, id, "Renamed Again", Duration::from_secs(5)).await;
+    stack
+        .sim
+        .admin()
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A signed delivery naming only the record: import-svc reads it by id.
+    let reads_before = record_reads(&stack).await;
+    let body = serde_json::json!({
+        "data": {"id": id},
+        "meta": {"event": "updated", "webhook_id": subscription.clio_webhook_id}
+    })
+    .to_string();
+    stack
+        .sim
+        .admin()
+        .deliver_raw_webhook(Region::Us, subscription.clio_webhook_id, &body)
+        .await
+        .unwrap();
+    stack
+        .sim
+        .admin()
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        record_reads(&stack).await,
+        reads_before + 1,
+        "one read by id"
+    );
+    assert_eq!(
+        stored_name(&stack, id).await.as_deref(),
+        Some("Renamed Again")
+    );
+    stack.stop().await;
+}
+
+/// Reads of single contacts by id at the simulator.
+async fn record_reads(stack: &Stack) -> u64 {
+    let calls = stack.sim.admin().calls().await.unwrap();
+    calls
+        .api
+        .iter()
+        .filter(|c| c.method == "GET" && c.endpoint == "/api/v4/contacts/{id}")
+        .map(|c| c.count)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_clio_let_expire_is_made_again_and_the_gap_read_by_an_incremental() {
+    let stack = webhook_stack("webhook_expired", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let first = enable(&stack, &connection).await;
+    let id = contact_id(stack.create_contact("Before Expiry").await);
+    stored_as(&stack, id, "Before Expiry", Duration::from_secs(5)).await;
+
+    // Clio's clock runs past the expiry (import-svc was not told: its upkeep sees it only
+    // on its own clock, later); a change made meanwhile is delivered to nobody.
+    let admin = stack.sim.admin();
+    let past = Duration::from_secs(80 * 60 * 60);
+    admin.advance_clock(past).await.unwrap();
+    rename(&stack, id, "Changed While Expired").await;
+    stack
+        .import_clock
+        .advance(chrono::Duration::from_std(past).unwrap());
+
+    let removed = poll_until(
+        "the expired subscription replaced",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let all = subscriptions(&stack, &connection).await;
+            let old = all
+                .iter()
+                .find(|s| s.subscription_id == first.subscription_id)?;
+            let new = all.iter().find(|s| {
+                s.subscription_id != first.subscription_id
+                    && s.status == import::WebhookStatus::Enabled as i32
+            })?;
+            (old.status == import::WebhookStatus::Removed as i32)
+                .then(|| (old.clone(), new.clone()))
+        },
+    )
+    .await;
+    assert_eq!(
+        removed.0.removed_reason,
+        "Clio no longer has the subscription"
+    );
+    stored_as(&stack, id, "Changed While Expired", Duration::from_secs(20)).await;
+    let jobs = jobs_of(&stack, &connection).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].mode, import::ImportMode::Incremental as i32);
+    // The new subscription delivers.
+    rename(&stack, id, "After The New Subscription").await;
+    stored_as(
+        &stack,
+        id,
+        "After The New Subscription",
+        Duration::from_secs(5),
+    )
+    .await;
+    stack.stop().await;
+}
