@@ -59,7 +59,7 @@ up() {
   if [ "$PROFILE" = release ]; then cargo build --release --bins --quiet; else cargo build --bins --quiet; fi
 
   start clio-sim "$BIN/clio-sim" --listen 127.0.0.1 --base-port 18000 --size 1000 \
-    --rate-limit 50/60s --apps "$CONFIG/sim-apps.json"
+    --rate-limit 50/60s --apps "$CONFIG/sim-apps.json" --webhooks-allow-http
   wait_port clio-sim 18000
   start audit-svc "$BIN/audit-svc" --config "$CONFIG/audit-svc.toml"
   wait_port audit-svc 50053

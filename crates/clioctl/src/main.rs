@@ -29,6 +29,7 @@ mod paging;
 mod reports;
 mod reviews;
 mod suggestions;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +134,9 @@ enum Command {
     /// Clio), reject (needs tokens.billing_reviewer or tokens.billing_approver).
     #[command(subcommand)]
     Suggest(suggestions::SuggestCommand),
+    /// Near-real-time sync of a connection through Clio's webhooks: enable, disable, list.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Register an app, connect, import, and report: the local stack's end-to-end run
     /// (needs every token and the [demo] section).
     Demo,
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(command) => reports::report(&clients, format, command).await,
         Command::Review(command) => reviews::review(&clients, format, command).await,
         Command::Suggest(command) => suggestions::run(&clients, format, command).await,
+        Command::Webhooks(command) => webhooks::run(&clients, format, command).await,
         Command::Demo => demo::run(&clients).await,
     }
 }

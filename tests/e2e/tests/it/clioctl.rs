@@ -30,7 +30,7 @@ impl std::fmt::Debug for Run {
 }
 
 /// Runs clioctl with `config` and no `CLIOCTL_*` variable from the test's environment.
-async fn clioctl(config: &Path, args: &[&str]) -> Run {
+pub(crate) async fn clioctl(config: &Path, args: &[&str]) -> Run {
     clioctl_with_env(config, &[], args).await
 }
 
@@ -58,7 +58,7 @@ pub(crate) async fn clioctl_with_env(config: &Path, env: &[(&str, &str)], args: 
 }
 
 /// A clioctl config for `stack` with the tokens of `roles` only.
-fn config_for(stack: &Stack, roles: &[&str]) -> tempfile::NamedTempFile {
+pub(crate) fn config_for(stack: &Stack, roles: &[&str]) -> tempfile::NamedTempFile {
     let mut text = format!(
         "auth = \"http://{}\"\nimport = \"http://{}\"\naudit = \"{}\"\n[tokens]\n",
         stack.auth_address(),

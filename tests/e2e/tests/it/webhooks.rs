@@ -641,3 +641,69 @@ async fn a_subscription_clio_let_expire_is_made_again_and_the_gap_read_by_an_inc
     .await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_enables_lists_and_disables_webhooks_with_clioctl() {
+    use crate::clioctl::{clioctl, config_for};
+    let stack = webhook_stack("webhook_clioctl", Duration::from_millis(200)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let config = config_for(&stack, &["operator"]);
+
+    let run = clioctl(
+        config.path(),
+        &[
+            "webhooks",
+            "enable",
+            &connection,
+            "--resources",
+            "contacts",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    enabled(&stack, &connection).await;
+    let run = clioctl(
+        config.path(),
+        &["webhooks", "list", &connection, "--output", "json"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(listed[0]["status"], "enabled", "{run:?}");
+    assert_eq!(listed[0]["resource"], "contacts", "{run:?}");
+
+    // A resource Clio sends no webhooks of is refused by name.
+    let run = clioctl(
+        config.path(),
+        &["webhooks", "enable", &connection, "--resources", "users"],
+    )
+    .await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("resources[0]"), "{run:?}");
+
+    let run = clioctl(
+        config.path(),
+        &[
+            "webhooks",
+            "disable",
+            &connection,
+            "--reason",
+            "matter closed",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(listed[0]["status"], "removed", "{run:?}");
+    assert_eq!(listed[0]["removed_reason"], "matter closed", "{run:?}");
+    // Gone at Clio too.
+    let at_clio = stack.sim.admin().webhooks(Region::Us, 1).await.unwrap();
+    assert!(at_clio.is_empty(), "{at_clio:?}");
+    let removed = audited(&stack, EventKind::WebhookRemoved, 1).await;
+    assert_eq!(removed[0].actor.as_ref().unwrap().id, "operator");
+    stack.stop().await;
+}
