@@ -54,6 +54,22 @@ pub enum RecordError {
     Outbox(#[from] audit_outbox::OutboxError),
 }
 
+/// The actor of an event done by `by`: import-svc itself ([`SOURCE`]) is the system, a
+/// person's credential is named by their address, anything else is a service's.
+pub fn actor(by: &str) -> proto::common::v1::Actor {
+    use proto::common::v1::actor::Kind;
+    proto::common::v1::Actor {
+        kind: if by == SOURCE {
+            Kind::System
+        } else if by.contains('@') {
+            Kind::Person
+        } else {
+            Kind::Service
+        } as i32,
+        id: by.to_owned(),
+    }
+}
+
 /// Writes events to the outbox and wakes the relay once they are committed.
 #[derive(Clone, Default)]
 pub struct Auditor {

@@ -270,6 +270,7 @@ async fn start_webhooks(
         clock: shared.clock.clone(),
         publisher: shared.publisher.clone(),
         topology: shared.topology.clone(),
+        watch: Arc::default(),
     };
     let receiver = Arc::new(webhooks::receiver::Receiver::new(
         manager.clone(),

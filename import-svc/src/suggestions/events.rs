@@ -14,9 +14,7 @@
 //! have been written but not the description: it came from the calendar, and nothing of
 //! it reached Clio.
 
-use proto::common::v1::{
-    Actor, AuditEvent, EventKind, EventRefs, RiskTier, Subject, actor, subject,
-};
+use proto::common::v1::{AuditEvent, EventKind, EventRefs, RiskTier, Subject, subject};
 use serde_json::{Value, json};
 
 use super::detect::WRITE_SCOPE;
@@ -102,17 +100,7 @@ fn event(
     AuditEvent {
         kind: kind as i32,
         tenant: row.tenant.clone(),
-        actor: Some(Actor {
-            // A person's credential is named by their address; the write is import-svc's.
-            kind: if by == SOURCE {
-                actor::Kind::System
-            } else if by.contains('@') {
-                actor::Kind::Person
-            } else {
-                actor::Kind::Service
-            } as i32,
-            id: by.to_owned(),
-        }),
+        actor: Some(crate::audit::actor(by)),
         subject: Some(Subject {
             kind: subject::Kind::Suggestion as i32,
             id: row.suggestion_id.to_string(),

@@ -12,9 +12,7 @@
 //! subscription uses). A refusal's payload says why and where the request came from; it
 //! never holds the request's body or signature.
 
-use proto::common::v1::{
-    Actor, AuditEvent, EventKind, EventRefs, RiskTier, Subject, actor, subject,
-};
+use proto::common::v1::{AuditEvent, EventKind, EventRefs, RiskTier, Subject, subject};
 use scope_catalog::{Access, Family, Resource, Scope};
 use serde_json::{Value, json};
 
@@ -108,16 +106,7 @@ fn event(
     AuditEvent {
         kind: kind as i32,
         tenant: row.tenant.clone(),
-        actor: Some(Actor {
-            kind: if by == SOURCE {
-                actor::Kind::System
-            } else if by.contains('@') {
-                actor::Kind::Person
-            } else {
-                actor::Kind::Service
-            } as i32,
-            id: by.to_owned(),
-        }),
+        actor: Some(crate::audit::actor(by)),
         subject: Some(Subject {
             kind: subject::Kind::Webhook as i32,
             id: row.subscription_id.to_string(),

@@ -18,7 +18,8 @@
 //!   subscribed connection's resources, for changes made while import-svc was down and
 //!   Clio gave up delivering.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use clio_api::webhooks::NewSubscription;
 use clio_api::{ClioError, Credentials, RateGates, WebhookClient};
@@ -119,6 +120,30 @@ pub struct Webhooks {
     pub clock: SharedClock,
     pub publisher: Arc<Publisher>,
     pub topology: Topology,
+    /// What this process noticed between upkeep rounds.
+    pub watch: Arc<Watch>,
+}
+
+/// Gaps suspected by the receiver and the subscriptions checked at Clio lately.
+#[derive(Default)]
+pub struct Watch {
+    gaps: Mutex<Gaps>,
+    verified: Mutex<HashMap<Uuid, std::time::Instant>>,
+}
+
+#[derive(Default)]
+struct Gaps {
+    subscriptions: HashSet<Uuid>,
+    /// A request could not even be matched to its subscription (Postgres down).
+    everyone: bool,
+}
+
+/// What an upkeep round does with one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Renew,
+    Verify,
+    Gone,
 }
 
 impl Webhooks {
@@ -334,7 +359,7 @@ impl Webhooks {
                 _ = interval.tick() => {}
             }
             if catch_up {
-                match self.catch_up().await {
+                match self.catch_up("catching up after a restart").await {
                     Ok(()) => catch_up = false,
                     Err(error) => tracing::warn!(%error, "webhook catch-up failed; trying again"),
                 }
@@ -347,6 +372,7 @@ impl Webhooks {
 
     /// One upkeep round.
     pub async fn upkeep(&self) -> Result<(), WebhookError> {
+        self.close_gaps().await;
         let live = store::live(&self.pool).await?;
         let mut revoked: Vec<String> = Vec::new();
         let mut checked: Vec<String> = Vec::new();
@@ -382,21 +408,25 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Renews `row` when it expires soon; recreates it (and closes the gap) when Clio no
-    /// longer has it or its handshake never came.
+    /// Renews `row` when it expires soon, and otherwise checks now and then that Clio
+    /// still delivers it; recreates it (and closes the gap) when Clio no longer has it,
+    /// suspended it, or its handshake never came.
     async fn keep_alive(&self, row: &SubscriptionRow) -> Result<(), WebhookError> {
         let now = self.clock.now();
-        let due = match row.status.as_str() {
+        let check = match row.status.as_str() {
             // Being made, or waiting for Clio's handshake: only one that never came is
             // made again (a round may read a row its enable has not finished).
-            "pending" => chrono::Utc::now() - row.created_at > HANDSHAKE_GRACE,
-            _ => row
+            "pending" if chrono::Utc::now() - row.created_at > HANDSHAKE_GRACE => Check::Gone,
+            "pending" => return Ok(()),
+            _ if row
                 .expires_at
-                .is_none_or(|at| at - now < self.config.renew_before()),
+                .is_none_or(|at| at - now < self.config.renew_before()) =>
+            {
+                Check::Renew
+            }
+            _ if self.verification_due(row.subscription_id) => Check::Verify,
+            _ => return Ok(()),
         };
-        if !due {
-            return Ok(());
-        }
         let resource: Resource = row
             .resource
             .parse()
@@ -406,40 +436,31 @@ impl Webhooks {
             .lease(
                 &row.connection_id,
                 &[WEBHOOKS_SCOPE, resource.required_scope()],
-                "webhook renewal",
+                "webhook upkeep",
                 false,
             )
             .await?;
         let gate = self.gates.gate(&row.connection_id);
-        let renewed = match (row.status.as_str(), row.clio_webhook_id) {
-            ("enabled", Some(clio_id)) => self
+        let credentials = self.credentials(&lease, &gate);
+        let at_clio = match (check, row.clio_webhook_id) {
+            (Check::Renew, Some(clio_id)) => self
                 .client
-                .renew(
-                    &self.credentials(&lease, &gate),
-                    clio_id,
-                    now + self.config.lifetime(),
-                )
+                .renew(&credentials, clio_id, now + self.config.lifetime())
+                .await
+                .map_err(from_clio)?,
+            (Check::Verify, Some(clio_id)) => self
+                .client
+                .get(&credentials, clio_id)
                 .await
                 .map_err(from_clio)?,
             _ => None,
         };
-        match renewed {
-            Some(renewed) if renewed.status != "suspended" => {
-                let mut tx = self.pool.begin().await?;
-                store::set_at_clio(
-                    &mut *tx,
-                    row.subscription_id,
-                    renewed.id,
-                    renewed.expires_at,
-                    true,
-                )
-                .await?;
-                self.audit
-                    .enqueue_event(&mut tx, events::renewed(row, renewed.expires_at))
-                    .await?;
-                tx.commit().await?;
-                self.audit.committed();
-                tracing::info!(connection_id = %row.connection_id, resource = %row.resource, "webhook subscription renewed");
+        match at_clio {
+            Some(at_clio) if at_clio.status != "suspended" => {
+                self.verified(row.subscription_id);
+                if check == Check::Renew {
+                    self.record_renewal(row, &at_clio).await?;
+                }
                 Ok(())
             }
             gone => {
@@ -450,10 +471,7 @@ impl Webhooks {
                 };
                 if let (Some(_), Some(clio_id)) = (&gone, row.clio_webhook_id) {
                     // Suspended: delete it so only the new one delivers.
-                    let _ = self
-                        .client
-                        .delete(&self.credentials(&lease, &gate), clio_id)
-                        .await;
+                    let _ = self.client.delete(&credentials, clio_id).await;
                 }
                 self.remove(row, SOURCE, why).await?;
                 let connection = self.leases.connection(&row.connection_id).await?;
@@ -471,8 +489,112 @@ impl Webhooks {
         }
     }
 
+    async fn record_renewal(
+        &self,
+        row: &SubscriptionRow,
+        renewed: &clio_api::Subscription,
+    ) -> Result<(), WebhookError> {
+        let mut tx = self.pool.begin().await?;
+        store::set_at_clio(
+            &mut *tx,
+            row.subscription_id,
+            renewed.id,
+            renewed.expires_at,
+            true,
+        )
+        .await?;
+        self.audit
+            .enqueue_event(&mut tx, events::renewed(row, renewed.expires_at))
+            .await?;
+        tx.commit().await?;
+        self.audit.committed();
+        tracing::info!(connection_id = %row.connection_id, resource = %row.resource, "webhook subscription renewed");
+        Ok(())
+    }
+
+    /// Whether the subscription was not checked at Clio within `verify_interval_secs`
+    /// (by this process: a restart checks every subscription again).
+    fn verification_due(&self, subscription_id: Uuid) -> bool {
+        let verified = self
+            .watch
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        verified.get(&subscription_id).is_none_or(|at| {
+            at.elapsed() >= std::time::Duration::from_secs(self.config.verify_interval_secs)
+        })
+    }
+
+    fn verified(&self, subscription_id: Uuid) {
+        self.watch
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(subscription_id, std::time::Instant::now());
+    }
+
+    /// Notes that a delivery of `subscription` (all of them: `None`) was answered "try
+    /// again" because a dependency was down. Clio retries for a while and then gives up,
+    /// so the next upkeep reads the subscription's resource with an incremental import.
+    pub fn suspect_gap(&self, subscription: Option<Uuid>) {
+        let mut gaps = self
+            .watch
+            .gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match subscription {
+            Some(id) => {
+                gaps.subscriptions.insert(id);
+            }
+            None => gaps.everyone = true,
+        }
+    }
+
+    /// Queues an incremental import for every suspected gap; those that cannot be queued
+    /// yet stay suspected.
+    async fn close_gaps(&self) {
+        let suspected = std::mem::take(
+            &mut *self
+                .watch
+                .gaps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if suspected.everyone {
+            if let Err(error) = self
+                .catch_up("deliveries were refused while the database was down")
+                .await
+            {
+                tracing::warn!(%error, "cannot close the webhooks' gap yet");
+                self.suspect_gap(None);
+            }
+            return;
+        }
+        for id in suspected.subscriptions {
+            let closed = async {
+                let Some(row) = store::get(&self.pool, id).await? else {
+                    return Ok(());
+                };
+                let Ok(resource) = row.resource.parse::<Resource>() else {
+                    return Ok(());
+                };
+                self.queue_incremental(
+                    &row.connection_id,
+                    &[resource],
+                    "deliveries were refused while a dependency was down",
+                )
+                .await
+            }
+            .await;
+            if let Err(error) = closed {
+                tracing::warn!(%error, "cannot close a webhook gap yet");
+                self.suspect_gap(Some(id));
+            }
+        }
+    }
+
     /// An incremental import of every subscribed connection's resources.
-    pub async fn catch_up(&self) -> Result<(), WebhookError> {
+    pub async fn catch_up(&self, why: &str) -> Result<(), WebhookError> {
         let live = store::live(&self.pool).await?;
         let mut by_connection: Vec<(String, Vec<Resource>)> = Vec::new();
         for row in live {
@@ -488,7 +610,7 @@ impl Webhooks {
             }
         }
         for (connection_id, resources) in by_connection {
-            self.queue_incremental(&connection_id, &resources, "catching up after a restart")
+            self.queue_incremental(&connection_id, &resources, why)
                 .await?;
         }
         Ok(())

@@ -50,6 +50,9 @@ pub struct WebhooksConfig {
     pub renew_before_secs: u64,
     /// How often the upkeep loop renews, checks revocations and prunes.
     pub upkeep_interval_ms: u64,
+    /// How often each subscription is checked at Clio between renewals (a suspended or
+    /// vanished one is made again, and its gap read by an incremental import).
+    pub verify_interval_secs: u64,
     /// How long a delivery's body is remembered to refuse it again.
     pub replay_window_secs: u64,
     /// Largest delivery body read.
@@ -70,6 +73,7 @@ impl Default for WebhooksConfig {
             lifetime_days: 30,
             renew_before_secs: 7 * 24 * 3_600,
             upkeep_interval_ms: 60_000,
+            verify_interval_secs: 3_600,
             replay_window_secs: 7 * 24 * 3_600,
             max_body_bytes: 1 << 20,
             catch_up_on_start: true,
@@ -90,6 +94,7 @@ impl std::fmt::Debug for WebhooksConfig {
             .field("lifetime_days", &self.lifetime_days)
             .field("renew_before_secs", &self.renew_before_secs)
             .field("upkeep_interval_ms", &self.upkeep_interval_ms)
+            .field("verify_interval_secs", &self.verify_interval_secs)
             .field("replay_window_secs", &self.replay_window_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("catch_up_on_start", &self.catch_up_on_start)

@@ -414,15 +414,23 @@ async fn receive(
             receiver.metrics.webhook_request("unknown_path");
             return StatusCode::NOT_FOUND.into_response();
         }
-        Err(error) => return unavailable(&error),
+        Err(error) => {
+            // Whose delivery this was is unknown: every subscription may have a gap.
+            receiver.webhooks.suspect_gap(None);
+            return unavailable(&error);
+        }
     };
     let is_handshake =
         headers.contains_key(SECRET_HEADER) && !headers.contains_key(SIGNATURE_HEADER);
-    if is_handshake {
+    let response = if is_handshake {
         receiver.handshake(&row, &headers, &body, from).await
     } else {
         receiver.delivery(&row, &headers, &body, from).await
+    };
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        receiver.webhooks.suspect_gap(Some(row.subscription_id));
     }
+    response
 }
 
 fn unavailable(error: &sqlx::Error) -> Response {

@@ -32,6 +32,11 @@ fn free_port() -> u16 {
 /// The stack with import-svc's receiver on a fixed loopback port and a simulator that
 /// delivers to plain HTTP there, retrying after `retry_delay`.
 async fn webhook_stack(test: &str, retry_delay: Duration) -> Stack {
+    webhook_stack_with(test, retry_delay, false).await
+}
+
+/// [`webhook_stack`], with import-svc's database behind a proxy the test can cut.
+async fn webhook_stack_with(test: &str, retry_delay: Duration, db_proxy: bool) -> Stack {
     let port = free_port();
     let setup = StackSetup {
         sim: SimConfig {
@@ -55,9 +60,11 @@ async fn webhook_stack(test: &str, retry_delay: Duration) -> Stack {
                 lifetime_days: 3,
                 renew_before_secs: 86_400,
                 upkeep_interval_ms: 200,
+                verify_interval_secs: 1,
                 ..import_svc::webhooks::WebhooksConfig::default()
             };
         }),
+        import_db_proxy: db_proxy,
         ..StackSetup::default()
     };
     Stack::start(test, setup).await
@@ -158,6 +165,16 @@ fn contact_id(id: clio_sim::RecordId) -> i64 {
         clio_sim::RecordId::Int(id) => id,
         other => panic!("contact ids are numbers, not {other:?}"),
     }
+}
+
+/// Every delivery, once the simulator has none in flight.
+async fn settle(stack: &Stack) -> Vec<clio_sim::WebhookDelivery> {
+    stack
+        .sim
+        .admin()
+        .settle_webhooks(Region::Us, Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 /// List requests for contacts the simulator answered: an import reads them, a webhook
@@ -264,20 +281,14 @@ async fn forged_unsigned_replayed_and_second_handshake_requests_are_refused_and_
     admin.forge_unsigned_webhooks(Region::Us, 1).await.unwrap();
     let id = contact_id(stack.create_contact("Genuine").await);
     stored_as(&stack, id, "Genuine", Duration::from_secs(5)).await;
-    admin
-        .settle_webhooks(Region::Us, Duration::from_secs(10))
-        .await
-        .unwrap();
+    settle(&stack).await;
     admin
         .forge_badly_signed_webhooks(Region::Us, 1)
         .await
         .unwrap();
     rename(&stack, id, "Newer").await;
     stored_as(&stack, id, "Newer", Duration::from_secs(5)).await;
-    let deliveries = admin
-        .settle_webhooks(Region::Us, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let deliveries = settle(&stack).await;
     let status_of = |kind: DeliveryKind| {
         deliveries
             .iter()
@@ -386,10 +397,7 @@ async fn deliveries_out_of_order_leave_the_newest_version() {
     rename(&stack, id, "First").await;
     admin.advance_clock(Duration::from_secs(1)).await.unwrap();
     rename(&stack, id, "Second").await;
-    let deliveries = admin
-        .settle_webhooks(Region::Us, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let deliveries = settle(&stack).await;
     let sent_at = |name: &str| {
         deliveries
             .iter()
@@ -538,12 +546,7 @@ async fn a_delivery_carrying_only_the_id_is_completed_by_reading_the_record() {
     stored_as(&stack, id, "Whole Record", Duration::from_secs(5)).await;
     rename(&stack, id, "Renamed Again").await;
     stored_as(&stack, id, "Renamed Again", Duration::from_secs(5)).await;
-    stack
-        .sim
-        .admin()
-        .settle_webhooks(Region::Us, Duration::from_secs(10))
-        .await
-        .unwrap();
+    settle(&stack).await;
     // A signed delivery naming only the record: import-svc reads it by id.
     let reads_before = record_reads(&stack).await;
     let body = serde_json::json!({
@@ -557,12 +560,7 @@ async fn a_delivery_carrying_only_the_id_is_completed_by_reading_the_record() {
         .deliver_raw_webhook(Region::Us, subscription.clio_webhook_id, &body)
         .await
         .unwrap();
-    stack
-        .sim
-        .admin()
-        .settle_webhooks(Region::Us, Duration::from_secs(10))
-        .await
-        .unwrap();
+    settle(&stack).await;
     assert_eq!(
         record_reads(&stack).await,
         reads_before + 1,
@@ -705,5 +703,97 @@ async fn an_operator_enables_lists_and_disables_webhooks_with_clioctl() {
     assert!(at_clio.is_empty(), "{at_clio:?}");
     let removed = audited(&stack, EventKind::WebhookRemoved, 1).await;
     assert_eq!(removed[0].actor.as_ref().unwrap().id, "operator");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_clio_suspended_while_the_receiver_was_down_is_made_again() {
+    let mut stack = webhook_stack("webhook_suspended", Duration::from_millis(100)).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let first = enable(&stack, &connection).await;
+    let id = contact_id(stack.create_contact("Before").await);
+    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+
+    // Down long enough for Clio to fail three deliveries in a row and suspend it.
+    stack.stop_import().await;
+    let admin = stack.sim.admin();
+    for name in ["One", "Two", "Three"] {
+        rename(&stack, id, name).await;
+        admin.advance_clock(Duration::from_secs(1)).await.unwrap();
+    }
+    admin
+        .wait_for_webhook_status(
+            Region::Us,
+            first.clio_webhook_id,
+            clio_sim::WebhookStatus::Suspended,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    stack.start_import().await;
+
+    let replaced = poll_until(
+        "the suspended subscription replaced",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let all = subscriptions(&stack, &connection).await;
+            let old = all
+                .iter()
+                .find(|s| s.subscription_id == first.subscription_id)?;
+            all.iter()
+                .any(|s| s.status == import::WebhookStatus::Enabled as i32)
+                .then(|| old.clone())
+                .filter(|old| old.status == import::WebhookStatus::Removed as i32)
+        },
+    )
+    .await;
+    assert_eq!(replaced.removed_reason, "Clio suspended the subscription");
+    stored_as(&stack, id, "Three", Duration::from_secs(20)).await;
+    rename(&stack, id, "Four").await;
+    stored_as(&stack, id, "Four", Duration::from_secs(5)).await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_refused_while_the_database_was_down_are_read_by_an_incremental() {
+    // Clio gives up after three quick attempts, all during the outage.
+    let stack = webhook_stack_with("webhook_db_gap", Duration::from_millis(100), true).await;
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    enable(&stack, &connection).await;
+    let id = contact_id(stack.create_contact("Before").await);
+    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+
+    let proxy = stack.import_db_proxy.as_ref().unwrap();
+    proxy.cut();
+    rename(&stack, id, "During The Database Outage").await;
+    let admin = stack.sim.admin();
+    poll_until(
+        "Clio to give the delivery up",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let deliveries = admin.webhook_deliveries(Region::Us, None).await.ok()?;
+            deliveries
+                .iter()
+                .any(|d| d.failure.is_some() && d.attempts.iter().all(|a| a.status == Some(503)))
+                .then_some(())
+        },
+    )
+    .await;
+    proxy.restore();
+    stored_as(
+        &stack,
+        id,
+        "During The Database Outage",
+        Duration::from_secs(30),
+    )
+    .await;
+    let jobs = jobs_of(&stack, &connection).await;
+    assert!(
+        jobs.iter()
+            .any(|j| j.requested_by.contains("while the database was down")),
+        "{jobs:?}"
+    );
     stack.stop().await;
 }
