@@ -106,6 +106,9 @@ pub struct AmqpConfig {
     /// connection's jobs beyond those it may run (and one waiting) are parked this long,
     /// so a backlog never fills the prefetch window (see `queue::scheduler`).
     pub defer_delay_ms: u64,
+    /// The wait of a job deferred again (a connection working through a backlog): longer,
+    /// so a backlog of n jobs republishes about n / this many messages a second, not n / 5.
+    pub max_defer_delay_ms: u64,
     /// How long a publish waits for the broker's confirm before it counts as failed.
     pub confirm_timeout_ms: u64,
     /// TLS to the broker (`[amqp.tls]`); required for an `amqps://` URL. The broker's
@@ -123,6 +126,7 @@ impl Default for AmqpConfig {
             reconnect_delay_ms: 1_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 300_000],
             defer_delay_ms: 5_000,
+            max_defer_delay_ms: 30_000,
             confirm_timeout_ms: 10_000,
             tls: None,
         }
@@ -135,6 +139,7 @@ impl AmqpConfig {
     pub fn delay_tiers_ms(&self) -> Vec<u64> {
         let mut tiers = self.retry_delays_ms.clone();
         tiers.push(self.defer_delay_ms);
+        tiers.push(self.max_defer_delay_ms);
         tiers.sort_unstable();
         tiers.dedup();
         tiers
@@ -166,6 +171,19 @@ impl AmqpConfig {
                 "amqp.defer_delay_ms",
                 format!(
                     "{} is not between 1 and {} ms",
+                    self.defer_delay_ms,
+                    i32::MAX
+                ),
+            ));
+        }
+        if self.max_defer_delay_ms < self.defer_delay_ms
+            || self.max_defer_delay_ms > i32::MAX as u64
+        {
+            return Err(ConfigError::invalid(
+                "amqp.max_defer_delay_ms",
+                format!(
+                    "{} is not between amqp.defer_delay_ms ({}) and {} ms",
+                    self.max_defer_delay_ms,
                     self.defer_delay_ms,
                     i32::MAX
                 ),
@@ -254,6 +272,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("reconnect_delay_ms", &self.reconnect_delay_ms)
             .field("retry_delays_ms", &self.retry_delays_ms)
             .field("defer_delay_ms", &self.defer_delay_ms)
+            .field("max_defer_delay_ms", &self.max_defer_delay_ms)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)
             .field("tls", &self.tls)
             .finish()

@@ -153,6 +153,11 @@ pub mod header {
     /// On a job waiting in a delay tier: why it could not run, for people.
     pub const RETRY_REASON: &str = "x-retry-reason";
 
+    /// On a job parked until its connection's turn: how often it was parked so far. The
+    /// first wait is import-svc's `amqp.defer_delay_ms`, every later one
+    /// `amqp.max_defer_delay_ms`, so a long backlog does not cycle through the broker.
+    pub const DEFERRALS: &str = "x-deferrals";
+
     /// RabbitMQ's dead-letter history: an array of tables, newest first, each with at
     /// least [`X_DEATH_REASON`] and [`X_DEATH_QUEUE`].
     pub const X_DEATH: &str = "x-death";

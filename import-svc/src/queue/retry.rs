@@ -27,6 +27,27 @@ pub fn without_death_history(original: Option<&FieldTable>) -> FieldTable {
     headers
 }
 
+/// How often the message was deferred for its connection's turn ([`header::DEFERRALS`]).
+pub fn deferrals(headers: Option<&FieldTable>) -> u32 {
+    match headers.and_then(|h| h.inner().get(header::DEFERRALS)) {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The headers of a message deferred once more: as it came (less `x-death`), counting
+/// this deferral.
+pub fn deferred_headers(original: Option<&FieldTable>) -> FieldTable {
+    let count = deferrals(original).saturating_add(1);
+    let mut headers = without_death_history(original);
+    headers.insert(
+        header::DEFERRALS.into(),
+        AMQPValue::LongLongInt(i64::from(count)),
+    );
+    headers
+}
+
 /// The retry state a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryState {
@@ -125,6 +146,15 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_deferral_is_counted_on_the_message() {
+        assert_eq!(deferrals(None), 0);
+        let once = deferred_headers(None);
+        assert_eq!(deferrals(Some(&once)), 1);
+        let twice = deferred_headers(Some(&once));
+        assert_eq!(deferrals(Some(&twice)), 2);
+    }
 
     const DELAYS: &[u64] = &[1_000, 5_000, 30_000];
     const HOUR: Duration = Duration::from_secs(3_600);

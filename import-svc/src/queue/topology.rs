@@ -33,8 +33,10 @@ pub struct Topology {
     pub names: Names,
     /// The retry backoff in milliseconds (`amqp.retry_delays_ms`), shortest first.
     pub retry_delays_ms: Vec<u64>,
-    /// The tier deferred jobs wait in (`amqp.defer_delay_ms`).
+    /// The tier deferred jobs wait in (`amqp.defer_delay_ms`), and the one they wait in
+    /// when deferred again (`amqp.max_defer_delay_ms`).
     pub defer_delay_ms: u64,
+    pub max_defer_delay_ms: u64,
     /// Every delay tier declared: the retry delays and the deferral delay.
     pub delay_tiers_ms: Vec<u64>,
 }
@@ -138,6 +140,7 @@ impl Topology {
             names: Names::with_prefix(&amqp.prefix),
             retry_delays_ms,
             defer_delay_ms: amqp.defer_delay_ms,
+            max_defer_delay_ms: amqp.max_defer_delay_ms,
             delay_tiers_ms: amqp.delay_tiers_ms(),
         }
     }

@@ -124,7 +124,13 @@ impl Consumer {
         delivery: &Delivery,
         spec: &crate::job::spec::JobSpec,
     ) -> Result<(), SessionBroken> {
-        let delay_ms = self.topology.defer_delay_ms;
+        let headers = delivery.properties.headers().as_ref();
+        // Deferred before: its connection is busy with a backlog, so it waits longer and
+        // the backlog does not cycle through the broker every few seconds.
+        let delay_ms = match retry::deferrals(headers) {
+            0 => self.topology.defer_delay_ms,
+            _ => self.topology.max_defer_delay_ms,
+        };
         if let Err(error) = store::insert_queued(&self.pool, spec).await {
             // Not stored, so not deferred: the retry path waits out the database.
             let job = JobContext::of_spec(spec);
@@ -140,7 +146,7 @@ impl Consumer {
                 body: &delivery.data,
                 content_type: &content_type_of(delivery),
                 message_id: message_id_of(delivery).as_deref(),
-                headers: retry::without_death_history(delivery.properties.headers().as_ref()),
+                headers: retry::deferred_headers(headers),
                 mandatory: true,
             })
             .await;

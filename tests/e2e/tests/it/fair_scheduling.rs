@@ -35,6 +35,7 @@ fn setup(slots: usize) -> StackSetup {
             config.amqp.prefetch = 16;
             // Deferred jobs come back quickly, so the test sees many round trips.
             config.amqp.defer_delay_ms = 300;
+            config.amqp.max_defer_delay_ms = 600;
         }),
         ..StackSetup::default()
     }

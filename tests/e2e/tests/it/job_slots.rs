@@ -26,6 +26,8 @@ async fn more_running_jobs_than_database_connections_all_complete() {
         },
         import: Box::new(|config| {
             config.importer.max_concurrent_jobs = JOBS;
+            // All of one connection's jobs at once: the slots, not the connection, bound them.
+            config.importer.max_jobs_per_connection = JOBS;
             config.amqp.prefetch = u16::try_from(JOBS).unwrap();
             config.service.database.max_connections = 2;
         }),
