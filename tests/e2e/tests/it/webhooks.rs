@@ -167,6 +167,38 @@ fn contact_id(id: clio_sim::RecordId) -> i64 {
     }
 }
 
+/// A connection subscribed to its contacts, and a contact named `name` made at Clio and
+/// stored through the subscription: the connection, the subscription and the contact's id.
+async fn subscribed_with_contact(
+    stack: &Stack,
+    name: &str,
+) -> (String, import::WebhookSubscription, i64) {
+    let connection = stack.connect(SCOPES, PERSON, 1).await;
+    let subscription = enable(stack, &connection).await;
+    let id = contact_id(stack.create_contact(name).await);
+    stored_as(stack, id, name, Duration::from_secs(5)).await;
+    (connection, subscription, id)
+}
+
+/// Waits (up to 20 s) until some delivery at the simulator is as `seen` wants.
+async fn until_delivery(
+    stack: &Stack,
+    what: &str,
+    seen: impl Fn(&clio_sim::WebhookDelivery) -> bool,
+) {
+    let admin = stack.sim.admin();
+    poll_until(
+        what,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let deliveries = admin.webhook_deliveries(Region::Us, None).await.ok()?;
+            deliveries.iter().any(&seen).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Every delivery, once the simulator has none in flight.
 async fn settle(stack: &Stack) -> Vec<clio_sim::WebhookDelivery> {
     stack
@@ -386,11 +418,8 @@ async fn forged_unsigned_replayed_and_second_handshake_requests_are_refused_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliveries_out_of_order_leave_the_newest_version() {
     let stack = webhook_stack("webhook_order", Duration::from_millis(200)).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    enable(&stack, &connection).await;
+    let (_, _, id) = subscribed_with_contact(&stack, "Zero").await;
     let admin = stack.sim.admin();
-    let id = contact_id(stack.create_contact("Zero").await);
-    stored_as(&stack, id, "Zero", Duration::from_secs(5)).await;
 
     // "First" is held back and delivered after "Second".
     admin.reorder_webhooks(Region::Us, 1).await.unwrap();
@@ -467,27 +496,14 @@ async fn a_subscription_is_renewed_before_it_expires_on_the_simulators_clock() {
 async fn changes_made_while_the_receiver_was_down_are_read_by_an_incremental_import() {
     // Clio would try again only after a minute: longer than the test.
     let mut stack = webhook_stack("webhook_outage", Duration::from_secs(60)).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    enable(&stack, &connection).await;
-    let id = contact_id(stack.create_contact("Before").await);
-    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+    let (connection, _, id) = subscribed_with_contact(&stack, "Before").await;
 
     stack.stop_import().await;
     rename(&stack, id, "During The Outage").await;
     // Clio's delivery found nobody listening.
-    let admin = stack.sim.admin();
-    poll_until(
-        "the delivery to fail",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let deliveries = admin.webhook_deliveries(Region::Us, None).await.ok()?;
-            deliveries
-                .iter()
-                .any(|d| d.attempts.iter().any(|a| a.status.is_none()))
-                .then_some(())
-        },
-    )
+    until_delivery(&stack, "the delivery to fail", |d| {
+        d.attempts.iter().any(|a| a.status.is_none())
+    })
     .await;
     stack.start_import().await;
     stored_as(&stack, id, "During The Outage", Duration::from_secs(20)).await;
@@ -540,10 +556,7 @@ async fn revoking_the_connection_removes_its_subscriptions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_carrying_only_the_id_is_completed_by_reading_the_record() {
     let stack = webhook_stack("webhook_partial", Duration::from_millis(200)).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    let subscription = enable(&stack, &connection).await;
-    let id = contact_id(stack.create_contact("Whole Record").await);
-    stored_as(&stack, id, "Whole Record", Duration::from_secs(5)).await;
+    let (_, subscription, id) = subscribed_with_contact(&stack, "Whole Record").await;
     rename(&stack, id, "Renamed Again").await;
     stored_as(&stack, id, "Renamed Again", Duration::from_secs(5)).await;
     settle(&stack).await;
@@ -587,10 +600,7 @@ async fn record_reads(stack: &Stack) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscription_clio_let_expire_is_made_again_and_the_gap_read_by_an_incremental() {
     let stack = webhook_stack("webhook_expired", Duration::from_millis(200)).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    let first = enable(&stack, &connection).await;
-    let id = contact_id(stack.create_contact("Before Expiry").await);
-    stored_as(&stack, id, "Before Expiry", Duration::from_secs(5)).await;
+    let (connection, first, id) = subscribed_with_contact(&stack, "Before Expiry").await;
 
     // Clio's clock runs past the expiry (import-svc was not told: its upkeep sees it only
     // on its own clock, later); a change made meanwhile is delivered to nobody.
@@ -709,10 +719,7 @@ async fn an_operator_enables_lists_and_disables_webhooks_with_clioctl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscription_clio_suspended_while_the_receiver_was_down_is_made_again() {
     let mut stack = webhook_stack("webhook_suspended", Duration::from_millis(100)).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    let first = enable(&stack, &connection).await;
-    let id = contact_id(stack.create_contact("Before").await);
-    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+    let (connection, first, id) = subscribed_with_contact(&stack, "Before").await;
 
     // Down long enough for Clio to fail three deliveries in a row and suspend it.
     stack.stop_import().await;
@@ -759,27 +766,14 @@ async fn a_subscription_clio_suspended_while_the_receiver_was_down_is_made_again
 async fn deliveries_refused_while_the_database_was_down_are_read_by_an_incremental() {
     // Clio gives up after three quick attempts, all during the outage.
     let stack = webhook_stack_with("webhook_db_gap", Duration::from_millis(100), true).await;
-    let connection = stack.connect(SCOPES, PERSON, 1).await;
-    enable(&stack, &connection).await;
-    let id = contact_id(stack.create_contact("Before").await);
-    stored_as(&stack, id, "Before", Duration::from_secs(5)).await;
+    let (connection, _, id) = subscribed_with_contact(&stack, "Before").await;
 
     let proxy = stack.import_db_proxy.as_ref().unwrap();
     proxy.cut();
     rename(&stack, id, "During The Database Outage").await;
-    let admin = stack.sim.admin();
-    poll_until(
-        "Clio to give the delivery up",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let deliveries = admin.webhook_deliveries(Region::Us, None).await.ok()?;
-            deliveries
-                .iter()
-                .any(|d| d.failure.is_some() && d.attempts.iter().all(|a| a.status == Some(503)))
-                .then_some(())
-        },
-    )
+    until_delivery(&stack, "Clio to give the delivery up", |d| {
+        d.failure.is_some() && d.attempts.iter().all(|a| a.status == Some(503))
+    })
     .await;
     proxy.restore();
     stored_as(
