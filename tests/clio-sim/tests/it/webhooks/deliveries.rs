@@ -192,15 +192,7 @@ async fn a_refused_delivery_is_retried_with_backoff_and_later_ones_wait_their_tu
     receiver.answer_next(&[500, 503]);
     let contact = h.first_id("contacts").await.to_string();
     for name in ["A", "B"] {
-        admin
-            .update_record(
-                Region::Us,
-                Resource::Contacts,
-                &contact,
-                json!({ "name": name }),
-            )
-            .await
-            .unwrap();
+        rename_contact(&admin, &contact, name).await;
     }
     let deliveries = admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     assert_eq!(deliveries.len(), 2);
@@ -248,15 +240,7 @@ async fn a_receiver_that_keeps_failing_gets_its_webhook_suspended() {
         let admin = admin.clone();
         let contact = contact.clone();
         async move {
-            admin
-                .update_record(
-                    Region::Us,
-                    Resource::Contacts,
-                    &contact,
-                    json!({ "name": name }),
-                )
-                .await
-                .unwrap();
+            rename_contact(&admin, &contact, name).await;
             admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap()
         }
     };
@@ -309,15 +293,7 @@ async fn an_unreachable_receiver_is_retried_then_given_up_without_holding_up_edi
     h.subscribe(&receiver, "contact", "id,etag").await;
     receiver.stop().await;
     let contact = h.first_id("contacts").await.to_string();
-    admin
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            &contact,
-            json!({"name": "Nobody home"}),
-        )
-        .await
-        .unwrap();
+    rename_contact(&admin, &contact, "Nobody home").await;
     let deliveries = admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     let delivery = &deliveries[0];
     assert_eq!(delivery.statuses(), [None, None, None]);
@@ -361,15 +337,7 @@ async fn only_the_subscribers_account_and_records_its_user_may_see_are_delivered
         .await
         .unwrap();
     for contact in [&hidden, &visible] {
-        admin
-            .update_record(
-                Region::Us,
-                Resource::Contacts,
-                contact,
-                json!({"name": "Y"}),
-            )
-            .await
-            .unwrap();
+        rename_contact(&admin, contact, "Y").await;
     }
     admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     let taken = receiver.taken();
@@ -383,15 +351,7 @@ async fn only_the_subscribers_account_and_records_its_user_may_see_are_delivered
             .unwrap()
             >= 1
     );
-    admin
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            &visible,
-            json!({"name": "Z"}),
-        )
-        .await
-        .unwrap();
+    rename_contact(&admin, &visible, "Z").await;
     let after = admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     assert_eq!(after.len(), 1, "a disconnected user's webhooks fall silent");
 }
@@ -473,15 +433,7 @@ async fn shared_secrets_never_reach_the_logs() {
         .await
         .body["data"][0]["id"]
         .to_string();
-    admin
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            &contact,
-            json!({"name": "Logged"}),
-        )
-        .await
-        .unwrap();
+    rename_contact(&admin, &contact, "Logged").await;
     admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     assert_eq!(receiver.taken().len(), 1);
     let secret = receiver.secret().unwrap();

@@ -1,8 +1,7 @@
 //! Hostile deliveries on demand, for tests of a receiver: forgeries without or with a
 //! wrong signature, duplicates, replays, reordering and raw bodies.
 
-use clio_sim::{DeliveryKind, DeliveryState, Region, Resource};
-use serde_json::json;
+use clio_sim::{DeliveryKind, DeliveryState, Region};
 
 use super::receiver::{Handshake, Received, Receiver, hmac_hex};
 use super::*;
@@ -24,16 +23,7 @@ async fn watching_a_contact(h: &Hooked) -> (Receiver, i64, String) {
 }
 
 async fn rename(h: &Hooked, contact: &str, name: &str) {
-    h.sim
-        .admin()
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            contact,
-            json!({ "name": name }),
-        )
-        .await
-        .unwrap();
+    rename_contact(&h.sim.admin(), contact, name).await;
 }
 
 #[tokio::test]

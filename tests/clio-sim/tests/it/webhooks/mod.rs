@@ -121,3 +121,16 @@ impl Hooked {
         .await
     }
 }
+
+/// Renames a contact through the admin API (a change every contact subscription hears).
+pub async fn rename_contact(admin: &clio_sim::AdminClient, id: &str, name: &str) {
+    admin
+        .update_record(
+            Region::Us,
+            clio_sim::Resource::Contacts,
+            id,
+            json!({ "name": name }),
+        )
+        .await
+        .unwrap();
+}

@@ -377,15 +377,7 @@ async fn webhooks_expire_on_the_simulated_clock_unless_renewed() {
         .await
         .unwrap();
     let contact = h.first_id("contacts").await.to_string();
-    admin
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            &contact,
-            json!({"name": "Two days on"}),
-        )
-        .await
-        .unwrap();
+    rename_contact(&admin, &contact, "Two days on").await;
     let deliveries = admin.settle_webhooks(Region::Us, PATIENCE).await.unwrap();
     let heard: Vec<i64> = deliveries
         .iter()
@@ -506,15 +498,7 @@ async fn webhook_calls_are_counted_and_rate_limited_but_deliveries_are_not() {
         .await
         .body["data"][0]["id"]
         .to_string();
-    admin
-        .update_record(
-            Region::Us,
-            Resource::Contacts,
-            &contact,
-            json!({"name": "N"}),
-        )
-        .await
-        .unwrap();
+    rename_contact(&admin, &contact, "N").await;
     receiver
         .wait_until("the delivery", |_| receiver.taken().len() == 1)
         .await;
