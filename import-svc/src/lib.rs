@@ -407,6 +407,10 @@ fn start_workers(
         config: config.importer.clone(),
         audit: shared.audit.clone(),
         metrics: shared.metrics.clone(),
+        write_slots: job::write_slots::WriteSlots::for_pool(
+            config.service.database.max_connections,
+            config.importer.max_concurrent_jobs,
+        ),
     };
     let connected = Arc::new(AtomicBool::new(false));
     let consumer = queue::consumer::Consumer {

@@ -6,9 +6,12 @@
 //!   URL is in page N). Clio's wait and Postgres's work overlap instead of adding up. The
 //!   checkpoint still moves one committed page at a time, so a crash resumes exactly where
 //!   it did before; a page fetched ahead and never written is simply fetched again.
-//! - **Two pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own connection,
-//!   committing in listing order ([`Turn`]). Pages that share a record, and the last page
-//!   (its sweep must see every page), are written alone.
+//! - **Up to three pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own
+//!   connection, committing in listing order ([`Turn`]). Pages that share a record, the
+//!   last page (its sweep must see every page) are written alone. Beside a job's oldest
+//!   write, a page needs a free write slot ([`WriteSlots`]), or waits its turn. The next page is fetched while
+//!   both are written, so Clio's answer never waits for a write slot; it waits in memory
+//!   (one page) for the oldest write to finish.
 //! - **Asynchronous page commits.** A page's transaction (records, skipped records,
 //!   checkpoint) commits without waiting for its WAL flush (`synchronous_commit = off`,
 //!   for that transaction only). Should Postgres itself crash, the last pages are lost
@@ -37,6 +40,7 @@ use super::checkpoints::{self, CheckpointDelta, ResourceRow};
 use super::page_records;
 use super::runner::{Outcome, Run, Runner, Stop, Waits, len_i64};
 use super::spec::{JobSpec, Mode};
+use super::write_slots::{ExtraSlot, WriteSlots};
 use crate::records::{self, ClioId, Upserted};
 
 /// The most often a running job publishes a progress event.
@@ -46,13 +50,13 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// connection. Postgres spends most of a page's time on the upsert (index and WAL work), so
 /// a second page's upsert can use a second core while the first commits.
 ///
-/// Three were tried (session 9): +9 % on 1,000,000 contacts (47,276 and 46,029 records/s
-/// against 43,536 and 41,866 for two, alternating runs), but each write holds a pooled
-/// connection until its turn to commit, and the 20-token rate-limited benchmark (bursts of
-/// pages at each window's start, 20 jobs) then failed once with `GetJob` "database
-/// unavailable". Two stay until page writes have a bound of their own on the pool, with a
-/// test that reproduces that starvation.
-const PAGES_IN_FLIGHT: usize = 2;
+/// Three against two (session 9): +9 % on 1,000,000 contacts (47,276 and 46,029 records/s
+/// against 43,536 and 41,866, alternating runs). Each write holds a pooled connection until
+/// its turn to commit, and with three and nothing else bounding them, 20 jobs once held the
+/// whole pool and `GetJob` failed with "database unavailable": every write beside a job's
+/// oldest now needs an extra slot ([`WriteSlots`]) or waits its turn alone, so page writes
+/// never hold more than the pool less its reserve (e2e `page_writes`).
+const PAGES_IN_FLIGHT: usize = 3;
 
 /// What writing one page needs, copied out of the run so the next page can be fetched
 /// (which may renew the lease) while this one is written.
@@ -93,6 +97,30 @@ impl Turn {
             previous: Some(previous),
             alone,
             committed,
+        }
+    }
+
+    /// Waits until this page may take a connection and write: at once if an extra write
+    /// slot is free (returned, to hold until the commit), or once the previous page has
+    /// committed, when this page is its job's oldest write and needs none. A page that
+    /// must be written alone only waits.
+    async fn start(&mut self, slots: &WriteSlots) -> Result<Option<ExtraSlot>, Stop> {
+        if self.alone {
+            self.wait().await?;
+            return Ok(None);
+        }
+        let Some(previous) = self.previous.as_mut() else {
+            return Ok(None);
+        };
+        tokio::select! {
+            // A previous page already committed leaves the slot to another job.
+            biased;
+            committed = previous => {
+                self.previous = None;
+                committed.map_err(|_| Stop(Outcome::Interrupted))?;
+                Ok(None)
+            }
+            Some(slot) = slots.extra() => Ok(Some(slot)),
         }
     }
 
@@ -177,7 +205,15 @@ impl Runner {
         let mut newest: Option<(HashSet<ClioId>, oneshot::Receiver<()>)> = None;
         let mut progress = Progress { last: None };
         loop {
+            let mut written = Vec::new();
             if let Some(page) = fetched.take() {
+                // A page fetched while every write slot was busy waits here, in memory
+                // and without a connection, for the oldest write to finish.
+                while writes.len() >= PAGES_IN_FLIGHT
+                    && let Some(stored) = writes.next().await
+                {
+                    written.push(stored?);
+                }
                 next_url.clone_from(&page.next);
                 let ids = records::page_ids(resource, &page.records);
                 let (committed, signal) = oneshot::channel();
@@ -194,11 +230,9 @@ impl Runner {
                 newest = Some((ids, signal));
                 writes.push_back(self.write_page(&sink, page, clio_started_at.take(), turn));
             }
-            let mut written = Vec::new();
-            if writes.len() < PAGES_IN_FLIGHT
-                && let Some(url) = next_url.take()
-            {
-                // The next page is fetched while the pages before it are written.
+            if let Some(url) = next_url.take() {
+                // The next page is fetched while the pages before it are written, however
+                // many of them are.
                 let fetch = self.fetch(run, &url);
                 tokio::pin!(fetch);
                 fetched = Some(loop {
@@ -251,9 +285,7 @@ impl Runner {
         mut turn: Turn,
     ) -> Result<WrittenPage, Stop> {
         let last = page.next.is_none();
-        if turn.alone {
-            turn.wait().await?;
-        }
+        let slot = turn.start(&self.write_slots).await?;
         let mut tx = page_records::begin(&self.pool).await?;
         let target = self.target(sink.spec, &sink.account_id, sink.resource);
         let stored =
@@ -278,6 +310,9 @@ impl Runner {
             clio_started_at,
         };
         turn.wait().await?;
+        // Every page before this one is committed: it is now its job's oldest write, which
+        // needs no extra slot, so the slot goes to a page waiting behind it.
+        drop(slot);
         self.commit_page(tx, sink.spec, sink.waits, sink.resource, &delta)
             .await?;
         // The next page may commit now. (Nobody listening means the listing is over.)

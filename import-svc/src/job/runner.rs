@@ -57,6 +57,8 @@ pub struct Runner {
     pub config: ImporterConfig,
     pub audit: Auditor,
     pub metrics: ImportMetrics,
+    /// Connections page writes may hold beside one per job.
+    pub write_slots: super::write_slots::WriteSlots,
 }
 
 /// Rate-limit and backoff waits, added to the job's total with the next checkpoint.

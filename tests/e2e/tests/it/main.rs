@@ -20,6 +20,7 @@ mod job_slots;
 mod metrics;
 mod oidc_provider;
 mod outages;
+mod page_writes;
 mod process;
 mod python_producer;
 mod reflection;
