@@ -378,7 +378,12 @@ fn rows(report: &ConcurrentReport) -> Vec<Row> {
                 .load_average
                 .map_or_else(|| "n/a".to_owned(), |l| format!("{l:.1}")),
         ))
-        .note(ceiling_note(report).unwrap_or_default()),
+        .note(ceiling_note(report).unwrap_or_default())
+        .note(
+            "tried: every lever of the import row; the jobs' page writes share the pool's \
+             spare connections (write slots) instead of one job taking them all; the \
+             scheduler gives each connection its own slot, so the 20 jobs run at once",
+        ),
     ]
 }
 

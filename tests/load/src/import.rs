@@ -311,11 +311,13 @@ fn ceiling_note(report: &ImportReport, ratio: f64) -> Option<String> {
          the other services took {others:.1}, import-svc {import_svc:.1} and its Postgres \
          backends {postgres:.1} (the competent script's one upsert and commit a page cost its \
          Postgres {script_postgres:.1}); limit: serving the records and storing them as \
-         cheaply as the script does already take {floor:.1} µs {}, before import-svc reads a \
-         byte",
+         cheaply as the script does already take {floor:.1} µs a record, {}",
         match floor >= budget {
-            true => "of that budget and more",
-            false => "of it",
+            true => "more than the whole budget before import-svc reads a byte".to_owned(),
+            false => format!(
+                "leaving {:.1} for import-svc and its extra Postgres work",
+                budget - floor
+            ),
         }
     ))
 }
