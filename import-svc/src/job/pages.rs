@@ -52,10 +52,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 ///
 /// Three against two (session 9): +9 % on 1,000,000 contacts (47,276 and 46,029 records/s
 /// against 43,536 and 41,866, alternating runs). Each write holds a pooled connection until
-/// its turn to commit, and with three and nothing else bounding them, 20 jobs once held the
-/// whole pool and `GetJob` failed with "database unavailable": every write beside a job's
-/// oldest now needs an extra slot ([`WriteSlots`]) or waits its turn alone, so page writes
-/// never hold more than the pool less its reserve (e2e `page_writes`).
+/// its turn to commit, so with nothing else bounding them a few busy jobs could hold the
+/// whole pool and starve `GetJob`: every write beside a job's oldest needs an extra slot
+/// ([`WriteSlots`]) or waits its turn, so page writes never hold more than the pool less its
+/// reserve (e2e `page_writes`). (Session 9's one "database unavailable" with three was, as
+/// session 11 found, that benchmark's services asking Postgres for more connections than
+/// its `max_connections`; the benchmark's pools are sized to fit now.)
 const PAGES_IN_FLIGHT: usize = 3;
 
 /// What writing one page needs, copied out of the run so the next page can be fetched

@@ -25,7 +25,7 @@ use harness::{ClioUser, TestDatabase};
 use sqlx::{Connection, PgConnection};
 
 use crate::import::{CpuSplit, Probe};
-use crate::import_host::{ImportHost, ImportSvc, full_job};
+use crate::import_host::{ImportHost, ImportSvc, full_job, pool_for_jobs};
 use crate::platform::Platform;
 use crate::procstat;
 use crate::row::{Row, Target};
@@ -171,9 +171,8 @@ async fn measure(
         // `max_concurrent_jobs` of them (the defaults, 4 slots and a prefetch of 16, would queue the rest).
         config.importer.max_concurrent_jobs = jobs;
         config.amqp.prefetch = u16::try_from(jobs).unwrap_or(u16::MAX);
-        // A running job pins a pooled connection for its advisory lock and needs another
-        // to write; the default pool (10) would starve 20 jobs and the API beside them.
-        config.service.database.max_connections = u32::try_from(2 * jobs + 4).unwrap_or(u32::MAX);
+        // The default pool (10) would leave 20 jobs queueing for a connection to write.
+        config.service.database.max_connections = pool_for_jobs(jobs);
     })
     .await?;
     let measured = async {

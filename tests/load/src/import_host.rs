@@ -66,6 +66,20 @@ pub struct ImportSvc {
 
 /// import-svc's settings for the benchmarks: the platform's auth-svc and audit-svc, the
 /// rate-limit reserve off (the simulator's limit is off or the row measures it).
+/// The pool of an import-svc running `jobs` jobs at once: a page write per job, the reserve
+/// import-svc keeps for its API and background work, and up to 10 spare connections the
+/// jobs share to overlap their page writes. Small enough that the benchmark's services
+/// together (import-svc also holds a lock connection per running job, outside this pool)
+/// stay well under Postgres's own `max_connections` (100 by default): a connection past
+/// it is refused ("sorry, too many clients already"), which import-svc rightly reports as
+/// "database unavailable" (seen in session 11 with 2 × jobs + 4).
+pub fn pool_for_jobs(jobs: usize) -> u32 {
+    let spare = jobs.min(10);
+    u32::try_from(jobs + spare)
+        .unwrap_or(u32::MAX)
+        .saturating_add(import_svc::job::write_slots::POOL_RESERVE)
+}
+
 pub fn import_config(
     platform: &Platform,
     database: SecretString,

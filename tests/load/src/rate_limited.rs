@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clio_sim::{DatasetSize, RateLimit, Region, SimConfig};
 
-use crate::import_host::{ImportHost, ImportSvc, full_job};
+use crate::import_host::{ImportHost, ImportSvc, full_job, pool_for_jobs};
 use crate::platform::Platform;
 use crate::row::{Row, Target};
 
@@ -89,10 +89,8 @@ pub async fn run_tokens(options: &RateOptions, tokens: usize) -> Result<Vec<Toke
         // `max_concurrent_jobs` of them (the defaults, 4 each, would queue the rest).
         config.importer.max_concurrent_jobs = tokens;
         config.amqp.prefetch = u16::try_from(tokens).unwrap_or(u16::MAX);
-        // A running job pins a pooled connection for its advisory lock and needs another
-        // to write; the default pool (10) would starve 20 jobs and the API beside them.
-        let pool = u32::try_from(2 * tokens + 4).unwrap_or(u32::MAX);
-        config.service.database.max_connections = pool;
+        // The default pool (10) would leave 20 jobs queueing for a connection to write.
+        config.service.database.max_connections = pool_for_jobs(tokens);
         config.importer.page_size = options.page_size;
     })
     .await;
