@@ -7,11 +7,11 @@
 //!   checkpoint still moves one committed page at a time, so a crash resumes exactly where
 //!   it did before; a page fetched ahead and never written is simply fetched again.
 //! - **Up to three pages written at once** ([`PAGES_IN_FLIGHT`]), each on its own
-//!   connection, committing in listing order ([`Turn`]). Pages that share a record, the
-//!   last page (its sweep must see every page) are written alone. Beside a job's oldest
-//!   write, a page needs a free write slot ([`WriteSlots`]), or waits its turn. The next page is fetched while
-//!   both are written, so Clio's answer never waits for a write slot; it waits in memory
-//!   (one page) for the oldest write to finish.
+//!   connection, committing in listing order ([`Turn`]). Pages that share a record, and
+//!   the last page (its sweep must see every page), are written alone. Beside a job's
+//!   oldest write, a page needs a free write slot ([`WriteSlots`]) or waits its turn. The
+//!   next page is fetched while the writes run, so Clio's answer never waits for them; it
+//!   waits in memory (one page, no connection) for the oldest write to finish.
 //! - **Asynchronous page commits.** A page's transaction (records, skipped records,
 //!   checkpoint) commits without waiting for its WAL flush (`synchronous_commit = off`,
 //!   for that transaction only). Should Postgres itself crash, the last pages are lost
@@ -209,8 +209,8 @@ impl Runner {
         loop {
             let mut written = Vec::new();
             if let Some(page) = fetched.take() {
-                // A page fetched while every write slot was busy waits here, in memory
-                // and without a connection, for the oldest write to finish.
+                // A page fetched while the job already writes PAGES_IN_FLIGHT pages waits
+                // here, in memory and without a connection, for the oldest to finish.
                 while writes.len() >= PAGES_IN_FLIGHT
                     && let Some(stored) = writes.next().await
                 {
