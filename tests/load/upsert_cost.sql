@@ -33,26 +33,28 @@ SELECT 'script', run('c_script', $q$ WITH x AS (INSERT INTO TT (clio_account_id,
 SELECT $1, u.id, u.etag, u.updated_at, u.data, $1 FROM UNNEST($5::bigint[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data)
 ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data, stored_at = now(), deleted_at = NULL
 WHERE TT.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at RETURNING 1) SELECT count(*) FROM x $q$);
-SELECT 'ours', run('c_ours', $q$ WITH u AS (SELECT * FROM UNNEST($5::bigint[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data)),
+-- import-svc's page upsert (records.rs, upsert_sql), shared by both variants below: the
+-- page's rows, and the INSERT keeping the newer version. NEWER is the version test.
+CREATE OR REPLACE FUNCTION ours_page() RETURNS text LANGUAGE sql AS $f$ SELECT
+$s$u AS (SELECT * FROM UNNEST($5::bigint[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data))$s$ $f$;
+CREATE OR REPLACE FUNCTION ours_stored() RETURNS text LANGUAGE sql AS $f$ SELECT replace(
+$s$stored AS (INSERT INTO TT (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at, seen_by)
+ SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL, jsonb_build_object($2::text, now()) FROM u
+ ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET seen_in_job = EXCLUDED.seen_in_job, seen_by = TT.seen_by || EXCLUDED.seen_by, deleted_at = NULL, connection_id = EXCLUDED.connection_id,
+ etag = CASE WHEN NEWER THEN EXCLUDED.etag ELSE TT.etag END,
+ data = CASE WHEN NEWER THEN EXCLUDED.data ELSE TT.data END,
+ stored_at = CASE WHEN NEWER THEN EXCLUDED.stored_at ELSE TT.stored_at END,
+ updated_at = CASE WHEN NEWER THEN EXCLUDED.updated_at ELSE TT.updated_at END$s$,
+'NEWER', '(TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at)') $f$;
+
+-- As import-svc runs it: `changed` counts the records the page really adds or changes.
+SELECT 'ours', run('c_ours', 'WITH ' || ours_page() || $q$,
 changed AS (SELECT count(*) AS n FROM u LEFT JOIN LATERAL (SELECT true AS found, TT.etag, TT.updated_at, TT.deleted_at FROM TT WHERE TT.clio_account_id = $1 AND TT.clio_id = u.id LIMIT 1) old ON true
  WHERE old.found IS NULL OR old.deleted_at IS NOT NULL OR ((u.etag IS DISTINCT FROM old.etag OR u.updated_at IS DISTINCT FROM old.updated_at) AND (old.updated_at IS NULL OR u.updated_at IS NULL OR u.updated_at >= old.updated_at))),
-stored AS (INSERT INTO TT (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at, seen_by)
- SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL, jsonb_build_object($2::text, now()) FROM u
- ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET seen_in_job = EXCLUDED.seen_in_job, seen_by = TT.seen_by || EXCLUDED.seen_by, deleted_at = NULL, connection_id = EXCLUDED.connection_id,
- etag = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.etag ELSE TT.etag END,
- data = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.data ELSE TT.data END,
- stored_at = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.stored_at ELSE TT.stored_at END,
- updated_at = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.updated_at ELSE TT.updated_at END)
-SELECT n FROM changed $q$);
-SELECT 'ours-nolateral', run('c_ours2', $q$ WITH u AS (SELECT * FROM UNNEST($5::bigint[], $6::text[], $7::timestamptz[], $8::jsonb[]) AS u(id, etag, updated_at, data)),
-stored AS (INSERT INTO TT (clio_account_id, clio_id, etag, updated_at, data, connection_id, seen_in_job, stored_at, deleted_at, seen_by)
- SELECT $1, u.id, u.etag, u.updated_at, u.data, $2, $3, $4, NULL, jsonb_build_object($2::text, now()) FROM u
- ON CONFLICT (clio_account_id, clio_id) DO UPDATE SET seen_in_job = EXCLUDED.seen_in_job, seen_by = TT.seen_by || EXCLUDED.seen_by, deleted_at = NULL, connection_id = EXCLUDED.connection_id,
- etag = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.etag ELSE TT.etag END,
- data = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.data ELSE TT.data END,
- stored_at = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.stored_at ELSE TT.stored_at END,
- updated_at = CASE WHEN (TT.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_at >= TT.updated_at) THEN EXCLUDED.updated_at ELSE TT.updated_at END RETURNING 1)
-SELECT count(*) FROM stored $q$);
+$q$ || ours_stored() || ') SELECT n FROM changed');
+-- The same without that count: every row the statement touched.
+SELECT 'ours-nolateral', run('c_ours2', 'WITH ' || ours_page() || ', ' || ours_stored()
+    || ' RETURNING 1) SELECT count(*) FROM stored');
 
 \c postgres
 DROP DATABASE sqlbench;
