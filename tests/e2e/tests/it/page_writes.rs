@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use clio_sim::{DatasetSize, Region, SimConfig};
-use harness::TestDatabase;
-use harness::poll_until;
+use harness::{TestDatabase, poll_until};
+use import_svc::job::write_slots::POOL_RESERVE;
 use sqlx::Connection;
 
 use crate::import_jobs::assert_completed;
@@ -17,8 +17,6 @@ use crate::stack::{Stack, StackSetup, full_job};
 
 const POOL: u32 = 6;
 const JOBS: usize = 2;
-/// `POOL - write_slots::POOL_RESERVE`: one write per job and the one extra slot left.
-const MOST_WRITES: i64 = 3;
 /// 100 pages a job: far from done when the lock is taken after its first page.
 const RECORDS: u64 = 20_000;
 
@@ -60,6 +58,8 @@ async fn writes_held_up_at_commit_stay_within_the_pool_less_its_reserve_and_get_
         }),
         ..StackSetup::default()
     };
+    // The bound: the pool less its reserve (here one write per job and the one extra slot).
+    let most_writes = i64::from(POOL - POOL_RESERVE);
     let stack = Stack::start("page_writes", setup).await;
     let connection = stack
         .connect(&["contacts:read", "matters:read"], "pat@firm-1", 1)
@@ -93,14 +93,14 @@ async fn writes_held_up_at_commit_stay_within_the_pool_less_its_reserve_and_get_
         "page writes to pile up behind the lock",
         Duration::from_secs(20),
         Duration::from_millis(20),
-        || async { (page_writes(&stack.import_database).await >= MOST_WRITES).then_some(()) },
+        || async { (page_writes(&stack.import_database).await >= most_writes).then_some(()) },
     )
     .await;
     // And stay there while the jobs keep fetching pages they cannot yet write.
     for _ in 0..10 {
         let held = page_writes(&stack.import_database).await;
         assert!(
-            held <= MOST_WRITES,
+            held <= most_writes,
             "page writes hold {held} of {POOL} connections"
         );
         // The API still gets a connection.
