@@ -251,11 +251,18 @@ impl SuggestionService for Suggestions {
             .enqueue_event(&mut tx, events::approved(&approved, &before, &caller.name))
             .await
             .map_err(ApiError::from)?;
+        // Held for this call's write from the moment it is approved: the background pass
+        // never sees it unheld. If this replica dies before writing, the hold lapses and
+        // the pass takes it.
+        let claimed = store::claim(&mut *tx, id, self.writer.hold)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(format!("suggestion {id} not found")))?;
         tx.commit().await.map_err(ApiError::from)?;
         self.audit.committed();
         tracing::info!(suggestion_id = %id, by = %caller.name, "suggestion approved");
         // Written now if Clio answers; otherwise the background pass finishes it.
-        let after = match self.writer.write(id).await {
+        let after = match self.writer.write_claimed(&claimed).await {
             Ok(Some(row)) => row,
             Ok(None) => approved,
             Err(error) => {

@@ -80,8 +80,19 @@ impl Writer {
         let Some(row) = store::claim(&self.pool, suggestion_id, self.hold).await? else {
             return Ok(None);
         };
-        let attempt = self.attempt(&row).await;
-        self.settle(&row, attempt).await
+        self.write_claimed(&row).await
+    }
+
+    /// Writes a suggestion this writer already holds: `row` as [`store::claim`] returned
+    /// it. The approval claims in its own transaction, so that the background pass cannot
+    /// take the write between the approval's commit and its call, and the person
+    /// approving is answered with the outcome.
+    pub async fn write_claimed(
+        &self,
+        row: &SuggestionRow,
+    ) -> Result<Option<SuggestionRow>, WriteError> {
+        let attempt = self.attempt(row).await;
+        self.settle(row, attempt).await
     }
 
     async fn attempt(&self, row: &SuggestionRow) -> Attempt {

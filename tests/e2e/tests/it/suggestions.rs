@@ -756,6 +756,64 @@ async fn an_approved_suggestion_is_written_once_even_when_clio_drops_the_answer(
     stack.stop().await;
 }
 
+/// The background pass polls every millisecond here, so an approval committed unheld
+/// would often be taken by it between the approval's commit and its own write, and the
+/// person approving would be told "approved" with the outcome still to come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_approval_answers_with_its_own_write_while_the_background_pass_polls() {
+    const APPROVALS: u32 = 28;
+    let mut setup = with_calendar(0);
+    setup.import = Box::new(|config| {
+        config.suggestions.write_interval_ms = 1;
+    });
+    let stack = Stack::start("suggest-own-write", setup).await;
+    let bob = stack.connect(SCOPES, BOB, 3).await;
+    let smith = MATTER_BASE + 12;
+    // Even days name Bob (Clio creates the entry), odd days a user Clio does not have
+    // (Clio refuses it): both outcomes must reach the approval's answer.
+    let refused = |day: u32| !day.is_multiple_of(2);
+    let user_of = |day: u32| {
+        if refused(day) {
+            USER_BASE + 999
+        } else {
+            USER_BASE + 3
+        }
+    };
+    let ids: Vec<String> = (1..=APPROVALS)
+        .map(|day| format!("41000002{day:02}"))
+        .collect();
+    for (day, id) in (1..=APPROVALS).zip(&ids) {
+        let record = entry(
+            id,
+            "Client meeting – 00012-Smith",
+            at(day, 9, 0),
+            30,
+            smith,
+            user_of(day),
+        );
+        add(&stack, Resource::CalendarEntries, record).await;
+    }
+    let detected = detect(&stack, BOB, &bob, at(1, 0, 0), at(30, 0, 0))
+        .await
+        .unwrap();
+    for (day, id) in (1..=APPROVALS).zip(&ids) {
+        let suggestion = suggested(&detected, id);
+        let answer = approve(&stack, BOB, &suggestion.suggestion_id, 0, "")
+            .await
+            .unwrap();
+        let expected = if refused(day) {
+            pb::SuggestionStatus::Failed
+        } else {
+            pb::SuggestionStatus::Written
+        };
+        assert_eq!(answer.status, expected as i32, "day {day}: {answer:?}");
+    }
+    // And each was written once.
+    let created = stack.created_activities().await;
+    assert_eq!(created.len(), (APPROVALS / 2) as usize, "{created:?}");
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoking_a_connection_cancels_its_open_suggestions_and_nothing_is_written() {
     let mut setup = with_calendar(0);
