@@ -256,13 +256,18 @@ impl SuggestionService for Suggestions {
         // the pass takes it.
         let claimed = store::claim(&mut *tx, id, self.writer.hold)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("suggestion {id} not found")))?;
+            .map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         self.audit.committed();
         tracing::info!(suggestion_id = %id, by = %caller.name, "suggestion approved");
         // Written now if Clio answers; otherwise the background pass finishes it.
-        let after = match self.writer.write_claimed(&claimed).await {
+        let written = match &claimed {
+            Some(row) => self.writer.write_claimed(row).await,
+            // Already held by another writer (never so for a suggestion pending until
+            // now): that writer finishes it.
+            None => Ok(None),
+        };
+        let after = match written {
             Ok(Some(row)) => row,
             Ok(None) => approved,
             Err(error) => {
