@@ -16,8 +16,8 @@ async fn pool() -> (TestDatabase, PgPool) {
     (database, pool)
 }
 
-/// A suggestion of connection `c-1`, approved.
-async fn approved(pool: &PgPool, entry: &str) -> Uuid {
+/// A suggestion of connection `c-1`, pending.
+async fn pending(pool: &PgPool, entry: &str) -> Uuid {
     let origin = Origin {
         connection_id: "c-1",
         tenant: "firm-1",
@@ -35,14 +35,48 @@ async fn approved(pool: &PgPool, entry: &str) -> Uuid {
         description: "Call".into(),
     };
     let row = store::insert(pool, &origin, &draft).await.unwrap().unwrap();
-    let approval = Decision::Approve {
-        quantity_secs: 360,
-        description: "Call",
-    };
-    store::decide(pool, row.suggestion_id, "bob@firm", &approval, Utc::now())
+    row.suggestion_id
+}
+
+const APPROVAL: Decision<'static> = Decision::Approve {
+    quantity_secs: 360,
+    description: "Call",
+};
+
+/// A suggestion of connection `c-1`, approved.
+async fn approved(pool: &PgPool, entry: &str) -> Uuid {
+    let id = pending(pool, entry).await;
+    store::decide(pool, id, "bob@firm", &APPROVAL, Utc::now())
         .await
         .unwrap();
-    row.suggestion_id
+    id
+}
+
+/// `ApproveSuggestion` claims the write in the approval's own transaction: the background
+/// pass never finds the suggestion approved and unheld, and should the approving replica
+/// die before writing, the hold lapses and the pass takes it.
+#[tokio::test]
+async fn an_approval_holds_its_write_from_its_commit_until_the_hold_lapses() {
+    let (_database, pool) = pool().await;
+    let id = pending(&pool, "1").await;
+    // Long enough that a loaded machine still checks within it (database time, from the
+    // approval's transaction start).
+    let hold = Duration::from_secs(3);
+    let mut tx = pool.begin().await.unwrap();
+    store::decide(&mut *tx, id, "bob@firm", &APPROVAL, Utc::now())
+        .await
+        .unwrap();
+    let claimed = store::claim(&mut *tx, id, hold).await.unwrap().unwrap();
+    assert_eq!(claimed.status, "approved");
+    tx.commit().await.unwrap();
+    assert!(store::unwritten(&pool, 10).await.unwrap().is_empty());
+    assert!(store::claim(&pool, id, hold).await.unwrap().is_none());
+
+    // The approving replica died: nobody settles the write, and the hold lapses.
+    tokio::time::sleep(hold + Duration::from_millis(200)).await;
+    assert_eq!(store::unwritten(&pool, 10).await.unwrap(), vec![id]);
+    let taken = store::claim(&pool, id, hold).await.unwrap().unwrap();
+    assert_eq!(taken.write_attempts, 2);
 }
 
 #[tokio::test]
