@@ -64,8 +64,6 @@ pub struct ImportSvc {
     _broker: TestBroker,
 }
 
-/// import-svc's settings for the benchmarks: the platform's auth-svc and audit-svc, the
-/// rate-limit reserve off (the simulator's limit is off or the row measures it).
 /// The pool of an import-svc running `jobs` jobs at once: a page write per job, the reserve
 /// import-svc keeps for its API and background work, and up to 10 spare connections the
 /// jobs share to overlap their page writes. Small enough that the benchmark's services
@@ -80,6 +78,8 @@ pub fn pool_for_jobs(jobs: usize) -> u32 {
         .saturating_add(import_svc::job::write_slots::POOL_RESERVE)
 }
 
+/// import-svc's settings for the benchmarks: the platform's auth-svc and audit-svc, the
+/// rate-limit reserve off (the simulator's limit is off or the row measures it).
 pub fn import_config(
     platform: &Platform,
     database: SecretString,
